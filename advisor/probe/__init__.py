@@ -1,0 +1,80 @@
+"""``probe(system) -> HardwareProfile``: small detectors, each safe on its own, merged into one profile.
+
+Every detector takes the ``System`` seam and returns a partial result; a detector that raises is reported as a
+note and the rest of the profile still comes back (a missing or broken driver degrades, never crashes).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from advisor.probe.model import Cpu, Disk, Gpu, HardwareProfile, Memory, Runtimes
+from advisor.system import System
+
+
+@dataclass
+class Found:
+    """What one GPU detector found: its devices, machine-wide driver versions, platform facts and notes."""
+
+    gpus: list[Gpu] = field(default_factory=list)
+    drivers: dict[str, str] = field(default_factory=dict)
+    environment: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+#: GPU detector modules, in the order their devices are listed (each has ``detect(system) -> Found``).
+GPU_DETECTORS = ("nvidia", "amd", "apple", "intel")
+
+
+def _run_gpu_detector(name: str, system: System) -> Found:
+    # Imported when run, so that `import advisor.probe` stays cheap; each module imports its libraries lazily.
+    module = importlib.import_module(f"advisor.probe.{name}")
+    return module.detect(system)
+
+
+def _guard(name: str, fn: Callable, default, notes: list[str], *args):
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - one broken detector must not take the profile down
+        notes.append(f"{name}: detection failed ({type(exc).__name__}: {exc})")
+        return default
+
+
+def probe(system: System | None = None) -> HardwareProfile:
+    from advisor.probe import cpu, disk, memory, runtimes
+
+    system = system or System.from_env()
+    notes: list[str] = []
+    environment: list[str] = []
+    drivers: dict[str, str] = {}
+    gpus: list[Gpu] = []
+
+    cpu_info: Cpu = _guard("cpu", cpu.detect, Cpu(), notes, system)
+    mem_found = _guard("memory", memory.detect, (Memory(), [], []), notes, system)
+    mem_info, mem_env, mem_notes = mem_found
+    environment += mem_env
+    notes += mem_notes
+    disk_info: Disk = _guard("disk", disk.detect, Disk(), notes, system)
+
+    for name in GPU_DETECTORS:
+        found: Found = _guard(name, _run_gpu_detector, Found(), notes, name, system)
+        gpus += found.gpus
+        drivers.update(found.drivers)
+        environment += [e for e in found.environment if e not in environment]
+        notes += found.notes
+
+    runtimes_info: Runtimes = _guard("runtimes", runtimes.detect, Runtimes(), notes, system)
+    return HardwareProfile(
+        os=system.os_name,
+        arch=cpu.effective_arch(system, cpu_info),
+        cpu=cpu_info,
+        memory=mem_info,
+        disk=disk_info,
+        gpus=gpus,
+        runtimes=runtimes_info,
+        drivers=drivers,
+        environment=environment,
+        notes=notes,
+    )

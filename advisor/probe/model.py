@@ -1,0 +1,177 @@
+"""The hardware profile: what ``advisor probe --json`` prints and ``--hardware FILE`` reads back.
+
+Plain frozen dataclasses; bytes are integers; a field the platform cannot tell is None. ``from_dict`` refuses
+unknown keys and wrong types, so a hand-edited or truncated profile fails with one clear line instead of planning
+for a machine that does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.errors import HardwareFileError
+
+#: Version of the JSON document. Bump when a field changes meaning or is removed; adding a field keeps it.
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cpu:
+    model: str | None = None
+    vendor: str | None = None
+    physical_cores: int | None = None
+    logical_cores: int | None = None
+    #: Cores this process may use: the smallest of the online CPUs, its affinity mask and the cgroup CPU quota.
+    usable_cores: int | None = None
+    #: Normalised lower-case feature names (``avx2``, ``avx512f``, ``neon``, ``sve``...), sorted.
+    features: list[str] = field(default_factory=list)
+    #: x86-64 micro-architecture level (v1..v4, as defined by the x86-64 psABI), None on other architectures.
+    isa_level: str | None = None
+    #: Performance and efficiency cores where the platform tells them apart (Apple perflevels).
+    performance_cores: int | None = None
+    efficiency_cores: int | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    total_bytes: int | None = None
+    available_bytes: int | None = None
+    #: Container (cgroup) memory limit, None when there is none.
+    limit_bytes: int | None = None
+    #: What a model may take: available memory, clamped by what the container limit leaves.
+    usable_bytes: int | None = None
+    swap_total_bytes: int | None = None
+    #: "v1", "hybrid" (v1 controllers and a v2 tree) or "v2" where a cgroup hierarchy was found.
+    cgroup_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    #: The model cache directory that will be used (it may not exist yet).
+    path: str | None = None
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    vendor: str  # nvidia | amd | apple | intel
+    name: str
+    backend: str  # cuda | rocm | metal | vulkan | sycl
+    memory_total_bytes: int | None = None
+    memory_free_bytes: int | None = None
+    unified_memory: bool = False
+    compute_capability: str | None = None  # NVIDIA, "8.9"
+    gfx_target: str | None = None  # AMD, "gfx1100"
+    driver_version: str | None = None
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    #: MIG instance profile ("3g.40gb") when this entry is a MIG instance; its parent GPU's index.
+    mig_profile: str | None = None
+    mig_parent_index: int | None = None
+    #: GPU cores (Apple) or compute units (AMD), where known.
+    cores: int | None = None
+    #: Where the facts came from: nvml, nvidia-smi, sysfs, rocm-smi, amdsmi, sysctl, metal, ...
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One way of running models found on this machine."""
+
+    installed: bool = False
+    version: str | None = None
+    path: str | None = None
+    #: llama.cpp: whether the build can offload layers to a GPU; None when unknown.
+    gpu_offload: bool | None = None
+    #: llama.cpp backends compiled in (cpu, cuda, metal, hip, vulkan, sycl...).
+    backends: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Runtimes:
+    llama_server: Runtime = field(default_factory=Runtime)
+    llama_cpp_python: Runtime = field(default_factory=Runtime)
+    vllm: Runtime = field(default_factory=Runtime)
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    schema: int = SCHEMA_VERSION
+    os: str = "linux"
+    arch: str = "x86_64"
+    cpu: Cpu = field(default_factory=Cpu)
+    memory: Memory = field(default_factory=Memory)
+    disk: Disk = field(default_factory=Disk)
+    gpus: list[Gpu] = field(default_factory=list)
+    runtimes: Runtimes = field(default_factory=Runtimes)
+    #: Driver/library versions that apply to the whole machine, e.g. {"cuda_driver": "13.1", "rocm": "6.0.2"}.
+    drivers: dict[str, str] = field(default_factory=dict)
+    #: In a container (cgroup limit, /.dockerenv), WSL or Rosetta; what the planner must know about the platform.
+    environment: list[str] = field(default_factory=list)
+    #: Why something was not found or is uncertain, one line each (a missing driver is a note, not an error).
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "hardware profile") -> HardwareProfile:
+        if not isinstance(data, dict):
+            raise HardwareFileError(f"{where}: expected a JSON object")
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise HardwareFileError(
+                f"{where}: schema {schema!r} is not supported (this advisor reads schema {SCHEMA_VERSION})"
+            )
+        return _build(cls, data, where)
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Build ``tp`` (a dataclass, list, dict, optional or scalar type) from JSON data, strictly."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _build(inner, value, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise HardwareFileError(f"{where}: expected an object")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise HardwareFileError(f"{where}: unknown field {unknown[0]!r}")
+        kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except TypeError as exc:  # a required field is missing
+            raise HardwareFileError(f"{where}: {exc}") from None
+    if origin is list:
+        if not isinstance(value, list):
+            raise HardwareFileError(f"{where}: expected a list")
+        (inner,) = typing.get_args(tp)
+        return [_build(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise HardwareFileError(f"{where}: expected an object")
+        _, inner = typing.get_args(tp)
+        return {str(k): _build(inner, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - every field type is listed above
+        raise TypeError(f"unsupported field type {tp!r}")
+    if not ok:
+        raise HardwareFileError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+    return value
