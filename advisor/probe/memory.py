@@ -50,7 +50,8 @@ def cgroup_version(system: System) -> str | None:
     v247), "v1" (legacy), or None (systemd.io/CGROUP_DELEGATION "Three Different Tree Setups")."""
     if system.exists("/sys/fs/cgroup/cgroup.controllers"):
         return "v2"
-    if system.exists("/sys/fs/cgroup/memory") or system.exists("/sys/fs/cgroup/cpu"):
+    mounted = {c for name in system.listdir("/sys/fs/cgroup") for c in name.split(",")}
+    if mounted & {"memory", "cpu"}:  # v1 mounts one directory per controller, some joined ("cpu,cpuacct")
         return "hybrid" if system.exists("/sys/fs/cgroup/unified") else "v1"
     return None
 
