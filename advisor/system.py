@@ -14,15 +14,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from advisor import settings
 
 #: Seconds an external tool may take. nvidia-smi can take seconds to initialise the driver when persistence mode is
 #: off (notes/probe.md §1.7 recommends 5 s); the other tools answer in well under a second.
 DEFAULT_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class System:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     os_name: str = field(default_factory=lambda: _normalise_os(sys.platform))
     arch: str = field(default_factory=lambda: _normalise_arch(platform.machine()))
+    _answers: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> System:
@@ -147,6 +151,13 @@ class System:
         except OSError as exc:
             return Completed(argv, None, "", f"{argv[0]}: {exc.strerror or exc}")
         return Completed(argv, proc.returncode, proc.stdout, proc.stderr)
+
+    def once(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()``'s answer, asked once per System: several detectors share one expensive question (one
+        ``sysctl`` call serves the CPU, memory and GPU detectors on macOS). Lives as long as this instance."""
+        if key not in self._answers:
+            self._answers[key] = compute()
+        return self._answers[key]
 
     # -- process and machine -----------------------------------------------------------------------------------
     def cpu_count(self) -> int | None:
