@@ -8,12 +8,11 @@ for a machine that does not exist.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import HardwareFileError
+from advisor.strict import build
 
 #: Version of the JSON document. Bump when a field changes meaning or is removed; adding a field keeps it.
 SCHEMA_VERSION = 1
@@ -129,49 +128,4 @@ class HardwareProfile:
             raise HardwareFileError(
                 f"{where}: schema {schema!r} is not supported (this advisor reads schema {SCHEMA_VERSION})"
             )
-        return _build(cls, data, where)
-
-
-def _build(tp: Any, value: Any, where: str) -> Any:
-    """Build ``tp`` (a dataclass, list, dict, optional or scalar type) from JSON data, strictly."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _build(inner, value, where)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise HardwareFileError(f"{where}: expected an object")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise HardwareFileError(f"{where}: unknown field {unknown[0]!r}")
-        kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
-        try:
-            return tp(**kwargs)
-        except TypeError as exc:  # a required field is missing
-            raise HardwareFileError(f"{where}: {exc}") from None
-    if origin is list:
-        if not isinstance(value, list):
-            raise HardwareFileError(f"{where}: expected a list")
-        (inner,) = typing.get_args(tp)
-        return [_build(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise HardwareFileError(f"{where}: expected an object")
-        _, inner = typing.get_args(tp)
-        return {str(k): _build(inner, v, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is str:
-        ok = isinstance(value, str)
-    else:  # pragma: no cover - every field type is listed above
-        raise TypeError(f"unsupported field type {tp!r}")
-    if not ok:
-        raise HardwareFileError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
-    return value
+        return build(cls, data, where, HardwareFileError)
