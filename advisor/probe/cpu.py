@@ -56,25 +56,19 @@ _X86_LEVELS = (
 )
 
 
+def _normalise(tokens: Iterable[str], aliases: dict[str, str], known: frozenset[str]) -> set[str]:
+    names = (aliases.get(t.strip().lower(), t.strip().lower()) for t in tokens)
+    return {name for name in names if name in known}
+
+
 def normalise_x86(tokens: Iterable[str]) -> set[str]:
     """Kernel or macOS x86 flag spellings -> the profile's names, keeping the features that matter."""
-    out = set()
-    for token in tokens:
-        name = token.strip().lower()
-        name = _X86_ALIASES.get(name, name)
-        if name in X86_FEATURES:
-            out.add(name)
-    return out
+    return _normalise(tokens, _X86_ALIASES, X86_FEATURES)
 
 
 def normalise_arm(tokens: Iterable[str]) -> set[str]:
-    out = set()
-    for token in tokens:
-        name = token.strip().lower()
-        name = _ARM_ALIASES.get(name, name)
-        if name in ARM_FEATURES:
-            out.add(name)
-    return out
+    """Linux aarch64 hwcap names (or Apple FEAT_* already lower-cased) -> the profile's names."""
+    return _normalise(tokens, _ARM_ALIASES, ARM_FEATURES)
 
 
 def x86_isa_level(features: Iterable[str]) -> str:
