@@ -8,6 +8,7 @@ import typer
 
 from advisor import __version__
 from advisor.cli import _errors
+from advisor.cli import estimate as estimate_cmd
 from advisor.cli import probe as probe_cmd
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ def _root(
 
 
 app.command("probe")(probe_cmd.probe)
+app.command("estimate")(estimate_cmd.estimate)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,113 @@
+"""``advisor estimate MODEL``: the memory llama.cpp will allocate for a GGUF, per device.
+
+Imports stay light at module level (every CLI start imports this module): facts/estimate/rich load inside the
+command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from advisor.cli._options import JsonOpt
+
+
+class FlashAttnChoice(str, Enum):
+    on = "on"
+    off = "off"
+    auto = "auto"
+
+
+ModelArg = Annotated[str, typer.Argument(help="A local .gguf file (for a split model, any of its shards).",
+                                         show_default=False)]
+CtxOpt = Annotated[int, typer.Option("--ctx", "-c", help="Context size; 0 = the model's trained context "
+                                     "(llama.cpp default).")]
+GpuLayersOpt = Annotated[int, typer.Option("--gpu-layers", "-ngl", help="Layers to offload; -1 = all "
+                                           "(llama.cpp default). The output layer is offloaded first.")]
+GpusOpt = Annotated[int, typer.Option("--gpus", help="GPUs to split the offloaded layers over; 0 = CPU only.")]
+ParallelOpt = Annotated[int, typer.Option("--parallel", "-np", help="Server slots; -1 = auto: 4 slots sharing a "
+                                          "unified KV cache (llama-server default).")]
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="Logical batch size (llama.cpp default 2048).")]
+UbatchOpt = Annotated[int, typer.Option("--ubatch", "-ub", help="Physical batch size (llama.cpp default 512).")]
+CacheKOpt = Annotated[str, typer.Option("--cache-type-k", "-ctk", help="K cache type: f32, f16, bf16, q8_0, "
+                                        "q4_0, q4_1, iq4_nl, q5_0, q5_1 (default f16).")]
+CacheVOpt = Annotated[str, typer.Option("--cache-type-v", "-ctv", help="V cache type (default f16); quantized "
+                                        "types need flash attention.")]
+FlashOpt = Annotated[FlashAttnChoice, typer.Option("--flash-attn", "-fa", help="Flash attention (default auto).")]
+SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="Full-size cache for sliding-window layers "
+                                          "(llama.cpp default off).")]
+
+
+def estimate(
+    model: ModelArg,
+    ctx: CtxOpt = 0,
+    gpu_layers: GpuLayersOpt = -1,
+    gpus: GpusOpt = 0,
+    parallel: ParallelOpt = -1,
+    batch: BatchOpt = 2048,
+    ubatch: UbatchOpt = 512,
+    cache_type_k: CacheKOpt = "f16",
+    cache_type_v: CacheVOpt = "f16",
+    flash_attn: FlashOpt = FlashAttnChoice.auto,
+    swa_full: SwaFullOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Estimate llama.cpp's memory for MODEL: weights, KV cache, compute and output buffers, per device.
+
+    Reads only the GGUF header. Defaults are llama-server's; CUDA/Metal context memory is not included.
+    """
+    from pathlib import Path
+
+    from advisor.errors import BadInputError
+    from advisor.estimate import Settings
+    from advisor.estimate import estimate as run_estimate
+    from advisor.facts import read_gguf_facts
+
+    for name, value in (("--batch", batch), ("--ubatch", ubatch)):
+        if value < 1:
+            raise BadInputError(f"{name} must be at least 1, got {value}")
+    if ctx < 0:
+        raise BadInputError(f"--ctx must be 0 (trained context) or more, got {ctx}")
+    if gpus < 0:
+        raise BadInputError(f"--gpus must be 0 or more, got {gpus}")
+    if not Path(model).exists() and "/" in model and not model.endswith(".gguf") or model.startswith("hf://"):
+        raise BadInputError(f"{model}: no such file (Hugging Face references are not supported by estimate yet; "
+                            "download the .gguf and pass its path)")
+    facts = read_gguf_facts(model)
+    settings = Settings(n_ctx=ctx, n_batch=batch, n_ubatch=ubatch, n_parallel=parallel,
+                        flash_attn=flash_attn.value, cache_type_k=cache_type_k.lower(),
+                        cache_type_v=cache_type_v.lower(), n_gpu_layers=gpu_layers, n_gpus=gpus, swa_full=swa_full)
+    est = run_estimate(facts, settings)
+    if json_output:
+        doc = est.to_dict()
+        doc["model"] = {"path": facts.path, "architecture": facts.architecture, "name": facts.name,
+                        "n_layer": facts.n_layer, "n_ctx_train": facts.n_ctx_train, "files": list(facts.files)}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    _render(facts, est)
+
+
+def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    def mib(n: int) -> str:
+        return f"{n / 2**20:,.1f} MiB"
+
+    title = (f"{facts.name or facts.architecture} ({facts.architecture}, {facts.n_layer} layers): ctx {est.n_ctx}"
+             f" ({est.n_seq} seq, {'unified' if est.kv_unified else 'per-slot'} KV), ubatch {est.n_ubatch}, "
+             f"flash attention {'on' if est.flash_attn else 'off'}")
+    table = Table(title=title)
+    for col in ("device", "layers", "weights", "KV cache", "compute", "output", "total"):
+        table.add_column(col, justify="left" if col == "device" else "right")
+    for d in est.devices:
+        table.add_row(d.device, str(d.n_layers), mib(d.weights_bytes), mib(d.kv_cache_bytes), mib(d.compute_bytes),
+                      mib(d.output_bytes), mib(d.total_bytes))
+    if len(est.devices) > 1:
+        table.add_row("all", str(facts.n_layer), mib(est.weights_bytes), mib(est.kv_cache_bytes),
+                      mib(est.compute_bytes), mib(est.output_bytes), mib(est.total_bytes), style="bold")
+    Console().print(table)

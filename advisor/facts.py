@@ -1,0 +1,401 @@
+"""Model facts read from a GGUF header: hyper-parameters and every tensor's type and byte size.
+
+Only the header is read (key/values and tensor infos), through ``mmap`` so the pages of tensor data are never
+touched: reading the facts of a multi-GB file costs what its header costs. We parse the header ourselves instead of
+using ``gguf.GGUFReader`` because the reader builds numpy views for every array element (150k-token vocabularies
+take seconds) and maps every tensor.
+
+Format: gguf-py/gguf/gguf_reader.py and llama.cpp ggml/src/gguf.cpp (``gguf_init_from_file_impl``): magic
+``GGUF``, u32 version (2 and 3 use 64-bit counts; version 1 used 32-bit ones and is refused), u64 tensor count,
+u64 kv count, the key/values, the tensor infos (name, n_dims, ne[n_dims], type, offset), then the data at the next
+multiple of ``general.alignment`` (default 32, ``GGUF_DEFAULT_ALIGNMENT``).
+
+Hyper-parameter keys are ``{arch}.<name>`` as in llama.cpp src/llama-arch.cpp (``LLM_KV_NAMES``) and gguf-py's
+``Keys``; defaults follow ``llama_model::load_hparams`` (src/llama-model.cpp): n_head_kv = n_head,
+key/value length = n_embd / n_head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mmap
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+from advisor import ggml
+from advisor.errors import BadInputError
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)  # gguf.cpp: version 1 is rejected ("GGUFv1 is no longer supported")
+DEFAULT_ALIGNMENT = 32  # GGUF_DEFAULT_ALIGNMENT, ggml/include/gguf.h
+GGML_MAX_DIMS = 4  # ggml.h
+# Arrays longer than this (vocabularies, merges, scores) are skipped, only their length is kept.
+_MAX_DECODED_ARRAY = 4096
+
+# Split files: gguf-split names shards "<prefix>-00001-of-00003.gguf" (llama.cpp src/llama.cpp llama_split_path).
+SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<idx>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+# Sliding-window layer pattern when the file has no {arch}.attention.sliding_window_pattern: the period passed to
+# hparams.set_swa_pattern() in llama.cpp's per-arch load_hparams (src/llama-model.cpp / src/models/<arch>.cpp);
+# layer il is SWA iff il % period < period - 1 (llama_hparams::set_swa_pattern, src/llama-hparams.cpp).
+SWA_PERIOD_DEFAULT = {"gemma2": 2, "gemma3": 6, "gemma-embedding": 6, "cohere2": 4, "gpt-oss": 2, "exaone4": 4,
+                      "llama4": 4, "smallthinker": 4, "afmoe": 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorFacts:
+    name: str
+    shape: tuple[int, ...]  # ggml order, ne0 first
+    type_id: int
+    nbytes: int  # ggml_nbytes
+    file_index: int = 0  # which shard holds it
+
+    @property
+    def type_name(self) -> str:
+        return ggml.type_name(self.type_id)
+
+    @property
+    def layer(self) -> int | None:
+        """The repeating-layer index for ``blk.N.*`` tensors, else None."""
+        m = re.match(r"blk\.(\d+)\.", self.name)
+        return int(m.group(1)) if m else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """What a GGUF header says about a model. Per-layer values are tuples of length ``n_layer``."""
+
+    path: str
+    files: tuple[str, ...]
+    gguf_version: int
+    architecture: str
+    name: str | None
+    file_type: int | None
+    n_layer: int
+    n_embd: int
+    n_head: tuple[int, ...]
+    n_head_kv: tuple[int, ...]
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: tuple[int, ...]
+    n_vocab: int
+    n_ctx_train: int
+    sliding_window: int  # 0: none
+    swa_layers: tuple[bool, ...]  # True where the layer uses the sliding window
+    n_expert: int
+    n_expert_used: int
+    n_ff_exp: int
+    n_expert_shared: int
+    kv_lora_rank: int  # MLA (DeepSeek-V2/V3 ...): 0 when absent
+    key_length_mla: int
+    value_length_mla: int
+    tied_embeddings: bool  # no output.weight: the output reuses token_embd
+    tensors: tuple[TensorFacts, ...]
+    data_offset: int  # first shard
+    file_bytes: int  # sum over shards
+    chat_template: str | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    def layer_tensors(self) -> dict[int | None, list[TensorFacts]]:
+        """Tensors grouped per repeating layer; key None holds the non-layer ones (token_embd, output ...)."""
+        groups: dict[int | None, list[TensorFacts]] = {}
+        for t in self.tensors:
+            groups.setdefault(t.layer, []).append(t)
+        return groups
+
+    def layer_bytes(self) -> list[int]:
+        """Bytes of each repeating layer's tensors."""
+        out = [0] * self.n_layer
+        for t in self.tensors:
+            if t.layer is not None and t.layer < self.n_layer:
+                out[t.layer] += t.nbytes
+        return out
+
+    def tensor(self, name: str) -> TensorFacts | None:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                             if f.name not in ("tensors", "metadata")}
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        d["weights_bytes"] = self.weights_bytes
+        d["tensor_count"] = len(self.tensors)
+        layers: dict[str, list[dict[str, Any]]] = {}
+        for key, ts in self.layer_tensors().items():
+            layers["global" if key is None else str(key)] = [
+                {"name": t.name, "shape": list(t.shape), "type": t.type_name, "bytes": t.nbytes} for t in ts]
+        d["tensors"] = layers
+        return d
+
+
+class _Header:
+    """Sequential reader over a mapped header that turns every overrun into a BadInputError."""
+
+    def __init__(self, buf: mmap.mmap | bytes, path: str) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.path = path
+        self.size = len(buf)
+
+    def fail(self, what: str) -> BadInputError:
+        return BadInputError(f"{self.path}: not a valid GGUF file ({what} at byte {self.pos})")
+
+    def unpack(self, fmt: str) -> Any:
+        n = struct.calcsize(fmt)
+        if self.pos + n > self.size:
+            raise self.fail("file ends inside the header: truncated")
+        v = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += n
+        return v[0] if len(v) == 1 else v
+
+    def string(self, decode: bool = True) -> str:
+        n = self.unpack("<Q")
+        if n > self.size - self.pos:
+            raise self.fail(f"string of {n} bytes runs past the end of the file: truncated or corrupt")
+        raw = self.buf[self.pos:self.pos + n] if decode else b""
+        self.pos += n
+        return raw.decode("utf-8", "replace") if decode else ""
+
+
+# GGUF value types (gguf.h enum gguf_type) -> struct format; 8 string, 9 array.
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayLen:
+    """A long array in the header that was skipped: only its element type and length are kept."""
+
+    vtype: int
+    count: int
+
+
+def _value(h: _Header, vtype: int, key: str) -> Any:
+    if vtype in _SCALAR:
+        return h.unpack(_SCALAR[vtype])
+    if vtype == 8:
+        return h.string()
+    if vtype == 9:
+        etype = h.unpack("<I")
+        count = h.unpack("<Q")
+        if etype == 9:
+            raise h.fail(f"nested array in {key!r}")
+        if etype in _SCALAR:
+            size = struct.calcsize(_SCALAR[etype])
+            if count * size > h.size - h.pos:
+                raise h.fail(f"array {key!r} runs past the end of the file: truncated or corrupt")
+            if count > _MAX_DECODED_ARRAY:
+                h.pos += count * size
+                return ArrayLen(etype, count)
+            fmt = "<" + _SCALAR[etype][1] * count
+            vals = struct.unpack_from(fmt, h.buf, h.pos)
+            h.pos += count * size
+            return list(vals)
+        if etype == 8:
+            if count > _MAX_DECODED_ARRAY:
+                buf, pos, size = h.buf, h.pos, h.size
+                unpack = struct.Struct("<Q").unpack_from
+                for _ in range(count):  # skip: each element is u64 length + bytes
+                    if pos + 8 > size:
+                        h.pos = pos
+                        raise h.fail(f"array {key!r} runs past the end of the file: truncated")
+                    pos += 8 + unpack(buf, pos)[0]
+                if pos > size:
+                    raise h.fail(f"array {key!r} runs past the end of the file: truncated")
+                h.pos = pos
+                return ArrayLen(etype, count)
+            return [h.string() for _ in range(count)]
+        raise h.fail(f"unknown array element type {etype} in {key!r}")
+    raise h.fail(f"unknown value type {vtype} for key {key!r}")
+
+
+@dataclasses.dataclass
+class _RawFile:
+    version: int
+    kv: dict[str, Any]
+    tensors: list[tuple[str, tuple[int, ...], int, int]]  # name, shape, type, offset
+    data_offset: int
+    file_size: int
+
+
+def _read_raw(path: str) -> _RawFile:
+    try:
+        size = os.path.getsize(path)
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{path}: is a directory, not a GGUF file") from None
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        if size < 24:
+            head = f.read(4)
+            if head != GGUF_MAGIC:
+                raise BadInputError(f"{path}: not a GGUF file (no 'GGUF' magic)")
+            raise BadInputError(f"{path}: not a valid GGUF file (only {size} bytes: truncated)")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return _parse(mm, path, size)
+
+
+def _parse(mm: mmap.mmap, path: str, size: int) -> _RawFile:
+    h = _Header(mm, path)
+    if mm[:4] != GGUF_MAGIC:
+        raise BadInputError(f"{path}: not a GGUF file (no 'GGUF' magic)")
+    h.pos = 4
+    version = h.unpack("<I")
+    if version not in SUPPORTED_VERSIONS:
+        raise BadInputError(f"{path}: unsupported GGUF version {version} (supported: 2 and 3)")
+    n_tensors, n_kv = h.unpack("<QQ")
+    # Every kv and tensor info takes at least 8+4 bytes: larger counts mean a corrupt header.
+    if n_tensors > size // 12 or n_kv > size // 12:
+        raise BadInputError(f"{path}: not a valid GGUF file (header claims {n_tensors} tensors and {n_kv} keys "
+                            f"in {size} bytes: truncated or corrupt header)")
+    kv: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = h.string()
+        vtype = h.unpack("<I")
+        kv[key] = _value(h, vtype, key)
+    tensors = []
+    for _ in range(n_tensors):
+        name = h.string()
+        n_dims = h.unpack("<I")
+        if not 1 <= n_dims <= GGML_MAX_DIMS:
+            raise h.fail(f"tensor {name!r} has {n_dims} dimensions")
+        shape = tuple(h.unpack("<" + "Q" * n_dims)) if n_dims > 1 else (h.unpack("<Q"),)
+        ttype = h.unpack("<I")
+        offset = h.unpack("<Q")
+        if not ggml.is_known(ttype):
+            raise BadInputError(f"{path}: tensor {name!r} has unknown ggml type {ttype} (newer than this gguf "
+                                "package? upgrade gguf)")
+        blck, _ = ggml.block_size(ttype)
+        if shape[0] % blck:
+            raise h.fail(f"tensor {name!r} row of {shape[0]} is not a multiple of the block size {blck}")
+        tensors.append((name, shape, ttype, offset))
+    align = kv.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not isinstance(align, int) or align <= 0 or align & (align - 1):
+        raise BadInputError(f"{path}: not a valid GGUF file (general.alignment = {align!r})")
+    data_offset = (h.pos + align - 1) // align * align
+    return _RawFile(version, kv, tensors, data_offset, size)
+
+
+def split_files(path: str) -> list[str]:
+    """All shards of a split model given any one of them, in order; ``[path]`` for a single file."""
+    p = Path(path)
+    m = SPLIT_RE.match(p.name)
+    if not m:
+        return [str(p)]
+    count = int(m.group("count"))
+    files = [p.with_name(f"{m.group('prefix')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise BadInputError(f"{path}: split model is missing shard(s) {', '.join(missing)}")
+    return [str(f) for f in files]
+
+
+def read_gguf_facts(path: str | os.PathLike[str]) -> ModelFacts:
+    """Read a local GGUF (or every shard of a split one) and return its facts. Raises BadInputError."""
+    files = split_files(os.fspath(path))
+    raws = [_read_raw(f) for f in files]
+    kv = raws[0].kv
+    tensors: list[TensorFacts] = []
+    for i, (f, raw) in enumerate(zip(files, raws)):
+        for name, shape, ttype, offset in raw.tensors:
+            nb = ggml.nbytes(ttype, shape)
+            end = raw.data_offset + offset + nb
+            if end > raw.file_size:
+                raise BadInputError(f"{f}: truncated: tensor {name!r} ends at byte {end} but the file has "
+                                    f"{raw.file_size} bytes")
+            tensors.append(TensorFacts(name, shape, ttype, nb, i))
+    return _facts(os.fspath(path), files, raws[0].version, kv, tensors, raws[0].data_offset,
+                  sum(r.file_size for r in raws))
+
+
+def _per_layer(v: Any, n_layer: int, what: str, path: str) -> tuple[int, ...]:
+    if isinstance(v, list):
+        if len(v) != n_layer:
+            raise BadInputError(f"{path}: {what} has {len(v)} entries for {n_layer} layers")
+        return tuple(int(x) for x in v)
+    return (int(v),) * n_layer
+
+
+def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensors: list[TensorFacts],
+           data_offset: int, file_bytes: int) -> ModelFacts:
+    arch = kv.get("general.architecture")
+    if not isinstance(arch, str):
+        raise BadInputError(f"{path}: GGUF has no general.architecture: not a model file")
+
+    def get(key: str, default: Any = None) -> Any:
+        return kv.get(f"{arch}.{key}", default)
+
+    def need(key: str) -> Any:
+        v = get(key)
+        if v is None:
+            raise BadInputError(f"{path}: GGUF has no {arch}.{key}: unsupported or incomplete model file")
+        return v
+
+    n_layer = int(need("block_count"))
+    n_embd = int(need("embedding_length"))
+    n_head = _per_layer(get("attention.head_count", 0), n_layer, "head_count", path)
+    n_head_kv = _per_layer(get("attention.head_count_kv", list(n_head)), n_layer, "head_count_kv", path)
+    head0 = max(n_head) if n_head else 0
+    default_hd = n_embd // head0 if head0 else 0
+    head_k = int(get("attention.key_length", default_hd))
+    head_v = int(get("attention.value_length", default_hd))
+    n_ff = _per_layer(get("feed_forward_length", 0), n_layer, "feed_forward_length", path)
+
+    tok = kv.get("tokenizer.ggml.tokens")
+    embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
+    if get("vocab_size") is not None:
+        n_vocab = int(get("vocab_size"))
+    elif isinstance(tok, ArrayLen):
+        n_vocab = tok.count
+    elif isinstance(tok, list):
+        n_vocab = len(tok)
+    elif embd is not None and len(embd.shape) > 1:
+        n_vocab = embd.shape[1]
+    else:
+        n_vocab = 0
+
+    n_swa = int(get("attention.sliding_window", 0) or 0)
+    pattern = get("attention.sliding_window_pattern")
+    if n_swa == 0:
+        swa_layers = (False,) * n_layer
+    elif isinstance(pattern, list):  # per-layer flags (get_key_or_arr)
+        swa_layers = tuple(bool(x) for x in pattern[:n_layer]) + (False,) * max(0, n_layer - len(pattern))
+    else:
+        period = int(pattern) if pattern is not None else SWA_PERIOD_DEFAULT.get(arch, 0)
+        # period 0: every layer is SWA (set_swa_pattern: n == 0 || il % n < n - 1)
+        swa_layers = tuple(period == 0 or il % period < period - 1 for il in range(n_layer))
+
+    names = {t.name for t in tensors}
+    template = kv.get("tokenizer.chat_template")
+    small_meta = {k: v for k, v in kv.items() if not isinstance(v, (ArrayLen, list)) or
+                  (isinstance(v, list) and len(v) <= 256)}
+    return ModelFacts(
+        path=path, files=tuple(files), gguf_version=version, architecture=arch,
+        name=kv.get("general.name"), file_type=kv.get("general.file_type"),
+        n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=n_head_kv, head_dim_k=head_k, head_dim_v=head_v,
+        n_ff=n_ff, n_vocab=n_vocab, n_ctx_train=int(get("context_length", 0) or 0),
+        sliding_window=n_swa, swa_layers=swa_layers,
+        n_expert=int(get("expert_count", 0) or 0), n_expert_used=int(get("expert_used_count", 0) or 0),
+        n_ff_exp=int(get("expert_feed_forward_length", 0) or 0),
+        n_expert_shared=int(get("expert_shared_count", 0) or 0),
+        kv_lora_rank=int(get("attention.kv_lora_rank", 0) or 0),
+        key_length_mla=int(get("attention.key_length_mla", 0) or 0),
+        value_length_mla=int(get("attention.value_length_mla", 0) or 0),
+        tied_embeddings="output.weight" not in names,
+        tensors=tuple(tensors), data_offset=data_offset, file_bytes=file_bytes,
+        chat_template=template if isinstance(template, str) else None, metadata=small_meta,
+    )

@@ -1,0 +1,184 @@
+"""The estimator against llama.cpp itself (llama-cpp-python's bundled build, CPU backend).
+
+Each case writes a header-only (sparse) random GGUF with tests/ggufgen.py, loads it with llama.cpp, creates a
+context with the case's settings, captures llama.cpp's log through ``llama_log_set`` and compares the logged
+``model``/``KV``/``compute``/``output buffer size`` lines (MiB, two decimals) with ``advisor.estimate``.
+Weights are also compared to the byte with ``llama_model_size``.
+
+Targets (issue 3): weights and KV within 0.5 % (or the log's 0.005 MiB rounding); compute within 5 % or 2 MiB.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from advisor.estimate import Settings, estimate
+from advisor.facts import read_gguf_facts
+from tests import ggufgen
+from tests.ggufgen import Spec, T
+
+MIB = 1024 * 1024
+BUF_RE = re.compile(r"(\S+)\s+(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")
+FA = {"auto": -1, "off": 0, "on": 1}  # enum llama_flash_attn_type (llama.h)
+
+_LOG: list[str] = []
+_CB: Any = None
+
+
+def _llama() -> Any:
+    """Import llama_cpp once and route llama.cpp's log into ``_LOG`` (the C library writes it, not Python)."""
+    global _CB
+    llama_cpp = pytest.importorskip("llama_cpp")
+    if _CB is None:
+        @llama_cpp.llama_log_callback
+        def cb(level: int, text: bytes, user: Any) -> None:
+            _LOG.append(text.decode("utf-8", "replace"))
+
+        _CB = cb
+        llama_cpp.llama_log_set(_CB, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+def measure(path: str | Path, s: Settings) -> dict[str, Any]:
+    """Load ``path`` on the CPU with settings ``s``; llama.cpp's buffers in bytes (from MiB) and its log."""
+    llama_cpp = _llama()
+    n_seq, unified = s.resolved_parallel()
+    _LOG.clear()
+    mp = llama_cpp.llama_model_default_params()
+    mp.n_gpu_layers = 0
+    mp.use_extra_bufts = False  # no CPU repack/AMX copies: their sizes are backend-specific, not the model's
+    mp.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if s.mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mp)
+    if not model:
+        raise RuntimeError("llama.cpp could not load the model:\n" + "".join(_LOG[-20:]))
+    try:
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx = s.n_ctx
+        cp.n_batch = s.n_batch
+        cp.n_ubatch = s.n_ubatch
+        cp.n_seq_max = n_seq
+        cp.kv_unified = unified
+        cp.flash_attn_type = FA[s.flash_attn]
+        cp.type_k = llama_cpp.GGML_TYPE_F16 if s.cache_type_k == "f16" else getattr(
+            llama_cpp, "GGML_TYPE_" + s.cache_type_k.upper())
+        cp.type_v = llama_cpp.GGML_TYPE_F16 if s.cache_type_v == "f16" else getattr(
+            llama_cpp, "GGML_TYPE_" + s.cache_type_v.upper())
+        cp.swa_full = s.swa_full
+        cp.n_threads = cp.n_threads_batch = 1
+        ctx = llama_cpp.llama_init_from_model(model, cp)
+        if not ctx:
+            raise RuntimeError("llama.cpp could not create the context:\n" + "".join(_LOG[-20:]))
+        model_size = int(llama_cpp.llama_model_size(model))
+        llama_cpp.llama_free(ctx)
+    finally:
+        llama_cpp.llama_model_free(model)
+    log = "".join(_LOG)
+    bufs = {"model": 0.0, "KV": 0.0, "compute": 0.0, "output": 0.0}
+    for _dev, kind, mib in BUF_RE.findall(log):
+        bufs[kind] += float(mib) * MIB
+    return {"weights": bufs["model"], "kv": bufs["KV"], "compute": bufs["compute"], "output": bufs["output"],
+            "model_size": model_size, "log": log}
+
+
+# Settings per case: ctx 512..32768, parallel 1 and 4 (unified and per slot), f16/q8_0 KV, FA on/off, two ubatches.
+BASE = Settings(n_ctx=4096, n_parallel=1, flash_attn="on")
+SETTINGS: dict[str, Settings] = {
+    "c512": dataclasses.replace(BASE, n_ctx=512),
+    "c4096-fa-off": dataclasses.replace(BASE, flash_attn="off"),
+    "c4096-q8": dataclasses.replace(BASE, cache_type_k="q8_0", cache_type_v="q8_0"),
+    "c8192-np4": dataclasses.replace(BASE, n_ctx=8192, n_parallel=4),
+    "c8192-np4-unified": dataclasses.replace(BASE, n_ctx=8192, n_parallel=4, kv_unified=True),
+    "c2048-ub256-fa-off": dataclasses.replace(BASE, n_ctx=2048, n_ubatch=256, flash_attn="off"),
+    "c32768": dataclasses.replace(BASE, n_ctx=32768),
+}
+
+# Small but not tiny shapes (the log has 0.01 MiB resolution), written sparse so no data is written.
+SPECS: dict[str, Spec] = {
+    "llama": Spec("llama", n_layer=4, n_embd=512, n_head=8, n_head_kv=2, n_ff=1536, n_vocab=8000, wtype=T.Q8_0),
+    "qwen2": Spec("qwen2", n_layer=3, n_embd=512, n_head=8, n_head_kv=2, n_ff=1408, n_vocab=12000, tied=True,
+                  wtype=T.Q4_0),
+    "qwen3": Spec("qwen3", n_layer=3, n_embd=512, n_head=8, n_head_kv=4, head_dim=128, n_ff=1536, n_vocab=6000,
+                  wtype=T.F16),
+    "gemma3": Spec("gemma3", n_layer=7, n_embd=512, n_head=4, n_head_kv=2, head_dim=128, n_ff=2048, n_vocab=6000,
+                   sliding_window=512, tied=True, wtype=T.Q8_0),
+    "gemma2": Spec("gemma2", n_layer=4, n_embd=512, n_head=8, n_head_kv=4, n_ff=2048, n_vocab=6000,
+                   sliding_window=1024, tied=True, wtype=T.F16),
+    "qwen3moe": Spec("qwen3moe", n_layer=3, n_embd=512, n_head=8, n_head_kv=2, n_ff=1536, n_vocab=6000,
+                     n_expert=16, n_expert_used=4, n_ff_exp=256, wtype=T.Q8_0),
+    "mistral3": Spec("mistral3", n_layer=3, n_embd=512, n_head=8, n_head_kv=2, head_dim=128, n_ff=1536,
+                     n_vocab=8000, wtype=T.Q4_0),
+}
+
+
+def compare(path: Path, s: Settings) -> list[tuple[str, float, float]]:
+    """[(buffer, ours, llama.cpp's)] in bytes."""
+    est = estimate(read_gguf_facts(path), s)
+    got = measure(path, s)
+    return [("weights", est.weights_bytes, got["weights"]), ("weights_exact", est.weights_bytes, got["model_size"]),
+            ("kv", est.kv_cache_bytes, got["kv"]), ("compute", est.compute_bytes, got["compute"]),
+            ("output", est.output_bytes, got["output"])]
+
+
+def within(buf: str, ours: float, theirs: float) -> bool:
+    rounding = 0.006 * MIB  # the log prints MiB with two decimals
+    if buf == "compute":
+        return abs(ours - theirs) <= max(0.05 * theirs, 2 * MIB)
+    if buf == "weights_exact":
+        return ours == theirs
+    return abs(ours - theirs) <= max(0.005 * theirs, rounding)
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    with tempfile.TemporaryDirectory(prefix="advisor-acc-") as d:
+        yield Path(d)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("arch", list(SPECS))
+def test_estimate_matches_llamacpp(arch: str, setting: str, model_dir: Path) -> None:
+    path = model_dir / f"{arch}.gguf"
+    if not path.exists():
+        ggufgen.write(path, SPECS[arch], sparse=True)
+    bad = [(b, o, t) for b, o, t in compare(path, SETTINGS[setting]) if not within(b, o, t)]
+    assert not bad, "; ".join(f"{b}: ours {o / MIB:.3f} MiB, llama.cpp {t / MIB:.3f} MiB" for b, o, t in bad)
+
+
+# phi3's tensors are generated (tests/test_facts.py reads them) but llama.cpp refuses the generated byte-level vocab
+# for this architecture ("error loading model vocabulary: unordered_map::at"; verified.md saw the same with
+# Phi-3 shapes), so its buffers cannot be measured yet.
+PHI3 = Spec("phi3", n_layer=3, n_embd=384, n_head=6, n_head_kv=6, n_ff=1024, n_vocab=5000, wtype=T.F16)
+
+
+@pytest.mark.engine
+@pytest.mark.xfail(reason="llama.cpp rejects the generated vocab for phi3 (unordered_map::at)", raises=RuntimeError,
+                   strict=True)
+def test_phi3_matches_llamacpp(model_dir: Path) -> None:
+    path = ggufgen.write(model_dir / "phi3.gguf", PHI3, sparse=True)
+    bad = [(b, o, t) for b, o, t in compare(path, SETTINGS["c4096-fa-off"]) if not within(b, o, t)]
+    assert not bad
+
+
+@pytest.mark.engine
+def test_tiny_real_model_generates(tmp_path: Path) -> None:
+    """A generated model with real (random) data loads and decodes: the vocab/merge/template path works.
+
+    F16 on purpose: decoding the tiny Q8_0/Q4_0 models segfaults in this build on this AMX-capable CPU (the CPU
+    repack/AMX kernels; loading and the buffer sizes are unaffected).
+    """
+    llama_cpp = _llama()
+    path = ggufgen.write(tmp_path / "tiny.gguf", ggufgen.TINY["qwen2"])
+    llm = llama_cpp.Llama(str(path), n_ctx=256, verbose=False, n_threads=1)
+    out = llm("Hello", max_tokens=4, temperature=0.0)
+    assert out["choices"][0]["text"] is not None
+    llm.close()
+    llama_cpp.llama_log_set(_CB, ctypes.c_void_p(0))  # Llama() may reinstall its own logger
