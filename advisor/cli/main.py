@@ -8,6 +8,7 @@ import typer
 
 from advisor import __version__
 from advisor.cli import _errors
+from advisor.cli import catalog as catalog_cmd
 from advisor.cli import estimate as estimate_cmd
 from advisor.cli import probe as probe_cmd
 
@@ -34,6 +35,7 @@ def _root(
 
 
 app.command("probe")(probe_cmd.probe)
+app.add_typer(catalog_cmd.catalog_app, name="catalog")
 app.command("estimate")(estimate_cmd.estimate)
 
 

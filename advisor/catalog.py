@@ -1,0 +1,470 @@
+"""The curated model catalog: TOML files under ``catalog/`` loaded into typed, frozen dataclasses.
+
+Loading is strict: every table is checked against its dataclass, unknown keys and wrong types are refused with the
+file and the key path, so a typo in the data fails the test suite instead of silently dropping a fact.
+catalog/README.md explains the schema. Pure: no network, no writes; sizes that were not measured are *derived* on
+demand from the architecture by advisor.quant_layout (imported lazily: it needs gguf, hence numpy).
+
+Where the data is read from (first that exists):
+1. ``$ADVISOR_DATA_DIR/catalog`` (a data root laid out like the packaged one, with ``catalog/`` and ``rules/``);
+2. the checkout's ``catalog/`` next to the ``advisor`` package (a development install);
+3. ``advisor/_data/catalog`` inside the wheel (pyproject force-includes ``catalog/`` there).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from advisor.errors import BadInputError
+
+#: Environment variable naming a data root that holds ``catalog/`` (and ``rules/``), overriding the packaged data.
+DATA_DIR_ENV = "ADVISOR_DATA_DIR"
+
+SCHEMA_VERSION = 1
+
+Format = Literal["gguf", "safetensors", "awq", "gptq", "fp8", "mxfp4"]
+SizeSource = Literal["measured", "derived"]
+Task = Literal["code", "chat", "reasoning", "completion", "math", "tools", "vision"]
+
+#: Which score stands for a task when a model has several, best first (notes/catalog.md §5: LiveCodeBench is
+#: contamination-aware; Arena-Hard numbers come from one harness, the Qwen3 technical report). Scores of different
+#: metrics are never compared directly: see ``Catalog.normalized_score``.
+METRIC_PRIORITY: dict[str, tuple[str, ...]] = {
+    "code": ("livecodebench_v5", "livecodebench", "humaneval_plus", "humaneval"),
+    "chat": ("arena_hard", "open_llm_leaderboard_v2", "mmlu_pro", "mmlu"),
+    "reasoning": ("livecodebench_v5_thinking", "gpqa_diamond", "math_500"),
+}
+
+
+class CatalogError(BadInputError):
+    """A catalog file does not follow the schema."""
+
+    hint = "see catalog/README.md for the schema"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Schema
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The facts the memory estimator and the file-size layout need, named as llama.cpp/GGUF names them."""
+
+    name: str  # GGUF general.architecture: llama, qwen2, qwen3, qwen3moe, phi3, gemma, gemma2, gemma3, ...
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int  # dense FFN width (for MoE models with dense lead layers, those layers' width)
+    vocab_size: int
+    tied_embeddings: bool
+    source: str
+    tokenizer: Literal["gpt2", "llama"] = "gpt2"  # GGUF tokenizer.ggml.model: BPE with merges, or SentencePiece
+    sliding_window: int = 0  # tokens; 0 = full attention everywhere
+    sliding_window_pattern: int = 0  # layer il is local iff il % p < p - 1 (llama.cpp set_swa_pattern); 1 = all local
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_expert_shared: int = 0
+    n_ff_expert: int = 0
+    n_layer_dense_lead: int = 0  # leading layers with a dense FFN in a MoE model (DeepSeek first_k_dense_replace)
+    kv_lora_rank: int = 0  # MLA (DeepSeek-V2): compressed KV width
+    q_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Score:
+    task: str
+    metric: str
+    value: float
+    source: str
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    source: str
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class GgufGroup:
+    """Several GGUF quants from one repository whose file names follow one pattern; expanded into Variants."""
+
+    repo: str
+    file: str  # file name pattern with {quant} (e.g. Q4_K_M) or {quant_lower} (q4_k_m)
+    quants: tuple[str, ...]
+    imatrix: bool
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    format: Format
+    quant: str
+    repo: str
+    files: tuple[str, ...]
+    size_source: SizeSource
+    size_bytes: int | None = None  # required when measured; computed from the architecture when derived
+    size_where: str = ""  # for measured sizes: where the number comes from
+    size_measures: Literal["file", "tensor_data"] = "file"  # a Hub listing gives the file; a llama.cpp log the tensors
+    size_rounding_bytes: int = 0  # the measurement's resolution (a listing in GB with 2 decimals: 5_000_000)
+    imatrix: bool = False
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    name: str
+    repo: str
+    license: str
+    tasks: tuple[Task, ...]
+    params_total_b: float  # weights of the language model, billions (vision towers excluded, see notes)
+    params_source: str
+    context_native: int
+    context_source: str
+    arch: Architecture
+    sampling: Sampling
+    family: str = ""
+    params_active_b: float | None = None  # MoE only
+    scores: tuple[Score, ...] = ()
+    scores_missing: str = ""  # why there is no score, when there is none
+    gguf: tuple[GgufGroup, ...] = ()
+    variants: tuple[Variant, ...] = ()
+    notes: str = ""
+
+    def all_variants(self) -> tuple[Variant, ...]:
+        """Explicit variants plus the expanded GGUF groups (an explicit one wins for the same repo and quant)."""
+        return _expand(self)
+
+    def score(self, task: str) -> Score | None:
+        """The score that stands for ``task``, by METRIC_PRIORITY (None if the model has none for it)."""
+        mine = [s for s in self.scores if s.task == task]
+        for metric in METRIC_PRIORITY.get(task, ()):
+            for s in mine:
+                if s.metric == metric:
+                    return s
+        return mine[0] if mine else None
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    schema: int
+    family: str
+    model: tuple[Model, ...]
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class QuantQuality:
+    name: str  # llama.cpp ftype name (or bartowski suffix), or a checkpoint format
+    family: Literal["float", "legacy", "k", "iq", "mxfp4", "checkpoint"]
+    source: str
+    score: float | None = None  # 100 * exp(-mean KLD vs FP16); None when unmeasured
+    kld: float | None = None
+    bpw: float | None = None  # effective bits per weight of a whole Llama-3.1-8B file
+    bpw_source: str = ""
+    imatrix: str = ""
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class SpeedNote:
+    backend: str
+    quant_family: str
+    rating: Literal["fast", "ok", "slow", "unsupported"]
+    evidence: str
+    source: str
+
+
+@dataclass(frozen=True)
+class VllmSupport:
+    format: str
+    min_capability: int | None
+    source: str
+    amd: bool | None = None
+    cpu: bool | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class QuantFile:
+    schema: int
+    score_formula: str
+    quant: tuple[QuantQuality, ...]
+    speed: tuple[SpeedNote, ...] = ()
+    vllm: tuple[VllmSupport, ...] = ()
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: tuple[Model, ...]
+    quants: QuantFile
+    data_dir: Path
+
+    def get(self, model_id: str) -> Model:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        raise BadInputError(
+            f"no model {model_id!r} in the catalog", hint="'advisor catalog list' shows the ids"
+        )
+
+    def quant(self, name: str) -> QuantQuality | None:
+        for q in self.quants.quant:
+            if q.name == name:
+                return q
+        return None
+
+    def normalized_score(self, model: Model, task: str) -> float | None:
+        """The model's task score on one 0-100 scale: its percentile among the catalog models scored with the
+        same metric (catalog/README.md, "Scores"). Raw values of different metrics are never compared."""
+        s = model.score(task)
+        if s is None:
+            return None
+        peers = [p.value for m in self.models for p in m.scores if p.task == task and p.metric == s.metric]
+        if len(peers) < 2:
+            return 50.0
+        below = sum(1 for v in peers if v < s.value)
+        equal = sum(1 for v in peers if v == s.value)
+        return round(100.0 * (below + 0.5 * (equal - 1)) / (len(peers) - 1), 1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Strict loading
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(value, arg, where)
+            except CatalogError as exc:
+                errors.append(exc.message)
+        raise CatalogError(errors[0] if errors else f"{where}: unexpected value {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            allowed = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise CatalogError(f"{where}: {value!r} is not one of {allowed}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise CatalogError(f"{where}: expected a list, got {type(value).__name__}")
+        item = typing.get_args(hint)[0]
+        return tuple(_check(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+        if not isinstance(value, dict):
+            raise CatalogError(f"{where}: expected a table, got {type(value).__name__}")
+        return _build(hint, value, where)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CatalogError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CatalogError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint in (str, bool):
+        if not isinstance(value, hint):
+            raise CatalogError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    raise CatalogError(f"{where}: unsupported schema type {hint!r}")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    hints = _hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise CatalogError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, f in known.items():
+        if name in table:
+            kwargs[name] = _check(table[name], hints[name], f"{where}.{name}")
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise CatalogError(f"{where}: missing required key {name!r}")
+    return cls(**kwargs)
+
+
+def _validate_model(m: Model, where: str) -> None:
+    from_groups = [q for g in m.gguf for q in g.quants]
+    for g in m.gguf:
+        if "{quant}" not in g.file and "{quant_lower}" not in g.file:
+            raise CatalogError(f"{where}: gguf group {g.repo}: 'file' must contain {{quant}} or {{quant_lower}}")
+    for q in from_groups:
+        _check_gguf_quant(q, f"{where}: gguf quant")
+    for v in m.variants:
+        if v.size_source == "measured" and (v.size_bytes is None or not v.size_where):
+            raise CatalogError(
+                f"{where}: variant {v.quant} of {v.repo}: a measured size needs size_bytes and size_where")
+        if v.size_source == "derived" and v.size_bytes is not None:
+            raise CatalogError(f"{where}: variant {v.quant} of {v.repo}: derived sizes are computed, not typed in")
+        if v.format == "gguf":
+            _check_gguf_quant(v.quant, f"{where}: variant")
+    if not m.scores and not m.scores_missing:
+        raise CatalogError(f"{where}: no scores and no 'scores_missing' saying why")
+    if m.arch.n_expert and not m.params_active_b:
+        raise CatalogError(f"{where}: a MoE model needs params_active_b")
+
+
+def _check_gguf_quant(q: str, where: str) -> None:
+    # The names quant_layout knows (llama-quantize ftypes and bartowski's _L suffixes); kept here as data so the
+    # loader does not import quant_layout (and gguf/numpy) just to validate.
+    if q not in _GGUF_QUANTS:
+        raise CatalogError(f"{where} {q!r} is not a GGUF quantization advisor knows")
+
+
+_GGUF_QUANTS = frozenset({
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L",
+    "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS",
+    "IQ3_S", "IQ3_M", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS", "MXFP4_MOE", "Q6_K_L", "Q5_K_L", "Q4_K_L", "Q3_K_XL",
+    "Q2_K_L",
+})
+
+
+def _expand(m: Model) -> tuple[Variant, ...]:
+    seen = {(v.repo, v.quant) for v in m.variants}
+    out = list(m.variants)
+    for g in m.gguf:
+        for q in g.quants:
+            if (g.repo, q) in seen:
+                continue
+            name = g.file.format(quant=q, quant_lower=q.lower())
+            out.append(Variant(format="gguf", quant=q, repo=g.repo, files=(name,), size_source="derived",
+                               imatrix=g.imatrix))
+    return tuple(out)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_model_file(path: Path) -> ModelFile:
+    data = _read_toml(path)
+    mf: ModelFile = _build(ModelFile, data, path.name)
+    if mf.schema != SCHEMA_VERSION:
+        raise CatalogError(f"{path.name}: schema {mf.schema}, this advisor reads schema {SCHEMA_VERSION}")
+    models = []
+    for i, m in enumerate(mf.model):
+        where = f"{path.name}: model[{i}] ({m.id})"
+        _validate_model(m, where)
+        models.append(m if m.family else _replace(m, family=mf.family))
+    return _replace(mf, model=tuple(models))
+
+
+def _replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def catalog_dir(env: dict[str, str] | None = None) -> Path:
+    """The catalog directory in use (see the module docstring for the order)."""
+    env = os.environ if env is None else env  # type: ignore[assignment]
+    root = env.get(DATA_DIR_ENV)
+    if root:
+        return Path(root) / "catalog"
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "catalog"
+    if (checkout / "models").is_dir():
+        return checkout
+    return here / "_data" / "catalog"
+
+
+def load_catalog(data_dir: Path | None = None) -> Catalog:
+    """Load every ``models/*.toml`` and ``quants.toml`` under ``data_dir`` (default: ``catalog_dir()``)."""
+    d = Path(data_dir) if data_dir is not None else catalog_dir()
+    files = sorted((d / "models").glob("*.toml"))
+    if not files:
+        raise CatalogError(f"no catalog files under {d / 'models'}")
+    models: list[Model] = []
+    ids: dict[str, str] = {}
+    for path in files:
+        for m in load_model_file(path).model:
+            if m.id in ids:
+                raise CatalogError(f"{path.name}: model id {m.id!r} already defined in {ids[m.id]}")
+            ids[m.id] = path.name
+            models.append(m)
+    quants = _build(QuantFile, _read_toml(d / "quants.toml"), "quants.toml")
+    return Catalog(models=tuple(models), quants=quants, data_dir=d)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sizes (lazy: quant_layout imports gguf)
+
+
+@dataclass(frozen=True)
+class SizedVariant:
+    variant: Variant
+    size_bytes: int
+    size_source: SizeSource
+    derived_bytes: int | None = None  # always computed where the layout knows the format (for the accuracy check)
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def derive_size(model: Model, v: Variant) -> tuple[int, dict[str, int]]:
+    """(bytes, bytes per ggml type) of variant ``v`` computed from the architecture; for a variant measured as
+    tensor data, the tensor bytes, otherwise the file bytes."""
+    from advisor import quant_layout
+
+    if v.format == "gguf":
+        layout = quant_layout.gguf_layout(model.arch, v.quant, imatrix=v.imatrix)
+        total = layout.tensor_bytes if v.size_measures == "tensor_data" else layout.file_bytes
+        return total, layout.bytes_by_type()
+    return quant_layout.checkpoint_bytes(model.arch, v.format, v.quant.lower()), {}
+
+
+def sized_variants(model: Model) -> list[SizedVariant]:
+    out = []
+    for v in model.all_variants():
+        derived, by_type = derive_size(model, v)
+        if v.size_source == "measured" and v.size_bytes is not None:
+            out.append(SizedVariant(v, v.size_bytes, "measured", derived, by_type))
+        else:
+            out.append(SizedVariant(v, derived, "derived", derived, by_type))
+    return out

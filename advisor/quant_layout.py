@@ -1,0 +1,523 @@
+"""Tensor-by-tensor layout of a model file: which tensors an architecture has, which ggml type each one gets under a
+quantization recipe, and the bytes that makes. Used to *derive* file sizes that were not measured.
+
+Sources (read, not copied):
+
+- Tensor names and shapes: llama.cpp ``gguf-py/gguf/constants.py`` (``MODEL_TENSORS`` per architecture) and
+  ``convert_hf_to_gguf.py``; shapes are written ggml-style, ``ne0`` (the row length) first.
+- The recipe: llama.cpp ``src/llama-quant.cpp`` (``llama_tensor_get_type_impl``, ``tensor_allows_quantization``,
+  ``tensor_type_fallback``, ``llama_ftype_get_default_type``, ``init_quantize_state_counters``) at upstream commit
+  007dbbf3fd17eefe9b47fee45f48f7ba5e62b714. notes/verified.md confirms the Q4_K_M and Q8_0 recipes against real load
+  logs to 0.01 MiB.
+- Type sizes: ``gguf.constants.GGML_QUANT_SIZES`` (block size, bytes per block) from the installed ``gguf`` package;
+  no type table is kept here.
+- Iteration order matters (the attn_v / ffn_down counters): llama.cpp's model loader keeps tensors in a map ordered
+  by layer number, then by name (``weight_name_comparer`` in src/llama-model-loader.h); ``_sort_key`` mirrors it.
+
+``gguf`` imports numpy (~0.1 s), so this module is imported only by commands that need sizes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+# GGUF files align every tensor's data to 32 bytes (GGUF_DEFAULT_ALIGNMENT, ggml/include/gguf.h).
+GGUF_ALIGNMENT = 32
+
+# Bytes of GGUF metadata per vocabulary entry, an estimate: tokenizer.ggml.tokens (8-byte length + ~7 bytes of text),
+# token_type (int32) and, for BPE vocabularies, one merge string per token (8 + ~12 bytes); SentencePiece vocabularies
+# carry a float32 score instead of merges. Calibrated on Qwen2.5-Coder-7B-Instruct-IQ4_XS.gguf (4,218,473,248 bytes):
+# the file is 5.9 MB larger than its tensor data for a 152k BPE vocab, i.e. ~39 B/token. Small next to the 2 % target
+# except for sub-1B models.
+METADATA_BYTES_PER_TOKEN = {"gpt2": 39, "llama": 24}
+# Chat template, architecture keys, tensor-info table header: a few kB (estimate).
+METADATA_FIXED_BYTES = 16_384
+
+
+class ArchFacts(Protocol):
+    """What the layout needs from a catalog ``Architecture`` (advisor.catalog)."""
+
+    name: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int
+    vocab_size: int
+    tied_embeddings: bool
+    n_expert: int
+    n_expert_used: int
+    n_expert_shared: int
+    n_ff_expert: int
+    n_layer_dense_lead: int
+    kv_lora_rank: int
+    q_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    tokenizer: str
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    shape: tuple[int, ...]  # ggml order: ne0 (row length) first
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class PlacedTensor:
+    tensor: Tensor
+    type: str  # ggml type name, e.g. "Q4_K"
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    tensors: tuple[PlacedTensor, ...]
+    tensor_bytes: int  # sum of ggml_nbytes: what llama.cpp logs as "file size" and the model buffers
+    file_bytes: int  # tensor data with alignment padding plus estimated metadata
+
+    def bytes_by_type(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.tensors:
+            out[p.type] = out.get(p.type, 0) + p.nbytes
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.tensor.n_elements for p in self.tensors)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tensor inventory per architecture
+
+
+def _dense_attention(a: ArchFacts, p: str, *, bias: bool, qk_norm: bool) -> list[Tensor]:
+    q, kv_k, kv_v = a.n_head * a.head_dim_k, a.n_head_kv * a.head_dim_k, a.n_head_kv * a.head_dim_v
+    out = [
+        Tensor(f"{p}attn_q.weight", (a.n_embd, q)),
+        Tensor(f"{p}attn_k.weight", (a.n_embd, kv_k)),
+        Tensor(f"{p}attn_v.weight", (a.n_embd, kv_v)),
+        Tensor(f"{p}attn_output.weight", (a.n_head * a.head_dim_v, a.n_embd)),
+    ]
+    if bias:
+        out += [Tensor(f"{p}attn_q.bias", (q,)), Tensor(f"{p}attn_k.bias", (kv_k,)), Tensor(f"{p}attn_v.bias", (kv_v,))]
+    if qk_norm:
+        out += [Tensor(f"{p}attn_q_norm.weight", (a.head_dim_k,)), Tensor(f"{p}attn_k_norm.weight", (a.head_dim_k,))]
+    return out
+
+
+def _gated_ffn(a: ArchFacts, p: str, n_ff: int) -> list[Tensor]:
+    return [
+        Tensor(f"{p}ffn_gate.weight", (a.n_embd, n_ff)),
+        Tensor(f"{p}ffn_up.weight", (a.n_embd, n_ff)),
+        Tensor(f"{p}ffn_down.weight", (n_ff, a.n_embd)),
+    ]
+
+
+def _experts(a: ArchFacts, p: str, *, bias: bool = False) -> list[Tensor]:
+    e, f, x = a.n_embd, a.n_ff_expert, a.n_expert
+    out = [
+        Tensor(f"{p}ffn_gate_inp.weight", (e, x)),
+        Tensor(f"{p}ffn_gate_exps.weight", (e, f, x)),
+        Tensor(f"{p}ffn_up_exps.weight", (e, f, x)),
+        Tensor(f"{p}ffn_down_exps.weight", (f, e, x)),
+    ]
+    if bias:  # gpt-oss
+        out += [
+            Tensor(f"{p}ffn_gate_inp.bias", (x,)),
+            Tensor(f"{p}ffn_gate_exps.bias", (f, x)),
+            Tensor(f"{p}ffn_up_exps.bias", (f, x)),
+            Tensor(f"{p}ffn_down_exps.bias", (e, x)),
+        ]
+    if a.n_expert_shared:
+        s = f * a.n_expert_shared
+        out += [
+            Tensor(f"{p}ffn_gate_shexp.weight", (e, s)),
+            Tensor(f"{p}ffn_up_shexp.weight", (e, s)),
+            Tensor(f"{p}ffn_down_shexp.weight", (s, e)),
+        ]
+    return out
+
+
+def _layer(a: ArchFacts, i: int) -> list[Tensor]:
+    p, e, arch = f"blk.{i}.", a.n_embd, a.name
+    norm = [Tensor(f"{p}attn_norm.weight", (e,))]
+    if arch in ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "granite", "mistral3"):
+        t = norm + _dense_attention(a, p, bias=arch == "qwen2", qk_norm=arch in ("qwen3", "gemma3"))
+        t += [Tensor(f"{p}ffn_norm.weight", (e,))] + _gated_ffn(a, p, a.n_ff)
+        if arch in ("gemma2", "gemma3"):
+            t += [Tensor(f"{p}post_attention_norm.weight", (e,)), Tensor(f"{p}post_ffw_norm.weight", (e,))]
+        return t
+    if arch == "qwen3moe":
+        attn = _dense_attention(a, p, bias=False, qk_norm=True)
+        return norm + attn + [Tensor(f"{p}ffn_norm.weight", (e,))] + _experts(a, p)
+    if arch == "phi3":
+        qkv = a.n_head * a.head_dim_k + 2 * a.n_head_kv * a.head_dim_k
+        return norm + [
+            Tensor(f"{p}attn_qkv.weight", (e, qkv)),
+            Tensor(f"{p}attn_output.weight", (a.n_head * a.head_dim_v, e)),
+            Tensor(f"{p}ffn_norm.weight", (e,)),
+            Tensor(f"{p}ffn_up.weight", (e, 2 * a.n_ff)),  # gate and up fused (convert_hf_to_gguf Phi3MiniModel)
+            Tensor(f"{p}ffn_down.weight", (a.n_ff, e)),
+        ]
+    if arch == "starcoder2":  # LayerNorm with bias, biases everywhere, plain (non-gated) MLP
+        return norm + [Tensor(f"{p}attn_norm.bias", (e,))] + _dense_attention(a, p, bias=True, qk_norm=False) + [
+            Tensor(f"{p}attn_output.bias", (e,)),
+            Tensor(f"{p}ffn_norm.weight", (e,)),
+            Tensor(f"{p}ffn_norm.bias", (e,)),
+            Tensor(f"{p}ffn_up.weight", (e, a.n_ff)),
+            Tensor(f"{p}ffn_up.bias", (a.n_ff,)),
+            Tensor(f"{p}ffn_down.weight", (a.n_ff, e)),
+            Tensor(f"{p}ffn_down.bias", (e,)),
+        ]
+    if arch == "deepseek2":  # MLA without q-LoRA (V2-Lite); attn_kv_b unsplit as in 2024 conversions
+        qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+        t = norm + [
+            Tensor(f"{p}attn_q.weight", (e, a.n_head * qk)),
+            Tensor(f"{p}attn_kv_a_mqa.weight", (e, a.kv_lora_rank + a.qk_rope_head_dim)),
+            Tensor(f"{p}attn_kv_a_norm.weight", (a.kv_lora_rank,)),
+            Tensor(f"{p}attn_kv_b.weight", (a.kv_lora_rank, a.n_head * (a.qk_nope_head_dim + a.v_head_dim))),
+            Tensor(f"{p}attn_output.weight", (a.n_head * a.v_head_dim, e)),
+            Tensor(f"{p}ffn_norm.weight", (e,)),
+        ]
+        return t + (_gated_ffn(a, p, a.n_ff) if i < a.n_layer_dense_lead else _experts(a, p))
+    if arch == "gpt-oss":
+        return norm + _dense_attention(a, p, bias=True, qk_norm=False) + [
+            Tensor(f"{p}attn_output.bias", (e,)),
+            Tensor(f"{p}attn_sinks.weight", (a.n_head,)),
+            Tensor(f"{p}post_attention_norm.weight", (e,)),
+        ] + _experts(a, p, bias=True)
+    raise ValueError(f"no tensor inventory for architecture {arch!r}")
+
+
+def tensor_inventory(a: ArchFacts) -> list[Tensor]:
+    """The weight tensors of a GGUF conversion of ``a``, in llama.cpp's load order."""
+    tensors = [Tensor("token_embd.weight", (a.n_embd, a.vocab_size)), Tensor("output_norm.weight", (a.n_embd,))]
+    if a.name == "starcoder2":
+        tensors.append(Tensor("output_norm.bias", (a.n_embd,)))
+    if not a.tied_embeddings:
+        tensors.append(Tensor("output.weight", (a.n_embd, a.vocab_size)))
+    for i in range(a.n_layer):
+        tensors += _layer(a, i)
+    tensors.sort(key=_sort_key)
+    return tensors
+
+
+_BLK = re.compile(r"blk\.(\d+)\.")
+
+
+def _sort_key(t: Tensor) -> tuple[int, str]:
+    m = _BLK.match(t.name)
+    return (int(m.group(1)) if m else -1, t.name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Recipes: llama-quantize's per-tensor type choice (src/llama-quant.cpp)
+
+# ftype name -> default ggml type (llama_ftype_get_default_type).
+FTYPE_DEFAULT = {
+    "F32": "F32", "F16": "F16", "BF16": "BF16", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0", "Q5_1": "Q5_1",
+    "Q8_0": "Q8_0", "Q2_K": "Q2_K", "Q2_K_S": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K",
+    "Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K",
+    "IQ2_XXS": "IQ2_XXS", "IQ2_XS": "IQ2_XS", "IQ2_S": "IQ2_XS", "IQ2_M": "IQ2_S", "IQ3_XXS": "IQ3_XXS",
+    "IQ3_XS": "IQ3_S", "IQ3_S": "IQ3_S", "IQ3_M": "IQ3_S", "IQ1_S": "IQ1_S", "IQ1_M": "IQ1_M",
+    "IQ4_NL": "IQ4_NL", "IQ4_XS": "IQ4_XS", "MXFP4_MOE": "MXFP4",
+}
+
+# Uploader conventions layered on an ftype: bartowski's "_L"/"_XL" files are the base ftype with
+# --output-tensor-type Q8_0 --token-embedding-type Q8_0 (bartowski model cards: "Uses Q8_0 for embed and output
+# weights"). Q3_K_XL is Q3_K_L with the same overrides.
+EMBED_OUTPUT_Q8_SUFFIX = {"Q6_K_L": "Q6_K", "Q5_K_L": "Q5_K_M", "Q4_K_L": "Q4_K_M", "Q3_K_XL": "Q3_K_L",
+                          "Q2_K_L": "Q2_K"}
+
+QUANT_NAMES = tuple(FTYPE_DEFAULT) + tuple(EMBED_OUTPUT_Q8_SUFFIX)
+
+_IQ_LOW = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M"}
+# Fallback when a row length is not a multiple of the block size (tensor_type_fallback).
+_FALLBACK = {
+    "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
+    "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q2_K": "Q4_0", "Q3_K": "Q4_0",
+    "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
+}
+
+
+@cache
+def _sizes() -> dict[str, tuple[int, int]]:
+    from gguf.constants import GGML_QUANT_SIZES
+
+    return {t.name: (int(b), int(s)) for t, (b, s) in GGML_QUANT_SIZES.items()}
+
+
+def block(type_name: str) -> tuple[int, int]:
+    """(elements per block, bytes per block) of a ggml type, from gguf's GGML_QUANT_SIZES."""
+    return _sizes()[type_name]
+
+
+def nbytes(type_name: str, shape: tuple[int, ...]) -> int:
+    """ggml_nbytes of a contiguous tensor: rows x (ne0 / block) x bytes per block."""
+    blck, size = block(type_name)
+    rows = 1
+    for d in shape[1:]:
+        rows *= d
+    return rows * (shape[0] // blck) * size
+
+
+def _category(name: str) -> str:
+    # tensor_get_category: substring tests in this order.
+    if name == "output.weight":
+        return "output"
+    if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "token_embd"
+    for key, cat in (("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"), ("attn_v.weight", "attn_v"),
+                     ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"), ("attn_output.weight", "attn_output"),
+                     ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"), ("ffn_down", "ffn_down")):
+        if key in name:
+            return cat
+    return "other"
+
+
+def _quantizable(t: Tensor) -> bool:
+    # tensor_allows_quantization: 2-D/3-D tensors named *weight, but not norms nor the MoE router.
+    n = t.name
+    return (len(t.shape) >= 2 and n.endswith("weight") and "_norm.weight" not in n and "ffn_gate_inp.weight" not in n)
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def _is_70b(a: ArchFacts) -> bool:
+    # llama.cpp names a llama model with 80 layers and GQA "70B" (llm_load_hparams), which enables the attn_v bump.
+    return a.name == "llama" and a.n_layer == 80 and a.n_head != a.n_head_kv
+
+
+def assign_types(a: ArchFacts, quant: str, *, imatrix: bool = True) -> list[tuple[Tensor, str]]:
+    """The ggml type of every tensor of ``a`` quantized with llama-quantize ``quant`` (an ftype name, or a
+    bartowski ``_L`` name). ``imatrix``: whether an importance matrix was given (changes IQ4/IQ3_XXS/Q4_0 choices)."""
+    override = None
+    if quant in EMBED_OUTPUT_Q8_SUFFIX:
+        quant, override = EMBED_OUTPUT_Q8_SUFFIX[quant], "Q8_0"
+    if quant not in FTYPE_DEFAULT:
+        raise ValueError(f"unknown GGUF quantization {quant!r}; known: {', '.join(QUANT_NAMES)}")
+    ftype, default = quant, FTYPE_DEFAULT[quant]
+    tensors = tensor_inventory(a)
+    tied = not any(t.name == "output.weight" for t in tensors)
+    n_gqa = a.n_head // max(1, a.n_head_kv)
+    n_expert = a.n_expert
+    cats = [_category(t.name) for t in tensors]
+    n_attn_wv = sum(1 for c in cats if c in ("attn_v", "attn_qkv", "attn_kv_b"))
+    n_layer = a.n_layer
+    counters = {"attn_wv": 0, "ffn_down": 0, "ffn_gate": 0, "ffn_up": 0}
+    quantized = default not in ("F32", "F16", "BF16")
+    out: list[tuple[Tensor, str]] = []
+    for t, cat in zip(tensors, cats):
+        if not _quantizable(t):
+            out.append((t, "F32"))  # convert_hf_to_gguf keeps norms, biases and the MoE router in F32
+            continue
+        if override and cat in ("token_embd", "output"):
+            out.append((t, override))
+            continue
+        new = default
+        if quantized:
+            layer = int(_BLK.match(t.name).group(1)) if _BLK.match(t.name) else -1
+            new = _choose(a, t, cat, ftype, default, tied, n_gqa, n_expert, n_attn_wv, n_layer, counters, layer,
+                          imatrix)
+            blck = block(new)[0]
+            if t.shape[0] % blck:
+                new = _FALLBACK.get(new, new)
+                if t.shape[0] % block(new)[0]:
+                    new = "F16"
+        out.append((t, new))
+    return out
+
+
+def _choose(a: ArchFacts, t: Tensor, cat: str, ftype: str, new: str, tied: bool, n_gqa: int, n_expert: int,
+            n_attn_wv: int, n_layer: int, c: dict[str, int], layer: int, imatrix: bool) -> str:
+    """One pass of llama_tensor_get_type_impl for tensor ``t`` (mutates the counters like llama.cpp does)."""
+    i_layer_of = (lambda key: layer) if n_expert > 1 else (lambda key: c[key])
+    if cat == "output" or (tied and cat == "token_embd"):
+        if ftype == "MXFP4_MOE":
+            return "Q8_0"
+        if t.shape[0] % block(new)[0]:
+            return "Q8_0"
+        if ftype in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
+            return "Q5_K"
+        return "Q6_K" if new != "Q8_0" else new
+    if ftype == "MXFP4_MOE":
+        return "MXFP4" if len(t.shape) > 2 and t.shape[2] > 1 else "Q8_0"
+    if cat == "token_embd":
+        if ftype in ("IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"):
+            return "Q2_K"
+        if ftype in ("IQ2_S", "IQ2_M", "IQ3_XXS"):
+            return "IQ3_S"
+        return new
+    is_v = cat in ("attn_v", "attn_qkv", "attn_kv_b")
+    if ftype in _IQ_LOW:
+        if is_v:
+            new = "Q4_K" if (n_gqa >= 4 or n_expert >= 4) else ("IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K")
+            c["attn_wv"] += 1
+        elif n_expert == 8 and cat == "attn_k":
+            new = "Q4_K"
+        elif cat == "ffn_down":
+            if c["ffn_down"] < n_layer // 8:
+                new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
+            c["ffn_down"] += 1
+        elif cat == "attn_output":
+            if n_expert == 8:
+                new = "Q5_K"
+            elif ftype in ("IQ1_S", "IQ1_M"):
+                new = "IQ2_XXS"
+            elif ftype in ("IQ2_S", "IQ2_M"):
+                new = "IQ3_S"
+        return new
+    if is_v:
+        i = c["attn_wv"]
+        if ftype == "Q2_K":
+            new = "Q4_K" if n_gqa >= 4 else "Q3_K"
+        elif ftype == "Q2_K_S" and n_gqa >= 4:
+            new = "Q4_K"
+        elif ftype == "IQ3_XXS":
+            new = "Q4_K" if n_gqa >= 4 else ("IQ3_S" if not imatrix else "IQ3_XXS")
+        elif ftype in ("IQ3_XS", "IQ3_S") and n_gqa >= 4:
+            new = "Q4_K"
+        elif ftype == "IQ3_M":
+            new = "Q4_K"
+        elif ftype == "Q3_K_M":
+            new = "Q5_K" if i < 2 else "Q4_K"
+        elif ftype == "Q3_K_L":
+            new = "Q5_K"
+        elif ftype in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
+            new = "Q5_K"
+        elif ftype in ("Q4_K_M", "Q5_K_M") and _use_more_bits(i, n_attn_wv):
+            new = "Q6_K"
+        elif ftype == "Q4_K_S" and i < 4:
+            new = "Q5_K"
+        if _is_70b(a) and new in ("Q3_K", "Q4_K"):
+            new = "Q5_K"
+        if n_expert == 8:
+            new = "Q8_0"
+        c["attn_wv"] += 1
+        return new
+    if cat == "attn_k":
+        if n_expert == 8:
+            return "Q8_0"
+        if ftype == "IQ3_XS":
+            return "IQ3_XXS"
+        if ftype == "IQ3_XXS":
+            return "IQ2_S"
+        return new
+    if cat == "attn_q":
+        if ftype == "IQ3_XS":
+            return "IQ3_XXS"
+        if ftype == "IQ3_XXS":
+            return "IQ2_S"
+        return new
+    if cat == "ffn_down":
+        i, n = i_layer_of("ffn_down"), n_layer
+        if ftype == "Q2_K":
+            new = "Q3_K"
+        elif ftype == "Q2_K_S":
+            if i < n // 8:
+                new = "Q4_K"
+        elif ftype == "IQ3_XXS" and not imatrix:
+            new = "Q4_K" if i < n // 8 else "Q3_K"
+        elif ftype == "Q3_K_M":
+            new = "Q5_K" if i < n // 16 else "Q4_K"  # the Q3_K branch is Falcon-only
+        elif ftype == "IQ3_M" and (i < n // 8 or (n_expert == 8 and _use_more_bits(i, n))):
+            new = "Q4_K"
+        elif ftype == "Q3_K_L":
+            new = "Q5_K"
+        elif ftype == "Q4_K_M":
+            if _use_more_bits(i, n):
+                new = "Q6_K"
+        elif i < n // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
+            new = "Q5_K"
+        elif ftype == "Q5_K_M" and _use_more_bits(i, n):
+            new = "Q6_K"
+        elif ftype == "Q4_K_S" and i < n // 8:
+            new = "Q5_K"
+        elif ftype in ("Q4_0", "Q5_0") and imatrix and i < n // 8:
+            new = "Q4_1" if ftype == "Q4_0" else "Q5_1"
+        c["ffn_down"] += 1
+        return new
+    if cat == "attn_output":
+        if n_expert == 8:
+            if ftype in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S",
+                         "IQ3_M", "IQ4_XS"):
+                new = "Q5_K"
+        else:
+            new = {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K", "IQ3_M": "Q4_K"}.get(
+                ftype, new)
+        return new
+    if cat in ("ffn_gate", "ffn_up"):
+        i, n = i_layer_of(cat), n_layer
+        if ftype == "IQ3_XS" and n // 8 <= i < 7 * n // 8:
+            new = "IQ3_XXS"
+        c[cat] += 1
+        return new
+    return new
+
+
+def gguf_layout(a: ArchFacts, quant: str, *, imatrix: bool = True) -> Layout:
+    """Per-tensor types and bytes of ``a`` as a GGUF file quantized with ``quant``, and the file's size."""
+    placed = tuple(PlacedTensor(t, ty, nbytes(ty, t.shape)) for t, ty in assign_types(a, quant, imatrix=imatrix))
+    tensor_bytes = sum(p.nbytes for p in placed)
+    data = sum(-(-p.nbytes // GGUF_ALIGNMENT) * GGUF_ALIGNMENT for p in placed)
+    infos = sum(8 + len(p.tensor.name) + 4 + 8 * len(p.tensor.shape) + 4 + 8 for p in placed)
+    meta = METADATA_FIXED_BYTES + infos + METADATA_BYTES_PER_TOKEN.get(a.tokenizer, 39) * a.vocab_size
+    return Layout(placed, tensor_bytes, data + meta)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Other formats (safetensors checkpoints), derived from the same inventory
+
+
+def _bits_of(fmt: str, t: Tensor, cat: str, quant: str) -> float:
+    """Bits per element of tensor ``t`` in a non-GGUF checkpoint of format ``fmt``."""
+    linear = len(t.shape) >= 2 and cat not in ("token_embd", "output") and _quantizable(t)
+    if fmt == "safetensors":
+        return 32.0 if quant == "f32" else 16.0
+    if fmt in ("awq", "gptq") and linear:
+        # 4-bit weights packed in int32 plus, per group of 128 input channels, an fp16 scale and a packed 4-bit zero
+        # (AutoAWQ / AutoGPTQ default group_size 128; GPTQ also stores a g_idx int32 per input channel).
+        group = 128
+        bits = 4 + (16 + 4) / group
+        if fmt == "gptq":
+            bits += 32 / (t.shape[1] if len(t.shape) > 1 else 1)
+        return bits
+    if fmt == "fp8" and linear:
+        return 8.0  # FP8 E4M3 weights; per-channel scales are negligible (compressed-tensors FP8-dynamic)
+    if fmt == "mxfp4" and len(t.shape) > 2 and t.shape[2] > 1:
+        return 4.25  # OCP MXFP4: 32 4-bit values + one E8M0 scale byte (gpt-oss checkpoints: MoE experts only)
+    return 16.0
+
+
+def checkpoint_bytes(a: ArchFacts, fmt: str, quant: str = "bf16") -> int:
+    """Bytes of a safetensors checkpoint (bf16/fp16, or AWQ/GPTQ 4-bit, FP8, MXFP4 experts): tensor data only; the
+    safetensors JSON header is a few hundred kB at most."""
+    total = 0.0
+    for t in tensor_inventory(a):
+        total += t.n_elements * _bits_of(fmt, t, _category(t.name), quant) / 8
+    return int(total)
+
+
+def describe(layout: Layout) -> dict[str, Any]:
+    """A JSON-ready summary: bytes per ggml type and the totals."""
+    return {
+        "tensor_bytes": layout.tensor_bytes,
+        "file_bytes": layout.file_bytes,
+        "bytes_by_type": dict(sorted(layout.bytes_by_type().items(), key=lambda kv: -kv[1])),
+    }
