@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import os
 import sys
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +25,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from advisor.errors import BadInputError
+from advisor.strict import build
 
 #: Environment variable naming a data root that holds ``catalog/`` (and ``rules/``), overriding the packaged data.
 DATA_DIR_ENV = "ADVISOR_DATA_DIR"
@@ -259,70 +257,8 @@ class Catalog:
 # Strict loading
 
 
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _check(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check(value, arg, where)
-            except CatalogError as exc:
-                errors.append(exc.message)
-        raise CatalogError(errors[0] if errors else f"{where}: unexpected value {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            allowed = ", ".join(repr(a) for a in typing.get_args(hint))
-            raise CatalogError(f"{where}: {value!r} is not one of {allowed}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise CatalogError(f"{where}: expected a list, got {type(value).__name__}")
-        item = typing.get_args(hint)[0]
-        return tuple(_check(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
-        if not isinstance(value, dict):
-            raise CatalogError(f"{where}: expected a table, got {type(value).__name__}")
-        return _build(hint, value, where)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CatalogError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CatalogError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint in (str, bool):
-        if not isinstance(value, hint):
-            raise CatalogError(f"{where}: expected {hint.__name__}, got {value!r}")
-        return value
-    raise CatalogError(f"{where}: unsupported schema type {hint!r}")  # pragma: no cover - a bug in this module
-
-
 def _build(cls: type, table: dict[str, Any], where: str) -> Any:
-    hints = _hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise CatalogError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
-    kwargs = {}
-    for name, f in known.items():
-        if name in table:
-            kwargs[name] = _check(table[name], hints[name], f"{where}.{name}")
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise CatalogError(f"{where}: missing required key {name!r}")
-    return cls(**kwargs)
+    return build(cls, table, where, CatalogError)
 
 
 def _validate_model(m: Model, where: str) -> None:

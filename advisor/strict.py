@@ -1,7 +1,9 @@
-"""Strict JSON -> dataclass conversion for documents users hand back to advisor (profiles, plans).
+"""Strict data -> dataclass conversion for everything advisor reads from files: hardware profiles and plans
+(JSON) and the catalog and rules (TOML).
 
-Unknown keys, wrong types and missing fields are refused with one line naming the place, so a hand-edited or
-truncated file fails clearly instead of being half-read.
+Unknown keys, wrong types, values outside a Literal and missing required keys are refused with one line naming
+the place (``file: model[3].arch.n_layer: expected an integer``), so a typo or a truncated file fails clearly
+instead of being half-read.
 """
 
 from __future__ import annotations
@@ -9,56 +11,80 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any
+from functools import cache
+from typing import Any, Literal, Union
 
 from advisor.errors import BadInputError
 
 
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def build(tp: Any, value: Any, where: str, error: type[BadInputError] = BadInputError) -> Any:
-    """Build ``tp`` (a dataclass, list, dict, optional or scalar type) from JSON data, strictly."""
+    """Build ``tp`` (a dataclass, list, tuple, dict, optional/union, Literal or scalar type) from data."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
-    if origin in (typing.Union, types.UnionType):
+    if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return build(inner, value, where, error)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise error(f"{where}: expected an object")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise error(f"{where}: unknown field {unknown[0]!r}")
-        kwargs = {k: build(hints[k], v, f"{where}.{k}", error) for k, v in value.items()}
-        try:
-            return tp(**kwargs)
-        except TypeError as exc:  # a required field is missing
-            raise error(f"{where}: {exc}") from None
-    if origin is list:
+        messages = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return build(arg, value, where, error)
+            except BadInputError as exc:
+                messages.append(exc.message)
+        raise error(messages[0] if messages else f"{where}: unexpected value {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise error(f"{where}: {value!r} is not one of {allowed}")
+        return value
+    if origin in (list, tuple):
         if not isinstance(value, list):
-            raise error(f"{where}: expected a list")
-        (inner,) = typing.get_args(tp)
-        return [build(inner, v, f"{where}[{i}]", error) for i, v in enumerate(value)]
+            raise error(f"{where}: expected a list, got {type(value).__name__}")
+        item = typing.get_args(tp)[0]
+        items = [build(item, v, f"{where}[{i}]", error) for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise error(f"{where}: expected an object")
-        _, inner = typing.get_args(tp)
-        return {str(k): build(inner, v, f"{where}.{k}", error) for k, v in value.items()}
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif tp is str:
-        ok = isinstance(value, str)
-    else:  # pragma: no cover - every field type is listed above
-        raise TypeError(f"unsupported field type {tp!r}")
-    if not ok:
-        raise error(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
-    return value
+            raise error(f"{where}: expected an object, got {type(value).__name__}")
+        _, item = typing.get_args(tp)
+        return {str(k): build(item, v, f"{where}.{k}", error) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise error(f"{where}: expected an object, got {type(value).__name__}")
+        return _dataclass(tp, value, where, error)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise error(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise error(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise error(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+        return value
+    raise TypeError(f"{where}: unsupported schema type {tp!r}")  # a bug in the schema, not in the data
+
+
+def _dataclass(cls: Any, table: dict[str, Any], where: str, error: type[BadInputError]) -> Any:
+    hints = _hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise error(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, f in known.items():
+        if name in table:
+            kwargs[name] = build(hints[name], table[name], f"{where}.{name}", error)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise error(f"{where}: missing required key {name!r}")
+    return cls(**kwargs)

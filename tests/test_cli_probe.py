@@ -62,8 +62,8 @@ def test_table_output_and_hardware_roundtrip(live_profile, tmp_path):
         ("{not json", "is not JSON"),
         ('{"schema": 99}', "schema 99 is not supported"),
         ('{"schema": 1, "gpus": [{"index": 0}]}', "missing"),
-        ('{"schema": 1, "cpu": {"cores": 4}}', "unknown field 'cores'"),
-        ('{"schema": 1, "memory": {"total_bytes": "lots"}}', "expected int"),
+        ('{"schema": 1, "cpu": {"cores": 4}}', "unknown key 'cores'"),
+        ('{"schema": 1, "memory": {"total_bytes": "lots"}}', "expected an integer"),
         ("[]", "expected a JSON object"),
     ],
 )
