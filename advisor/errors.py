@@ -32,3 +32,72 @@ class ProbeError(AdvisorError):
     """The machine could not be described at all (a single missing driver is only a note in the profile)."""
 
     exit_code = 1
+
+
+# -- executor (issue 6): downloading, starting and checking an engine ---------------------------------------------
+
+
+class ModelNotFoundError(BadInputError):
+    """A local model path that does not exist, or a file that is not a model the engine can read."""
+
+
+class DownloadError(AdvisorError):
+    """The model could not be fetched from the Hub (offline and not cached, not found, gated, disk full...)."""
+
+    exit_code = 4
+
+
+class EngineError(AdvisorError):
+    """The engine could not be started, or did not become ready. ``result`` holds the attempts made so far (a
+    ``advisor.executor.RunResult``) so that ``--json`` can still print them."""
+
+    exit_code = 5
+    result: object | None = None
+
+
+class EngineMissingError(EngineError):
+    """No engine of the requested backend is installed."""
+
+
+class PortInUseError(BadInputError):
+    hint = "pick another with --port, or leave --port out to get a free one"
+
+
+class CheckFailedError(EngineError):
+    """The engine became ready but the test prompt failed."""
+
+    exit_code = 6
+
+
+class ModelFileError(BadInputError):
+    """The engine could not read the model file: truncated, corrupt, or an architecture this build does not know."""
+
+    hint = "the file may be truncated or corrupt (download it again), or need a newer engine"
+
+
+# -- planner (issue 5): recommend ---------------------------------------------------------------------------------
+
+
+class NothingFitsError(AdvisorError):
+    """No candidate fits this machine under the request; the message names the closest one and by how much it
+    misses."""
+
+    exit_code = 3
+    hint = "allow a smaller model or shorter context, or give --max-size / --context / --backend differently"
+
+
+# -- setup (issue 8): installing the engine build that fits -------------------------------------------------------
+
+
+class EngineUnsupportedError(BadInputError):
+    """The requested engine has no build for this machine (vLLM on macOS or Windows, on a CPU without AVX2...)."""
+
+    hint = "use --backend llama.cpp, which has a build for every machine"
+
+
+class EngineSetupError(EngineError):
+    """Installing the engine failed: a missing toolchain, or a failed pip command (its output is above)."""
+
+
+class EngineVerifyError(CheckFailedError):
+    """The engine installed, but verification showed it does not use the hardware it was built for."""

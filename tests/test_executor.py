@@ -1,0 +1,338 @@
+"""The executor with a fake process, a fake clock and scripted readiness: back-off, timeouts, interrupts, the check;
+plus state files, learned settings and Hub-cache resolution. Fast: nothing real is started."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from advisor import executor, hub, state
+from advisor.engines import Engine, Launch, Ready, llama_cpp_python, vllm
+from advisor.errors import CheckFailedError, DownloadError, EngineError, ModelFileError, ModelNotFoundError
+from advisor.plan import LLAMA_CPP, VLLM, Fallback, LlamaCppSettings, ModelRef, Plan, VllmSettings
+from tests.fake_openai import FakeOpenAI
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeProcess:
+    """Exits with ``code`` after ``polls`` polls (None: runs until signalled)."""
+
+    def __init__(self, pid: int, code: int | None, polls: int) -> None:
+        self.pid, self.code, self.polls, self.signals = pid, code, polls, []
+
+    def poll(self) -> int | None:
+        if self.code is not None and self.polls <= 0:
+            return self.code
+        self.polls -= 1
+        return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.code if self.code is not None else -15
+
+
+class Script:
+    """Per attempt: (log text, exit code or None for "becomes ready", polls before that)."""
+
+    def __init__(self, attempts: list[tuple[str, int | None, int]], ready_after: int = 1) -> None:
+        self.attempts = attempts
+        self.ready_after = ready_after
+        self.launches: list[Launch] = []
+        self.procs: list[FakeProcess] = []
+        self.killed: list[tuple[int, int]] = []
+        self.polls = 0
+
+    def start(self, launch: Launch, log: Path) -> FakeProcess:
+        text, code, polls = self.attempts[len(self.launches)]
+        self.launches.append(launch)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(text)
+        proc = FakeProcess(4_000_000 + len(self.launches), code, polls)
+        self.procs.append(proc)
+        self.polls = 0
+        return proc
+
+    def ready(self, http: Any, url: str, headers: Any) -> Ready:
+        self.polls += 1
+        if self.attempts[len(self.launches) - 1][1] is not None or self.polls < self.ready_after:
+            raise OSError("connection refused")
+        return Ready(True)
+
+    def killpg(self, pid: int, sig: int) -> None:
+        self.killed.append((pid, sig))
+        for proc in self.procs:
+            if proc.pid == pid and proc.code is None and sig in (signal.SIGTERM, signal.SIGKILL):
+                proc.code, proc.polls = -sig, 0
+
+
+def fake_engine(script: Script, classify: Any = llama_cpp_python.classify, backend: str = LLAMA_CPP) -> Engine:
+    def command(exe: str, path: str, settings: Any, host: str, port: int, key: str | None, help_text: str = ""):
+        return Launch([exe, path, json.dumps(executor.settings_dict(settings))])
+
+    return Engine("fake", backend, command, script.ready, classify)
+
+
+def seams_for(script: Script, clock: FakeClock, stream: Any = None) -> executor.Seams:
+    def no_stream(*args: Any) -> Any:
+        yield clock(), {"choices": [{"delta": {"content": "OK"}}], "usage": {"completion_tokens": 1}}
+
+    return executor.Seams(
+        start=script.start, http=None, stream=stream or no_stream, clock=clock, sleep=clock.sleep,
+        killpg=script.killpg, port_free=lambda h, p: True, group_alive=lambda pgid: False,
+    )  # fmt: skip
+
+
+class FakeModels:
+    def get(self, url: str, headers: Any, timeout: float) -> tuple[int, str]:
+        return 200, json.dumps({"data": [{"id": "tiny"}]})
+
+
+def request(tmp_path: Path, engine: Engine, plan: Plan, **kw: Any) -> executor.RunRequest:
+    return executor.RunRequest(plan=plan, model_path="/m.gguf", engine=engine, exe="engine", host="127.0.0.1",
+                               port=8999, log_dir=tmp_path / "logs", **kw)  # fmt: skip
+
+
+def llama_plan(**kw: Any) -> Plan:
+    fallbacks = kw.pop("fallbacks", [])
+    return Plan(model=ModelRef(id="tiny"), backend=LLAMA_CPP, llama_cpp=LlamaCppSettings(**kw), fallbacks=fallbacks)
+
+
+OOM = "ggml_aligned_malloc: insufficient memory (attempted to allocate 24414.06 MB)\nValueError: Failed to create llama_context"
+
+
+def test_backs_off_along_the_plan_ladder(tmp_path: Path) -> None:
+    script = Script([(OOM, 1, 2), (OOM, 1, 1), ("loaded", None, 0)])
+    clock = FakeClock()
+    seams = seams_for(script, clock)
+    seams.http = FakeModels()
+    plan = llama_plan(ctx=1_000_000, fallbacks=[Fallback({"ctx": 65536}, "smaller ctx"), Fallback({"ctx": 4096}, "4k")])
+    result = executor.execute(request(tmp_path, fake_engine(script), plan), seams)
+    assert result.ok and result.process is script.procs[-1]
+    assert [a.outcome for a in result.attempts] == ["failed", "failed", "ok"]
+    assert [a.settings["ctx"] for a in result.attempts] == [1_000_000, 65536, 4096]
+    assert "out of memory" in (result.attempts[0].reason or "")
+    assert result.check and result.check.text == "OK"
+    assert all(sig != signal.SIGKILL for _, sig in script.killed)
+
+
+def test_default_ladder_when_the_plan_has_none(tmp_path: Path) -> None:
+    rungs = executor.default_ladder(LlamaCppSettings(ctx=8192, parallel=4, n_gpu_layers=40))
+    assert [r.settings for r in rungs] == [
+        {"ctx": 4096}, {"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"}, {"parallel": 1},
+        {"n_gpu_layers": 30}, {"n_gpu_layers": 0},
+    ]  # fmt: skip
+    assert [r.settings for r in executor.default_ladder(VllmSettings(max_model_len=8192, max_num_seqs=8))] == [
+        {"max_num_seqs": 4}, {"enforce_eager": True}, {"max_model_len": 4096}
+    ]
+    script = Script([(OOM, 1, 0), ("ok", None, 0)])
+    clock = FakeClock()
+    seams = seams_for(script, clock)
+    seams.http = FakeModels()
+    result = executor.execute(request(tmp_path, fake_engine(script), llama_plan(ctx=8192)), seams)
+    assert [a.settings["ctx"] for a in result.attempts] == [8192, 4096]
+
+
+def test_vllm_kv_error_uses_the_engines_estimate(tmp_path: Path) -> None:
+    from tests.test_engines import KV_V1
+
+    script = Script([(KV_V1, 1, 0), ("ok", None, 0)])
+    clock = FakeClock()
+    seams = seams_for(script, clock)
+    seams.http = FakeModels()
+    plan = Plan(model=ModelRef(id="m"), backend=VLLM, vllm=VllmSettings(max_model_len=32768))
+    result = executor.execute(request(tmp_path, fake_engine(script, vllm.classify, VLLM), plan), seams)
+    assert [a.settings["max_model_len"] for a in result.attempts] == [32768, 12288]
+    assert result.attempts[0].outcome == "failed" and "12290" in (result.attempts[0].reason or "")
+
+
+def test_gives_up_after_max_attempts_with_all_attempts(tmp_path: Path) -> None:
+    script = Script([(OOM, 1, 0)] * 3)
+    clock = FakeClock()
+    with pytest.raises(EngineError) as info:
+        executor.execute(request(tmp_path, fake_engine(script), llama_plan(ctx=65536), max_attempts=3),
+                         seams_for(script, clock))  # fmt: skip
+    result = info.value.result
+    assert result is not None and not result.ok and len(result.attempts) == 3  # type: ignore[attr-defined]
+    assert "3 attempts" in info.value.message
+
+
+def test_corrupt_model_is_not_retried(tmp_path: Path) -> None:
+    log = "llama_model_load: error loading model: tensor 'x' data is not within the file bounds\n"
+    script = Script([(log, 1, 0)])
+    with pytest.raises(ModelFileError):
+        executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams_for(script, FakeClock()))
+    assert len(script.launches) == 1
+
+
+def test_unknown_exit_during_load_backs_off_with_the_last_line(tmp_path: Path) -> None:
+    script = Script([("loading\nSegmentation fault", -11, 0), ("ok", None, 0)])
+    clock = FakeClock()
+    seams = seams_for(script, clock)
+    seams.http = FakeModels()
+    result = executor.execute(request(tmp_path, fake_engine(script), llama_plan(ctx=8192)), seams)
+    assert result.attempts[0].reason == "was killed by SIGSEGV during start-up: Segmentation fault"
+
+
+def test_readiness_timeout_stops_the_engine(tmp_path: Path) -> None:
+    script = Script([("still loading", None, 0)], ready_after=10**9)
+    clock = FakeClock()
+    with pytest.raises(EngineError) as info:
+        executor.execute(request(tmp_path, fake_engine(script), llama_plan(), timeout_s=30),
+                         seams_for(script, clock))  # fmt: skip
+    assert "not ready after 30 s" in info.value.message and "still loading" in info.value.message
+    assert script.killed[0] == (script.procs[0].pid, signal.SIGTERM)
+    assert 30 <= clock.now < 32  # polled up to the limit, not beyond
+
+
+def test_interrupt_while_waiting_stops_the_engine(tmp_path: Path) -> None:
+    script = Script([("loading", None, 0)], ready_after=10**9)
+    clock = FakeClock()
+    seams = seams_for(script, clock)
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    seams.sleep = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams)
+    assert (script.procs[0].pid, signal.SIGTERM) in script.killed
+
+
+def test_check_failure_on_a_live_engine_is_exit_6(tmp_path: Path) -> None:
+    script = Script([("ok", None, 0)])
+    clock = FakeClock()
+
+    def broken(*args: Any) -> Any:
+        raise executor.CheckError("/v1/chat/completions answered 500: boom")
+        yield  # pragma: no cover
+
+    seams = seams_for(script, clock, stream=broken)
+    seams.http = FakeModels()
+    with pytest.raises(CheckFailedError) as info:
+        executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams)
+    assert info.value.exit_code == 6 and "500" in info.value.message
+    assert script.killed and script.killed[0][1] == signal.SIGTERM
+
+
+def test_check_measures_from_a_real_stream() -> None:
+    timings = {"predicted_n": 5, "predicted_per_second": 123.4}
+    with FakeOpenAI(timings=timings, api_key="k") as fake:
+        result = executor.check(fake.url, {"Authorization": "Bearer k"}, executor.Seams())
+        body = fake.requests[-1][3]
+    assert result.completion_tokens == 5 and result.tokens_per_s == 123.4 and result.tokens_per_s_source == "engine"
+    assert result.text == "t0 t1 t2 t3 t4 " and result.ttft_s is not None and result.latency_s >= result.ttft_s
+    assert body["model"] == "tiny" and body["temperature"] == 0 and body["stream"] is True
+    with FakeOpenAI(tokens=4) as fake:
+        result = executor.check(fake.url, {}, executor.Seams())
+    assert result.tokens_per_s_source == "client" and result.completion_tokens == 4
+
+
+def test_stop_group_escalates_to_sigkill() -> None:
+    sent: list[int] = []
+    clock = FakeClock()
+    executor.stop_group(123, lambda t: False, lambda pid, sig: sent.append(sig), clock, clock.sleep, grace=1.0,
+                        alive=lambda pgid: True)  # fmt: skip
+    assert sent == [signal.SIGTERM, signal.SIGKILL]
+
+
+def test_port_helpers() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        assert not executor.port_free("127.0.0.1", taken)
+    assert executor.port_free("127.0.0.1", executor.free_port("127.0.0.1"))
+
+
+# -- state ------------------------------------------------------------------------------------------------------------
+
+
+def test_learned_settings_round_trip() -> None:
+    key = state.machine_key("AMD EPYC", [("NVIDIA H100", 80 * 2**30)])
+    assert key == "AMD EPYC | NVIDIA H100 (81920 MiB)"
+    assert state.learned_settings(key, "m") is None
+    attempts = [{"settings": {"ctx": 8192}, "outcome": "failed", "reason": "oom"},
+                {"settings": {"ctx": 4096}, "outcome": "ok", "reason": None}]  # fmt: skip
+    state.record_run(key, "m", LLAMA_CPP, attempts, {"ctx": 4096}, {"tokens_per_s": 10.0})
+    learned = state.learned_settings(key, "m")
+    assert learned and learned["settings"] == {"ctx": 4096} and learned["backend"] == LLAMA_CPP
+    assert learned["failed"][0]["reason"] == "oom" and learned["tokens_per_s"] == 10.0
+    assert state.learned_settings(key, "m", VLLM) is None
+
+
+def test_default_plan_prefers_learned_settings(tmp_path: Path) -> None:
+    ref = ModelRef(id="m", path="/m.gguf")
+    learned = {"backend": LLAMA_CPP, "settings": executor.settings_dict(LlamaCppSettings(ctx=1234))}
+    assert executor.default_plan(ref, LLAMA_CPP, False, None, learned).settings.ctx == 1234
+    assert executor.default_plan(ref, LLAMA_CPP, True).settings.n_gpu_layers == 999
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    plan = executor.default_plan(ModelRef(id="t", path=str(model_dir)), VLLM, False, model_dir)
+    assert plan.settings.max_model_len == 512 and plan.settings.dtype == "bfloat16"
+
+
+def test_server_records_and_staleness() -> None:
+    import os
+
+    live = state.ServerRecord(id="1", pid=os.getpid(), port=1, host="h", backend=LLAMA_CPP, engine="e", model="m",
+                              base_url="u", log="l", create_time=state.create_time(os.getpid()))  # fmt: skip
+    stale = state.ServerRecord(id="2", pid=os.getpid(), port=2, host="h", backend=LLAMA_CPP, engine="e", model="m",
+                               base_url="u", log="l", create_time=1.0)  # fmt: skip  (pid reused)
+    state.write_server(live)
+    state.write_server(stale)
+    (state.servers_dir() / "3.json").write_text("{not json")
+    records = {r.id: r for r in state.read_servers()}
+    assert set(records) == {"1", "2"} and not (state.servers_dir() / "3.json").exists()
+    assert state.is_alive(records["1"]) and not state.is_alive(records["2"])
+    state.remove_server(live)
+    assert [r.id for r in state.read_servers()] == ["2"]
+
+
+# -- hub ----------------------------------------------------------------------------------------------------------------
+
+
+def hub_cache_file(repo: str, filename: str, data: bytes) -> Path:
+    """A file placed in huggingface_hub's cache layout: blobs/, snapshots/<rev>/, refs/main."""
+    from advisor import settings
+
+    root = settings.model_cache_dir() / f"models--{repo.replace('/', '--')}"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = root / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(revision)
+    (snapshot / filename).write_bytes(data)
+    return snapshot / filename
+
+
+def test_hub_resolves_from_the_cache_offline() -> None:
+    path = hub_cache_file("org/tiny", "x.gguf", b"GGUF" + b"\0" * 20)
+    assert hub.resolve(ModelRef(id="t", repo="org/tiny", files=["x.gguf"])) == path
+    with pytest.raises(DownloadError) as info:
+        hub.resolve(ModelRef(id="t", repo="org/tiny", files=["missing.gguf"]))
+    assert "HF_HUB_OFFLINE" in info.value.message and info.value.exit_code == 4
+
+
+def test_local_model_checks(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError):
+        hub.resolve(ModelRef(id="x", path=str(tmp_path / "nope.gguf")))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"<html>not a model</html>")
+    with pytest.raises(ModelNotFoundError, match="not a GGUF"):
+        hub.resolve(ModelRef(id="x", path=str(bad)))
