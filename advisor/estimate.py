@@ -15,13 +15,25 @@ What is modelled:
 - compute buffer: the peak of three phases of one layer's graph (attention, FFN, logits), in floats per ubatch
   token; coefficients measured on the CPU backend (see ``compute_bytes``).
 
-Not modelled: recurrent/hybrid state (Mamba, RWKV), multi-GPU pipeline-parallel copies, CUDA context/pool memory
-(outside every buffer; llama.cpp --fit keeps a 1 GiB margin for it, §2.5), server prompt cache (§2.7).
+GPU backends (issue 7; checked against the real start-up logs in tests/data/gpu-logs by tests/test_gpu_logs.py and
+benchmarks/gpu_logs.py): each buffer is reported on the device llama.cpp allocates it on: ``gpu0``..``gpuN`` (CUDA0,
+ROCm0, Metal, Vulkan0, SYCL0), ``host`` (the GPU backend's pinned host buffer type, CUDA_Host/ROCm_Host/Vulkan_Host/
+SYCL_Host: the CPU side's compute buffer and the output buffer) and ``cpu`` (weights and KV left on the CPU; on Metal,
+which has no host buffer type, also the CPU compute and output buffers). What differs per backend is data in
+rules/backends.toml (``backend_rules``); the build era (``Settings.llama_build``) selects the placement rules that
+changed over time (output layer, SWA cache, MoE graph).
+
+Not modelled: recurrent/hybrid state (Mamba, RWKV), Gemma-3n/4 KV sharing, MLA's V-less cache and DSA indexer
+(2026 builds), CUDA context/pool memory (outside every buffer: rules/backends.toml context_overhead_bytes; llama.cpp
+--fit keeps a 1 GiB margin for it, §2.5), server prompt cache (§2.7).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 from advisor import ggml
@@ -29,10 +41,41 @@ from advisor.errors import BadInputError
 from advisor.facts import ModelFacts
 
 FlashAttn = Literal["on", "off", "auto"]
+Backend = Literal["cpu", "cuda", "rocm", "metal", "vulkan", "sycl"]
+BACKENDS: tuple[str, ...] = ("cpu", "cuda", "rocm", "metal", "vulkan", "sycl")
 
 CTX_PAD = 256  # llama_context: cparams.n_ctx = GGML_PAD(n_ctx, 256) (§2.2); SWA cache also padded to 256 (§2.3)
 PARALLEL_AUTO = 4  # llama-server: -np -1 (auto) -> 4 slots with kv_unified = true (§2.1, tools/server/server.cpp)
 MIB = 1024 * 1024
+# Build eras (llama.cpp build numbers, "bNNNN"). Each is the first build with the newer behaviour, as closely as the
+# logs pin it down; None in Settings.llama_build means a current build.
+# Output layer offloaded first (n_layer + 1 slots): b6182 still offloaded it only when ngl > n_layer (gpu-logs l06:
+# "-ngl 24" -> "offloaded 24/25"), 2026 builds offload it first (l24: "-ngl 15" -> output + 14 layers);
+# notes/verified.md. The exact first build is not pinned down: anything after b6182.
+OUTPUT_FIRST_SINCE = 6183
+# Separate SWA cache (llama_kv_cache_unified_iswa, llama.cpp PR #13194, May 2025): b4879 still gave gemma3's SWA
+# layers full-size cells (gpu-logs l11: 26 layers x 8192 cells), b6182 has the iSWA cache (l06: 640 SWA cells).
+ISWA_SINCE = 5450
+# Batched MoE (one ggml_mul_mat_id over all used experts, llama.cpp PR #6505, April 2024): before it,
+# llm_build_moe_ffn looped over the n_expert_used slots, so one slot's activations were live at a time (gpu-logs l26,
+# ~b2400 Mixtral: 115.50 MiB = 4*ub*(3F + 4E) within 0.5 %).
+MOE_BATCHED_SINCE = 2600
+# Pipeline parallelism: GGML_SCHED_MAX_COPIES = 4 copies of the graph inputs (ggml/src/ggml-backend.cpp), used with
+# several GPUs, every layer and the output offloaded, KV offloaded and no tensor overrides (llama_context
+# constructor, "pipeline parallelism enabled (n_copies=4)", gpu-logs l20).
+PP_COPIES = 4
+# Per-sequence KV streams (kv_unified false, n_stream = n_seq_max): b6182 prints "kv_unified = false" (gpu-logs
+# l06), b5398 has no such line (l04, l13) and early-2025 builds kept one cache of n_ctx cells shared by all
+# sequences, every mask spanning all of them (l20: 4 sequences, "kv_size = 8192", KQ over 8192 cells).
+# Approximate: somewhere between b5398 and b6182.
+KV_STREAMS_SINCE = 6000
+# KV/SWA cache padding: mid-2025 builds padded to 256 with flash attention and 32 without ("padding = 32", gpu-logs
+# l04/l13; l06 b6182: SWA cache of 640 cells = 128 + 512 padded to 32), current builds always to 256 (§2.2, §2.3).
+KV_PAD_256_SINCE = 6183
+# Fused SwiGLU (ggml_swiglu_split, one new F-wide tensor): before it the FFN ran silu and mul in place on the gate,
+# so the GPU FFN phase held 2F instead of 3F (gpu-logs l23, b~4700: 164.01 MiB, below 3F's 236 MiB). Approximate
+# first build (June 2025).
+SWIGLU_FUSED_SINCE = 5700
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +96,77 @@ class Settings:
     swa_full: bool = False  # --swa-full (common.h false; llama_context_default_params has true)
     offload_kqv: bool = True  # --no-kv-offload inverts it (common.h)
     mmap: bool = True  # --mmap (common.h use_mmap = true)
+    backend: Backend | None = None  # GPU backend of the n_gpus devices; None: unnamed (no host buffers split out)
+    n_cpu_moe: int = 0  # --n-cpu-moe K: experts of the first K layers stay on the CPU; -1 = all (--cpu-moe)
+    llama_build: int | None = None  # llama.cpp build number whose placement rules apply; None = current
 
     def resolved_parallel(self) -> tuple[int, bool]:
         """(n_seq_max, kv_unified) after llama-server's auto rule."""
         if self.n_parallel < 0:
             return PARALLEL_AUTO, True if self.kv_unified is None else self.kv_unified
         return max(1, self.n_parallel), bool(self.kv_unified)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendRule:
+    """One ``[[backend]]`` of rules/backends.toml: what a llama.cpp GPU backend allocates beyond the model's buffers.
+
+    Schema (all keys required): name, llama_name (device prefix in llama.cpp's log), host_buffers (the backend has
+    a pinned host buffer type, "<llama_name>_Host", that holds the CPU side's compute and the output buffers),
+    op_offload (the scheduler runs big-batch ops of CPU-resident weights on the GPU, copying the weight into the
+    GPU's compute buffer: ggml_backend_dev_offload_op), mapped_weights (mmapped weights are wrapped zero-copy, so
+    the GPU "model buffer" is the file mapping: Metal), compute_buffer_rule ("gpu" or "cpu": which phase
+    coefficients of compute_bytes apply), context_overhead_bytes (per device, allocated by the driver/runtime and
+    reported by no llama.cpp buffer), reason, source.
+    """
+
+    name: str
+    llama_name: str
+    host_buffers: bool
+    op_offload: bool
+    mapped_weights: bool
+    compute_buffer_rule: Literal["gpu", "cpu"]
+    context_overhead_bytes: int
+    reason: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _BackendFile:
+    schema: int
+    backend: list[BackendRule]
+
+
+# Used when Settings.backend is None with GPUs: the pre-issue-7 behaviour (no host buffer split out, GPU phases).
+GENERIC_GPU = BackendRule("gpu", "GPU", False, False, False, "gpu", 0, "unnamed GPU backend", "-")
+
+
+def _rules_file() -> Path:
+    from advisor.catalog import catalog_dir  # rules/ sits next to the catalog (checkout, wheel or ADVISOR_DATA_DIR)
+
+    return catalog_dir().parent / "rules" / "backends.toml"
+
+
+@cache
+def backend_rules(path: str | None = None) -> dict[str, BackendRule]:
+    """rules/backends.toml by backend name. Raises BadInputError on a malformed file."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    from advisor.strict import build
+
+    f = Path(path) if path else _rules_file()
+    try:
+        data = tomllib.loads(f.read_text())
+    except OSError as exc:
+        raise BadInputError(f"cannot read {f}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInputError(f"{f}: not valid TOML ({exc})") from None
+    doc: _BackendFile = build(_BackendFile, data, f.name)
+    if doc.schema != 1:
+        raise BadInputError(f"{f.name}: schema {doc.schema}, this advisor reads schema 1")
+    return {b.name: b for b in doc.backend}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,14 +236,24 @@ def pad(x: int, n: int) -> int:
     return (x + n - 1) // n * n
 
 
+def kv_pad(s: Settings) -> int:
+    """Cell padding of the KV caches: 256, or 32 without flash attention before KV_PAD_256_SINCE."""
+    if s.llama_build is not None and s.llama_build < KV_PAD_256_SINCE and s.flash_attn == "off":
+        return 32
+    return CTX_PAD
+
+
 def context(facts: ModelFacts, s: Settings) -> tuple[int, int, int, bool, int]:
     """(n_ctx, n_ctx_seq, n_seq, unified, n_stream) as llama_context's constructor resolves them (§2.2)."""
     n_seq, unified = s.resolved_parallel()
-    n_ctx = pad(s.n_ctx if s.n_ctx > 0 else (facts.n_ctx_train or 4096), CTX_PAD)
+    if s.llama_build is not None and s.llama_build < KV_STREAMS_SINCE:
+        unified = True  # one cache of n_ctx cells shared by every sequence
+    pad_to = kv_pad(s)
+    n_ctx = pad(s.n_ctx if s.n_ctx > 0 else (facts.n_ctx_train or 4096), pad_to)
     if unified or n_seq == 1:
         return n_ctx, n_ctx, n_seq, unified, 1
     # "n_ctx is not divisible by n_seq_max - rounding down" then each stream is padded to 256 again
-    n_ctx_seq = pad(n_ctx // n_seq, CTX_PAD)
+    n_ctx_seq = pad(n_ctx // n_seq, pad_to)
     return n_ctx_seq * n_seq, n_ctx_seq, n_seq, unified, n_seq
 
 
@@ -161,26 +279,31 @@ def layer_devices(facts: ModelFacts, s: Settings) -> tuple[list[str], str]:
     """Device of each repeating layer and of the output layer (llama_model::load_tensors, §2.4).
 
     Current llama.cpp counts n_layer + 1 slots, the last being the output layer, and fills them from the end:
-    -ngl N puts the output plus the last N-1 repeating layers on the GPU(s).
+    -ngl N puts the output plus the last N-1 repeating layers on the GPU(s). Builds before OUTPUT_FIRST_SINCE start
+    at i_gpu_start = n_layer - N, so the output is offloaded only when N > n_layer (§2.4).
     """
     n = facts.n_layer
     if s.n_gpus <= 0 or s.n_gpu_layers == 0:
         return ["cpu"] * n, "cpu"
-    ngl = n + 1 if s.n_gpu_layers < 0 else min(s.n_gpu_layers, n + 1)
-    start = n + 1 - ngl
-    gpu_slots = list(range(start, n + 1))
+    req = n + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers  # llama_model_default_params: 999 = everything
+    if s.llama_build is not None and s.llama_build < OUTPUT_FIRST_SINCE:
+        start = max(n - req, 0)  # old i_gpu_start: the output slot counts only once every layer is offloaded
+    else:
+        start = max(n + 1 - req, 0)
+    act = min(req, n + 1)  # act_gpu_layers
+    gpu_slots = [il for il in range(n + 1) if il >= start and il - start < act]
     split = list(s.tensor_split) if s.tensor_split else [1.0] * s.n_gpus
     split = (split + [0.0] * s.n_gpus)[: s.n_gpus]
     total = sum(split) or 1.0
-    # llama.cpp splits the offloaded slots by cumulative fractions of tensor_split (get_layer_buft_list /
-    # std::upper_bound over the normalised cumulative split).
+    # llama.cpp splits the offloaded slots by cumulative fractions of tensor_split (get_layer_buft_list:
+    # std::upper_bound over the normalised cumulative split, at (il - i_gpu_start) / act_gpu_layers).
     cum, acc = [], 0.0
     for w in split:
         acc += w / total
         cum.append(acc)
     devs = ["cpu"] * (n + 1)
-    for k, slot in enumerate(gpu_slots):
-        frac = k / len(gpu_slots)
+    for slot in gpu_slots:
+        frac = (slot - start) / act
         g = next((i for i, c in enumerate(cum) if frac < c - 1e-12), s.n_gpus - 1)
         devs[slot] = f"gpu{g}"
     return devs[:n], devs[n]
@@ -254,24 +377,38 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     n_batch = min(n_ctx, s.n_batch)
     n_ubatch = min(n_batch, s.n_ubatch)
 
-    swa_any = facts.sliding_window > 0 and any(facts.swa_layers)
+    # Phi-3 GGUFs carry a sliding_window that llama.cpp ignores ("Phi SWA is currently disabled", load_hparams,
+    # llama.cpp PR #13676; gpu-logs l10: one 32768-cell cache for all 32 layers).
+    swa_any = facts.sliding_window > 0 and any(facts.swa_layers) and facts.architecture != "phi3"
     swa_cells = 0
     if swa_any:
         # llama_kv_cache_iswa: size_swa = pad(min(size_base, n_swa * (unified ? n_seq : 1) + n_ubatch), 256),
         # or size_base with swa_full (§2.3)
         swa_cells = n_ctx_seq if s.swa_full else min(
-            n_ctx_seq, pad(facts.sliding_window * (n_seq if unified else 1) + n_ubatch, CTX_PAD))
+            n_ctx_seq, pad(facts.sliding_window * (n_seq if unified else 1) + n_ubatch, kv_pad(s)))
     full_any = not swa_any or not all(facts.swa_layers)
     kv_cells = n_ctx_seq if full_any else 0
 
     layer_dev, out_dev = layer_devices(facts, s)
-    names = ["cpu"] + [f"gpu{i}" for i in range(max(0, s.n_gpus))]
+    rule = _backend(s)
+    gpus = [f"gpu{i}" for i in range(max(0, s.n_gpus))]
+    host = "host" if gpus and rule.host_buffers else "cpu"
+    names = ["cpu"] + gpus + (["host"] if host == "host" else [])
     weights = dict.fromkeys(names, 0)
     kv = dict.fromkeys(names, 0)
     n_layers = dict.fromkeys(names, 0)
+    cpu_moe = facts.n_layer if s.n_cpu_moe < 0 else s.n_cpu_moe
+    cpu_experts: list[int] = []  # bytes of expert tensors kept on the CPU by --n-cpu-moe
     for t in facts.tensors:
         if t.layer is not None and t.layer < facts.n_layer:
-            weights[layer_dev[t.layer]] += t.nbytes
+            dev = layer_dev[t.layer]
+            # --n-cpu-moe / --cpu-moe: an -ot "blk\.N\.ffn_(up|down|gate)_(ch|)exps=CPU" override per layer
+            # (common/arg.cpp)
+            if t.layer < cpu_moe and "_exps" in t.name:
+                dev = "cpu"
+                if layer_dev[t.layer] != "cpu" or gpus:
+                    cpu_experts.append(t.nbytes)
+            weights[dev] += t.nbytes
         elif t.name.startswith("output"):  # output.weight, output_norm.* follow the output layer
             weights[out_dev] += t.nbytes
         else:
@@ -280,27 +417,118 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         embd = facts.tensor("token_embd.weight")
         if embd is not None:  # TENSOR_DUPLICATED: a second copy of the embedding for the output (§2.4)
             weights[out_dev] += embd.nbytes
+    iswa = s.llama_build is None or s.llama_build >= ISWA_SINCE
     for il in range(facts.n_layer):
-        cells = swa_cells if facts.swa_layers[il] and swa_any else kv_cells
+        cells = swa_cells if facts.swa_layers[il] and swa_any and iswa else (kv_cells or swa_cells)
         dev = layer_dev[il] if s.offload_kqv else "cpu"
         kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv)
         n_layers[layer_dev[il]] += 1
 
     # output_reserve: n_vocab floats for each of max(n_outputs, n_seq_max) outputs (n_outputs_max_per_seq = 1),
-    # in the host buffer of the output device (§2.6); measured: V * 4 * n_seq.
+    # in the host buffer type of the output device (§2.6; CUDA_Host in gpu-logs l02/l24, CPU when the output layer
+    # stays on the CPU, l06/l13, and always on Metal, l09); measured: V * 4 * n_seq.
     output = facts.n_vocab * 4 * n_seq
+    out_buf = host if out_dev != "cpu" else "cpu"
+
+    # Mask cells per ubatch token: one mask per cache kind (full, SWA) of the cells of one stream. Builds before the
+    # iSWA cache already built both masks over the single full-size cache (gpu-logs l11: host 34.26 MiB =
+    # 4*ub*(E + 2*8192)).
+    mask_cells = (kv_cells or swa_cells) * (2 if swa_any else 1) if not iswa else kv_cells + swa_cells
+    all_offloaded = bool(gpus) and all(d != "cpu" for d in layer_dev) and out_dev != "cpu"
+    copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe) else 1
+    compute = dict.fromkeys(names, 0)
+    if not gpus:
+        compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
+                                       flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=True,
+                                       n_stream=n_stream)
+    else:
+        moe_batched = s.llama_build is None or s.llama_build >= MOE_BATCHED_SINCE
+        fused = s.llama_build is None or s.llama_build >= SWIGLU_FUSED_SINCE
+        first_gpu = next((d for d in gpus if n_layers[d]), None)
+        for d in gpus:
+            extra: list[int] = []
+            if rule.op_offload and d == first_gpu:
+                # ggml_backend_sched runs big-batch ops of CPU-resident weights on the first GPU that accepts them
+                # (offload_op: batch >= 32); the weight is copied into this GPU's compute buffer for the op.
+                if out_dev == "cpu":
+                    # logits matmul of the CPU-resident output layer: its weight + the f32 logits (gpu-logs l06:
+                    # 985.20 MiB, l13: 791.61 MiB, both = output weight + 4*ub*(V + E))
+                    w_out = sum(t.nbytes for t in facts.tensors if t.name == "output.weight") or (
+                        facts.tensor("token_embd.weight").nbytes if facts.tensor("token_embd.weight") else 0)
+                    extra.append(w_out + 4 * n_ubatch * (facts.n_vocab + facts.n_embd))
+                if cpu_experts:
+                    # one CPU expert tensor at a time, with the MoE activations of one layer
+                    extra.append(max(cpu_experts) + gpu_compute_bytes(
+                        facts, n_ubatch=n_ubatch, kv_cells=kv_cells, mask_cells=mask_cells, flash_attn=fa,
+                        layers=True, output=False, moe_batched=moe_batched, copies=copies, attention=False))
+            base = gpu_compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells or swa_cells,
+                                     mask_cells=mask_cells, flash_attn=fa, layers=n_layers[d] > 0,
+                                     output=out_dev == d, moe_batched=moe_batched, copies=copies,
+                                     swiglu_fused=fused)
+            compute[d] = max([base] + extra) if (n_layers[d] or out_dev == d) else 0
+        # The CPU side's compute buffer (in the host buffer type when the backend has one): the graph inputs that
+        # live on the CPU: the token embeddings (get_rows of token_embd on the CPU) and the f32 KQ masks, one per
+        # pipeline copy (gpu-logs l02 15.01 MiB = 4*ub*(E + kv); l20 78.02 MiB with 4 copies); with CPU layers their
+        # own working set may be larger (CPU coefficients).
+        inputs = 4 * n_ubatch * (facts.n_embd + copies * mask_cells)
+        cpu_layers = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
+                                   flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=out_dev == "cpu",
+                                   n_stream=n_stream) if (n_layers["cpu"] or out_dev == "cpu") else 0
+        compute[host] = max(inputs, 0 if rule.op_offload else cpu_layers)
 
     devices = []
     for d in names:
-        here = n_layers[d]
-        comp = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells, flash_attn=fa,
-                             n_layers_here=here, has_output=(out_dev == d), n_stream=n_stream)
-        if d == "cpu" and s.n_gpus > 0 and out_dev != "cpu":
-            # host-side buffer with offload: token embeddings (get_rows on the CPU) + the f32 KQ mask (§2.5)
-            comp = max(comp, 4 * n_ubatch * (facts.n_embd + kv_cells * n_stream))
-        if d != "cpu" and here == 0 and out_dev != d:
-            comp = 0
-        devices.append(DeviceEstimate(d, weights[d], kv[d], comp, output if d == "cpu" else 0, here))
+        devices.append(DeviceEstimate(d, weights[d], kv[d], compute[d], output if d == out_buf else 0,
+                                      n_layers[d]))
     return Estimate(settings=s, n_ctx=n_ctx, n_ctx_seq=n_ctx_seq, n_seq=n_seq, kv_unified=unified,
                     n_stream=n_stream, kv_cells=kv_cells, swa_cells=swa_cells, n_batch=n_batch,
                     n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices))
+
+
+def _backend(s: Settings) -> BackendRule:
+    if s.backend is None:
+        return GENERIC_GPU if s.n_gpus > 0 else backend_rules()["cpu"]
+    rules = backend_rules()
+    if s.backend not in rules:
+        raise BadInputError(f"unknown backend {s.backend!r} (one of {', '.join(sorted(rules))})")
+    return rules[s.backend]
+
+
+def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_cells: int, flash_attn: bool,
+                      layers: bool, output: bool, moe_batched: bool = True, copies: int = 1,
+                      attention: bool = True, swiglu_fused: bool = True) -> int:
+    """Compute buffer of one GPU device: the peak over its phases, in f32 values per ubatch token (§2.5).
+
+    Same phases as the CPU's ``compute_bytes`` with the coefficients the GPU logs show (E = n_embd, F = n_ff,
+    V = n_vocab, H = n_head, kv = cells of one stream, mask = mask cells of all cache kinds):
+      logits            : V + E (notes §2.5: CUDA/Metal Llama-3-8B 258.50 MiB = 4*ub*(V + E); gpu-logs l02, l04,
+                          l09, l11 exactly)
+      attention, FA off : kv*H (KQ, soft_max in place) + mask (f32) + 4E (notes §2.5: Mistral-7B 164.00 and
+                          2144.00 MiB exactly; gpu-logs l19, l20)
+      attention, FA on  : mask/2 (the f16 copy of the mask; the f32 one stays on the host) + 4E + 2Hk + Hq
+      FFN               : 3F + mask + 4E (2F before SWIGLU_FUSED_SINCE); MoE 3 * F_exp * n_used + 2 * n_expert;
+                          before MOE_BATCHED_SINCE one used expert at a time: 3F (gpu-logs l26); phi3/chatglm's
+                          fused up is 2F + F = 3F as well (gpu-logs l10: 108.01 MiB)
+    With pipeline parallelism the mask is held once per copy.
+    """
+    E = facts.n_embd
+    H = max(facts.n_head) if facts.n_head else 0
+    hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
+    Hq = H * facts.head_dim_k
+    Hk = hkv * facts.head_dim_k
+    mask = copies * mask_cells * (0.5 if flash_attn else 1.0)
+    phases = [0.0]
+    if layers:
+        if attention:
+            phases.append(mask + 4 * E + 2 * Hk + Hq if flash_attn else kv_cells * H + mask + 4 * E)
+        f_exp = facts.n_ff_exp or max(facts.n_ff)  # 2024 Mixtral GGUFs have no expert_feed_forward_length
+        if facts.n_expert:
+            ff = (3 * f_exp * facts.n_expert_used if moe_batched else 3 * f_exp) + 2 * facts.n_expert
+            if facts.n_expert_shared:
+                ff = max(ff, 3 * max(facts.n_ff))
+        else:
+            ff = (3 if swiglu_fused else 2) * max(facts.n_ff)
+        phases.append(ff + mask + 4 * E)
+    if output:
+        phases.append(facts.n_vocab + E)
+    return int(4 * n_ubatch * max(phases))

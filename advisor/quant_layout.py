@@ -307,13 +307,19 @@ def _is_70b(a: ArchFacts) -> bool:
 def assign_types(a: ArchFacts, quant: str, *, imatrix: bool = True) -> list[tuple[Tensor, str]]:
     """The ggml type of every tensor of ``a`` quantized with llama-quantize ``quant`` (an ftype name, or a
     bartowski ``_L`` name). ``imatrix``: whether an importance matrix was given (changes IQ4/IQ3_XXS/Q4_0 choices)."""
+    return assign_types_to(a, tensor_inventory(a), quant, imatrix=imatrix)
+
+
+def assign_types_to(a: ArchFacts, tensors: list[Tensor], quant: str, *,
+                    imatrix: bool = True) -> list[tuple[Tensor, str]]:
+    """``assign_types`` over a given inventory (in llama.cpp's load order): for tensor sets ``tensor_inventory`` does
+    not build (tests rebuild real files' inventories from their load logs)."""
     override = None
     if quant in EMBED_OUTPUT_Q8_SUFFIX:
         quant, override = EMBED_OUTPUT_Q8_SUFFIX[quant], "Q8_0"
     if quant not in FTYPE_DEFAULT:
         raise ValueError(f"unknown GGUF quantization {quant!r}; known: {', '.join(QUANT_NAMES)}")
     ftype, default = quant, FTYPE_DEFAULT[quant]
-    tensors = tensor_inventory(a)
     tied = not any(t.name == "output.weight" for t in tensors)
     n_gqa = a.n_head // max(1, a.n_head_kv)
     n_expert = a.n_expert

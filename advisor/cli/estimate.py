@@ -13,7 +13,16 @@ from typing import Annotated
 
 import typer
 
-from advisor.cli._options import JsonOpt
+from advisor.cli._options import HardwareOpt, JsonOpt
+
+
+class BackendChoice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    rocm = "rocm"
+    metal = "metal"
+    vulkan = "vulkan"
+    sycl = "sycl"
 
 
 class FlashAttnChoice(str, Enum):
@@ -38,6 +47,15 @@ CacheKOpt = Annotated[str, typer.Option("--cache-type-k", "-ctk", help="K cache 
 CacheVOpt = Annotated[str, typer.Option("--cache-type-v", "-ctv", help="V cache type (default f16); quantized "
                                         "types need flash attention.")]
 FlashOpt = Annotated[FlashAttnChoice, typer.Option("--flash-attn", "-fa", help="Flash attention (default auto).")]
+BackendOpt = Annotated[BackendChoice | None, typer.Option(
+    "--backend", help="llama.cpp GPU backend: buffers are named per device as llama.cpp allocates them (gpu0.., host "
+    "for the pinned host buffer, cpu). Default: the --hardware profile's first GPU, else cpu (or an unnamed GPU "
+    "with --gpus).", show_default=False)]
+TensorSplitOpt = Annotated[str | None, typer.Option(
+    "--tensor-split", "-ts", help="Fraction of the offloaded layers per GPU, e.g. 3,1 (llama.cpp -ts). Default: "
+    "each GPU's free memory from --hardware, else even.", show_default=False)]
+CpuMoeOpt = Annotated[int, typer.Option("--n-cpu-moe", "-ncmoe", help="Keep the experts of the first K layers on "
+                                        "the CPU (llama.cpp --n-cpu-moe); -1 = all (--cpu-moe).")]
 SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="Full-size cache for sliding-window layers "
                                           "(llama.cpp default off).")]
 
@@ -54,11 +72,16 @@ def estimate(
     cache_type_v: CacheVOpt = "f16",
     flash_attn: FlashOpt = FlashAttnChoice.auto,
     swa_full: SwaFullOpt = False,
+    backend: BackendOpt = None,
+    tensor_split: TensorSplitOpt = None,
+    n_cpu_moe: CpuMoeOpt = 0,
+    hardware: HardwareOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Estimate llama.cpp's memory for MODEL: weights, KV cache, compute and output buffers, per device.
 
-    Reads only the GGUF header. Defaults are llama-server's; CUDA/Metal context memory is not included.
+    Reads only the GGUF header. Defaults are llama-server's. GPU context memory that no llama.cpp buffer reports
+    (CUDA context, cuBLAS, pools) is shown as the backend's overhead (rules/backends.toml), not in the totals.
     """
     from pathlib import Path
 
@@ -74,21 +97,62 @@ def estimate(
         raise BadInputError(f"--ctx must be 0 (trained context) or more, got {ctx}")
     if gpus < 0:
         raise BadInputError(f"--gpus must be 0 or more, got {gpus}")
+    if n_cpu_moe < -1:
+        raise BadInputError(f"--n-cpu-moe must be -1 (all) or more, got {n_cpu_moe}")
+    be = backend.value if backend is not None else None
+    split: tuple[float, ...] | None = None
+    if hardware is not None:
+        from advisor.cli.probe import load_profile
+
+        profile = load_profile(hardware)
+        if profile.gpus:
+            gpus = gpus or len(profile.gpus)
+            be = be or profile.gpus[0].backend
+            free = [g.memory_free_bytes or g.memory_total_bytes or 0 for g in profile.gpus[:gpus]]
+            if all(free):  # llama.cpp's default split: each device's free memory at load time (§2.4)
+                split = tuple(float(f) for f in free)
+        else:
+            be = be or "cpu"
+    if tensor_split is not None:
+        try:
+            split = tuple(float(x) for x in tensor_split.split(","))
+        except ValueError:
+            raise BadInputError(f"--tensor-split takes numbers separated by commas, got {tensor_split!r}") from None
+        if any(x < 0 for x in split) or not any(split):
+            raise BadInputError(f"--tensor-split needs non-negative numbers, not all 0, got {tensor_split!r}")
+        gpus = gpus or len(split)
+    if be == "cpu":
+        gpus = 0
+    elif be is not None and gpus == 0:
+        gpus = 1  # a GPU backend named without --gpus: one device
     if not Path(model).exists() and "/" in model and not model.endswith(".gguf") or model.startswith("hf://"):
         raise BadInputError(f"{model}: no such file (Hugging Face references are not supported by estimate yet; "
                             "download the .gguf and pass its path)")
     facts = read_gguf_facts(model)
     settings = Settings(n_ctx=ctx, n_batch=batch, n_ubatch=ubatch, n_parallel=parallel,
                         flash_attn=flash_attn.value, cache_type_k=cache_type_k.lower(),
-                        cache_type_v=cache_type_v.lower(), n_gpu_layers=gpu_layers, n_gpus=gpus, swa_full=swa_full)
+                        cache_type_v=cache_type_v.lower(), n_gpu_layers=gpu_layers, n_gpus=gpus, swa_full=swa_full,
+                        backend=be, tensor_split=split, n_cpu_moe=n_cpu_moe)  # type: ignore[arg-type]
     est = run_estimate(facts, settings)
     if json_output:
         doc = est.to_dict()
+        doc["backend"] = be
+        doc["context_overhead_bytes_per_gpu"] = _overhead(be)
         doc["model"] = {"path": facts.path, "architecture": facts.architecture, "name": facts.name,
                         "n_layer": facts.n_layer, "n_ctx_train": facts.n_ctx_train, "files": list(facts.files)}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     _render(facts, est)
+
+
+def _overhead(backend: str | None) -> int:
+    """Per-GPU memory no llama.cpp buffer reports (rules/backends.toml context_overhead_bytes); 0 when unknown."""
+    if backend is None:
+        return 0
+    from advisor.estimate import backend_rules
+
+    rule = backend_rules().get(backend)
+    return rule.context_overhead_bytes if rule else 0
 
 
 def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
@@ -110,4 +174,9 @@ def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
     if len(est.devices) > 1:
         table.add_row("all", str(facts.n_layer), mib(est.weights_bytes), mib(est.kv_cache_bytes),
                       mib(est.compute_bytes), mib(est.output_bytes), mib(est.total_bytes), style="bold")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    over = _overhead(est.settings.backend)
+    if over and any(d.device.startswith("gpu") for d in est.devices):
+        console.print(f"plus about {mib(over)} per GPU that no llama.cpp buffer reports ({est.settings.backend} "
+                      "context, workspaces, pools: rules/backends.toml)")
