@@ -12,6 +12,7 @@ from advisor.cli import catalog as catalog_cmd
 from advisor.cli import estimate as estimate_cmd
 from advisor.cli import probe as probe_cmd
 from advisor.cli import run as run_cmd
+from advisor.cli import setup as setup_cmd
 
 app = typer.Typer(
     name="advisor",
@@ -38,6 +39,7 @@ def _root(
 app.command("probe")(probe_cmd.probe)
 app.add_typer(catalog_cmd.catalog_app, name="catalog")
 app.command("estimate")(estimate_cmd.estimate)
+app.command("setup")(setup_cmd.setup)
 app.command("run")(run_cmd.run)
 app.command("ps")(run_cmd.ps)
 app.command("stop")(run_cmd.stop)
