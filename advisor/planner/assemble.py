@@ -1,0 +1,125 @@
+"""Turning a chosen configuration into a ``Plan``: settings, the exact engine arguments, sampling defaults and the
+back-off ladder the executor walks when a start fails."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from typing import Any
+
+from advisor.catalog import Model
+from advisor.estimate import Estimate
+from advisor.plan import LLAMA_CPP, VLLM, DeviceMemory, Fallback, LlamaCppSettings, ModelRef, Plan, VllmSettings
+from advisor.planner.machine import Machine
+
+#: llama-server sampling flags (tools/server/README.md "--temp", "--top-p", "--top-k", "--min-p",
+#: "--repeat-penalty"): the defaults a request without its own sampling gets.
+LLAMA_SAMPLING_FLAGS = {"temperature": "--temp", "top_p": "--top-p", "top_k": "--top-k", "min_p": "--min-p",
+                        "repetition_penalty": "--repeat-penalty"}
+
+
+def sampling_of(model: Model | None) -> dict[str, float]:
+    if model is None:
+        return {}
+    s = model.sampling
+    out = {k: getattr(s, k) for k in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def llama_memory(est: Estimate, m: Machine) -> list[DeviceMemory]:
+    caps = {d.name: d.capacity_bytes for d in m.gpus}
+    caps["cpu"] = caps["host"] = m.cpu.capacity_bytes
+    out = []
+    for d in est.devices:
+        if d.device != "cpu" and d.total_bytes == 0:
+            continue
+        out.append(DeviceMemory(d.device, weights_bytes=d.weights_bytes, kv_cache_bytes=d.kv_cache_bytes,
+                                other_bytes=d.compute_bytes + d.output_bytes, total_bytes=d.total_bytes,
+                                capacity_bytes=caps.get(d.device)))
+    return out
+
+
+def llama_args(settings: LlamaCppSettings, ref: ModelRef, sampling: Mapping[str, float]) -> list[str]:
+    """llama-server's argv without host/port/key: the executor's own builder, with the model named by Hub repo and
+    file (llama-server -hfr/-hff download it) unless it is a local path, plus the sampling defaults."""
+    from advisor.engines.llama_server import build_args
+
+    args = build_args(settings, ref.path or (ref.files[0] if ref.files else ref.id))
+    if ref.path is None and ref.repo and ref.files:
+        args = ["-hfr", ref.repo, "-hff", ref.files[0], *args[2:]]
+    for key, flag in LLAMA_SAMPLING_FLAGS.items():
+        if key in sampling:
+            args += [flag, f"{sampling[key]:g}"]
+    return args
+
+
+def vllm_args(settings: VllmSettings, ref: ModelRef, sampling: Mapping[str, float]) -> list[str]:
+    """vLLM's argv without host/port/key; sampling defaults through --override-generation-config
+    (vllm/engine/arg_utils.py), which vLLM applies to requests that do not set them."""
+    from advisor.engines.vllm import build_args
+
+    args = build_args(settings, ref.path or ref.repo or ref.id)
+    if ref.revision:
+        args += ["--revision", ref.revision]
+    if sampling:
+        args += ["--override-generation-config", json.dumps(dict(sampling), sort_keys=True)]
+    return args
+
+
+def llama_fallbacks(s: LlamaCppSettings, n_layer: int, floor: int) -> list[Fallback]:
+    out = []
+    if s.ctx // s.parallel > floor:
+        out.append(Fallback({"ctx": max(floor, s.ctx // s.parallel // 2) * s.parallel},
+                            "halve the context: the KV cache and the compute buffer shrink with it"))
+    if s.cache_type_k == "f16":
+        out.append(Fallback({"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"},
+                            "quantize the KV cache to q8_0 (half its memory; a quantized V needs flash attention)"))
+    if s.n_gpu_layers > 0:
+        step = max(1, -(-n_layer // 4))
+        out.append(Fallback({"n_gpu_layers": max(0, min(s.n_gpu_layers, n_layer) - step)},
+                            f"keep {step} more layers on the CPU: less GPU memory, slower"))
+        out.append(Fallback({"n_gpu_layers": 0}, "CPU only: the last resort when the GPU cannot hold a layer"))
+    return out
+
+
+def vllm_fallbacks(s: VllmSettings, floor: int) -> list[Fallback]:
+    out = []
+    if not s.enforce_eager:
+        out.append(Fallback({"enforce_eager": True}, "skip CUDA graphs: their memory goes back to the system"))
+    if s.max_model_len > floor:
+        out.append(Fallback({"max_model_len": max(floor, s.max_model_len // 2)},
+                            "halve max_model_len: vLLM's start-up check needs one full sequence in the KV cache"))
+    if s.max_num_seqs > 1:
+        out.append(Fallback({"max_num_seqs": max(1, s.max_num_seqs // 2)},
+                            "fewer sequences at once: smaller sampler warm-up and CUDA-graph ladder"))
+    out.append(Fallback({"gpu_memory_utilization": round(max(0.5, s.gpu_memory_utilization - 0.05), 2)},
+                        "leave 5 % more of the GPU to others: another process may hold memory"))
+    return out
+
+
+def apply_learned(plan: Plan, learned: Mapping[str, Any] | None) -> Plan:
+    """Settings that worked on this machine before (advisor.state.learned_settings) replace the planned ones for the
+    same backend; the memory figures stay the planner's estimate for its own settings."""
+    if not learned or learned.get("backend") != plan.backend or not isinstance(learned.get("settings"), dict):
+        return plan
+    kind = LlamaCppSettings if plan.backend == LLAMA_CPP else VllmSettings
+    current = asdict(plan.settings)
+    try:
+        settings = kind(**{**current, **{k: v for k, v in learned["settings"].items() if k in current}})
+    except TypeError:
+        return plan
+    if settings == plan.settings:
+        return replace(plan, reasons=[*plan.reasons, "these settings worked on this machine before (learned)"])
+    sampling = plan.sampling
+    args = (llama_args(settings, plan.model, sampling) if plan.backend == LLAMA_CPP  # type: ignore[arg-type]
+            else vllm_args(settings, plan.model, sampling))  # type: ignore[arg-type]
+    changed = sorted(k for k in current if current[k] != asdict(settings)[k])
+    key = "llama_cpp" if plan.backend == LLAMA_CPP else "vllm"
+    return replace(plan, args=args, **{key: settings},
+                   reasons=[*plan.reasons, f"learned on this machine: {', '.join(changed)} taken from the last run "
+                            "that worked (advisor state, learned.json)"])
+
+
+__all__ = ["LLAMA_CPP", "VLLM", "apply_learned", "llama_args", "llama_fallbacks", "llama_memory", "sampling_of",
+           "vllm_args", "vllm_fallbacks"]

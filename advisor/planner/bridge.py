@@ -1,0 +1,127 @@
+"""From a catalog entry to the estimator's ``ModelFacts``, without a GGUF header.
+
+The tensors come from advisor.quant_layout (the architecture's tensor inventory and llama-quantize's per-tensor type
+choice), so the estimator can place layers on devices exactly as it does for a real file. Hyper-parameters follow
+the catalog's ``Architecture``, which names them as GGUF does; the sliding-window pattern uses llama.cpp's rule
+(layer ``il`` is local iff ``il % p < p - 1``; ``p = 1``: every layer local), as advisor.facts does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from advisor import ggml
+from advisor.catalog import Model, Variant
+from advisor.facts import ModelFacts, TensorFacts
+
+
+def _swa_layers(n_layer: int, window: int, pattern: int) -> tuple[bool, ...]:
+    if window <= 0 or pattern <= 0:
+        return (False,) * n_layer
+    return tuple(il % pattern < pattern - 1 or pattern == 1 for il in range(n_layer))
+
+
+def _skeleton(model: Model, variant: Variant, tensors: tuple[TensorFacts, ...] = (), file_bytes: int = 0) -> ModelFacts:
+    a = model.arch
+    n = a.n_layer
+    n_ff = tuple(a.n_ff if (not a.n_expert or il < a.n_layer_dense_lead) else 0 for il in range(n))
+    return ModelFacts(
+        path=f"catalog:{model.id}/{variant.quant}", files=variant.files, gguf_version=3, architecture=a.name,
+        name=model.name, file_type=None, n_layer=n, n_embd=a.n_embd, n_head=(a.n_head,) * n,
+        n_head_kv=(a.n_head_kv,) * n, head_dim_k=a.head_dim_k, head_dim_v=a.head_dim_v,
+        n_ff=n_ff if any(n_ff) else (a.n_ff,) * n, n_vocab=a.vocab_size, n_ctx_train=model.context_native,
+        sliding_window=a.sliding_window, swa_layers=_swa_layers(n, a.sliding_window, a.sliding_window_pattern),
+        n_expert=a.n_expert, n_expert_used=a.n_expert_used, n_ff_exp=a.n_ff_expert,
+        n_expert_shared=a.n_expert_shared, kv_lora_rank=a.kv_lora_rank, key_length_mla=0, value_length_mla=0,
+        tied_embeddings=a.tied_embeddings, tensors=tensors, data_offset=0, file_bytes=file_bytes,
+    )
+
+
+def facts_from_catalog(model: Model, variant: Variant) -> ModelFacts:
+    """ModelFacts of a catalog GGUF variant, built from its derived per-tensor layout."""
+    from advisor import quant_layout
+
+    if variant.format != "gguf":
+        raise ValueError(f"{model.id} {variant.quant}: only GGUF variants have a llama.cpp layout")
+    layout = quant_layout.gguf_layout(model.arch, variant.quant, imatrix=variant.imatrix)
+    tensors = tuple(TensorFacts(p.tensor.name, p.tensor.shape, ggml.type_id(p.type), p.nbytes)
+                    for p in layout.tensors)
+    return _skeleton(model, variant, tensors, layout.file_bytes)
+
+
+def _layer_of(name: str) -> int | None:
+    if not name.startswith("blk."):
+        return None
+    return int(name.split(".", 2)[1])
+
+
+def _with_layers(facts: ModelFacts, globals_: tuple[TensorFacts, ...], per_layer: list[int]) -> ModelFacts:
+    layers = tuple(TensorFacts(f"blk.{il}.all", (b,), 24, b) for il, b in enumerate(per_layer))  # 24 = I8: 1 B/elt
+    return dataclasses.replace(facts, tensors=globals_ + layers)
+
+
+def compact_catalog_facts(model: Model, variant: Variant, inventory: list | None = None) -> ModelFacts:
+    """``compact(facts_from_catalog(...))`` without building a TensorFacts per tensor; ``inventory`` (the
+    architecture's tensor list, quant_layout.tensor_inventory) may be passed in to share it across quants."""
+    from advisor import quant_layout
+
+    a = model.arch
+    inv = inventory if inventory is not None else quant_layout.tensor_inventory(a)
+    per_layer = [0] * a.n_layer
+    globals_ = []
+    for t, ty in quant_layout.assign_types_to(a, inv, variant.quant, imatrix=variant.imatrix):
+        nb = quant_layout.nbytes(ty, t.shape)
+        il = _layer_of(t.name)
+        if il is None:
+            globals_.append(TensorFacts(t.name, t.shape, ggml.type_id(ty), nb))
+        elif il < a.n_layer:
+            per_layer[il] += nb
+    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer)
+
+
+def approx_catalog_facts(model: Model, variant: Variant, bpw: float, inventory: list) -> ModelFacts:
+    """Facts with every tensor at the variant's average bits per weight: for ranking many candidates cheaply.
+    Plans are re-sized with ``compact_catalog_facts`` before they are shown."""
+    a = model.arch
+    per_layer = [0] * a.n_layer
+    globals_ = []
+    for t in inventory:
+        nb = int(t.n_elements * bpw / 8)
+        il = _layer_of(t.name)
+        if il is None:
+            globals_.append(TensorFacts(t.name, t.shape, 24, nb))
+        elif il < a.n_layer:
+            per_layer[il] += nb
+    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer)
+
+
+def compact(facts: ModelFacts) -> ModelFacts:
+    """The same facts with one tensor per repeating layer (its bytes summed) plus the global tensors.
+
+    The estimator only sums bytes per layer and looks up ``token_embd``/``output*`` by name, so the estimate is
+    identical; the planner calls it many times per candidate and this keeps each call cheap.
+    """
+    per_layer = [0] * facts.n_layer
+    globals_ = []
+    for t in facts.tensors:
+        il = _layer_of(t.name)
+        if il is None:
+            globals_.append(t)
+        elif il < facts.n_layer:
+            per_layer[il] += t.nbytes
+    return _with_layers(facts, tuple(globals_), per_layer)
+
+
+def expert_fraction(facts: ModelFacts) -> float:
+    """Share of the weight bytes read per token: 1 for dense models, less for MoE (only n_used of n_expert
+    experts are read; shared experts and attention always)."""
+    if not facts.n_expert or not facts.n_expert_used:
+        return 1.0
+    total = exps = 0
+    for t in facts.tensors:
+        total += t.nbytes
+        if "_exps." in t.name:
+            exps += t.nbytes
+    if not total:
+        return 1.0
+    return (total - exps + exps * facts.n_expert_used / facts.n_expert) / total

@@ -1,0 +1,162 @@
+"""The planner over recorded machines replayed through the real probe (tests/replay.py), times tasks.
+
+Checks: every plan fits each device's budget with the rules' margins; more memory never gives a lower-scored best
+plan; full offload whenever the model fits the GPU; vLLM plans pass vLLM's start-up check; quant rules per backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from advisor.catalog import load_catalog
+from advisor.planner import Request, recommend
+from advisor.planner.machine import build_machine
+from advisor.planner.vllm import kv_need
+from advisor.probe import probe
+from advisor.rules import load_rules
+from tests.replay import DATA, Machine
+
+MEMINFO = {"laptop": "MemTotal: 16318412 kB\nMemAvailable: 12000000 kB\nSwapTotal: 2097148 kB\n",
+           "server": "MemTotal: 263842408 kB\nMemAvailable: 250000000 kB\nSwapTotal: 0 kB\n",
+           "desktop": "MemTotal: 65536000 kB\nMemAvailable: 60000000 kB\nSwapTotal: 8388604 kB\n"}
+NV = DATA / "nvidia"
+CAPTURE = "linux-x86_64__nvidia-{}__"
+
+
+def _linux(root, cpu, mem):
+    m = Machine(root)
+    m.copy("/proc/cpuinfo", DATA / "cpu" / cpu)
+    m.file("/proc/meminfo", MEMINFO[mem])
+    return m
+
+
+def _nv_capture(m, stem):
+    p = NV / CAPTURE.format(stem)
+    m.tool("nvidia-smi", "nvidia_smi.py", NVSMI_QUERY_CSV=f"{p}query-gpu.idle.csv", NVSMI_Q=f"{p}q.idle.txt",
+           NVSMI_L=f"{p}nvidia-smi-L.txt")
+
+
+MACHINES = {
+    "cpu-laptop-alderlake": lambda r: _linux(r, "linux-ubuntu24.04-alderlake", "laptop"),
+    "cpu-server-zen4": lambda r: _linux(r, "linux-rocky8.5-zen4", "server"),
+    "cpu-arm-neoverse": lambda r: _linux(r, "linux-rhel9-neoverse_v2", "server"),
+    "rtx2080super": lambda r: (_nv_capture(m := _linux(r, "linux-ubuntu20.04-zen3", "desktop"),
+                                           "geforce-rtx-2080-super__595.71.05"), m)[1],
+    "rtx4080super": lambda r: (_nv_capture(m := _linux(r, "linux-ubuntu24.04-alderlake", "desktop"),
+                                           "geforce-rtx-4080-super__595.71.05"), m)[1],
+    "l40s": lambda r: (_nv_capture(m := _linux(r, "linux-rocky8.5-zen4", "server"), "l40s__595.80"), m)[1],
+    "h100": lambda r: (_nv_capture(m := _linux(r, "linux-unknown-sapphirerapids", "server"),
+                                   "h100-80gb-hbm3__590.48.01"), m)[1],
+    "h100-mig": lambda r: (_nv_capture(m := _linux(r, "linux-unknown-sapphirerapids", "server"),
+                                       "h100-mig__590.48.01"), m)[1],
+}
+for _name, _xml, _cpu, _mem in (("rtx3060", "rtx-3060-v12", "linux-ubuntu20.04-zen3", "desktop"),
+                                ("rtx3090", "rtx-3090-v12", "linux-ubuntu20.04-zen3", "desktop"),
+                                ("t4", "tesla-t4", "linux-rhel7-skylake_avx512", "server"),
+                                ("a100-mig", "a100-sxm4-v12", "linux-rocky8.5-zen4", "server"),
+                                ("dual-2080", "dual_2080-v13", "linux-ubuntu20.04-zen3", "desktop")):
+    MACHINES[_name] = (lambda x, c, mm: lambda r: (
+        (m := _linux(r, c, mm)).tool("nvidia-smi", "nvidia_smi.py", NVSMI_XML=NV / f"telegraf__{x}.xml"), m)[1]
+    )(_xml, _cpu, _mem)
+for _name, _json in (("mi100", "telegraf__mi100_rocm571.json"), ("rx6700xt", "telegraf__rx6700xt_rocm602.json")):
+    MACHINES[_name] = (lambda j: lambda r: (
+        (m := _linux(r, "linux-rhel7-zen", "server")).tool("rocm-smi", "rocm_smi.py", ROCM_SMI_JSON=DATA / "amd" / j),
+        m)[1])(_json)
+for _name, _rec in (("apple-m1pro", "darwin-bigsur-m1"), ("apple-m2", "darwin-monterey-m2"),
+                    ("apple-m3max", "darwin-sequoia-m3")):
+    MACHINES[_name] = (lambda rec: lambda r: (
+        (m := Machine(r, os_name="darwin", arch="aarch64")).tool("sysctl", "sysctl.py",
+                                                                 SYSCTL_RECORDING=DATA / "cpu" / rec), m)[1])(_rec)
+
+TASKS = [Request(task="chat"), Request(task="code"), Request(task="code", concurrency=8),
+         Request(task="chat", context=16384)]
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory):
+    out = {}
+    for name, make in MACHINES.items():
+        m = make(tmp_path_factory.mktemp(name) / "root")
+        out[name] = probe(m.system())
+    return out
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_rules()
+
+
+def test_at_least_twelve_profiles_with_gpus_where_recorded(profiles):
+    assert len(profiles) >= 12
+    assert profiles["t4"].gpus and profiles["mi100"].gpus and profiles["apple-m2"].gpus
+    assert len(profiles["dual-2080"].gpus) == 2
+    assert not profiles["cpu-laptop-alderlake"].gpus
+
+
+def _check_plan(plan, machine, catalog):
+    devs = {d.name: d for d in machine.gpus}
+    for mem in plan.memory:
+        if mem.device in devs:
+            d = devs[mem.device]
+            margin = 0 if plan.backend == "vllm" else d.headroom_bytes
+            assert mem.total_bytes + margin <= d.capacity_bytes, (plan.model.id, mem)
+    ram = sum(m.total_bytes for m in plan.memory if m.device in ("cpu", "host"))
+    if machine.unified:
+        ram += sum(m.total_bytes for m in plan.memory if m.device in devs)
+    assert ram <= machine.cpu.budget_bytes, (plan.model.id, ram, machine.cpu.budget_bytes)
+    model = catalog.get(plan.model.id)
+    if plan.vllm:
+        s = plan.vllm
+        for mem in plan.memory:  # vLLM's own start-up check
+            assert kv_need(model, s.tensor_parallel_size, s.max_model_len, s.max_num_batched_tokens, 16) \
+                <= mem.kv_cache_bytes
+        assert model.arch.n_head % s.tensor_parallel_size == 0
+    if plan.llama_cpp and machine.gpus:
+        gpu_weights = sum(m.weights_bytes for m in plan.memory if m.device in devs)
+        full = plan.llama_cpp.n_gpu_layers == model.arch.n_layer + 1
+        # full offload whenever the whole model fits the GPU budget with room for its buffers
+        if not full:
+            assert plan.model.size_bytes is None or gpu_weights < machine.gpu_budget_bytes
+    quant = plan.model.quant or ""
+    if plan.llama_cpp and machine.backend in ("cpu_x86", "cpu_arm", "metal", "rocm"):
+        assert not quant.startswith(("IQ1", "IQ2", "IQ3")) or any("less 10" in r for r in plan.reasons)
+
+
+@pytest.mark.parametrize("name", sorted(MACHINES))
+def test_matrix(profiles, catalog, rules, name):
+    profile = profiles[name]
+    for req in TASKS:
+        rec = recommend(profile, catalog, rules, req)
+        machine = build_machine(profile, rules, req.concurrency)
+        assert rec.plans or rec.closest() is not None, (name, req)
+        for plan in rec.plans:
+            _check_plan(plan, machine, catalog)
+            assert plan.args and plan.reasons and plan.fallbacks
+            assert plan.predicted.decode_tokens_per_s and plan.predicted.basis.startswith("estimate")
+
+
+def _more_memory(profile, factor):
+    gpus = [dataclasses.replace(g, memory_total_bytes=int((g.memory_total_bytes or 0) * factor),
+                                memory_free_bytes=int((g.memory_free_bytes or g.memory_total_bytes or 0) * factor))
+            for g in profile.gpus]
+    mem = profile.memory
+    mem = dataclasses.replace(mem, **{k: int(getattr(mem, k) * factor) for k in
+                                      ("total_bytes", "available_bytes", "usable_bytes") if getattr(mem, k)})
+    return dataclasses.replace(profile, gpus=gpus, memory=mem)
+
+
+@pytest.mark.parametrize("name", ["cpu-laptop-alderlake", "rtx3060", "t4", "apple-m2", "rx6700xt", "dual-2080"])
+def test_more_memory_never_lowers_the_best_score(profiles, catalog, rules, name):
+    last = -1.0
+    for factor in (1.0, 1.5, 2.0, 4.0):
+        rec = recommend(_more_memory(profiles[name], factor), catalog, rules, Request(task="chat", context=4096))
+        best = rec.plans[0].score if rec.plans else 0.0
+        assert best >= last - 1e-9, (name, factor, best, last)
+        last = best
