@@ -61,8 +61,6 @@ def _hub_error(repo: str, what: str, exc: Exception) -> DownloadError:
         return DownloadError(f"{repo} is gated: accept its licence on the Hub", hint="then set HF_TOKEN")
     if isinstance(exc, errors.RepositoryNotFoundError):
         return DownloadError(f"repository {repo} not found (or private)", hint="check the name, or set HF_TOKEN")
-    if isinstance(exc, (errors.EntryNotFoundError, errors.RemoteEntryNotFoundError)):
-        return DownloadError(f"{what} is not in {repo}")
     if isinstance(exc, errors.RevisionNotFoundError):
         return DownloadError(f"revision not found in {repo}")
     if isinstance(exc, errors.LocalEntryNotFoundError):
@@ -71,6 +69,9 @@ def _hub_error(repo: str, what: str, exc: Exception) -> DownloadError:
             hint="unset HF_HUB_OFFLINE, or download it first with 'hf download'" if offline() else None,
         )
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # LocalEntryNotFoundError is an EntryNotFoundError too (huggingface_hub errors.py): it is tested first above.
+    if isinstance(exc, (errors.EntryNotFoundError, errors.RemoteEntryNotFoundError)):
+        return DownloadError(f"{what} is not in {repo}")
     return DownloadError(f"downloading {what} from {repo} failed: {first}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,14 @@ class Completed:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (OSError, AttributeError):  # already gone; or Windows, which has no process groups
+        proc.kill()
+    proc.communicate()
 
 
 def _normalise_os(name: str) -> str:
@@ -137,20 +146,28 @@ class System:
             return Completed(argv, None, "", f"{argv[0] if argv else '?'}: not found on PATH")
         env = {**self.env, "LC_ALL": "C", "LANG": "C"}
         try:
-            proc = subprocess.run(
+            # Its own session, so that a tool which hangs is stopped with everything it started.
+            proc = subprocess.Popen(
                 (exe, *argv[1:]),
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
                 text=True,
                 errors="replace",
-                timeout=timeout,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            return Completed(argv, None, "", f"{argv[0]}: no answer within {timeout:g} s")
         except OSError as exc:
             return Completed(argv, None, "", f"{argv[0]}: {exc.strerror or exc}")
-        return Completed(argv, proc.returncode, proc.stdout, proc.stderr)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return Completed(argv, None, "", f"{argv[0]}: no answer within {timeout:g} s")
+        except BaseException:
+            _kill_group(proc)
+            raise
+        return Completed(argv, proc.returncode, stdout, stderr)
 
     def once(self, key: str, compute: Callable[[], T]) -> T:
         """``compute()``'s answer, asked once per System: several detectors share one expensive question (one

@@ -109,6 +109,9 @@ import os, subprocess, sys, time
 if "--help" in sys.argv:
     print("-fa, --flash-attn [on|off|auto]\\n--offline")
     sys.exit(0)
+if "--version" in sys.argv:  # as the real one: common/common.cpp prints the build to stderr
+    print("version: 7000 (deadbeef)", file=sys.stderr)
+    sys.exit(0)
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
 with open(os.environ["FAKE_PIDS"], "w") as fh:
     fh.write(f"{{os.getpid()}} {{child.pid}}")
@@ -174,7 +177,7 @@ def test_missing_engine(tmp_path: Path) -> None:
 
 def test_missing_model_file(tmp_path: Path) -> None:
     done = run_advisor(["run", str(tmp_path / "nope.gguf"), "--check"])
-    assert_one_line_error(done, 2, "model not found")
+    assert_one_line_error(done, 2, "no such file")
     done = run_advisor(["run", "org/absent", "--file", "x.gguf", "--check"])
     assert_one_line_error(done, 4, "not in the Hugging Face cache")
 
@@ -184,7 +187,15 @@ def test_truncated_model_file(tiny_gguf: Path, tmp_path: Path) -> None:
     data = tiny_gguf.read_bytes()
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(data[: len(data) // 2])
+    # Planned from its header, the file is refused before any engine starts.
     done = run_advisor(["run", str(truncated), "--check", "--json"])
+    assert_one_line_error(done, 2, "truncated")
+    # A plan skips the planner: then the engine itself fails to load it, once, and says so.
+    plan = {"schema": 1, "backend": "llama.cpp", "model": {"id": "t", "path": str(truncated)},
+            "settings": {"ctx": 512}}  # fmt: skip
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    done = run_advisor(["run", "--plan", str(plan_file), "--check", "--json"])
     assert_one_line_error(done, 2, "cannot load")
     result = json.loads(done.stdout)
     assert not result["ok"] and len(result["attempts"]) == 1  # not retried: a smaller setting cannot fix a file

@@ -16,3 +16,10 @@ HardwareOpt = Annotated[
         dir_okay=False,
     ),
 ]
+
+# What the user wants from a model: shared by `recommend` and `run --auto`.
+TaskOpt = Annotated[str, typer.Option("--task", help="What the model is for: code, chat, reasoning, ...")]
+ContextOpt = Annotated[int | None, typer.Option("--context", help="Context tokens per sequence.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Users served at once.")]
+MaxSizeOpt = Annotated[float | None, typer.Option("--max-size", help="Largest model file, GB.")]
+LicenseOpt = Annotated[str | None, typer.Option("--license", help="The licence must contain this text.")]

@@ -102,7 +102,7 @@ def estimate(
     be = backend.value if backend is not None else None
     split: tuple[float, ...] | None = None
     if hardware is not None:
-        from advisor.cli.probe import load_profile
+        from advisor.advise import load_profile
 
         profile = load_profile(hardware)
         if profile.gpus:

@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from advisor.cli._options import HardwareOpt, JsonOpt
+from advisor.cli._options import (
+    ConcurrencyOpt,
+    ContextOpt,
+    HardwareOpt,
+    JsonOpt,
+    LicenseOpt,
+    MaxSizeOpt,
+    TaskOpt,
+)
 
 
 class Format(str, Enum):
@@ -28,13 +36,13 @@ class Backend(str, Enum):
 
 
 def recommend(
-    task: Annotated[str, typer.Option("--task", help="code, chat, reasoning, ...")] = "chat",
-    context: Annotated[int | None, typer.Option("--context", help="Context tokens per sequence.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Users served at once.")] = 1,
+    task: TaskOpt = "chat",
+    context: ContextOpt = None,
+    concurrency: ConcurrencyOpt = 1,
     backend: Annotated[Backend, typer.Option("--backend")] = Backend.auto,
     model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.")] = None,
-    max_size: Annotated[float | None, typer.Option("--max-size", help="Largest model file, GB.")] = None,
-    license: Annotated[str | None, typer.Option("--license", help="Licence must contain this text.")] = None,
+    max_size: MaxSizeOpt = None,
+    license: LicenseOpt = None,
     hardware: HardwareOpt = None,
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     json_output: JsonOpt = False,
@@ -42,34 +50,18 @@ def recommend(
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """Recommend models with their quantization, engine and settings, best first."""
-    from advisor.catalog import load_catalog
+    from advisor.advise import advise
+    from advisor.advise import hardware as load_hardware
     from advisor.errors import BadInputError, NothingFitsError
-    from advisor.planner import Request, plan_for_gguf
-    from advisor.planner import recommend as plan_recommend
-    from advisor.rules import load_rules
+    from advisor.planner import Request
 
     if concurrency < 1 or top < 1 or (context is not None and context < 1):
         raise BadInputError("--concurrency, --top and --context must be at least 1")
-    if hardware is not None:
-        from advisor.cli.probe import load_profile
-
-        profile = load_profile(hardware)
-    else:
-        from advisor.probe import probe
-
-        profile = probe()
-    rules = load_rules()
+    profile = load_hardware(hardware)
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
                       max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top)
-    if model and (model.endswith(".gguf") or Path(model).exists()):
-        from advisor.facts import read_gguf_facts
-
-        plans = [plan_for_gguf(profile, rules, read_gguf_facts(model), request)]
-        rec = None
-    else:
-        learned = _learned(profile, load_catalog(), model)
-        rec = plan_recommend(profile, load_catalog(), rules, request, learned)
-        plans = rec.plans
+    advice = advise(profile, request)
+    plans, rec = advice.plans, advice.recommendation
     if why_not is not None:
         lines = rec.why_not(why_not) if rec else []
         print("\n".join(lines or [f"{why_not}: not considered (not in the catalog, or filtered out)"]))
@@ -96,23 +88,6 @@ def recommend(
         sys.stdout.write(formats.compose(best, vendor))
     else:
         _table(plans)
-
-
-def _learned(profile, catalog, model):  # type: ignore[no-untyped-def]
-    """What worked before on this machine (advisor.state, when the executor provides it), per model id."""
-    try:
-        from advisor import state
-    except ImportError:  # pragma: no cover
-        return None
-    if not hasattr(state, "learned_settings") or not hasattr(state, "machine_key"):
-        return None
-    key = state.machine_key(profile.cpu.model, [(g.name, g.memory_total_bytes) for g in profile.gpus])
-    out = {}
-    for m in catalog.models:
-        found = state.learned_settings(key, m.id)
-        if found:
-            out[m.id] = found
-    return out or None
 
 
 def _table(plans) -> None:  # type: ignore[no-untyped-def]

@@ -19,7 +19,15 @@ from typing import Annotated, Any
 
 import typer
 
-from advisor.cli._options import JsonOpt
+from advisor.cli._options import (
+    ConcurrencyOpt,
+    ContextOpt,
+    HardwareOpt,
+    JsonOpt,
+    LicenseOpt,
+    MaxSizeOpt,
+    TaskOpt,
+)
 from advisor.errors import AdvisorError, BadInputError, EngineMissingError
 
 BackendOpt = Annotated[
@@ -124,6 +132,59 @@ def _machine() -> tuple[str, bool]:
     return state.machine_key(cpu_model, [(g.name, g.memory_total_bytes) for g in gpus]), bool(gpus)
 
 
+def _request(task: str, context: int | None, concurrency: int, backend: str | None, max_size: float | None,
+             license: str | None):
+    from advisor.planner import Request
+
+    return Request(task=task, context=context, concurrency=concurrency, backend=backend or "auto",
+                   max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=1)
+
+
+def _plannable(model: str, file: str | None) -> bool:
+    """Whether the planner can choose settings for MODEL: a local .gguf (from its header) or a catalog model (by
+    id or Hub repo). Model directories and Hub files outside the catalog run with the executor's defaults."""
+    from advisor.advise import is_local_gguf
+
+    if file is None and is_local_gguf(model):
+        return True
+    if file is not None or Path(model).expanduser().exists():
+        return False
+    from advisor.catalog import load_catalog
+
+    catalog = load_catalog()
+    name = model.split(":")[0].lower()
+    return any(m.id.lower() == name or m.repo.lower() == name for m in catalog.models)
+
+
+def _plan_model(profile: Any, model: str, want: Any):
+    """The planner's plan for one model: a local GGUF from its header, a catalog model from the catalog."""
+    from dataclasses import replace
+
+    from advisor.advise import advise
+
+    advice = advise(profile, replace(want, model=model))
+    return advice.plans[0] if advice.plans else advice.recommendation.best()
+
+
+def _ensure_engine(profile: Any, backend: str, setup: bool, dry_run: bool, python: str | None) -> None:
+    """With --setup, install the engine build that fits when what is there is missing or unfit (advisor setup);
+    without it, stop with the command that would."""
+    if python is not None:
+        return  # the user named the interpreter: their choice, not ours
+    from advisor.setup import check_engine, ensure_engine
+
+    status = check_engine(profile, backend)
+    if status.ok:
+        return
+    if not setup:
+        raise EngineMissingError(f"{status.reason}", hint=f"run '{status.fix_command}', or add --setup")
+    if dry_run:
+        _err(f"--setup would first run: {status.fix_command}")
+        return
+    _err(f"setting up {backend}: {status.reason}")
+    ensure_engine(profile, backend, say=_err)
+
+
 def _choose_engine(backend: str, python: str | None):
     """(engine, executable, help text), in this order:
 
@@ -188,7 +249,16 @@ def run(
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="A plan JSON (one plan, or 'advisor recommend --json' output).")
     ] = None,
-    auto: Annotated[bool, typer.Option("--auto", help="Let the planner choose (needs advisor.planner).")] = False,
+    auto: Annotated[bool, typer.Option("--auto", help="Run the best plan 'advisor recommend' would give.")] = False,
+    task: TaskOpt = "chat",
+    context: ContextOpt = None,
+    concurrency: ConcurrencyOpt = 1,
+    max_size: MaxSizeOpt = None,
+    license: LicenseOpt = None,
+    hardware: HardwareOpt = None,
+    setup: Annotated[
+        bool, typer.Option("--setup", help="Install the engine build that fits first, if it is missing or unfit.")
+    ] = False,
     file: Annotated[str | None, typer.Option("--file", help="The GGUF file in the Hub repository MODEL.")] = None,
     backend: BackendOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
@@ -225,19 +295,28 @@ def run(
 
     from advisor import executor, hub, state
 
-    machine, has_gpu = _machine()
-    if auto:
-        try:
-            import advisor.planner as planner  # type: ignore[import-not-found]
-        except ModuleNotFoundError:
-            raise BadInputError("planner not available yet: use --plan or MODEL") from None
-        if not hasattr(planner, "auto_plan"):
-            raise BadInputError("planner not available yet (advisor.planner has no auto_plan()): use --plan or MODEL")
-        plan = planner.auto_plan()
+    if hardware is not None and not (auto or dry_run):
+        raise BadInputError("--hardware plans for another machine: use it with --auto --dry-run, or with recommend")
+    if concurrency < 1 or (context is not None and context < 1):
+        raise BadInputError("--concurrency and --context must be at least 1")
+    want = _request(task, context, concurrency, backend, max_size, license)
+    if auto or (model is not None and _plannable(model, file)):
+        from advisor.advise import advise, hardware as load_hardware, machine_key
+
+        profile = load_hardware(hardware)
+        machine = machine_key(profile)
+        if auto:
+            advice = advise(profile, want)
+            plan = advice.plans[0] if advice.plans else advice.recommendation.best()  # best() says what misses
+        else:
+            plan = _plan_model(profile, model, want)
+        _ensure_engine(profile, plan.backend, setup, dry_run, python)
     elif plan_file is not None:
+        machine, _ = _machine()
         plan = _load_plan(plan_file)
     else:
         assert model is not None
+        machine, has_gpu = _machine()
         ref, chosen = _model_ref(model, file, backend)
         learned = state.learned_settings(machine, ref.id, chosen)
         model_dir = Path(ref.path) if ref.path else None

@@ -1,0 +1,89 @@
+"""The composition every command that plans shares: hardware (probed or read back) -> catalog and rules ->
+the pure planner -> plans. It does the I/O the planner must not (probe, files, learned settings), and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import HardwareFileError
+from advisor.plan import Plan
+from advisor.probe.model import HardwareProfile
+
+
+def load_profile(path: Path) -> HardwareProfile:
+    """A profile written by ``advisor probe --json`` (every command's ``--hardware FILE``)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise HardwareFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HardwareFileError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    return HardwareProfile.from_dict(data, where=str(path))
+
+
+def hardware(path: Path | None) -> HardwareProfile:
+    """The saved profile at ``path``, else this machine, probed now."""
+    if path is not None:
+        return load_profile(path)
+    from advisor.probe import probe
+
+    return probe()
+
+
+def machine_key(profile: HardwareProfile) -> str:
+    """The key learned settings are stored under (advisor.state): what makes one machine's results another's."""
+    from advisor import state
+
+    return state.machine_key(profile.cpu.model, [(g.name, g.memory_total_bytes) for g in profile.gpus])
+
+
+def learned_for(profile: HardwareProfile, model_ids: list[str]) -> dict[str, Mapping[str, Any]]:
+    """What worked before on this machine, per model id (only those with a record)."""
+    from advisor import state
+
+    key = machine_key(profile)
+    found = {}
+    for model_id in model_ids:
+        settings = state.learned_settings(key, model_id)
+        if settings:
+            found[model_id] = settings
+    return found
+
+
+def is_local_gguf(model: str | None) -> bool:
+    return bool(model) and (model.endswith(".gguf") or Path(model).is_file())
+
+
+@dataclass
+class Advice:
+    plans: list[Plan]
+    #: The planner's full answer for catalog models (None for a local GGUF file): rejections, why-not, notes.
+    recommendation: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+def advise(profile: HardwareProfile, request: Any) -> Advice:
+    """Plans for ``request`` (an advisor.planner.Request) on ``profile``, best first; raises NothingFitsError when
+    a single model was asked for and does not fit. A local .gguf file is planned from its own header."""
+    from advisor.planner import plan_for_gguf
+    from advisor.planner import recommend as plan_recommend
+    from advisor.rules import load_rules
+
+    rules = load_rules()
+    if is_local_gguf(request.model):
+        from advisor.facts import read_gguf_facts
+
+        return Advice([plan_for_gguf(profile, rules, read_gguf_facts(request.model), request)])
+    from advisor.catalog import load_catalog
+
+    catalog = load_catalog()
+    learned = learned_for(profile, [m.id for m in catalog.models]) or None
+    rec = plan_recommend(profile, catalog, rules, request, learned)
+    return Advice(rec.plans, rec, list(rec.notes))

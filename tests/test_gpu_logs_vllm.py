@@ -1,0 +1,230 @@
+"""The planner's vLLM memory model against real vLLM start-up logs (issue 7): tests/data/gpu-logs/logs.jsonl, v*.
+
+For every V1 entry the model (advisor/planner/vllm.py) predicts, per rank, the logged "Available KV cache memory"
+from the GPU's memory, gpu_memory_utilization, the logged model-loading size (weights), tensor parallelism,
+max_num_batched_tokens / max_num_seqs and the model's config (activation peak + non-torch), and the logged
+"GPU KV cache size: N tokens" from that prediction (page sizes, layer groups). Target: both within 5 %.
+Our own weight estimate from the config (quant_layout.checkpoint_bytes / TP) is compared too, for information.
+
+Constants were calibrated on some entries and checked on the others (CALIBRATED); what cannot meet the target or
+cannot be run is listed with its reason (MISSES, OUT_OF_SCOPE, NO_LINE) and the test checks the lists are exact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from advisor.catalog import Architecture
+from advisor.planner import vllm as V
+
+GIB = 2**30
+LOGS = Path(__file__).resolve().parent / "data" / "gpu-logs" / "logs.jsonl"
+ENTRIES = [json.loads(line) for line in LOGS.read_text().splitlines() if line.strip()]
+VLLM = [e for e in ENTRIES if e["id"].startswith("v")]
+TARGET = 0.05
+FACTOR = 2.0  # rules/vllm.toml activation_floats_per_token
+NON_TORCH_MIB = 136  # rules/vllm.toml non_torch_mib
+
+
+def _arch(name: str, **kw: Any) -> Architecture:
+    kw.setdefault("head_dim_v", kw.get("head_dim_k"))
+    return Architecture(name=name, tied_embeddings=False, source="HF config.json (the entry's hparams_source)", **kw)
+
+
+QWEN2_7B = _arch("qwen2", n_layer=28, n_embd=3584, n_head=28, n_head_kv=4, head_dim_k=128, n_ff=18944,
+                 vocab_size=152064)
+GPTOSS = dict(n_embd=2880, n_head=64, n_head_kv=8, head_dim_k=64, n_ff=2880, vocab_size=201088,
+              sliding_window=128, sliding_window_pattern=2, n_expert_used=4, n_ff_expert=2880)
+
+#: What the log does not print, from the model's config.json (hparams_source of each entry), GPU totals where the
+#: log gives none, the checkpoint format for our weight estimate, and the entry's vLLM settings in effect.
+#: total_gib: v06/v09/v11 print no total; A100 80GB is 79.15 GiB as torch reports it (v03 prints 79.15 for an
+#: A100-SXM4-80GB); A100 40GB is 39.39 GiB (torch's total for A100-SXM4-40GB; an assumption, not in the corpus).
+#: sampler: which top-k/top-p path the version runs in the profile (planner/vllm.py SAMPLER_BYTES_PER_LOGIT).
+#: max_num_batched_tokens / max_num_seqs: the log's value, else EngineArgs.get_batch_defaults for `vllm serve`
+#: (H100 >= 70 GiB: 8192 / 1024; A100: 2048 / 256; notes/memory.md §5.3).
+SETUP: dict[str, dict[str, Any]] = {
+    "v06_qwen2_7b_a100_80g_u025": dict(arch=QWEN2_7B, fmt=("safetensors", "bf16"), total_gib=79.15, util=0.25,
+                                       mnbt=2048, seqs=256, block=16, sampler="flashinfer"),
+    "v08_qwen2_7b_2xa100_40g_tp2_diffnodes": dict(arch=QWEN2_7B, fmt=("safetensors", "bf16"), total_gib=39.39,
+                                                  util=0.5, mnbt=2048, seqs=256, block=16, sampler="flashinfer"),
+    "v09_qwen2_7b_2xa100_80g_tp2_u025": dict(arch=QWEN2_7B, fmt=("safetensors", "bf16"), total_gib=79.15,
+                                             util=0.25, mnbt=2048, seqs=256, block=16, sampler="flashinfer"),
+    "v11_gptoss120b_4xa100_80g_tp4": dict(arch=_arch("gpt-oss", n_layer=36, n_expert=128, **GPTOSS),
+                                          fmt=("mxfp4", "mxfp4"), total_gib=79.15, util=0.8, mnbt=2048, seqs=256,
+                                          block=16, sampler="flashinfer"),
+    "v12_gptoss20b_h100_v011": dict(arch=_arch("gpt-oss", n_layer=24, n_expert=32, **GPTOSS),
+                                    fmt=("mxfp4", "mxfp4"), mnbt=8192, seqs=1024, block=128, sampler="native"),
+    "v14_llama33_70b_fp8_2xh100_tp2_v011": dict(
+        arch=_arch("llama", n_layer=80, n_embd=8192, n_head=64, n_head_kv=8, head_dim_k=128, n_ff=28672,
+                   vocab_size=128256), fmt=("fp8", "fp8"), mnbt=8192, seqs=1024, block=128, sampler="native"),
+    "v15_mistralsmall32_24b_h100_v011": dict(
+        arch=_arch("llama", n_layer=40, n_embd=5120, n_head=32, n_head_kv=8, head_dim_k=128, n_ff=32768,
+                   vocab_size=131072), fmt=("safetensors", "bf16"), mnbt=8192, seqs=1024, block=128,
+        sampler="native"),
+}
+
+#: V0 entries: out of scope, with the reason.
+V0 = ("V0 engine (worker.py / executor_base.py '# GPU blocks'): a different profile (CUDA-graph and sampler "
+      "handling, CPU swap blocks, '# GPU blocks' instead of 'GPU KV cache size') that the planner does not target; "
+      "vLLM removed V0 in 0.11")
+OUT_OF_SCOPE: dict[str, str] = {
+    "v02_phi4_gptq_a100_v06": V0 + " (vLLM ~0.6.4, LLM() offline API)",
+    "v03_phi4_bnb_a100_v082": V0 + " (0.8.2 falls back to V0 for bitsandbytes)",
+    "v04_qwen2.5_0.5b_bnb_4090_48g_v0100": V0 + " (0.10.0 via Unsloth, bitsandbytes)",
+    "v05_qwen2.5_0.5b_bnb_4090d_v085": V0 + " (0.8.5 via Unsloth, bitsandbytes)",
+}
+
+#: (entry, buffer) rows whose reported value the log does not give.
+NO_LINE: dict[tuple[str, str], str] = {
+    ("v12_gptoss20b_h100_v011", "kv_tokens"): "derived summary without the 'GPU KV cache size' line",
+    ("v14_llama33_70b_fp8_2xh100_tp2_v011", "kv_tokens"): "derived summary without the 'GPU KV cache size' line",
+}
+
+#: Which entries set which constant (planner/vllm.py, rules/vllm.toml). A calibrated row is still tested, but is
+#: not evidence for the constant it set.
+CALIBRATED: dict[str, str] = {
+    "v12_gptoss20b_h100_v011": "SAMPLER_BYTES_PER_LOGIT['native'] (activation 7.38 GiB) and non_torch_mib (0.13 GiB)",
+    "v14_llama33_70b_fp8_2xh100_tp2_v011": "NON_TORCH_TP_BYTES (non-torch 0.55 GiB at TP2); its activation is held out",
+    "v06_qwen2_7b_a100_80g_u025": "SAMPLER_BYTES_PER_LOGIT['flashinfer'] (0.53 GiB of activation + non-torch)",
+}
+
+#: In-target rows that miss, with the reason. Checked to still miss (strict).
+MISSES: dict[tuple[str, str], str] = {
+    ("v15_mistralsmall32_24b_h100_v011", "kv_avail"): "activation peak logged 2.12 GiB, 17 B per logit of "
+    "1024 x 131072 against 38.5 (v12) and 39.6 (v14) on the same vLLM 0.11 / H100 setup; the forward pass alone "
+    "(mnbt 8192) is about that size, so the sampler warm-up was smaller there (perhaps a lower max_num_seqs, not in "
+    "the derived summary; multimodal Mistral3 with mistral-format loading): we predict 4.8 GiB, 2.7 GiB short",
+    ("v15_mistralsmall32_24b_h100_v011", "kv_tokens"): "follows the available-memory miss (tokens from the "
+    "logged 28.20 GiB are exact: 1444 blocks x 128)",
+    ("v08_qwen2_7b_2xa100_40g_tp2_diffnodes", "kv_avail"): "1.54 GiB of activation + non-torch against 0.65 GiB for "
+    "the same model, TP and vLLM on 80 GB A100s in one node (v09): TP across two nodes over Ray (NCCL network "
+    "buffers) and an A100 40GB total the log does not print (39.39 GiB assumed)",
+    ("v08_qwen2_7b_2xa100_40g_tp2_diffnodes", "kv_tokens"): "follows the available-memory miss",
+}
+
+
+def model_of(setup: dict[str, Any]) -> Any:
+    return SimpleNamespace(arch=setup["arch"])
+
+
+def total_bytes(entry: dict[str, Any], setup: dict[str, Any]) -> int:
+    gib = entry["device"].get("total_gpu_memory_GiB") or setup["total_gib"]
+    return int(gib * GIB)
+
+
+def util_of(entry: dict[str, Any], setup: dict[str, Any]) -> float:
+    return float(entry["settings"].get("gpu_memory_utilization") or setup["util"])
+
+
+def predict(entry: dict[str, Any], weights: int | None = None) -> dict[str, int]:
+    """Per rank: activation, non-torch, available KV and KV tokens, from the log's weights (or ``weights``)."""
+    s = SETUP[entry["id"]]
+    m = model_of(s)
+    tp = int(entry["settings"].get("tensor_parallel_size") or 1)
+    if weights is None:
+        weights = int(entry["reported"]["model_loading_GiB"] * GIB)
+    act = V.activation_peak_bytes(m, s["mnbt"], s["seqs"], tp, FACTOR, s["sampler"])
+    nt = V.non_torch_bytes(tp, NON_TORCH_MIB)
+    avail = V.available_kv_bytes(total_bytes(entry, s), util_of(entry, s), weights, act, nt)
+    return {"activation": act, "non_torch": nt, "kv_avail": avail,
+            "kv_tokens": V.kv_capacity_tokens(m, avail, tp, s["block"])}
+
+
+def config_weights(entry: dict[str, Any]) -> int:
+    from advisor import quant_layout
+
+    s = SETUP[entry["id"]]
+    tp = int(entry["settings"].get("tensor_parallel_size") or 1)
+    fmt, quant = s["fmt"]
+    return quant_layout.checkpoint_bytes(s["arch"], fmt, quant) // tp
+
+
+def rows(entry: dict[str, Any]) -> list[tuple[str, float, float, float | None]]:
+    """(buffer, ours, reported, target) for one V1 entry. Sizes in bytes, tokens in tokens."""
+    r = entry["reported"]
+    p = predict(entry)
+    out: list[tuple[str, float, float, float | None]] = [
+        ("weights", float(config_weights(entry)), r["model_loading_GiB"] * GIB, None),
+        ("kv_avail", float(p["kv_avail"]), r["available_kv_cache_GiB"] * GIB, TARGET),
+    ]
+    if "gpu_kv_cache_tokens" in r:
+        out.append(("kv_tokens", float(p["kv_tokens"]), float(r["gpu_kv_cache_tokens"]), TARGET))
+    return out
+
+
+def device_of(entry: dict[str, Any]) -> str:
+    tp = int(entry["settings"].get("tensor_parallel_size") or 1)
+    return f"gpu0{'/' + str(tp) if tp > 1 else ''}"
+
+
+def within(ours: float, theirs: float, tgt: float) -> bool:
+    return abs(ours - theirs) <= tgt * abs(theirs)
+
+
+def test_every_vllm_entry_is_run_or_listed() -> None:
+    ids = {e["id"] for e in VLLM}
+    assert ids == set(SETUP) | set(OUT_OF_SCOPE), ids ^ (set(SETUP) | set(OUT_OF_SCOPE))
+    assert not set(SETUP) & set(OUT_OF_SCOPE)
+    for e in VLLM:
+        assert (e["id"] in OUT_OF_SCOPE) == ("V0" in e["engine"] or "~0.6" in e["engine"]), e["id"]
+
+
+@pytest.mark.parametrize("entry", [e for e in VLLM if e["id"] in SETUP], ids=lambda e: e["id"])
+def test_available_kv_and_tokens(entry: dict[str, Any]) -> None:
+    seen = set()
+    for buf, ours, theirs, tgt in rows(entry):
+        if tgt is None:
+            continue
+        seen.add(buf)
+        key = (entry["id"], buf)
+        if key in MISSES:
+            assert not within(ours, theirs, tgt), f"{key} now passes: drop it from MISSES"
+        else:
+            assert within(ours, theirs, tgt), (key, ours, theirs, (ours - theirs) / theirs)
+    assert {"kv_avail", "kv_tokens"} - seen == {b for (eid, b) in NO_LINE if eid == entry["id"]}
+
+
+@pytest.mark.parametrize("entry", [e for e in VLLM if e["id"] in SETUP], ids=lambda e: e["id"])
+def test_tokens_from_logged_memory_are_exact(entry: dict[str, Any]) -> None:
+    """The KV layout alone: the logged available memory (rounded to 0.01 GiB) gives the logged token count to
+    within that rounding (page size, layer groups, blocks)."""
+    r = entry["reported"]
+    if "gpu_kv_cache_tokens" not in r:
+        pytest.skip(NO_LINE[(entry["id"], "kv_tokens")])
+    s = SETUP[entry["id"]]
+    tp = int(entry["settings"].get("tensor_parallel_size") or 1)
+    m = model_of(s)
+    lo = V.kv_capacity_tokens(m, int((r["available_kv_cache_GiB"] - 0.005) * GIB), tp, s["block"])
+    hi = V.kv_capacity_tokens(m, int((r["available_kv_cache_GiB"] + 0.005) * GIB), tp, s["block"])
+    assert lo <= r["gpu_kv_cache_tokens"] <= hi
+
+
+@pytest.mark.parametrize("eid", ["v12_gptoss20b_h100_v011", "v14_llama33_70b_fp8_2xh100_tp2_v011",
+                                 "v15_mistralsmall32_24b_h100_v011"])
+def test_logged_components_add_up(eid: str) -> None:
+    """Where the summary gives every term, util x total - weights - activation - non-torch is the logged
+    available memory (determine_available_memory), to the 0.01 GiB rounding of four terms."""
+    e = next(x for x in VLLM if x["id"] == eid)
+    r, s = e["reported"], SETUP[eid]
+    gib = lambda k: int(r[k] * GIB)  # noqa: E731
+    avail = V.available_kv_bytes(total_bytes(e, s), util_of(e, s), gib("model_loading_GiB"),
+                                 gib("activation_peak_GiB"), gib("non_torch_GiB"))
+    assert abs(avail / GIB - r["available_kv_cache_GiB"]) <= 0.02
+
+
+def test_tp1_failure_of_v14_is_predicted() -> None:
+    """v14's TP=1 attempt: 67.72 GiB of weights on one H100 leave nothing ('No available memory for the cache
+    blocks'); the model must say so too."""
+    e = next(x for x in VLLM if x["id"] == "v14_llama33_70b_fp8_2xh100_tp2_v011")
+    s = SETUP[e["id"]]
+    m = model_of(s)
+    act = V.activation_peak_bytes(m, s["mnbt"], s["seqs"], 1, FACTOR, s["sampler"])
+    avail = V.available_kv_bytes(total_bytes(e, s), 0.9, int(67.72 * GIB), act, V.non_torch_bytes(1, NON_TORCH_MIB))
+    assert avail < 0
+    assert abs(avail / GIB - e["reported"]["tp1_failure"]["available_kv_cache_GiB"]) < 0.3
