@@ -430,7 +430,7 @@ def check(url: str, headers: Mapping[str, str], seams: Seams) -> CheckResult:
     request: dict[str, Any] = {
         "messages": [{"role": "user", "content": TEST_PROMPT}],
         "max_tokens": TEST_MAX_TOKENS,
-        "temperature": 0,
+        "temperature": 0,  # deterministic: a request's own sampling overrides the engine's defaults (plan.sampling)
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -508,9 +508,11 @@ def execute(request: RunRequest, seams: Seams | None = None, report: Reporter | 
     for number in range(1, max(1, request.max_attempts) + 1):
         if not seams.port_free(request.host, request.port):
             raise fail(PortInUseError(f"port {request.port} on {request.host} is already in use"))
+        # plan.sampling: the model's recommended sampling as the engine's defaults (issue 5), through the same engine
+        # builder that wrote plan.args; the test prompt's own temperature 0 still wins (check()).
         launch = engine.command(
             request.exe, request.model_path, settings, request.host, request.port, request.api_key,
-            help_text=request.help_text,
+            help_text=request.help_text, sampling=plan.sampling,
         )  # fmt: skip
         log = request.log_dir / f"{engine.name}-{request.port}-{int(time.time())}-{number}.log"
         attempt = Attempt(settings=settings_dict(settings), outcome="failed", log=str(log))

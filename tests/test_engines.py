@@ -76,6 +76,44 @@ def test_llama_cpp_python_flags() -> None:
         llama_cpp_python.build_args(LlamaCppSettings(cache_type_k="q3_zz"), "m")
 
 
+SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.05,
+            "max_new_tokens": 32768}
+
+
+def test_llama_server_sampling_defaults() -> None:
+    """issue 5: the model's sampling as llama-server's defaults (README --temp/--top-p/--top-k/--min-p/
+    --repeat-penalty); max_new_tokens is not passed (-n would cap every request)."""
+    args = llama_server.build_args(LlamaCppSettings(), "m.gguf", sampling=SAMPLING)
+    assert args[-10:] == ["--temp", "0.6", "--top-p", "0.95", "--top-k", "20", "--min-p", "0",
+                          "--repeat-penalty", "1.05"]
+    assert "-n" not in args and "--n-predict" not in args
+    assert llama_server.build_args(LlamaCppSettings(), "m.gguf") == llama_server.build_args(
+        LlamaCppSettings(), "m.gguf", sampling={})
+    launch = llama_server.command("llama-server", "m.gguf", LlamaCppSettings(), "127.0.0.1", 8123, None,
+                                  sampling={"temperature": 0.2})
+    assert launch.argv[launch.argv.index("--temp") + 1] == "0.2"
+
+
+def test_llama_cpp_python_has_no_sampling_flags() -> None:
+    """``python -m llama_cpp.server --help`` (0.3.36) has no sampling-default flags: nothing is invented."""
+    assert llama_cpp_python.SAMPLING_FLAGS == {}
+    plain = llama_cpp_python.build_args(LlamaCppSettings(), "/m.gguf")
+    assert llama_cpp_python.build_args(LlamaCppSettings(), "/m.gguf", sampling=SAMPLING) == plain
+    launch = llama_cpp_python.command("/py", "/m.gguf", LlamaCppSettings(), "127.0.0.1", 9000, None, sampling=SAMPLING)
+    assert not any("temp" in a for a in launch.argv)
+
+
+def test_vllm_sampling_defaults_as_generation_config() -> None:
+    import json
+
+    args = vllm.build_args(VllmSettings(), "/models/tiny", sampling=SAMPLING)
+    config = json.loads(args[args.index("--override-generation-config") + 1])
+    assert config == SAMPLING  # vLLM's own keys: get_diff_sampling_param reads exactly these
+    assert "--override-generation-config" not in vllm.build_args(VllmSettings(), "/models/tiny")
+    launch = vllm.command("/py", "/models/tiny", VllmSettings(), "127.0.0.1", 8001, None, sampling={"top_k": 20})
+    assert launch.argv[launch.argv.index("--override-generation-config") + 1] == '{"top_k": 20}'
+
+
 def test_vllm_command() -> None:
     s = VllmSettings(max_model_len=512, max_num_seqs=4, dtype="bfloat16", cpu_kv_cache_gib=1, enforce_eager=True)
     launch = vllm.command("/venv/bin/python", "/models/tiny", s, "127.0.0.1", 8001, "k")

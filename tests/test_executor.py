@@ -3,6 +3,8 @@ plus state files, learned settings and Hub-cache resolution. Fast: nothing real 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import signal
 from pathlib import Path
@@ -79,8 +81,9 @@ class Script:
 
 
 def fake_engine(script: Script, classify: Any = llama_cpp_python.classify, backend: str = LLAMA_CPP) -> Engine:
-    def command(exe: str, path: str, settings: Any, host: str, port: int, key: str | None, help_text: str = ""):
-        return Launch([exe, path, json.dumps(executor.settings_dict(settings))])
+    def command(exe: str, path: str, settings: Any, host: str, port: int, key: str | None, help_text: str = "",
+                sampling: Any = None):
+        return Launch([exe, path, json.dumps(executor.settings_dict(settings)), json.dumps(sampling)])
 
     return Engine("fake", backend, command, script.ready, classify)
 
@@ -126,6 +129,39 @@ def test_backs_off_along_the_plan_ladder(tmp_path: Path) -> None:
     assert "out of memory" in (result.attempts[0].reason or "")
     assert result.check and result.check.text == "OK"
     assert all(sig != signal.SIGKILL for _, sig in script.killed)
+
+
+def test_plan_sampling_reaches_the_engine_and_the_test_prompt_stays_greedy(tmp_path: Path) -> None:
+    """issue 5: the model's recommended sampling is the engine's default; the check's own temperature 0 wins."""
+    script = Script([("loaded", None, 0)])
+    clock = FakeClock()
+    sent: list[dict[str, Any]] = []
+
+    def stream(url: str, body: dict[str, Any], *args: Any) -> Any:
+        sent.append(body)
+        yield clock(), {"choices": [{"delta": {"content": "OK"}}], "usage": {"completion_tokens": 1}}
+
+    seams = seams_for(script, clock, stream)
+    seams.http = FakeModels()
+    plan = dataclasses.replace(llama_plan(), sampling={"temperature": 0.7, "top_k": 20})
+    result = executor.execute(request(tmp_path, fake_engine(script), plan), seams)
+    assert result.ok
+    assert json.loads(script.launches[0].argv[-1]) == {"temperature": 0.7, "top_k": 20}
+    assert sent and sent[0]["temperature"] == 0
+
+
+def test_executor_argv_matches_the_plans_args(tmp_path: Path) -> None:
+    """One builder: what the executor runs for a local file is the plan's args plus host and port."""
+    from advisor.engines import llama_server
+    from advisor.planner import assemble
+
+    settings = LlamaCppSettings(n_gpu_layers=29, ctx=4096, threads=8)
+    ref = ModelRef(id="x", path="/m.gguf")
+    sampling = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05, "max_new_tokens": 512}
+    plan_args = assemble.llama_args(settings, ref, sampling)
+    launch = llama_server.command("llama-server", "/m.gguf", settings, "127.0.0.1", 8080, None, sampling=sampling)
+    assert launch.argv[1:1 + len(plan_args)] == plan_args
+    assert plan_args[-8:] == ["--temp", "0.7", "--top-p", "0.8", "--top-k", "20", "--repeat-penalty", "1.05"]
 
 
 def test_default_ladder_when_the_plan_has_none(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from advisor.catalog import load_catalog
 from advisor.errors import NothingFitsError
 from advisor.planner import Request, plan_for_model, recommend
 from advisor.planner.bridge import compact, facts_from_catalog
+from advisor.planner.machine import build_machine
 from advisor.planner.vllm import kv_need
 from advisor.probe.model import Cpu, Gpu, HardwareProfile, Memory
 from advisor.rules import load_rules
@@ -57,10 +58,17 @@ def test_phi3_on_t4_with_vllm(catalog, rules):
     assert plan.args[:2] == ["--model", "microsoft/Phi-3-mini-4k-instruct"]
 
 
+def _ranked_score(catalog, rules, profile, quant):
+    """The quant's quality as the planner ranks it (rules/quants.toml quant_equivalent: Q5_K_L as Q5_K_M...)."""
+    eq = build_machine(profile, rules).rules["quant_equivalent"].get(quant, quant)
+    return catalog.quant(eq).score
+
+
 def test_qwen_coder_7b_on_8gb_gpu_full_offload(catalog, rules):
-    plan = plan_for_model(box("NVIDIA GeForce RTX 2080", 8192), catalog, rules, "qwen2.5-coder-7b-instruct")
-    q = catalog.quant(plan.model.quant)
-    assert q.score >= catalog.quant("IQ4_XS").score > catalog.quant("Q3_K_M").score
+    profile = box("NVIDIA GeForce RTX 2080", 8192)
+    plan = plan_for_model(profile, catalog, rules, "qwen2.5-coder-7b-instruct")
+    score = _ranked_score(catalog, rules, profile, plan.model.quant)
+    assert score >= catalog.quant("IQ4_XS").score > catalog.quant("Q3_K_M").score
     assert plan.llama_cpp.n_gpu_layers == catalog.get("qwen2.5-coder-7b-instruct").arch.n_layer + 1
     assert "-hfr" in plan.args and "--temp" in plan.args
 
@@ -105,3 +113,65 @@ def test_learned_settings_are_used_and_said(catalog, rules):
     learned = {"backend": "llama.cpp", "settings": {"ctx": 2048}}
     plan = plan_for_model(box("NVIDIA GeForce RTX 2080", 8192), catalog, rules, "qwen3-4b", learned=learned)
     assert plan.llama_cpp.ctx == 2048 and any("learned" in r for r in plan.reasons)
+
+
+def apple(ram_gib=16):
+    """An M-series Mac: Metal's budget is recommendedMaxWorkingSetSize, about 2/3 of RAM up to 36 GB (notes §6)."""
+    ws = ram_gib * GIB * 2 // 3
+    gpu = Gpu(index=0, vendor="apple", name="Apple M2", backend="metal", memory_total_bytes=ws,
+              memory_free_bytes=ws, unified_memory=True)
+    return HardwareProfile(os="darwin", arch="arm64", cpu=Cpu(physical_cores=8, logical_cores=8, usable_cores=8),
+                           memory=Memory(total_bytes=ram_gib * GIB, usable_bytes=ram_gib * GIB), gpus=[gpu])
+
+
+def test_device_need_is_buffers_plus_the_backends_overhead(catalog, rules):
+    """issue 7: the estimator runs for the GPU's backend and each GPU's need adds rules/backends.toml's
+    context_overhead_bytes, shown as other_bytes; the CUDA_Host buffers count against RAM."""
+    from advisor.estimate import backend_rules
+
+    profile = box("NVIDIA GeForce RTX 3070", 8192)
+    m = build_machine(profile, rules)
+    cuda = backend_rules()["cuda"]
+    assert m.llama_backend == "cuda" and m.gpus[0].overhead_bytes == cuda.context_overhead_bytes
+    assert m.gpus[0].budget_bytes == (8192 - 512 - 512) * MIB  # display reserve off the capacity, headroom off that
+    plan = plan_for_model(profile, catalog, rules, "qwen2.5-coder-7b-instruct")
+    mem = {d.device: d for d in plan.memory}
+    assert set(mem) == {"cpu", "gpu0", "host"}  # host: CUDA_Host (compute of the CPU side, output)
+    g = mem["gpu0"]
+    assert g.other_bytes >= cuda.context_overhead_bytes
+    assert g.total_bytes == g.weights_bytes + g.kv_cache_bytes + g.other_bytes
+    assert g.total_bytes <= m.gpus[0].budget_bytes
+    assert any("rules/backends.toml cuda" in r for r in plan.reasons)
+    assert any("CUDA_Host" in r for r in plan.reasons)
+
+
+def test_metal_overhead_comes_out_of_the_shared_ram(catalog, rules):
+    from advisor.estimate import backend_rules
+
+    profile = apple(16)
+    m = build_machine(profile, rules)
+    metal = backend_rules()["metal"]
+    assert m.llama_backend == "metal" and m.unified and m.gpus[0].overhead_bytes == metal.context_overhead_bytes
+    plan = plan_for_model(profile, catalog, rules, "qwen2.5-coder-7b-instruct")
+    mem = {d.device: d for d in plan.memory}
+    assert "host" not in mem  # Metal has no host buffer type: CPU-side compute and output are CPU buffers
+    assert mem["gpu0"].other_bytes >= metal.context_overhead_bytes
+    assert mem["gpu0"].total_bytes + mem["cpu"].total_bytes <= m.cpu.budget_bytes  # one memory
+
+
+def test_the_probes_backend_is_the_estimators(rules):
+    """An AMD card the probe reaches through Vulkan (no ROCm support) is planned with Vulkan's facts."""
+    from advisor.estimate import backend_rules
+
+    m = build_machine(box("AMD Radeon RX 5500 XT", 8192, vendor="amd", backend="vulkan"), rules)
+    assert m.backend == m.llama_backend == "vulkan"
+    assert m.gpus[0].overhead_bytes == backend_rules()["vulkan"].context_overhead_bytes
+    assert build_machine(box(ram_gib=8), rules).llama_backend is None  # CPU only: no GPU overhead
+
+
+def test_plan_args_carry_the_models_sampling_through_the_engine_builder(catalog, rules):
+    from advisor.engines import llama_server
+
+    plan = plan_for_model(box("NVIDIA GeForce RTX 2080", 8192), catalog, rules, "qwen2.5-coder-7b-instruct")
+    assert plan.args[-len(llama_server.sampling_args(plan.sampling)):] == llama_server.sampling_args(plan.sampling)
+    assert any("llama-cpp-python" in r and "no flags for sampling" in r for r in plan.reasons)

@@ -330,7 +330,8 @@ def run(
 
     if dry_run:
         path = _dry_run_path(plan.model)
-        launch = engine.command(exe, path, plan.settings, host, port, api_key, help_text=help_text)
+        launch = engine.command(exe, path, plan.settings, host, port, api_key, help_text=help_text,
+                                sampling=plan.sampling)
         env = {k: ("***" if "KEY" in k else v) for k, v in launch.env.items()}
         if json_output:
             print(json.dumps({"engine": engine.name, "argv": launch.argv, "env": env, "unset": list(launch.unset)}))

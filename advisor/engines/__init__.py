@@ -1,7 +1,8 @@
 """The engines advisor can start, one module each, behind one small shape (ramalama's split of a runtime into a
 command builder and its own readiness check: notes/exec.md §4).
 
-Each engine module builds its command as a pure function of (model path, settings, host, port, API key), says when
+Each engine module builds its command as a pure function of (model path, settings, host, port, API key, the plan's
+sampling defaults: each module's SAMPLING_* table is the one place that knows its flags), says when
 its server is ready, and reads its own log to tell why a start failed. Nothing here starts a process or reaches the
 network by itself: readiness is asked through an ``Http`` seam the executor passes in.
 """
@@ -66,7 +67,8 @@ class Http(Protocol):
 
 @dataclass(frozen=True)
 class Engine:
-    """One engine: ``command`` (pure), ``ready`` (one poll), ``classify`` (log text -> why it failed)."""
+    """One engine: ``command`` (pure: ``(exe, model_path, settings, host, port, api_key, help_text="",
+    sampling=None) -> Launch``), ``ready`` (one poll), ``classify`` (log text -> why it failed)."""
 
     name: str
     backend: str  # plan.LLAMA_CPP | plan.VLLM
@@ -145,7 +147,9 @@ def which_python(explicit: str | None, env_var: str | None, env: Mapping[str, st
 def has_module(python: str, module: str, current: str, run: Callable[[list[str]], int]) -> bool:
     """Whether ``python`` can import ``module`` (found, not imported: importing vLLM takes seconds). Asked in-process
     when ``python`` is advisor's own interpreter, else through ``run``."""
-    if os.path.realpath(python) == os.path.realpath(current):
+    # Compared without resolving links: every virtualenv's python links to the same base interpreter, yet each
+    # sees its own site-packages.
+    if os.path.abspath(python) == os.path.abspath(current):
         import importlib.util
 
         return importlib.util.find_spec(module) is not None

@@ -27,15 +27,23 @@ UNQUANTIZED = ("f32", "f16", "bf16")
 SHADOWING_ENV = ("HOST", "PORT", "CONFIG_FILE", "API_KEY", "MODEL", "MODEL_ALIAS", "CHAT_FORMAT")
 
 
+#: Sampling defaults: none. The server's ModelSettings/ServerSettings have no sampling fields (checked with
+#: ``python -m llama_cpp.server --help`` on 0.3.36: only --last_n_tokens_size touches sampling); the defaults live in
+#: each request's pydantic model (llama_cpp/server/types.py temperature 0.8, top_p 0.95...). So a plan's sampling is
+#: not passed; the client must send it (the planner says so in the plan's reasons).
+SAMPLING_FLAGS: dict[str, str] = {}
+
+
 def _bool(value: bool) -> str:
     return "true" if value else "false"  # cli.py _parse_bool_arg accepts true/false
 
 
-def build_args(settings: LlamaCppSettings, model_path: str) -> list[str]:
+def build_args(settings: LlamaCppSettings, model_path: str, sampling: Mapping[str, float] | None = None) -> list[str]:
     """Model and settings flags, without host, port and API key.
 
     ``parallel`` has no equivalent (the server serves one request at a time, app.py's lock) and ``n_cpu_moe`` is
-    not exposed: both are left out.
+    not exposed: both are left out. ``sampling`` is accepted like the other engines' and left out: the server has no
+    flags for sampling defaults (SAMPLING_FLAGS).
     """
     args = [
         "--model", model_path,
@@ -74,9 +82,10 @@ def command(
     port: int,
     api_key: str | None,
     help_text: str = "",
+    sampling: Mapping[str, float] | None = None,
 ) -> Launch:
     """``exe`` is the Python interpreter that has llama_cpp installed."""
-    argv = [exe, "-m", MODULE, *build_args(settings, model_path), "--host", host, "--port", str(port)]
+    argv = [exe, "-m", MODULE, *build_args(settings, model_path, sampling), "--host", host, "--port", str(port)]
     # The key goes through the environment (ServerSettings.api_key is a pydantic-settings field: API_KEY), so it is
     # not on the command line that `ps` shows.
     env = {"API_KEY": api_key} if api_key else {}

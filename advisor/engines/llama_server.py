@@ -24,6 +24,26 @@ from advisor.engines import (
 from advisor.plan import LLAMA_CPP, LlamaCppSettings
 
 
+#: The plan's sampling defaults (advisor.planner.assemble.SAMPLING_FIELDS) as llama-server flags (tools/server/
+#: README.md "--temp N", "--top-k N", "--top-p N", "--min-p N", "--repeat-penalty N", the common sampling params): the
+#: values a request that sets none of its own gets; a request's temperature/top_p... override them (tools/server
+#: params_from_json_cmpl: json_value(data, "temperature", defaults.sampling.temp), defaults = the command line's).
+SAMPLING_FLAGS = {"temperature": "--temp", "top_p": "--top-p", "top_k": "--top-k", "min_p": "--min-p",
+                  "repetition_penalty": "--repeat-penalty"}
+#: Why max_new_tokens is not passed: llama-server's -n/--n-predict is not only a default but a cap, applied to every
+#: request including those asking for more (tools/server: "n_predict = %d exceeds server configuration, setting to").
+SAMPLING_LEFT_OUT = "llama-server's -n/--n-predict would cap every request rather than set a default"
+
+
+def sampling_args(sampling: Mapping[str, float] | None) -> list[str]:
+    """``--temp 0.7 --top-p 0.8 ...`` for the keys of SAMPLING_FLAGS that ``sampling`` has, in that order."""
+    args: list[str] = []
+    for key, flag in SAMPLING_FLAGS.items():
+        if sampling and sampling.get(key) is not None:
+            args += [flag, f"{sampling[key]:g}"]
+    return args
+
+
 @dataclass(frozen=True)
 class Features:
     """What this llama-server build accepts. The defaults describe current builds (README @00dc8057)."""
@@ -46,8 +66,9 @@ class Features:
         )
 
 
-def build_args(settings: LlamaCppSettings, model_path: str, features: Features | None = None) -> list[str]:
-    """The plan's part of the command line: model and settings, without host, port and API key.
+def build_args(settings: LlamaCppSettings, model_path: str, features: Features | None = None,
+               sampling: Mapping[str, float] | None = None) -> list[str]:
+    """The plan's part of the command line: model, settings and sampling defaults, without host, port and API key.
 
     Always passes ``-c``: ``-c 0`` (the newest default) means the model's trained context, which can be 128k-1M
     tokens of KV cache (README ``--ctx-size``). ``-np`` is explicit because the default ``-1`` means 4 slots sharing
@@ -85,7 +106,7 @@ def build_args(settings: LlamaCppSettings, model_path: str, features: Features |
         args += ["-mg", str(settings.main_gpu)]
     if settings.n_cpu_moe is not None:
         args += ["--n-cpu-moe", str(settings.n_cpu_moe)]
-    return args
+    return args + sampling_args(sampling)
 
 
 def command(
@@ -96,9 +117,10 @@ def command(
     port: int,
     api_key: str | None,
     help_text: str = "",
+    sampling: Mapping[str, float] | None = None,
 ) -> Launch:
     features = Features.from_help(help_text)
-    argv = [exe, *build_args(settings, model_path, features), "--host", host, "--port", str(port)]
+    argv = [exe, *build_args(settings, model_path, features, sampling), "--host", host, "--port", str(port)]
     if features.offline:
         argv.append("--offline")
     if features.no_webui:

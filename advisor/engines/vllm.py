@@ -8,6 +8,7 @@ its own virtualenv (``--python`` / ``ADVISOR_VLLM_PYTHON``).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 
@@ -31,8 +32,22 @@ FREE_MEMORY = re.compile(r"Free memory on device \(([\d.]+)/([\d.]+) GiB\) on st
 LEN_STEP = 256
 
 
-def build_args(settings: VllmSettings, model_path: str) -> list[str]:
-    """Engine arguments (vllm/engine/arg_utils.py names), without host, port and API key."""
+#: The plan's sampling defaults (advisor.planner.assemble.SAMPLING_FIELDS) as keys of vLLM's generation config:
+#: ``--override-generation-config JSON`` (vllm/engine/arg_utils.py) is merged over the model's
+#: generation_config.json, and ModelConfig.get_diff_sampling_param reads exactly repetition_penalty, temperature,
+#: top_k, top_p, min_p and max_new_tokens (as max_tokens) from it as the defaults of requests that do not set them.
+SAMPLING_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+                 "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_new_tokens"}
+
+
+def sampling_args(sampling: Mapping[str, float] | None) -> list[str]:
+    """``--override-generation-config '{"temperature": 0.7, ...}'`` (sorted keys), or nothing."""
+    config = {SAMPLING_KEYS[k]: v for k, v in (sampling or {}).items() if k in SAMPLING_KEYS and v is not None}
+    return ["--override-generation-config", json.dumps(config, sort_keys=True)] if config else []
+
+
+def build_args(settings: VllmSettings, model_path: str, sampling: Mapping[str, float] | None = None) -> list[str]:
+    """Engine arguments (vllm/engine/arg_utils.py names) and sampling defaults, without host, port and API key."""
     args = [
         "--model", model_path,
         "--max-model-len", str(settings.max_model_len),
@@ -48,7 +63,7 @@ def build_args(settings: VllmSettings, model_path: str) -> list[str]:
         args += ["--enforce-eager"]
     if settings.max_num_batched_tokens is not None:
         args += ["--max-num-batched-tokens", str(settings.max_num_batched_tokens)]
-    return args
+    return args + sampling_args(sampling)
 
 
 def command(
@@ -59,9 +74,10 @@ def command(
     port: int,
     api_key: str | None,
     help_text: str = "",
+    sampling: Mapping[str, float] | None = None,
 ) -> Launch:
     """``exe`` is the Python interpreter that has vllm installed."""
-    argv = [exe, "-m", MODULE, *build_args(settings, model_path), "--host", host, "--port", str(port)]
+    argv = [exe, "-m", MODULE, *build_args(settings, model_path, sampling), "--host", host, "--port", str(port)]
     # The model is already on disk: never let vLLM reach the Hub during load (notes/exec.md §0 step 1), so that
     # download time never mixes into start-up time.
     env = {"HF_HUB_OFFLINE": "1"}

@@ -175,6 +175,27 @@ def _ref(model: Model | None, v: Variant | None, facts: ModelFacts | None = None
                     size_bytes=v.size_bytes)
 
 
+def _margin_reasons(m: Machine) -> list[str]:
+    """Where each part of a device's margin comes from: the backend's overhead (rules/backends.toml), the headroom
+    and display reserve (rules/margins.toml), the RAM reserve and footprint."""
+    r, out = m.rules, []
+    if m.gpus and m.backend_rule is not None:
+        b = m.backend_rule
+        out.append(f"each GPU needs its {b.name} buffers plus {b.context_overhead_bytes >> 20} MiB that no llama.cpp "
+                   f"buffer reports, shown as other_bytes ({b.reason} [rules/backends.toml {b.name}; {b.source}])")
+        out.append(f"headroom {r['device_headroom_mib']} MiB per GPU kept free beyond that: "
+                   f"{r.why('device_headroom_mib')}")
+        if r["display_reserve_mib"]:
+            out.append(f"display reserve {r['display_reserve_mib']} MiB off each GPU's capacity: "
+                       f"{r.why('display_reserve_mib')}")
+        if b.host_buffers:
+            out.append(f"the {b.llama_name}_Host buffers (CPU-side compute, output) count against RAM")
+    out.append(f"RAM reserve {m.cpu.headroom_bytes >> 20} MiB: {r['host_footprint_mib']} MiB server footprint "
+               f"({r.why('host_footprint_mib')}) and {(m.cpu.headroom_bytes >> 20) - r['host_footprint_mib']} MiB "
+               f"for the system ({r.why('ram_reserve_mib')})")
+    return out
+
+
 def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelFacts, native: int,
                 score: float, reasons: list[str], frac: float, base_pct: float = 100.0) -> Plan | Fit:
     m, req = run.machine, run.request
@@ -198,10 +219,7 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
                + (" as asked" if fixed else f": {m.rules.why('default_ctx')}; capped at the trained {native}"))
     why = [*reasons, *choice.reasons, ctx_why, why_threads,
            f"flash attention {settings.flash_attn}: {r.why('flash_attn')}",
-           f"margins: {r['device_headroom_mib']} MiB per GPU ({r.why('device_headroom_mib')}); RAM reserve "
-           f"{m.cpu.headroom_bytes >> 20} MiB ({r.why('ram_reserve_mib')})"]
-    if r["display_reserve_mib"] and m.gpus:
-        why.append(f"display reserve {r['display_reserve_mib']} MiB: {r.why('display_reserve_mib')}")
+           *_margin_reasons(m), *assemble.sampling_notes(LLAMA_CPP, sampling)]
     if mlock:
         why.append(f"--mlock: {r.why('mlock')}")
     if m.gpus and not choice.full_offload and r["partial_offload_penalty"]:
@@ -233,7 +251,7 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
     active = (model.params_active_b or model.params_total_b) * 1e9
     frac = active / (model.params_total_b * 1e9)
     predicted = predict(choice.memory, m, frac, active, tensor_parallel=True)
-    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons]
+    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, *assemble.sampling_notes(VLLM, sampling)]
     return Plan(model=ref, backend=VLLM, vllm=choice.settings, args=assemble.vllm_args(choice.settings, ref, sampling),
                 memory=choice.memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
                 fallbacks=assemble.vllm_fallbacks(choice.settings, floor))

@@ -3,7 +3,6 @@ back-off ladder the executor walks when a start fails."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import Any
@@ -13,58 +12,80 @@ from advisor.estimate import Estimate
 from advisor.plan import LLAMA_CPP, VLLM, DeviceMemory, Fallback, LlamaCppSettings, ModelRef, Plan, VllmSettings
 from advisor.planner.machine import Machine
 
-#: llama-server sampling flags (tools/server/README.md "--temp", "--top-p", "--top-k", "--min-p",
-#: "--repeat-penalty"): the defaults a request without its own sampling gets.
-LLAMA_SAMPLING_FLAGS = {"temperature": "--temp", "top_p": "--top-p", "top_k": "--top-k", "min_p": "--min-p",
-                        "repetition_penalty": "--repeat-penalty"}
+#: The catalog's sampling fields (catalog/README.md [model.sampling]) that plans carry; each engine module maps them
+#: to its own flags (advisor/engines/*.py SAMPLING_*), the one place that knows them.
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens")
 
 
 def sampling_of(model: Model | None) -> dict[str, float]:
     if model is None:
         return {}
     s = model.sampling
-    out = {k: getattr(s, k) for k in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")}
+    out = {k: getattr(s, k) for k in SAMPLING_FIELDS}
     return {k: v for k, v in out.items() if v is not None}
 
 
 def llama_memory(est: Estimate, m: Machine) -> list[DeviceMemory]:
+    """The estimate per device; a GPU's backend context/driver overhead (rules/backends.toml) is in its other_bytes
+    and total_bytes, so that every entry is what the device needs."""
+    gpus = {d.name: d for d in m.gpus}
     caps = {d.name: d.capacity_bytes for d in m.gpus}
     caps["cpu"] = caps["host"] = m.cpu.capacity_bytes
     out = []
     for d in est.devices:
-        if d.device != "cpu" and d.total_bytes == 0:
+        overhead = gpus[d.device].overhead_bytes if d.device in gpus else 0
+        if d.device != "cpu" and d.total_bytes + overhead == 0:
             continue
         out.append(DeviceMemory(d.device, weights_bytes=d.weights_bytes, kv_cache_bytes=d.kv_cache_bytes,
-                                other_bytes=d.compute_bytes + d.output_bytes, total_bytes=d.total_bytes,
-                                capacity_bytes=caps.get(d.device)))
+                                other_bytes=d.compute_bytes + d.output_bytes + overhead,
+                                total_bytes=d.total_bytes + overhead, capacity_bytes=caps.get(d.device)))
     return out
 
 
 def llama_args(settings: LlamaCppSettings, ref: ModelRef, sampling: Mapping[str, float]) -> list[str]:
-    """llama-server's argv without host/port/key: the executor's own builder, with the model named by Hub repo and
-    file (llama-server -hfr/-hff download it) unless it is a local path, plus the sampling defaults."""
+    """llama-server's argv without host/port/key: the executor's own builder (advisor.engines.llama_server, sampling
+    defaults included), with the model named by Hub repo and file (llama-server -hfr/-hff download it) unless it is
+    a local path."""
     from advisor.engines.llama_server import build_args
 
-    args = build_args(settings, ref.path or (ref.files[0] if ref.files else ref.id))
+    args = build_args(settings, ref.path or (ref.files[0] if ref.files else ref.id), sampling=sampling)
     if ref.path is None and ref.repo and ref.files:
         args = ["-hfr", ref.repo, "-hff", ref.files[0], *args[2:]]
-    for key, flag in LLAMA_SAMPLING_FLAGS.items():
-        if key in sampling:
-            args += [flag, f"{sampling[key]:g}"]
     return args
 
 
 def vllm_args(settings: VllmSettings, ref: ModelRef, sampling: Mapping[str, float]) -> list[str]:
-    """vLLM's argv without host/port/key; sampling defaults through --override-generation-config
-    (vllm/engine/arg_utils.py), which vLLM applies to requests that do not set them."""
+    """vLLM's argv without host/port/key: the executor's own builder (advisor.engines.vllm; sampling defaults through
+    --override-generation-config), plus the Hub revision."""
     from advisor.engines.vllm import build_args
 
-    args = build_args(settings, ref.path or ref.repo or ref.id)
+    args = build_args(settings, ref.path or ref.repo or ref.id, sampling=sampling)
     if ref.revision:
         args += ["--revision", ref.revision]
-    if sampling:
-        args += ["--override-generation-config", json.dumps(dict(sampling), sort_keys=True)]
     return args
+
+
+def sampling_notes(backend: str, sampling: Mapping[str, float]) -> list[str]:
+    """What the plan's reasons say about the sampling defaults: how each engine receives them, and what it cannot."""
+    from advisor.engines import llama_server, vllm
+
+    if not sampling:
+        return []
+    shown = ", ".join(f"{k} {v:g}" for k, v in sampling.items())
+    if backend == LLAMA_CPP:
+        passed = [k for k in sampling if k in llama_server.SAMPLING_FLAGS]
+        left = [k for k in sampling if k not in llama_server.SAMPLING_FLAGS]
+        out = [f"sampling defaults from the model card ({shown}): llama-server gets "
+               f"{', '.join(llama_server.SAMPLING_FLAGS[k] for k in passed) or 'none of them'} as its defaults "
+               "(a request's own values win)"]
+        if left:
+            out.append(f"not passed to llama-server: {', '.join(left)} ({llama_server.SAMPLING_LEFT_OUT})")
+        out.append("llama-cpp-python's server (the fallback engine) has no flags for sampling defaults: there the "
+                   "client must send them")
+        return out
+    passed = [k for k in sampling if k in vllm.SAMPLING_KEYS]
+    return [f"sampling defaults from the model card ({shown}): passed to vLLM as --override-generation-config "
+            f"({', '.join(passed)}), applied to requests that do not set them"]
 
 
 def llama_fallbacks(s: LlamaCppSettings, n_layer: int, floor: int) -> list[Fallback]:
@@ -121,5 +142,5 @@ def apply_learned(plan: Plan, learned: Mapping[str, Any] | None) -> Plan:
                             "that worked (advisor state, learned.json)"])
 
 
-__all__ = ["LLAMA_CPP", "VLLM", "apply_learned", "llama_args", "llama_fallbacks", "llama_memory", "sampling_of",
-           "vllm_args", "vllm_fallbacks"]
+__all__ = ["LLAMA_CPP", "SAMPLING_FIELDS", "VLLM", "apply_learned", "llama_args", "llama_fallbacks", "llama_memory",
+           "sampling_notes", "sampling_of", "vllm_args", "vllm_fallbacks"]

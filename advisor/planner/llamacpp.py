@@ -1,9 +1,13 @@
 """llama.cpp settings for one model file on one machine: layers on the GPU(s), context, slots, threads.
 
-Memory comes from advisor.estimate (exact for weights, KV and output buffers; compute within 5 %); the margins of
-rules/margins.toml cover what no buffer counts. Order of choices (notes/memory.md §2.8, llama.cpp --fit's own
-order): every layer on the GPUs at the wanted context; else the context lowered towards the floor; else as many
-layers as fit at the floor, the rest on the CPU.
+Memory comes from advisor.estimate (exact for weights, KV and output buffers; compute within 5 %), run for the GPUs'
+own backend (Machine.llama_backend: which buffers go to the pinned host buffer type, op offload, mapped weights). A
+GPU's need is its buffers plus the backend's context/driver overhead that no buffer reports (rules/backends.toml
+context_overhead_bytes); it must stay within the capacity less the headroom of rules/margins.toml. The host buffers
+(CUDA_Host...) and the CPU's buffers count against RAM, and with unified memory the GPUs' need does too.
+
+Order of choices (notes/memory.md §2.8, llama.cpp --fit's own order): every layer on the GPUs at the wanted context;
+else the context lowered towards the floor; else as many layers as fit at the floor, the rest on the CPU.
 """
 
 from __future__ import annotations
@@ -36,14 +40,15 @@ class LlamaChoice:
 
 
 def check(est: Estimate, m: Machine) -> Fit:
-    """Does ``est`` fit every device's budget? RAM also holds the process footprint; with unified memory the GPU
-    buffers come out of the same RAM."""
+    """Does ``est`` fit every device's budget? A GPU needs its buffers plus its backend's context overhead (the
+    driver allocates it whether or not a layer is offloaded); RAM also holds the process footprint; with unified
+    memory the GPUs' need comes out of the same RAM."""
     worst = Fit(True, 0, "")
     by_name = {d.device: d for d in est.devices}
     gpu_total = 0
     for dev in m.gpus:
         d = by_name.get(dev.name)
-        used = d.total_bytes if d else 0
+        used = (d.total_bytes if d else 0) + dev.overhead_bytes
         gpu_total += used
         over = used - dev.budget_bytes
         if over > worst.shortfall_bytes:
@@ -67,7 +72,8 @@ def _split(m: Machine) -> tuple[float, ...] | None:
 def _settings(m: Machine, ngl: int, ctx: int, parallel: int, split: tuple[float, ...] | None) -> Settings:
     r = m.rules
     return Settings(n_ctx=ctx, n_batch=r["batch"], n_ubatch=r["ubatch"], n_parallel=parallel, kv_unified=False,
-                    flash_attn=r["flash_attn"], n_gpu_layers=ngl, n_gpus=len(m.gpus), tensor_split=split)
+                    flash_attn=r["flash_attn"], n_gpu_layers=ngl, n_gpus=len(m.gpus), tensor_split=split,
+                    backend=m.llama_backend)
 
 
 def ctx_ladder(wanted: int, floor: int, fixed: bool) -> list[int]:

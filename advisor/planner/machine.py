@@ -1,18 +1,27 @@
 """The machine as the planner sees it: which GPUs one engine process can use, what each device offers after the
 margins of rules/margins.toml, and the facts rules match on (a ``Subject``). Pure: reads only the profile.
+
+A GPU's memory is split three ways (issue 7): the llama.cpp buffers the estimator reports on it, the backend's
+context/driver overhead that no buffer reports (rules/backends.toml ``context_overhead_bytes``: the CUDA context,
+cuBLAS workspaces and the ggml pool, measured from a real log for CUDA), and the headroom of rules/margins.toml, which
+keeps only what the backend facts do not explain (llama.cpp's own --fit margin; the display reserve of desktop cards
+comes off the capacity). A device fits when buffers + overhead <= capacity - headroom.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
+from advisor.estimate import Backend, BackendRule, backend_rules
 from advisor.probe.model import Gpu, HardwareProfile
 from advisor.rules import Resolved, Rules, Subject
 
 MIB = 1 << 20
 GIB = 1 << 30
 
-#: llama.cpp backend of each GPU vendor's usual build (ggml-cuda, ggml-hip, ggml-metal, ggml-sycl).
+#: llama.cpp backend of each GPU vendor's usual build (ggml-cuda, ggml-hip, ggml-metal, ggml-sycl): used when the
+#: probe's Gpu.backend names no backend of rules/backends.toml.
 VENDOR_BACKEND = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "sycl"}
 
 
@@ -20,8 +29,11 @@ VENDOR_BACKEND = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "s
 class Device:
     name: str  # cpu | gpu0 | gpu1 ... (the estimator's names, in the order the engine sees the GPUs)
     capacity_bytes: int  # what the device offers: free (or total) memory, less the display reserve
-    headroom_bytes: int  # kept free on top of everything the plan counts
+    headroom_bytes: int  # kept free on top of everything the plan counts (rules/margins.toml)
     total_bytes: int = 0
+    #: allocated by the backend's driver/runtime on this device and reported by no llama.cpp buffer
+    #: (rules/backends.toml context_overhead_bytes); part of the device's need, shown as other_bytes in plans
+    overhead_bytes: int = 0
     free_bytes: int | None = None
     gpu: Gpu | None = None
     bandwidth_gbs: float = 0.0
@@ -31,7 +43,13 @@ class Device:
 
     @property
     def budget_bytes(self) -> int:
+        """What the device's need (buffers + overhead) may reach."""
         return max(0, self.capacity_bytes - self.headroom_bytes)
+
+    @property
+    def buffer_budget_bytes(self) -> int:
+        """What the estimator's buffers may reach: the budget less the backend's overhead."""
+        return max(0, self.budget_bytes - self.overhead_bytes)
 
 
 @dataclass(frozen=True)
@@ -39,16 +57,25 @@ class Machine:
     profile: HardwareProfile
     gpus: tuple[Device, ...]  # the GPUs one engine process uses (same vendor; one MIG instance at most)
     cpu: Device
-    backend: str  # the GPUs' llama.cpp backend, or cpu_x86 / cpu_arm
+    backend: str  # the GPUs' llama.cpp backend (cuda | rocm | metal | vulkan | sycl), or cpu_x86 / cpu_arm
     vendor: str  # nvidia | amd | apple | intel | none
     unified: bool
     subject: Subject
     rules: Resolved
     notes: tuple[str, ...] = field(default=())
+    #: rules/backends.toml entry of the GPUs' backend (None: CPU only); its context_overhead_bytes is each GPU's
+    #: Device.overhead_bytes
+    backend_rule: BackendRule | None = None
+
+    @property
+    def llama_backend(self) -> Backend | None:
+        """The estimator's Settings.backend for these GPUs (None: CPU only)."""
+        return cast(Backend, self.backend_rule.name) if self.backend_rule else None
 
     @property
     def gpu_budget_bytes(self) -> int:
-        return sum(d.budget_bytes for d in self.gpus)
+        """What llama.cpp's buffers may take on the GPUs together (margins and backend overhead taken off)."""
+        return sum(d.buffer_budget_bytes for d in self.gpus)
 
     @property
     def ram_budget_bytes(self) -> int:
@@ -83,10 +110,21 @@ def _pick_gpus(profile: HardwareProfile) -> tuple[list[Gpu], list[str]]:
     return chosen, notes
 
 
+def gpu_backend(gpus: list[Gpu]) -> BackendRule | None:
+    """The llama.cpp backend the chosen GPUs run on: the probe's Gpu.backend (an AMD card without ROCm support or an
+    Intel iGPU is reached through Vulkan), else the vendor's usual build; its rules/backends.toml entry."""
+    if not gpus:
+        return None
+    table = backend_rules()
+    name = gpus[0].backend if gpus[0].backend in table else VENDOR_BACKEND[gpus[0].vendor]
+    return table[name]
+
+
 def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1) -> Machine:
     gpus, notes = _pick_gpus(profile)
     vendor = gpus[0].vendor if gpus else "none"
-    backend = VENDOR_BACKEND[vendor] if gpus else cpu_backend(profile)
+    brule = gpu_backend(gpus)
+    backend = brule.name if brule else cpu_backend(profile)
     specs = [rules.gpu_spec(g.name, g.vendor) for g in gpus]
     ccs = []
     for g, spec in zip(gpus, specs):
@@ -109,6 +147,7 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1) 
     res = rules.resolve(subject)
     headroom = res["device_headroom_mib"] * MIB
     display = res["display_reserve_mib"] * MIB
+    overhead = brule.context_overhead_bytes if brule else 0
     devices = []
     for i, (g, spec, cc) in enumerate(zip(gpus, specs, ccs)):
         total = g.memory_total_bytes or 0
@@ -118,6 +157,7 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1) 
             notes.append(f"GPU {g.index}: compute capability {cc:.1f} looked up by name ({spec.source.split(';')[0]})")
         devices.append(Device(
             name=f"gpu{i}", capacity_bytes=capacity, headroom_bytes=headroom, total_bytes=total,
+            overhead_bytes=overhead,
             free_bytes=g.memory_free_bytes, gpu=g, bandwidth_gbs=spec.bandwidth_gbs if spec else 0.0,
             tflops=spec.fp16_tflops if spec else 0.0, compute_capability=cc, spec_source=spec.source if spec else "",
         ))
@@ -133,7 +173,7 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1) 
     if not ram:
         notes.append("memory size unknown: planning as if no RAM were free")
     return Machine(profile=profile, gpus=tuple(devices), cpu=cpu_dev, backend=backend, vendor=vendor,
-                   unified=subject.unified_memory, subject=subject, rules=res, notes=tuple(notes))
+                   unified=subject.unified_memory, subject=subject, rules=res, notes=tuple(notes), backend_rule=brule)
 
 
 def physical_threads(profile: HardwareProfile) -> int:
