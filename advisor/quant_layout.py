@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Protocol
 
 # GGUF files align every tensor's data to 32 bytes (GGUF_DEFAULT_ALIGNMENT, ggml/include/gguf.h).
@@ -254,16 +253,12 @@ _FALLBACK = {
 }
 
 
-@cache
-def _sizes() -> dict[str, tuple[int, int]]:
-    from gguf.constants import GGML_QUANT_SIZES
-
-    return {t.name: (int(b), int(s)) for t, (b, s) in GGML_QUANT_SIZES.items()}
-
-
 def block(type_name: str) -> tuple[int, int]:
-    """(elements per block, bytes per block) of a ggml type, from gguf's GGML_QUANT_SIZES."""
-    return _sizes()[type_name]
+    """(elements per block, bytes per block) of a ggml type (advisor.ggml's table, ggml.c type_traits)."""
+    from advisor.ggml import TYPES
+
+    _, blck, size = TYPES[type_name]
+    return blck, size
 
 
 def nbytes(type_name: str, shape: tuple[int, ...]) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import gguf
-from gguf import MODEL_ARCH, MODEL_ARCH_NAMES, MODEL_TENSOR, MODEL_TENSORS, TENSOR_NAMES, GGMLQuantizationType as T
+from gguf import MODEL_ARCH_NAMES, MODEL_TENSOR, MODEL_TENSORS, TENSOR_NAMES, GGMLQuantizationType as T
 
 ARCH_BY_NAME = {name: arch for arch, name in MODEL_ARCH_NAMES.items()}
 

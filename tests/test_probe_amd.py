@@ -406,7 +406,7 @@ def test_pre_gfx9_gets_vulkan(machine):
     assert any("older than gfx9" in n for n in found.notes)
 
 
-def test_hsa_override(machine):
+def test_hsa_override_applies_to_a_sysfs_card(machine):
     kfd_node(machine, 1, kfd_props(110003, 128, 0x15BF, 0xC500))
     amd_card(machine, 0, "0000:c5:00.0", 0x15BF, 128, vram_total=8 * GIB, vram_used=0)
     machine.env["HSA_OVERRIDE_GFX_VERSION"] = "11.0.0"
