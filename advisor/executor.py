@@ -159,6 +159,9 @@ def stream_chat(
                 yield time.monotonic(), json.loads(data)
             except json.JSONDecodeError:
                 raise CheckError(f"the engine sent a malformed stream event: {data[:200]}") from None
+        # OpenAI-compatible servers end every stream with "data: [DONE]" (llama-server, llama-cpp-python's
+        # sse-starlette stream, vLLM): a stream that stops without it is an engine that died mid-answer.
+        raise CheckError("the answer stream ended before [DONE] (did the engine crash?)")
     except (OSError, http.client.HTTPException) as exc:
         raise CheckError(f"the test request failed: {exc}") from None
     finally:
@@ -457,6 +460,8 @@ def check(url: str, headers: Mapping[str, str], seams: Seams) -> CheckResult:
         timings = chunk.get("timings") or timings
     end = seams.clock()
     tokens = usage.get("completion_tokens") or timings.get("predicted_n") or (len(pieces) or None)
+    if not tokens and not pieces:
+        raise CheckError("the engine answered the test prompt with no tokens")
     rate, source = None, None
     if timings.get("predicted_per_second"):
         rate, source = float(timings["predicted_per_second"]), "engine"
@@ -548,8 +553,12 @@ def execute(request: RunRequest, seams: Seams | None = None, report: Reporter | 
                     attempt.outcome = "check_failed"
                 else:
                     result.timings["check_s"] = round(seams.clock() - t_check, 3)
-                    attempt.outcome, result.ok, result.process = "ok", True, proc
-                    return result
+                    code = proc.poll()
+                    if code is None:
+                        attempt.outcome, result.ok, result.process = "ok", True, proc
+                        return result
+                    state = "exited"  # it answered, then died: not a working engine
+                    attempt.outcome = "check_failed"
             if state == "timeout":
                 attempt.outcome = "timeout"
                 text = read_tail(log)

@@ -201,14 +201,6 @@ def test_truncated_model_file(tiny_gguf: Path, tmp_path: Path) -> None:
     assert not result["ok"] and len(result["attempts"]) == 1  # not retried: a smaller setting cannot fix a file
 
 
-def test_auto_without_planner() -> None:
-    done = run_advisor(["run", "--auto", "--check"])
-    if done.returncode != 2 or "planner not available yet" not in done.stderr:
-        pytest.skip("a planner with auto_plan() is installed")
-    assert_one_line_error(done, 2, "planner not available yet")
-    assert "use --plan or MODEL" in done.stderr
-
-
 def test_dry_run_prints_the_command(tiny_gguf: Path) -> None:
     done = run_advisor(["run", str(tiny_gguf), "--dry-run", "--port", "8123", "--api-key", "sekret", "--json"])
     assert done.returncode == 0, done.stderr

@@ -54,6 +54,10 @@ def build_args(settings: LlamaCppSettings, model_path: str, sampling: Mapping[st
         # use_mlock defaults to llama_supports_mlock() (True on Linux): say what the plan says.
         "--use_mlock", _bool(settings.mlock),
         "--use_mmap", _bool(settings.mmap),
+        # The server's default logits_all=True (llama_cpp/server/settings.py) keeps an n_ctx x n_vocab float32 score
+        # array (llama_cpp/llama.py: 2.5 GB for 4096 x 151936) that the planner does not count, and runs the output
+        # matmul over every prompt token. advisor never asks for prompt logprobs.
+        "--logits_all", "false",
     ]  # fmt: skip
     quantized_v = settings.cache_type_v not in UNQUANTIZED
     if settings.flash_attn == "on" or (settings.flash_attn == "auto" and quantized_v):

@@ -1,0 +1,116 @@
+"""Header-only GGUFs of catalog models: the file a catalog variant (model + GGUF quant) really is, minus the weights.
+
+For a catalog model and one of its GGUF quants this writes a GGUF with the model's architecture key-values, a byte
+vocabulary padded to the catalog's ``vocab_size``, and every tensor the real file has, with its name, shape and ggml
+type from ``advisor.quant_layout.gguf_layout`` (llama-quantize's recipe, the same layout the planner sizes the
+variant with). The data region is sparse: the file is truncated to its full size and nothing is written there, so a
+1 GB model costs a few MB of disk, every weight reads as zero, and llama.cpp still loads and runs it (a zero model
+answers garbage, but it answers).
+
+Where each part comes from:
+
+- Key-values: ``tests.ggufgen._add_kv`` (the architecture's hyper-parameters, a gpt2-style byte vocabulary with one
+  merge, ChatML chat template) on a ``ggufgen.Spec`` made from the catalog's ``Architecture``; then the file type
+  and name are set to the variant's, and what a Spec cannot say (different K/V head sizes, MoE shared experts,
+  dense lead layers, MLA ranks) is added as in ``tests.gguf_from_log._write_kv``.
+- Tensors: ``advisor.quant_layout.gguf_layout(model.arch, quant, imatrix=variant.imatrix)``.
+- The sparse data region: as ``ggufgen.write(sparse=True)`` and ``gguf_from_log.build``.
+
+Limits: the vocabulary is always the gpt2-style byte vocabulary, also for catalog models whose real tokenizer is
+SentencePiece (``tokenizer = "llama"``): tensor shapes depend on the vocabulary size only, not on its kind. The
+sliding-window layer pattern is not written (llama.cpp hard-codes it per architecture).
+
+Never writes into the repository: callers pass a path in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from advisor import quant_layout as ql
+from advisor.catalog import Model, Variant, load_catalog
+from tests import ggufgen
+
+
+def find(model_id: str, quant: str, file: str | None = None) -> tuple[Model, Variant]:
+    """The catalog model ``model_id`` and its GGUF variant ``quant`` (and ``file``, where several repos have it)."""
+    model = load_catalog().get(model_id)
+    for v in model.all_variants():
+        if v.format == "gguf" and v.quant == quant and (file is None or file in v.files):
+            return model, v
+    raise KeyError(f"{model_id} has no GGUF variant {quant}" + (f" with file {file}" if file else ""))
+
+
+def layout(model: Model, variant: Variant) -> ql.Layout:
+    """The variant's per-tensor layout, exactly as the planner sizes it (advisor/planner/bridge.py)."""
+    return ql.gguf_layout(model.arch, variant.quant, imatrix=variant.imatrix)
+
+
+def spec_of(model: Model) -> ggufgen.Spec:
+    """A ggufgen.Spec with the catalog architecture's hyper-parameters (the key-values ggufgen._add_kv writes)."""
+    a = model.arch
+    return ggufgen.Spec(
+        arch=a.name, n_layer=a.n_layer, n_embd=a.n_embd, n_head=a.n_head, n_head_kv=a.n_head_kv,
+        head_dim=a.head_dim_k, n_ff=a.n_ff, n_vocab=a.vocab_size, n_ctx_train=model.context_native,
+        n_expert=a.n_expert, n_expert_used=a.n_expert_used, n_ff_exp=a.n_ff_expert,
+        sliding_window=a.sliding_window, tied=a.tied_embeddings,
+    )  # fmt: skip
+
+
+def file_type(quant: str) -> int:
+    """llama.cpp's ftype number for a catalog quant (bartowski's _L/_XL files carry their base ftype)."""
+    base = ql.EMBED_OUTPUT_Q8_SUFFIX.get(quant, quant)
+    name = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16"}.get(base, f"MOSTLY_{base}")
+    return int(gguf.LlamaFileType[name])
+
+
+def _set_kv(w: gguf.GGUFWriter, key: str, value: object, vtype: gguf.GGUFValueType) -> None:
+    """Replace (or add) one key-value: _add_kv already wrote some keys, and GGUFWriter refuses duplicates."""
+    w.kv_data[0][key] = gguf.GGUFValue(value=value, type=vtype)
+
+
+def _write_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
+    a = model.arch
+    U32 = gguf.GGUFValueType.UINT32
+    ggufgen._add_kv(w, spec_of(model))
+    _set_kv(w, "general.name", model.name, gguf.GGUFValueType.STRING)
+    _set_kv(w, "general.file_type", file_type(variant.quant), U32)
+    if a.head_dim_v != a.head_dim_k:
+        _set_kv(w, f"{a.name}.attention.value_length", a.head_dim_v, U32)
+    if a.n_expert_shared:
+        _set_kv(w, f"{a.name}.expert_shared_count", a.n_expert_shared, U32)
+    if a.n_layer_dense_lead:
+        _set_kv(w, f"{a.name}.leading_dense_block_count", a.n_layer_dense_lead, U32)
+    if a.kv_lora_rank:
+        _set_kv(w, f"{a.name}.attention.kv_lora_rank", a.kv_lora_rank, U32)
+        _set_kv(w, f"{a.name}.attention.q_lora_rank", a.q_lora_rank, U32)
+        _set_kv(w, f"{a.name}.rope.dimension_count", a.qk_rope_head_dim, U32)
+
+
+def write(path: str | os.PathLike[str], model_id: str, quant: str, *, file: str | None = None) -> Path:
+    """Write catalog model ``model_id`` quantized as ``quant`` header-only (sparse) at ``path``; returns the path."""
+    model, variant = find(model_id, quant, file)
+    lay = layout(model, variant)
+    path = Path(path)
+    w = gguf.GGUFWriter(path, model.arch.name)
+    _write_kv(w, model, variant)
+    total = 0
+    for p in lay.tensors:
+        qtype = gguf.GGMLQuantizationType[p.type]
+        total += gguf.GGUFWriter.ggml_pad(p.nbytes, w.data_alignment)
+        w.add_tensor_info(p.tensor.name, tuple(reversed(p.tensor.shape)), np.dtype(np.float32), p.nbytes,
+                          raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    fout = w.fout[0]  # type: ignore[index]
+    w.write_padding(fout, fout.tell())
+    fout.flush()
+    end = fout.tell() + total
+    w.close()
+    os.truncate(path, end)  # sparse: the data region is a hole of the real size, every weight reads as zero
+    return path
