@@ -13,12 +13,14 @@ class FakeOpenAI:
     extra object in the final chunk; ``api_key``: required on /v1 paths when set."""
 
     def __init__(self, health: list[int] | None = None, timings: dict[str, Any] | None = None,
-                 api_key: str | None = None, tokens: int = 5, models_status: int = 200) -> None:  # fmt: skip
+                 api_key: str | None = None, tokens: int = 5, models_status: int = 200,
+                 done: bool = True) -> None:  # fmt: skip
         self.health = list(health or [200])
         self.timings = timings
         self.api_key = api_key
         self.tokens = tokens
         self.models_status = models_status
+        self.done = done  # False: the stream stops without "data: [DONE]", as when the engine dies mid-answer
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         fake = self
 
@@ -67,7 +69,8 @@ class FakeOpenAI:
                 final: dict[str, Any] = {"choices": [], "usage": {"completion_tokens": fake.tokens}}
                 if fake.timings:
                     final["timings"] = fake.timings
-                self.wfile.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+                end = "data: [DONE]\n\n" if fake.done else ""
+                self.wfile.write(f"data: {json.dumps(final)}\n\n{end}".encode())
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = int(self.server.server_address[1])

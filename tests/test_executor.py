@@ -263,6 +263,46 @@ def test_check_failure_on_a_live_engine_is_exit_6(tmp_path: Path) -> None:
     assert script.killed and script.killed[0][1] == signal.SIGTERM
 
 
+def test_an_empty_answer_is_a_failed_check(tmp_path: Path) -> None:
+    script = Script([("ok", None, 0)])
+    clock = FakeClock()
+
+    def silent(*args: Any) -> Any:
+        yield clock(), {"choices": [{"delta": {}}], "usage": {"completion_tokens": 0}}
+
+    seams = seams_for(script, clock, stream=silent)
+    seams.http = FakeModels()
+    with pytest.raises(CheckFailedError) as info:
+        executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams)
+    assert "no tokens" in info.value.message
+
+
+def test_an_engine_that_dies_right_after_answering_is_not_ok(tmp_path: Path) -> None:
+    """It answered, then its process was gone: a start failure to back off from, never a success."""
+    script = Script([("ok", None, 0), ("loaded", None, 0)])
+    clock = FakeClock()
+    calls = {"n": 0}
+
+    def answer_then_die(*args: Any) -> Any:
+        calls["n"] += 1
+        yield clock(), {"choices": [{"delta": {"content": "OK"}}], "usage": {"completion_tokens": 1}}
+        if calls["n"] == 1:
+            script.procs[0].code = -11  # SIGSEGV after the answer, as the AMX kernel crash does
+
+    seams = seams_for(script, clock, stream=answer_then_die)
+    seams.http = FakeModels()
+    plan = llama_plan(ctx=8192, fallbacks=[Fallback({"ctx": 4096}, "smaller ctx")])
+    result = executor.execute(request(tmp_path, fake_engine(script), plan), seams)
+    assert [a.outcome for a in result.attempts] == ["check_failed", "ok"]
+    assert result.ok and result.process is script.procs[1]
+
+
+def test_a_stream_cut_before_done_is_a_check_error() -> None:
+    with FakeOpenAI(tokens=3, done=False) as fake:
+        with pytest.raises(executor.CheckError, match="before \\[DONE\\]"):
+            executor.check(fake.url, {}, executor.Seams())
+
+
 def test_check_measures_from_a_real_stream() -> None:
     timings = {"predicted_n": 5, "predicted_per_second": 123.4}
     with FakeOpenAI(timings=timings, api_key="k") as fake:
