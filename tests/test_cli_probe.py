@@ -119,7 +119,12 @@ def test_replayed_machine_through_the_real_command(machine):
     assert profile["runtimes"]["llama_cpp_python"]["installed"] is False
 
 
-def test_every_command_has_help():
-    for args in (["--help"], ["probe", "--help"]):
-        done = run(*args)
-        assert done.returncode == 0 and "Usage" in done.stdout
+@pytest.mark.parametrize(
+    "args",
+    [[], ["probe"], ["recommend"], ["run"], ["ps"], ["stop"], ["estimate"], ["setup"], ["catalog"],
+     ["catalog", "list"], ["catalog", "show"]],  # fmt: skip
+)
+def test_every_command_has_help(args):
+    """A typer upgrade that breaks the command surface fails here (typer 0.26+ ships no click)."""
+    done = run(*args, "--help")
+    assert done.returncode == 0 and "Usage" in done.stdout and "Traceback" not in done.stderr
