@@ -84,6 +84,37 @@ def advise(profile: HardwareProfile, request: Any) -> Advice:
     from advisor.catalog import load_catalog
 
     catalog = load_catalog()
+    if request.model and _hub_gguf_outside_catalog(catalog, request.model):
+        return Advice([_plan_hub_gguf(profile, rules, request)])
     learned = learned_for(profile, [m.id for m in catalog.models]) or None
     rec = plan_recommend(profile, catalog, rules, request, learned)
     return Advice(rec.plans, rec, list(rec.notes))
+
+
+def _hub_gguf_outside_catalog(catalog: Any, model: str) -> bool:
+    """A Hub reference (org/repo[:QUANT], org/repo/file.gguf) whose repo no catalog model or variant names: it is
+    planned from its GGUF header like a local file (the catalog's own repos keep their curated plans)."""
+    from advisor.hub_gguf import looks_like_hub_ref, parse_ref
+
+    if not looks_like_hub_ref(model):
+        return False
+    repo = parse_ref(model).repo.lower()
+    return not any(m.id == repo or m.repo.lower() == repo or any(v.repo.lower() == repo for v in m.all_variants())
+                   for m in catalog.models)
+
+
+def _plan_hub_gguf(profile: HardwareProfile, rules: Any, request: Any) -> Plan:
+    """plan_for_gguf over the header read from the Hub; the plan's ModelRef then names the repo, its files and the
+    resolved commit instead of a path (advisor.hub.resolve fetches them at run time)."""
+    import dataclasses
+
+    from advisor.hub_gguf import hub_facts, parse_ref
+    from advisor.planner import plan_for_gguf
+
+    hub = hub_facts(parse_ref(request.model))
+    plan = plan_for_gguf(profile, rules, hub.facts, request)
+    ref = dataclasses.replace(plan.model, id=hub.repo, path=None, repo=hub.repo, files=list(hub.files),
+                              revision=hub.commit)
+    return dataclasses.replace(plan, model=ref, reasons=[r.replace(f"local file {hub.facts.path}",
+                                                                   f"Hub file {hub.facts.path}")
+                                                         for r in plan.reasons])

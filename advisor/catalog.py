@@ -224,6 +224,8 @@ class Catalog:
     models: tuple[Model, ...]
     quants: QuantFile
     data_dir: Path
+    #: Models added by ``advisor catalog add`` (from the user overlay, advisor.catalog_overlay).
+    user_ids: frozenset[str] = frozenset()
 
     def get(self, model_id: str) -> Model:
         for m in self.models:
@@ -352,8 +354,9 @@ def catalog_dir(env: dict[str, str] | None = None) -> Path:
     return here / "_data" / "catalog"
 
 
-def load_catalog(data_dir: Path | None = None) -> Catalog:
-    """Load every ``models/*.toml`` and ``quants.toml`` under ``data_dir`` (default: ``catalog_dir()``)."""
+def load_catalog(data_dir: Path | None = None, overlay: bool = True) -> Catalog:
+    """Load every ``models/*.toml`` and ``quants.toml`` under ``data_dir`` (default: ``catalog_dir()``), then the
+    user overlay (advisor.catalog_overlay: measured sizes, user models) over it unless ``overlay`` is False."""
     d = Path(data_dir) if data_dir is not None else catalog_dir()
     files = sorted((d / "models").glob("*.toml"))
     if not files:
@@ -367,7 +370,18 @@ def load_catalog(data_dir: Path | None = None) -> Catalog:
             ids[m.id] = path.name
             models.append(m)
     quants = _build(QuantFile, _read_toml(d / "quants.toml"), "quants.toml")
-    return Catalog(models=tuple(models), quants=quants, data_dir=d)
+    user_ids: frozenset[str] = frozenset()
+    if overlay:
+        from advisor.settings import home_dir
+
+        path = home_dir() / "catalog" / "overlay.json"  # catalog_overlay.overlay_path(), without importing it
+        if path.exists():
+            from advisor import catalog_overlay
+
+            ov = catalog_overlay.load_overlay(path)
+            if ov is not None:
+                models, user_ids = catalog_overlay.apply(models, ov, str(path))
+    return Catalog(models=tuple(models), quants=quants, data_dir=d, user_ids=user_ids)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -140,22 +140,42 @@ class ModelFacts:
         return d
 
 
-class _Header:
-    """Sequential reader over a mapped header that turns every overrun into a BadInputError."""
+class HeaderIncomplete(BadInputError):
+    """The buffer holds only the first bytes of a larger file and the header goes on past them: fetch more (a Hub
+    file read by range requests, advisor.hub_gguf). Never raised for a whole local file."""
 
-    def __init__(self, buf: mmap.mmap | bytes, path: str) -> None:
+    def __init__(self, path: str, have: int) -> None:
+        super().__init__(f"{path}: the header goes on past the first {have} bytes")
+        self.have = have
+
+
+class _Header:
+    """Sequential reader over a mapped header that turns every overrun into a BadInputError.
+
+    ``file_size`` is the size of the whole file when ``buf`` holds only its first bytes (a range request): an
+    overrun then raises HeaderIncomplete instead of calling the file truncated."""
+
+    def __init__(self, buf: mmap.mmap | bytes, path: str, file_size: int | None = None) -> None:
         self.buf = buf
         self.pos = 0
         self.path = path
         self.size = len(buf)
+        self.file_size = self.size if file_size is None else file_size
 
     def fail(self, what: str) -> BadInputError:
         return BadInputError(f"{self.path}: not a valid GGUF file ({what} at byte {self.pos})")
 
+    def overrun(self, what: str, end: int = 0) -> BadInputError:
+        """The error for a read that would end at ``end`` (> the buffer): past the whole file it is a truncated or
+        corrupt file, within it only the buffer is short."""
+        if self.size < self.file_size and end <= self.file_size:
+            return HeaderIncomplete(self.path, self.size)
+        return self.fail(what)
+
     def unpack(self, fmt: str) -> Any:
         n = struct.calcsize(fmt)
         if self.pos + n > self.size:
-            raise self.fail("file ends inside the header: truncated")
+            raise self.overrun("file ends inside the header: truncated")
         v = struct.unpack_from(fmt, self.buf, self.pos)
         self.pos += n
         return v[0] if len(v) == 1 else v
@@ -163,7 +183,8 @@ class _Header:
     def string(self, decode: bool = True) -> str:
         n = self.unpack("<Q")
         if n > self.size - self.pos:
-            raise self.fail(f"string of {n} bytes runs past the end of the file: truncated or corrupt")
+            raise self.overrun(f"string of {n} bytes runs past the end of the file: truncated or corrupt",
+                               self.pos + n)
         raw = self.buf[self.pos:self.pos + n] if decode else b""
         self.pos += n
         return raw.decode("utf-8", "replace") if decode else ""
@@ -194,7 +215,8 @@ def _value(h: _Header, vtype: int, key: str) -> Any:
         if etype in _SCALAR:
             size = struct.calcsize(_SCALAR[etype])
             if count * size > h.size - h.pos:
-                raise h.fail(f"array {key!r} runs past the end of the file: truncated or corrupt")
+                raise h.overrun(f"array {key!r} runs past the end of the file: truncated or corrupt",
+                                h.pos + count * size)
             if count > _MAX_DECODED_ARRAY:
                 h.pos += count * size
                 return ArrayLen(etype, count)
@@ -209,10 +231,10 @@ def _value(h: _Header, vtype: int, key: str) -> Any:
                 for _ in range(count):  # skip: each element is u64 length + bytes
                     if pos + 8 > size:
                         h.pos = pos
-                        raise h.fail(f"array {key!r} runs past the end of the file: truncated")
+                        raise h.overrun(f"array {key!r} runs past the end of the file: truncated", pos + 8)
                     pos += 8 + unpack(buf, pos)[0]
                 if pos > size:
-                    raise h.fail(f"array {key!r} runs past the end of the file: truncated")
+                    raise h.overrun(f"array {key!r} runs past the end of the file: truncated", pos)
                 h.pos = pos
                 return ArrayLen(etype, count)
             return [h.string() for _ in range(count)]
@@ -249,8 +271,18 @@ def _read_raw(path: str) -> _RawFile:
             return _parse(mm, path, size)
 
 
-def _parse(mm: mmap.mmap, path: str, size: int) -> _RawFile:
-    h = _Header(mm, path)
+def parse_header(buf: bytes, path: str, file_size: int) -> _RawFile:
+    """Parse the header from the first bytes ``buf`` of a file of ``file_size`` bytes (a range request's answer).
+    Raises HeaderIncomplete when the header goes on past ``buf``, BadInputError when it is not a valid GGUF."""
+    if len(buf) < 4 or buf[:4] != GGUF_MAGIC:
+        raise BadInputError(f"{path}: not a GGUF file (no 'GGUF' magic)")
+    if file_size < 24:
+        raise BadInputError(f"{path}: not a valid GGUF file (only {file_size} bytes: truncated)")
+    return _parse(buf, path, file_size)
+
+
+def _parse(mm: mmap.mmap | bytes, path: str, size: int) -> _RawFile:
+    h = _Header(mm, path, size)
     if mm[:4] != GGUF_MAGIC:
         raise BadInputError(f"{path}: not a GGUF file (no 'GGUF' magic)")
     h.pos = 4
@@ -307,7 +339,12 @@ def split_files(path: str) -> list[str]:
 def read_gguf_facts(path: str | os.PathLike[str]) -> ModelFacts:
     """Read a local GGUF (or every shard of a split one) and return its facts. Raises BadInputError."""
     files = split_files(os.fspath(path))
-    raws = [_read_raw(f) for f in files]
+    return facts_from_raw(os.fspath(path), files, [_read_raw(f) for f in files])
+
+
+def facts_from_raw(path: str, files: list[str], raws: list[_RawFile]) -> ModelFacts:
+    """Facts of a model from its shards' parsed headers (``raws[i]`` is ``files[i]``'s); each raw's ``file_size``
+    is the whole file's, so a tensor that ends past it means a truncated file."""
     kv = raws[0].kv
     tensors: list[TensorFacts] = []
     for i, (f, raw) in enumerate(zip(files, raws)):
@@ -318,7 +355,7 @@ def read_gguf_facts(path: str | os.PathLike[str]) -> ModelFacts:
                 raise BadInputError(f"{f}: truncated: tensor {name!r} ends at byte {end} but the file has "
                                     f"{raw.file_size} bytes")
             tensors.append(TensorFacts(name, shape, ttype, nb, i))
-    return _facts(os.fspath(path), files, raws[0].version, kv, tensors, raws[0].data_offset,
+    return _facts(path, files, raws[0].version, kv, tensors, raws[0].data_offset,
                   sum(r.file_size for r in raws))
 
 

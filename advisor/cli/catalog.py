@@ -7,6 +7,7 @@ commands, so other commands do not pay for them.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Annotated, Any
 
@@ -43,6 +44,7 @@ def _model_summary(cat: Any, m: Any) -> dict[str, Any]:
         "architecture": m.arch.name,
         "quants": sorted({v.quant for v in m.all_variants()}),
         "scores": scores,
+        "user": m.id in cat.user_ids,
     }
 
 
@@ -72,7 +74,7 @@ def list_models(task: TaskOpt = None, json_output: JsonOpt = False) -> None:
     for r in rows:
         active = r["params_active_b"]
         params = f"{r['params_total_b']:.1f}B" + (f" ({active:.1f}B active)" if active else "")
-        table.add_row(r["id"], params, f"{r['context_native'] // 1024}K", " ".join(r["tasks"]), r["license"],
+        table.add_row(r["id"] + (" (user)" if r["user"] else ""), params, f"{r['context_native'] // 1024}K", " ".join(r["tasks"]), r["license"],
                       _score_cell(r["scores"].get("code")), _score_cell(r["scores"].get("chat")))
     Console().print(table)
     Console(stderr=True).print("scores: metric value (percentile among catalog models with that metric)",
@@ -117,6 +119,7 @@ def show(model_id: Annotated[str, typer.Argument(metavar="ID", help="A model id 
         "scores": [dict(dataclasses.asdict(s), normalized=cat.normalized_score(m, s.task) if m.score(s.task) == s
                         else None) for s in m.scores],
         "scores_missing": m.scores_missing or None,
+        "user": m.id in cat.user_ids,
         "variants": variants,
         "notes": m.notes,
     }
@@ -177,3 +180,198 @@ def _render_show(d: dict[str, Any]) -> None:
                          f"{v['repo']} / {', '.join(v['files'])}")
     out.print(variants)
     Console(stderr=True).print(f"sampling source: {s['source']}", highlight=False, markup=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# refresh / add: the user overlay (advisor.catalog_overlay), never the packaged files
+
+
+def _mismatches(arch: Any, facts: Any) -> list[str]:
+    """Where a GGUF header disagrees with the catalog's Architecture (names as in catalog.Architecture)."""
+    pairs = [("name", arch.name, facts.architecture), ("n_layer", arch.n_layer, facts.n_layer),
+             ("n_embd", arch.n_embd, facts.n_embd), ("n_head", arch.n_head, max(facts.n_head, default=0)),
+             ("n_head_kv", arch.n_head_kv, max(facts.n_head_kv, default=0)),
+             ("head_dim_k", arch.head_dim_k, facts.head_dim_k), ("vocab_size", arch.vocab_size, facts.n_vocab),
+             ("tied_embeddings", arch.tied_embeddings, facts.tied_embeddings),
+             ("n_expert", arch.n_expert, facts.n_expert)]
+    return [f"{k}: catalog {a}, header {b}" for k, a, b in pairs if a != b]
+
+
+@catalog_app.command("refresh")
+def refresh(
+    ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Catalog ids (default: all).",
+                                                    show_default=False)] = None,
+    headers: Annotated[bool, typer.Option("--headers/--no-headers", help="Also read one GGUF header per repo "
+                                          "(range requests) and report where it disagrees with the catalog's "
+                                          "architecture.")] = True,
+    json_output: JsonOpt = False,
+) -> None:
+    """Measure GGUF variant sizes from the Hub's file listing into the user overlay.
+
+    One listing call per repository (huggingface_hub model_info with file metadata); the packaged catalog is never
+    written. With HF_HUB_OFFLINE set it changes nothing and exits 4 (nothing could be measured). A repository that
+    fails is reported and the others are still recorded; the exit status is then 4.
+    """
+    import datetime
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from advisor import catalog_overlay, hub_gguf
+    from advisor.catalog import load_catalog, sized_variants
+    from advisor.errors import AdvisorError, DownloadError
+
+    if hub_gguf.offline():
+        raise hub_gguf.HubOfflineError("HF_HUB_OFFLINE is set: nothing refreshed, the overlay is unchanged",
+                                       hint="unset HF_HUB_OFFLINE to read the Hub listing")
+    cat = load_catalog()
+    models = [cat.get(i) for i in ids] if ids else [m for m in cat.models if m.id not in cat.user_ids]
+    by_repo: dict[str, list[tuple[Any, Any]]] = {}
+    for m in models:
+        for sv in sized_variants(m):
+            if sv.variant.format == "gguf":
+                by_repo.setdefault(sv.variant.repo, []).append((m, sv))
+    today = datetime.date.today().isoformat()
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    mismatches: list[dict[str, Any]] = []
+    sizes: list[Any] = []
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("reading Hub listings", total=len(by_repo))
+        for repo, items in sorted(by_repo.items()):
+            progress.update(task, description=repo)
+            try:
+                lst = hub_gguf.fetch_listing(repo, None)
+            except AdvisorError as exc:
+                errors.append({"repo": repo, "error": exc.message})
+                progress.advance(task)
+                continue
+            checked: set[str] = set()
+            for m, sv in items:
+                v = sv.variant
+                if not all(f in lst.files for f in v.files):
+                    missing = [f for f in v.files if f not in lst.files]
+                    rows.append({"id": m.id, "quant": v.quant, "repo": repo, "files": list(v.files),
+                                 "old_bytes": sv.size_bytes, "old_source": sv.size_source, "new_bytes": None,
+                                 "status": f"not on the Hub: {', '.join(missing)}"})
+                    continue
+                new = sum(lst.files[f].size for f in v.files)
+                sizes.append(catalog_overlay.MeasuredSize(m.id, repo, tuple(v.files), v.quant, new, today,
+                                                          lst.commit))
+                same = sv.size_source == "measured" and sv.size_bytes == new
+                rows.append({"id": m.id, "quant": v.quant, "repo": repo, "files": list(v.files),
+                             "old_bytes": sv.size_bytes, "old_source": sv.size_source, "new_bytes": new,
+                             "status": "unchanged" if same else "measured"})
+                if headers and m.id not in checked:
+                    checked.add(m.id)
+                    try:
+                        hf = hub_gguf.hub_facts(hub_gguf.HubRef(repo, v.files[0], revision=lst.commit))
+                    except AdvisorError as exc:
+                        errors.append({"repo": repo, "error": f"header of {v.files[0]}: {exc.message}"})
+                    else:
+                        bad = _mismatches(m.arch, hf.facts)
+                        if bad:
+                            mismatches.append({"id": m.id, "repo": repo, "file": v.files[0], "differences": bad})
+            progress.advance(task)
+    path = catalog_overlay.overlay_path()
+    if sizes:
+        path = catalog_overlay.save_overlay(catalog_overlay.with_sizes(catalog_overlay.load_overlay(), sizes))
+    if json_output:
+        sys.stdout.write(json.dumps({"schema": 1, "overlay": str(path), "date": today, "variants": rows,
+                                     "architecture_mismatches": mismatches, "errors": errors}, indent=2) + "\n")
+    else:
+        _render_refresh(err, rows, mismatches, errors, str(path) if sizes else None)
+    if errors:
+        raise DownloadError(f"{len(errors)} repositor{'y' if len(errors) == 1 else 'ies'} or header(s) could not "
+                            f"be read: {errors[0]['repo']}: {errors[0]['error']}")
+
+
+def _render_refresh(err: Any, rows: list[dict[str, Any]], mismatches: list[dict[str, Any]],
+                    errors: list[dict[str, str]], path: str | None) -> None:
+    from rich.table import Table
+
+    from advisor.output import human_bytes
+
+    table = Table(title="catalog refresh", title_justify="left")
+    for col in ("id", "quant", "before", "after", "status"):
+        table.add_column(col, no_wrap=col != "status")
+    for r in rows:
+        after = "" if r["new_bytes"] is None else human_bytes(r["new_bytes"])
+        table.add_row(r["id"], r["quant"], f"{human_bytes(r['old_bytes'])} ({r['old_source']})", after, r["status"])
+    err.print(table)
+    for mm in mismatches:
+        err.print(f"{mm['id']}: {mm['repo']}/{mm['file']} header differs from the catalog: "
+                  + "; ".join(mm["differences"]), highlight=False, markup=False)
+    for e in errors:
+        err.print(f"{e['repo']}: {e['error']}", highlight=False, markup=False)
+    if path:
+        err.print(f"measured sizes written to {path}", highlight=False, markup=False)
+
+
+@catalog_app.command("add")
+def add(
+    ref: Annotated[str, typer.Argument(metavar="HUB_REF|PATH", help="org/repo[:QUANT] (with --file or --quant), a "
+                                       "local .gguf, or a directory with config.json and *.safetensors.",
+                                       show_default=False)],
+    file: Annotated[str | None, typer.Option("--file", help="The .gguf in the Hub repository.",
+                                             show_default=False)] = None,
+    quant: Annotated[str | None, typer.Option("--quant", help="Quantization: picks the Hub file, and names the "
+                                              "variant when the file name does not.", show_default=False)] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit.",
+                                                 show_default=False)] = None,
+    model_id: Annotated[str | None, typer.Option("--id", help="The id to give it (default: from its name).",
+                                                 show_default=False)] = None,
+    tasks: Annotated[list[str] | None, typer.Option("--task", help="What it is for (repeatable; default chat).",
+                                                    show_default=False)] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a user model of the same id.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Add a user model to the overlay from its GGUF header (Hub or local) or its config.json; 'catalog list'
+    then shows it marked (user) and 'recommend --model ID' plans it."""
+    import datetime
+    from pathlib import Path
+
+    from advisor import catalog_overlay, hub_gguf
+    from advisor.catalog import _GGUF_QUANTS, CatalogError, load_catalog
+    from advisor.errors import BadInputError
+
+    today = datetime.date.today().isoformat()
+    known_tasks = ("code", "chat", "reasoning", "completion", "math", "tools", "vision")
+    for t in tasks or []:
+        if t not in known_tasks:
+            raise BadInputError(f"--task {t!r} is not one of {', '.join(known_tasks)}")
+    task_list = list(dict.fromkeys(tasks or ["chat"]))
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        m = catalog_overlay.model_from_config_dir(p, model_id=model_id, tasks=task_list, date=today)
+    else:
+        if p.exists():
+            from advisor.facts import read_gguf_facts
+
+            facts = read_gguf_facts(p)
+            repo, files = str(p.resolve().parent), [Path(f).name for f in facts.files]
+            source = f"GGUF header of {p.resolve()}"
+        elif hub_gguf.looks_like_hub_ref(ref) or file or quant:
+            hf = hub_gguf.hub_facts(hub_gguf.parse_ref(ref, file, quant, revision))
+            facts, repo, files = hf.facts, hf.repo, list(hf.files)
+            source = f"GGUF header of {hf.repo}/{hf.files[0]} at {hf.commit[:12]}"
+        else:
+            raise BadInputError(f"{ref}: no such file or directory, and not a Hub reference (org/repo)")
+        q = catalog_overlay.guess_quant(facts, files, quant, _GGUF_QUANTS)
+        base = facts.name or (repo.split("/")[-1] if not p.exists() else Path(files[0]).stem)
+        mid = model_id or catalog_overlay.slug(re.sub(rf"[-_. ]?{re.escape(q)}.*$", "", base, flags=re.IGNORECASE) or base)
+        m = catalog_overlay.model_from_facts(facts, model_id=mid, repo=repo, files=files,
+                                             size_bytes=facts.file_bytes, quant=q, tasks=task_list,
+                                             source=source, date=today)
+    cat = load_catalog()
+    if m.id in {x.id for x in cat.models} and m.id not in cat.user_ids:
+        raise CatalogError(f"{m.id!r} is already a catalog model", hint="give another --id")
+    ov = catalog_overlay.with_model(catalog_overlay.load_overlay(), m, replace=replace)
+    path = catalog_overlay.save_overlay(ov)
+    if json_output:
+        sys.stdout.write(json.dumps({"schema": 1, "overlay": str(path), "id": m.id,
+                                     "model": catalog_overlay._plain(m)}, indent=2) + "\n")
+    else:
+        v = m.variants[0]
+        sys.stderr.write(f"added {m.id} ({m.arch.name}, {m.params_total_b}B, {v.format} {v.quant}) to {path}\n")

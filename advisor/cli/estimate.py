@@ -31,8 +31,16 @@ class FlashAttnChoice(str, Enum):
     auto = "auto"
 
 
-ModelArg = Annotated[str, typer.Argument(help="A local .gguf file (for a split model, any of its shards).",
+ModelArg = Annotated[str, typer.Argument(help="A local .gguf file (for a split model, any of its shards), or a "
+                                         "Hub GGUF: org/repo with --file or --quant, org/repo:QUANT, or "
+                                         "org/repo/file.gguf (only its header is read, by range requests).",
                                          show_default=False)]
+FileOpt = Annotated[str | None, typer.Option("--file", help="The .gguf file in the Hub repository (any shard of a "
+                                             "split model).", show_default=False)]
+QuantOpt = Annotated[str | None, typer.Option("--quant", help="Pick the repository's .gguf of this quantization, "
+                                              "e.g. Q4_K_M.", show_default=False)]
+RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit (default main).",
+                                                 show_default=False)]
 CtxOpt = Annotated[int, typer.Option("--ctx", "-c", help="Context size; 0 = the model's trained context "
                                      "(llama.cpp default).")]
 GpuLayersOpt = Annotated[int, typer.Option("--gpu-layers", "-ngl", help="Layers to offload; -1 = all "
@@ -76,6 +84,9 @@ def estimate(
     tensor_split: TensorSplitOpt = None,
     n_cpu_moe: CpuMoeOpt = 0,
     hardware: HardwareOpt = None,
+    file: FileOpt = None,
+    quant: QuantOpt = None,
+    revision: RevisionOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Estimate llama.cpp's memory for MODEL: weights, KV cache, compute and output buffers, per device.
@@ -89,6 +100,7 @@ def estimate(
     from advisor.estimate import Settings
     from advisor.estimate import estimate as run_estimate
     from advisor.facts import read_gguf_facts
+    from advisor.hub_gguf import hub_facts, looks_like_hub_ref, parse_ref
 
     for name, value in (("--batch", batch), ("--ubatch", ubatch)):
         if value < 1:
@@ -125,10 +137,15 @@ def estimate(
         gpus = 0
     elif be is not None and gpus == 0:
         gpus = 1  # a GPU backend named without --gpus: one device
-    if not Path(model).exists() and "/" in model and not model.endswith(".gguf") or model.startswith("hf://"):
-        raise BadInputError(f"{model}: no such file (Hugging Face references are not supported by estimate yet; "
-                            "download the .gguf and pass its path)")
-    facts = read_gguf_facts(model)
+    hub = None
+    if not Path(model).exists() and (file or quant or revision or looks_like_hub_ref(model)):
+        hub = hub_facts(parse_ref(model, file, quant, revision))
+        facts = hub.facts
+    else:
+        if file or quant or revision:
+            raise BadInputError(f"{model}: --file, --quant and --revision are for a Hub reference (org/repo), "
+                                "not a local file")
+        facts = read_gguf_facts(model)
     settings = Settings(n_ctx=ctx, n_batch=batch, n_ubatch=ubatch, n_parallel=parallel,
                         flash_attn=flash_attn.value, cache_type_k=cache_type_k.lower(),
                         cache_type_v=cache_type_v.lower(), n_gpu_layers=gpu_layers, n_gpus=gpus, swa_full=swa_full,
@@ -140,6 +157,8 @@ def estimate(
         doc["context_overhead_bytes_per_gpu"] = _overhead(be)
         doc["model"] = {"path": facts.path, "architecture": facts.architecture, "name": facts.name,
                         "n_layer": facts.n_layer, "n_ctx_train": facts.n_ctx_train, "files": list(facts.files)}
+        if hub is not None:
+            doc["model"].update(repo=hub.repo, revision=hub.revision, commit=hub.commit, repo_files=list(hub.files))
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     _render(facts, est)

@@ -1,0 +1,162 @@
+"""The user catalog overlay (issue 4): ``advisor catalog refresh`` against tests/fake_hub.py (the real
+huggingface_hub client), ``advisor catalog add`` from a local GGUF, the fake Hub and a config.json directory, and
+strict loading of a malformed overlay. Every command runs as the real installed CLI in a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from advisor.catalog import catalog_dir, load_catalog, sized_variants
+from advisor.catalog_overlay import overlay_path
+from tests import ggufgen
+from tests.fake_hub import FakeHub, fake_hub_fixture  # noqa: F401 - the fake_hub fixture
+
+ADVISOR = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "advisor")
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ADVISOR, *args], capture_output=True, text=True, check=False, timeout=120,
+                          env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", **(env or {})})
+
+
+def _packaged_digest() -> str:
+    h = hashlib.sha256()
+    for p in sorted(catalog_dir().rglob("*")):
+        if p.is_file():
+            h.update(str(p).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def _target() -> tuple[str, str, list[tuple[str, str]]]:
+    """A catalog model with derived single-file GGUF variants: (id, repo, [(quant, file)] of two of them)."""
+    for m in load_catalog(overlay=False).models:
+        vs = [sv.variant for sv in sized_variants(m) if sv.variant.format == "gguf"
+              and sv.size_source == "derived" and len(sv.variant.files) == 1]
+        repos = {v.repo for v in vs}
+        for repo in sorted(repos):
+            mine = [v for v in vs if v.repo == repo]
+            if len(mine) >= 2:
+                return m.id, repo, [(v.quant, v.files[0]) for v in mine[:2]]
+    raise AssertionError("no catalog model with two derived GGUF variants")
+
+
+def test_refresh_records_measured_sizes_in_the_overlay(tmp_path: Path, fake_hub: FakeHub) -> None:
+    model_id, repo, variants = _target()
+    files = {}
+    for i, (quant, name) in enumerate(variants):
+        files[name] = ggufgen.write(tmp_path / f"f{i}.gguf", ggufgen.TINY["llama"])
+    fake_hub.add(repo, files)
+    before = _packaged_digest()
+    r = run("catalog", "refresh", model_id, "--json")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    doc = json.loads(r.stdout)
+    measured = {v["quant"]: v for v in doc["variants"] if v["status"] == "measured"}
+    assert set(measured) == {q for q, _ in variants}
+    assert any(v["status"].startswith("not on the Hub") for v in doc["variants"])  # the repo's other quants
+    # the tiny files are not the catalog's architecture: the header check says where they differ
+    assert doc["architecture_mismatches"] and "n_layer" in " ".join(doc["architecture_mismatches"][0]["differences"])
+    assert _packaged_digest() == before
+    assert overlay_path().exists()
+    show = json.loads(run("catalog", "show", model_id, "--json").stdout)
+    for quant, name in variants:
+        v = next(v for v in show["variants"] if v["quant"] == quant and v["repo"] == repo)
+        assert v["size_source"] == "measured" and v["size_bytes"] == files[name].stat().st_size
+        assert v["size_where"].startswith("advisor catalog refresh ") and "from the Hub listing" in v["size_where"]
+    # one listing call for the repo, range requests for one header, nothing else
+    listings = [q for q in fake_hub.requests if q.path.startswith("/api/models/")]
+    assert len(listings) == 1
+    assert all(q.range for q in fake_hub.range_gets)
+
+
+def test_refresh_offline_changes_nothing(tmp_path: Path) -> None:
+    model_id, _, _ = _target()
+    r = run("catalog", "refresh", model_id, env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 4 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "HF_HUB_OFFLINE" in lines[0] and "nothing refreshed" in lines[0]
+    assert not overlay_path().exists()
+
+
+def _profile(tmp_path: Path) -> Path:
+    p = tmp_path / "profile.json"
+    r = run("probe", "--json")
+    assert r.returncode == 0, r.stderr
+    p.write_text(r.stdout)
+    return p
+
+
+def test_add_local_gguf_then_list_and_recommend(tmp_path: Path) -> None:
+    f = ggufgen.write(tmp_path / "mymodel-Q8_0.gguf",
+                      ggufgen.Spec("llama", n_layer=3, n_embd=128, n_head=4, n_head_kv=2, n_ff=256, n_vocab=1000,
+                                   wtype=ggufgen.T.Q8_0, extra_kv=(("general.license", "apache-2.0"),)))
+    r = run("catalog", "add", str(f), "--id", "my-model", "--task", "code", "--task", "chat")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(run("catalog", "list", "--json").stdout)["models"]
+    mine = next(m for m in listed if m["id"] == "my-model")
+    assert mine["user"] and mine["tasks"] == ["code", "chat"] and mine["architecture"] == "llama"
+    assert mine["license"] == "apache-2.0" and mine["quants"] == ["Q8_0"]
+    assert "(user)" in run("catalog", "list").stdout
+    show = json.loads(run("catalog", "show", "my-model", "--json").stdout)
+    assert show["scores_missing"] == "user-added model" and show["variants"][0]["size_bytes"] == f.stat().st_size
+    assert show["architecture"]["n_layer"] == 3
+    rec = run("recommend", "--model", "my-model", "--hardware", str(_profile(tmp_path)), "--json")
+    assert rec.returncode == 0, rec.stderr
+    assert "my-model" in rec.stdout
+    again = run("catalog", "add", str(f), "--id", "my-model")
+    assert again.returncode == 2 and "already in the overlay" in again.stderr
+
+
+def test_add_from_the_hub(tmp_path: Path, fake_hub: FakeHub) -> None:
+    f = ggufgen.write(tmp_path / "x.gguf", ggufgen.TINY["qwen3moe"])
+    fake_hub.add("someone/Tiny-MoE-GGUF", {"Tiny-MoE-Q8_0.gguf": f, "Tiny-MoE-F16.gguf": f})
+    r = run("catalog", "add", "someone/Tiny-MoE-GGUF:Q8_0", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    m = doc["model"]
+    assert m["repo"] == "someone/Tiny-MoE-GGUF" and m["variants"][0]["files"] == ["Tiny-MoE-Q8_0.gguf"]
+    assert m["arch"]["name"] == "qwen3moe" and m["arch"]["n_expert"] == 8 and m["license"] == "unknown"
+    assert 0 < m["params_active_b"] < m["params_total_b"]
+    cat = load_catalog()
+    assert doc["id"] in cat.user_ids and cat.get(doc["id"]).variants[0].size_bytes == f.stat().st_size
+
+
+def test_add_from_a_config_json_directory(tmp_path: Path) -> None:
+    d = tmp_path / "TinyLlama"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 300, "max_position_embeddings": 2048,
+        "tie_word_embeddings": False}))
+    header = json.dumps({"model.embed_tokens.weight": {"dtype": "BF16", "shape": [300, 64],
+                                                        "data_offsets": [0, 38400]}}).encode()
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(38400))
+    r = run("catalog", "add", str(d), "--task", "chat")
+    assert r.returncode == 0, r.stderr
+    show = json.loads(run("catalog", "show", "tinyllama", "--json").stdout)
+    assert show["user"] and show["architecture"]["n_layer"] == 2 and show["context_native"] == 2048
+    v = show["variants"][0]
+    assert v["format"] == "safetensors" and v["quant"] == "bf16" and v["size_source"] == "measured"
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("{not json", "not valid JSON"),
+    ('{"schema": 1, "sizes": [{"model": "x"}]}', "missing"),
+    ('{"schema": 1, "sizes": [], "extra": 1}', "extra"),
+])
+def test_malformed_overlay_is_one_clear_line(text: str, expect: str) -> None:
+    p = overlay_path()
+    p.parent.mkdir(parents=True)
+    p.write_text(text)
+    r = run("catalog", "list", "--json")
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(p) in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert expect in lines[0].lower() or expect in lines[0], lines[0]
