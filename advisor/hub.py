@@ -132,11 +132,23 @@ def fetch_snapshot(repo: str, revision: str | None, info: Callable[[str], None])
         raise _hub_error(repo, "the model", exc) from None
 
 
+def local_path(model: ModelRef) -> Path | None:
+    """Where the model is on this disk without any download: its path, or for a user model added from a local file
+    ('advisor catalog add PATH') the file in the directory that stands as its "repository"; else None."""
+    if model.path:
+        return Path(model.path).expanduser()
+    if model.repo and Path(model.repo).expanduser().is_absolute():
+        base = Path(model.repo).expanduser()
+        return base / model.files[0] if model.files else base
+    return None
+
+
 def resolve(model: ModelRef, info: Callable[[str], None] = lambda _m: None) -> Path:
     """The path to hand the engine: a local file or directory, the first file of a (split) GGUF, or a snapshot
     directory. Every file of a split GGUF is fetched; llama.cpp finds the others next to the first."""
-    if model.path:
-        return check_local(Path(model.path).expanduser())
+    local = local_path(model)
+    if local is not None:
+        return check_local(local)
     if not model.repo:
         raise ModelNotFoundError(f"model {model.id}: the plan names neither a path nor a repository")
     if not model.files:

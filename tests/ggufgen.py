@@ -5,7 +5,7 @@ from ``SHAPES`` below, which follows the ``create_tensor`` calls in llama.cpp's 
 (``load_tensors``). An architecture works when every tensor llama.cpp requires for it has a shape rule here and
 ``choose_tensors`` picks the set llama.cpp expects; ``supported_archs()`` lists the ones that can be written at all.
 
-Measured facts this relies on (/work/shared/notes/verified.md): a gpt2-style byte vocabulary needs at least one
+Measured facts this relies on (the project notes, verified.md): a gpt2-style byte vocabulary needs at least one
 merge or llama.cpp refuses it ("cannot find tokenizer merges"); a header-only file truncated (sparse) to the full
 data size loads on the CPU.
 

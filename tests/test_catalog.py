@@ -128,7 +128,7 @@ def _arch(**kw):
 
 
 # Real llama.cpp load logs of models outside the catalog but with catalog architectures ("file size" = tensor data,
-# GiB with 2 decimals). Sources: /work/shared/gpu-logs/logs.jsonl entries named below, and llama.cpp's
+# GiB with 2 decimals). Sources: tests/data/gpu-logs/logs.jsonl entries named below, and llama.cpp's
 # tools/quantize/README.md Llama-3.1-8B table (llama-quantize without imatrix).
 LLAMA31_8B = _arch(name="llama", n_layer=32, n_embd=4096, n_head=32, n_head_kv=8, head_dim_k=128, n_ff=14336,
                    vocab_size=128256, tokenizer="gpt2")

@@ -8,7 +8,9 @@ import hashlib
 import json
 import os
 import struct
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from advisor.catalog_overlay import overlay_path
 from tests import ggufgen
 from tests.fake_hub import FakeHub, fake_hub_fixture  # noqa: F401 - the fake_hub fixture
 
-ADVISOR = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "advisor")
+ADVISOR = shutil.which("advisor", path=str(Path(sys.executable).parent)) or "advisor"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -110,6 +112,10 @@ def test_add_local_gguf_then_list_and_recommend(tmp_path: Path) -> None:
     rec = run("recommend", "--model", "my-model", "--hardware", str(_profile(tmp_path)), "--json")
     assert rec.returncode == 0, rec.stderr
     assert "my-model" in rec.stdout
+    # advisor run finds the added model where it is on disk, never on the Hub.
+    dry = run("run", "my-model", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert str(f) in json.loads(dry.stdout)["argv"]
     again = run("catalog", "add", str(f), "--id", "my-model")
     assert again.returncode == 2 and "already in the overlay" in again.stderr
 

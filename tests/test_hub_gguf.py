@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from advisor.hub_gguf import HubRef, facts_to_json, hub_facts
 from tests import ggufgen
 from tests.fake_hub import FakeHub, fake_hub_fixture  # noqa: F401 - the fake_hub fixture
 
-ADVISOR = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "advisor")
+ADVISOR = shutil.which("advisor", path=str(Path(sys.executable).parent)) or "advisor"
 
 
 def _same(hub: object, local: object) -> None:

@@ -478,7 +478,7 @@ def test_parse_load_log():
     assert metal["gpu_buffers_mib"] == {"Metal_Mapped": 0.30}
 
 
-# Lines of real start-up logs (/work/shared/gpu-logs entries l03 CUDA, l04 ROCm gfx1151, l23 SYCL Arc A770, l24
+# Lines of real start-up logs (the project's shared GPU-log corpus, entries l03 CUDA, l04 ROCm gfx1151, l23 SYCL Arc A770, l24
 # partial CUDA offload by Ollama's llama-server), copied here because tests do not read ../shared.
 REAL_LOGS = {
     "cuda": ("load_tensors: offloaded 37/37 layers to GPU\n"

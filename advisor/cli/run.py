@@ -231,8 +231,9 @@ def _choose_engine(backend: str, python: str | None):
 def _dry_run_path(model) -> str:
     from advisor import hub
 
-    if model.path:
-        return model.path
+    local = hub.local_path(model)
+    if local is not None:
+        return str(local)
     if model.files:
         found = hub.cached_file(model.repo, model.files[0], model.revision)
         return str(found) if found else f"<{model.repo}/{model.files[0]}, downloaded first>"
