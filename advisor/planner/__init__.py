@@ -197,9 +197,12 @@ def _margin_reasons(m: Machine) -> list[str]:
 
 
 def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelFacts, native: int,
-                score: float, reasons: list[str], frac: float, base_pct: float = 100.0) -> Plan | Fit:
+                score: float, reasons: list[str], frac: float, base_pct: float = 100.0,
+                ctx_cap: int | None = None) -> Plan | Fit:
     m, req = run.machine, run.request
     want, floor, fixed = _contexts(run, native)
+    if ctx_cap is not None and not fixed:
+        want = max(floor, min(want, ctx_cap))
     choice = plan_llama(facts, m, want, floor, fixed, max(1, req.concurrency))
     if isinstance(choice, Fit):
         return choice
@@ -317,6 +320,18 @@ def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) ->
                                                 plan.shortfall_bytes))
                 continue
             speed = plan.predicted.decode_tokens_per_s or 0.0
+            if floor_speed and speed < floor_speed and plan.llama_cpp and not req.context:
+                # Each generated token reads the whole KV cache: a default context that grew with memory must not
+                # make a variant too slow that the smaller context of a smaller machine kept (more memory never
+                # lowers the plan). Retry at the context floor before rejecting.
+                floor_ctx = _contexts(run, model.context_native)[1]
+                if plan.llama_cpp.ctx // plan.llama_cpp.parallel > floor_ctx:
+                    shorter = _llama_plan(run, model, v, _facts(run, model, v, q), model.context_native, score,
+                                          why, frac, base, ctx_cap=floor_ctx)
+                    if isinstance(shorter, Plan) and (shorter.predicted.decode_tokens_per_s or 0.0) >= floor_speed:
+                        plan, speed = shorter, shorter.predicted.decode_tokens_per_s or 0.0
+                        plan.reasons.append(f"context {floor_ctx} tokens per slot, not the default for this "
+                                            f"machine: a longer one would decode below {floor_speed:g} tokens/s")
             if floor_speed and speed < floor_speed:
                 placement = "" if not plan.llama_cpp else (
                     f" with {plan.llama_cpp.n_gpu_layers} layers on the GPU" if m.gpus else " on the CPU")
