@@ -11,6 +11,7 @@ import dataclasses
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -346,6 +347,8 @@ class RunResult:
     log: str | None = None
     settings: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: What llama.cpp's own fitter (llama-fit-params) said for the same model and context, where it is installed.
+    llama_fit: dict[str, Any] | None = None
     process: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -667,3 +670,21 @@ def python_engine_present(python: str, module: str) -> bool:
             return 1
 
     return has_module(python, module, sys.executable, run)
+
+
+def llama_fit(tool: str, model_path: str, settings: Any, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Run llama.cpp's own fitter beside our plan and keep what it said: its last lines, and the ``-ngl`` it settled
+    on where its output names one. Its output format is not pinned down here (no build with the tool was at hand),
+    so nothing depends on parsing it: it is shown, not obeyed."""
+    from advisor.engines.llama_server import fit_params_argv
+
+    argv = fit_params_argv(tool, model_path, settings)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+        text, ok = done.stdout + done.stderr, done.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        text, ok = str(exc), False
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    found = re.findall(r"(?:-ngl|--n-gpu-layers|n_gpu_layers\s*=)\s*(-?\d+)", text)
+    return {"argv": argv, "ok": ok, "n_gpu_layers": int(found[-1]) if found else None, "output_tail": lines[-6:]}

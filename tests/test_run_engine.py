@@ -155,6 +155,33 @@ def test_ctrl_c_while_waiting_leaves_no_engine(tmp_path: Path, tiny_gguf: Path) 
                 pass
 
 
+FAKE_FIT_PARAMS = """\
+#!/bin/sh
+# Stands in for llama.cpp's llama-fit-params: prints its arguments and a fitted command line.
+echo "llama-fit-params args: $*"
+echo "fitted: -ngl 0 -c 4096"
+"""
+
+
+@pytest.mark.engine
+def test_llama_fit_params_is_shown_beside_the_plan(tmp_path: Path, tiny_gguf: Path) -> None:
+    """issue 6: where llama.cpp's own fitter exists, its answer is shown beside ours (and in the JSON)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "llama-fit-params"
+    tool.write_text(FAKE_FIT_PARAMS)
+    tool.chmod(0o755)
+    env = engine_env()
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    done = subprocess.run([ADVISOR, "run", str(tiny_gguf), "--check", "--json"], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    fit = json.loads(done.stdout)["llama_fit"]
+    assert fit["ok"] and fit["n_gpu_layers"] == 0
+    assert fit["argv"][1:3] == ["-m", str(tiny_gguf)] and "-c" in fit["argv"]
+    assert "llama.cpp's own fit (llama-fit-params): -ngl 0" in done.stderr
+
+
 def test_port_in_use(tiny_gguf: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

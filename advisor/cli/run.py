@@ -349,6 +349,7 @@ def run(
         help_text=help_text, timeout_s=timeout, max_attempts=max_attempts or executor.DEFAULT_MAX_ATTEMPTS,
         log_dir=state.logs_dir(), check=True,
     )  # fmt: skip
+    fit = _llama_fit(plan, exe, str(model_path), reporter)
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     record = None
     result = None
@@ -364,6 +365,7 @@ def run(
                     print(json.dumps({**failed.to_dict(), "error": exc.message}, indent=2))
             raise
         _learn(machine, plan, result)
+        result.llama_fit = fit
         check = result.check
         if check is not None:
             rate = f"{check.tokens_per_s:.1f} tokens/s" if check.tokens_per_s else "tokens/s unknown"
@@ -403,6 +405,25 @@ def run(
                 state.remove_server(record)
         finally:
             signal.signal(signal.SIGTERM, old_term)
+
+
+def _llama_fit(plan: Any, exe: str, model_path: str, reporter: Any) -> dict[str, Any] | None:
+    """Where llama.cpp's own fitter is installed (beside llama-server or on PATH), show its answer beside ours."""
+    from advisor.engines.llama_server import FIT_TOOL
+    from advisor.executor import llama_fit
+    from advisor.plan import LLAMA_CPP
+
+    if plan.backend != LLAMA_CPP:
+        return None
+    tool = shutil.which(FIT_TOOL, path=f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if tool is None:
+        return None
+    fit = llama_fit(tool, model_path, plan.settings)
+    theirs = f"-ngl {fit['n_gpu_layers']}" if fit["n_gpu_layers"] is not None else (
+        fit["output_tail"][-1] if fit["output_tail"] else "no answer")
+    reporter.info(f"llama.cpp's own fit ({FIT_TOOL}): {theirs}; advisor's plan: -ngl {plan.settings.n_gpu_layers} "
+                  f"-c {plan.settings.ctx}")
+    return fit
 
 
 def _learn(machine: str, plan: Any, result: Any) -> None:

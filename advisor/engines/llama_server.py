@@ -180,3 +180,15 @@ def classify_llama_cpp(log: str) -> Failure | None:
 
 
 ENGINE = Engine(name=LLAMA_SERVER, backend=LLAMA_CPP, command=command, ready=ready, classify=classify_llama_cpp)
+
+
+#: llama.cpp's own fitter: dry-runs the model with no_alloc and prints the settings that fit (PR #18070;
+#: notes/memory.md §2.8 and §7). Run beside our plan, never instead of it.
+FIT_TOOL = "llama-fit-params"
+
+
+def fit_params_argv(tool: str, model_path: str, settings: LlamaCppSettings) -> list[str]:
+    """``llama-fit-params`` for the plan's context, slots, KV types and flash attention, leaving the layers to it
+    (it only fits what is not given: common/fit.cpp)."""
+    return [tool, "-m", model_path, "-c", str(settings.ctx), "-np", str(settings.parallel),
+            "-ctk", settings.cache_type_k, "-ctv", settings.cache_type_v, "-fa", settings.flash_attn]  # fmt: skip
