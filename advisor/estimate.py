@@ -23,7 +23,11 @@ which has no host buffer type, also the CPU compute and output buffers). What di
 rules/backends.toml (``backend_rules``); the build era (``Settings.llama_build``) selects the placement rules that
 changed over time (output layer, SWA cache, MoE graph).
 
-Not modelled: recurrent/hybrid state (Mamba, RWKV), Gemma-3n/4 KV sharing, MLA's V-less cache and DSA indexer
+Recurrent state (Mamba, Mamba2, RWKV, LFM2 and the hybrids jamba / granitehybrid / nemotron-h / falcon-h1 /
+qwen3next ...): ``recurrent_bytes`` per device, a field of its own (llama.cpp's "RS buffer", not its "KV buffer"), in
+the totals; hybrids keep the KV cache on their attention layers only (``recurrent_bytes``, ``kv_layer_bytes``).
+
+Not modelled: Gemma-3n/4 KV sharing, MLA's V-less cache and DSA indexer
 (2026 builds), CUDA context/pool memory (outside every buffer: rules/backends.toml context_overhead_bytes; llama.cpp
 --fit keeps a 1 GiB margin for it, §2.5), server prompt cache (§2.7).
 """
@@ -177,10 +181,12 @@ class DeviceEstimate:
     compute_bytes: int
     output_bytes: int
     n_layers: int  # repeating layers whose weights live here
+    recurrent_bytes: int = 0  # recurrent-state cache (llama.cpp's "RS buffer"): Mamba/RWKV/hybrid models only
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.output_bytes
+        return (self.weights_bytes + self.kv_cache_bytes + self.recurrent_bytes + self.compute_bytes
+                + self.output_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +213,10 @@ class Estimate:
         return sum(d.kv_cache_bytes for d in self.devices)
 
     @property
+    def recurrent_bytes(self) -> int:
+        return sum(d.recurrent_bytes for d in self.devices)
+
+    @property
     def compute_bytes(self) -> int:
         return sum(d.compute_bytes for d in self.devices)
 
@@ -222,12 +232,13 @@ class Estimate:
         s = dataclasses.asdict(self.settings)
         return {
             "weights_bytes": self.weights_bytes, "kv_cache_bytes": self.kv_cache_bytes,
-            "compute_bytes": self.compute_bytes, "output_bytes": self.output_bytes, "total_bytes": self.total_bytes,
+            "recurrent_bytes": self.recurrent_bytes, "compute_bytes": self.compute_bytes,
+            "output_bytes": self.output_bytes, "total_bytes": self.total_bytes,
             "n_ctx": self.n_ctx, "n_ctx_seq": self.n_ctx_seq, "n_seq": self.n_seq, "kv_unified": self.kv_unified,
             "kv_cells": self.kv_cells, "swa_cells": self.swa_cells, "n_batch": self.n_batch,
             "n_ubatch": self.n_ubatch, "flash_attn": self.flash_attn, "settings": s,
             "devices": [{"device": d.device, "weights_bytes": d.weights_bytes, "kv_cache_bytes": d.kv_cache_bytes,
-                         "compute_bytes": d.compute_bytes, "output_bytes": d.output_bytes,
+                         "recurrent_bytes": d.recurrent_bytes, "compute_bytes": d.compute_bytes, "output_bytes": d.output_bytes,
                          "total_bytes": d.total_bytes, "n_layers": d.n_layers} for d in self.devices],
         }
 
@@ -270,9 +281,35 @@ def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: in
     hkv = facts.n_head_kv[il]
     if hkv == 0:
         return 0  # no attention in this layer (e.g. recurrent layers of hybrids)
+    if has_recurrent_state(facts, il) and facts.architecture not in KV_ON_RECURRENT_LAYERS:
+        # llama_memory_hybrid gives the KV cache only the layers that are not recurrent (create_memory's
+        # filter_attn = !is_recurrent(il), src/llama-model.cpp); purely recurrent models have no KV cache at all.
+        return 0
     k = ggml.row_size(tk, hkv * facts.head_dim_k)
     v = ggml.row_size(tv, hkv * facts.head_dim_v)
     return (k + v) * cells * n_stream
+
+
+# falcon-h1 runs attention and SSM in parallel in every layer: llama.cpp's create_memory passes filters that keep all
+# layers in both caches (src/llama-model.cpp, LLM_ARCH_FALCON_H1).
+KV_ON_RECURRENT_LAYERS = frozenset({"falcon-h1"})
+# The recurrent state is F32: create_memory passes GGML_TYPE_F32 as type_r and type_s (src/llama-model.cpp).
+RS_BYTES_PER_ELEMENT = 4
+
+
+def has_recurrent_state(facts: ModelFacts, il: int) -> bool:
+    """llama_hparams::is_recurrent(il): the layer gets a slot in llama_memory_recurrent."""
+    return il < len(facts.recurrent_layers) and facts.recurrent_layers[il]
+
+
+def recurrent_layer_bytes(facts: ModelFacts, il: int, n_seq: int) -> int:
+    """One layer's recurrent state, llama_memory_recurrent's constructor (src/llama-memory-recurrent.cpp): r_l and s_l
+    are ggml_new_tensor_1d(type, n_embd_r() * mem_size) and (n_embd_s() * mem_size), mem_size = max(1, n_seq_max)
+    cells (create_memory, src/llama-model.cpp). Measured on this build: "RS buffer size" exactly, with "0 rs_seq"
+    and an empty P state for mamba, mamba2 and granitehybrid (tests/test_llamacpp_accuracy.py)."""
+    if not has_recurrent_state(facts, il):
+        return 0
+    return (facts.n_embd_r + facts.n_embd_s) * RS_BYTES_PER_ELEMENT * max(1, n_seq)
 
 
 def layer_devices(facts: ModelFacts, s: Settings) -> tuple[list[str], str]:
@@ -309,8 +346,24 @@ def layer_devices(facts: ModelFacts, s: Settings) -> tuple[list[str], str]:
     return devs[:n], devs[n]
 
 
+def ssm_phase(facts: ModelFacts, n_ubatch: int, n_seq: int) -> float:
+    """f32 values per ubatch token live in one Mamba/Mamba2 layer (llm_build_mamba_base::build_mamba{,2}_layer): about
+    two copies of the ssm_in projection (d_in_proj = 2*d_inner + 2*n_group*d_state + n_head for Mamba2, 2*d_inner for
+    Mamba), two of the conv channels (conv_dim = d_inner + 2*n_group*d_state), and the n_seq gathered states
+    (n_embd_r + n_embd_s each) spread over the ubatch's tokens. Fitted on this build's CPU backend with one
+    granitehybrid shape (E 512, d_inner 1024, d_state 128, 1 group, 16 heads; tests/test_llamacpp_accuracy.py
+    RECURRENT cases): within 3.5 % of the measured SSM phase at 1 and 4 sequences. 0 for RWKV / LFM2 (not measured).
+    """
+    if not facts.is_recurrent or facts.wkv_head_size or facts.shortconv_l_cache or not facts.ssm_d_inner:
+        return 0.0
+    groups = 2 * facts.ssm_n_group * facts.ssm_d_state
+    d_in_proj = 2 * facts.ssm_d_inner + (groups + facts.ssm_dt_rank if facts.ssm_n_group else 0)
+    conv_dim = facts.ssm_d_inner + groups
+    return 2 * d_in_proj + 2 * conv_dim + n_seq * (facts.n_embd_r + facts.n_embd_s) / max(1, n_ubatch)
+
+
 def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells: int, flash_attn: bool,
-                  n_layers_here: int, has_output: bool, n_stream: int) -> int:
+                  n_layers_here: int, has_output: bool, n_stream: int, n_seq: int = 1) -> int:
     """Compute buffer of one backend: the peak over the graph's phases, in f32 values per ubatch token.
 
     ggml-alloc reuses memory between ops and lets in-place ops share their parent (§2.5), so the buffer is about
@@ -326,6 +379,8 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     cells of one stream.
     These were checked exactly (to the logged 0.01 MiB) for dense llama-style layers; odd shapes where 3F < 5E
     can come out up to ~10 % high through allocator fragmentation.
+    Recurrent models: an SSM phase, mask + ``ssm_phase``; purely recurrent ones (no attention layer, kv = 0) hold
+    one more E row at the logits (V + 3E: measured 18.63 MiB for mamba and mamba2 with V 8000, E 512, ub 512).
     """
     E = facts.n_embd
     H = max(facts.n_head) if facts.n_head else 0
@@ -352,8 +407,11 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
         else:
             ff = 3 * max(facts.n_ff) + rest
         phases.append(ff)
+        if facts.is_recurrent:
+            phases.append(mask + ssm_phase(facts, n_ubatch, n_seq))
     if has_output:
-        phases.append(facts.n_vocab + 2 * E)
+        pure_recurrent = facts.is_recurrent and not (kv_cells or swa_cells)
+        phases.append(facts.n_vocab + (3 if pure_recurrent else 2) * E)
     return int(4 * n_ubatch * max(phases))
 
 
@@ -396,6 +454,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     names = ["cpu"] + gpus + (["host"] if host == "host" else [])
     weights = dict.fromkeys(names, 0)
     kv = dict.fromkeys(names, 0)
+    rs = dict.fromkeys(names, 0)
     n_layers = dict.fromkeys(names, 0)
     cpu_moe = facts.n_layer if s.n_cpu_moe < 0 else s.n_cpu_moe
     cpu_experts: list[int] = []  # bytes of expert tensors kept on the CPU by --n-cpu-moe
@@ -422,6 +481,9 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         cells = swa_cells if facts.swa_layers[il] and swa_any and iswa else (kv_cells or swa_cells)
         dev = layer_dev[il] if s.offload_kqv else "cpu"
         kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv)
+        # the recurrent state is placed like the KV cache: on its layer's device when offload_kqv, else the CPU
+        # (llama_memory_recurrent: "dev = ..." per layer, offload ? model.dev_layer(i) : cpu)
+        rs[dev] += recurrent_layer_bytes(facts, il, n_seq)
         n_layers[layer_dev[il]] += 1
 
     # output_reserve: n_vocab floats for each of max(n_outputs, n_seq_max) outputs (n_outputs_max_per_seq = 1),
@@ -434,13 +496,17 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     # iSWA cache already built both masks over the single full-size cache (gpu-logs l11: host 34.26 MiB =
     # 4*ub*(E + 2*8192)).
     mask_cells = (kv_cells or swa_cells) * (2 if swa_any else 1) if not iswa else kv_cells + swa_cells
+    if not any(kv.values()) and facts.is_recurrent:
+        # purely recurrent models (Mamba, RWKV) build no KQ mask and no attention: the graph's working set does not
+        # grow with the context (measured: mamba/mamba2 compute buffer identical at 512 and 32768 cells)
+        kv_cells = swa_cells = mask_cells = 0
     all_offloaded = bool(gpus) and all(d != "cpu" for d in layer_dev) and out_dev != "cpu"
     copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe) else 1
     compute = dict.fromkeys(names, 0)
     if not gpus:
         compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
                                        flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=True,
-                                       n_stream=n_stream)
+                                       n_stream=n_stream, n_seq=n_seq)
     else:
         moe_batched = s.llama_build is None or s.llama_build >= MOE_BATCHED_SINCE
         fused = s.llama_build is None or s.llama_build >= SWIGLU_FUSED_SINCE
@@ -479,7 +545,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     devices = []
     for d in names:
         devices.append(DeviceEstimate(d, weights[d], kv[d], compute[d], output if d == out_buf else 0,
-                                      n_layers[d]))
+                                      n_layers[d], recurrent_bytes=rs[d]))
     return Estimate(settings=s, n_ctx=n_ctx, n_ctx_seq=n_ctx_seq, n_seq=n_seq, kv_unified=unified,
                     n_stream=n_stream, kv_cells=kv_cells, swa_cells=swa_cells, n_batch=n_batch,
                     n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices))

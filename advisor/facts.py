@@ -44,6 +44,23 @@ SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<idx>\d{5})-of-(?P<count>\d{5})\.gguf
 SWA_PERIOD_DEFAULT = {"gemma2": 2, "gemma3": 6, "gemma-embedding": 6, "cohere2": 4, "gpt-oss": 2, "exaone4": 4,
                       "llama4": 4, "smallthinker": 4, "afmoe": 4}
 
+# Recurrent-state layers (llama_hparams::recurrent_layer_arr / is_recurrent(il)), which get a slot in
+# llama_memory_recurrent instead of (or, for falcon-h1, besides) the KV cache:
+# - every layer of the purely recurrent architectures (llm_arch_is_recurrent, src/llama-arch.cpp);
+RECURRENT_ARCHS = frozenset({"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"})
+# - hybrids whose load_hparams marks a layer recurrent iff its head_count_kv is 0 (src/models/<arch>.cpp:
+#   "A layer is recurrent IFF the n_head_kv value is set to 0"; jamba, granite-hybrid, nemotron-h, lfm2, plamo2);
+HYBRID_BY_KV0 = frozenset({"jamba", "granitehybrid", "nemotron_h", "nemotron_h_moe", "lfm2", "lfm2moe", "plamo2"})
+# - hybrids whose every (il + 1) % full_attention_interval != 0 layer is a gated-delta-net layer, interval 4 when the
+#   key is absent (qwen3next / qwen35 / qwen35moe load_arch_hparams);
+HYBRID_BY_INTERVAL = frozenset({"qwen3next", "qwen35", "qwen35moe"})
+FULL_ATTN_INTERVAL_DEFAULT = 4
+# - falcon-h1 runs attention and SSM side by side in every layer: all layers recurrent and all have KV
+#   (falcon-h1 load_hparams: std::fill(recurrent_layer_arr, true)).
+HYBRID_ALL_LAYERS = frozenset({"falcon-h1"})
+# llama_hparams default when {arch}.token_shift_count is absent (src/llama-hparams.h: token_shift_count = 2).
+TOKEN_SHIFT_COUNT_DEFAULT = 2
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorFacts:
@@ -98,6 +115,40 @@ class ModelFacts:
     file_bytes: int  # sum over shards
     chat_template: str | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # Recurrent state (Mamba/Mamba2 SSM, RWKV wkv, LFM2 short conv): {arch}.ssm.*, {arch}.wkv.head_size,
+    # {arch}.token_shift_count, {arch}.shortconv.l_cache (gguf Keys.SSM / WKV / LLM / ShortConv); 0 when absent.
+    ssm_d_conv: int = 0
+    ssm_d_inner: int = 0
+    ssm_d_state: int = 0
+    ssm_dt_rank: int = 0
+    ssm_n_group: int = 0
+    wkv_head_size: int = 0
+    token_shift_count: int = 0
+    shortconv_l_cache: int = 0
+    recurrent_layers: tuple[bool, ...] = ()  # True where the layer keeps a recurrent state; () = none
+
+    @property
+    def n_embd_r(self) -> int:
+        """Elements of one sequence's rolling (conv / token-shift) state per recurrent layer: llama_hparams::n_embd_r
+        (src/llama-hparams.cpp)."""
+        if self.wkv_head_size:  # RWKV: the shifted previous token(s)
+            return self.token_shift_count * self.n_embd
+        if self.shortconv_l_cache:  # LFM2 short convolution
+            return self.n_embd * (self.shortconv_l_cache - 1)
+        # Mamba's conv state; the first column is shifted out each step, hence d_conv - 1
+        return max(self.ssm_d_conv - 1, 0) * (self.ssm_d_inner + 2 * self.ssm_n_group * self.ssm_d_state)
+
+    @property
+    def n_embd_s(self) -> int:
+        """Elements of one sequence's SSM / wkv state per recurrent layer: llama_hparams::n_embd_s."""
+        if self.wkv_head_size:
+            return self.n_embd * self.wkv_head_size
+        return self.ssm_d_state * self.ssm_d_inner
+
+    @property
+    def is_recurrent(self) -> bool:
+        """Some layer keeps a recurrent state (a purely recurrent or a hybrid model)."""
+        return any(self.recurrent_layers)
 
     @property
     def weights_bytes(self) -> int:
@@ -416,6 +467,9 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
         # period 0: every layer is SWA (set_swa_pattern: n == 0 || il % n < n - 1)
         swa_layers = tuple(period == 0 or il % period < period - 1 for il in range(n_layer))
 
+    recurrent = _recurrent_layers(arch, n_layer, n_head_kv, get)
+    shift = int(get("token_shift_count", TOKEN_SHIFT_COUNT_DEFAULT) or 0) if get("wkv.head_size") else 0
+
     names = {t.name for t in tensors}
     template = kv.get("tokenizer.chat_template")
     small_meta = {k: v for k, v in kv.items() if not isinstance(v, (ArrayLen, list)) or
@@ -435,4 +489,21 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
         tied_embeddings="output.weight" not in names,
         tensors=tuple(tensors), data_offset=data_offset, file_bytes=file_bytes,
         chat_template=template if isinstance(template, str) else None, metadata=small_meta,
+        ssm_d_conv=int(get("ssm.conv_kernel", 0) or 0), ssm_d_inner=int(get("ssm.inner_size", 0) or 0),
+        ssm_d_state=int(get("ssm.state_size", 0) or 0), ssm_dt_rank=int(get("ssm.time_step_rank", 0) or 0),
+        ssm_n_group=int(get("ssm.group_count", 0) or 0), wkv_head_size=int(get("wkv.head_size", 0) or 0),
+        token_shift_count=shift, shortconv_l_cache=int(get("shortconv.l_cache", 0) or 0),
+        recurrent_layers=recurrent,
     )
+
+
+def _recurrent_layers(arch: str, n_layer: int, n_head_kv: tuple[int, ...], get: Any) -> tuple[bool, ...]:
+    """Which layers llama.cpp gives a recurrent-state slot (see RECURRENT_ARCHS and the HYBRID_* sets); () if none."""
+    if arch in RECURRENT_ARCHS or arch in HYBRID_ALL_LAYERS:
+        return (True,) * n_layer
+    if arch in HYBRID_BY_KV0:
+        return tuple(h == 0 for h in n_head_kv)
+    if arch in HYBRID_BY_INTERVAL:
+        interval = int(get("full_attention_interval", FULL_ATTN_INTERVAL_DEFAULT) or FULL_ATTN_INTERVAL_DEFAULT)
+        return tuple((il + 1) % interval != 0 for il in range(n_layer))
+    return ()

@@ -1,7 +1,7 @@
 """The estimator against llama.cpp (llama-cpp-python's build, CPU): one row per case and buffer, then a summary.
 
 Usage: python benchmarks/estimate_accuracy.py [--quick]. Cases: the engine test matrix (tests/test_llamacpp_accuracy.py:
-7 architectures x 7 settings) plus a realistic-size model, Qwen2.5-0.5B shapes in Q8_0 (~0.5 GB, written
+7 architectures x 7 settings, plus 3 recurrent-state models x 5 settings) plus a realistic-size model, Qwen2.5-0.5B shapes in Q8_0 (~0.5 GB, written
 header-only/sparse), under several settings. Error = (ours - llama.cpp's) / llama.cpp's, with llama.cpp's log
 rounding (two decimals of MiB) on its side; "weights_exact" compares with llama_model_size to the byte.
 """
@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advisor.estimate import Settings  # noqa: E402
 from tests import ggufgen  # noqa: E402
-from tests.test_llamacpp_accuracy import BASE, MIB, SETTINGS, SPECS, compare, within  # noqa: E402
+from tests.test_llamacpp_accuracy import (  # noqa: E402
+    BASE, MIB, PHI3, RECURRENT_SETTINGS, RECURRENT_SPECS, SETTINGS, SPECS, compare, within)
 
 REALISTIC: dict[str, Settings] = {
     "c4096": BASE,
@@ -38,6 +39,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the realistic-size model")
     args = parser.parse_args()
     cases = [] if args.quick else [(a, SPECS[a], n, s) for a in SPECS for n, s in SETTINGS.items()]
+    if not args.quick:
+        cases += [("phi3", PHI3, n, s) for n, s in SETTINGS.items()]
+    if not args.quick:  # recurrent-state models (mamba, mamba2, granitehybrid): "rs" rows compare the RS buffer
+        cases += [(a, RECURRENT_SPECS[a], n, s) for a in RECURRENT_SPECS for n, s in RECURRENT_SETTINGS.items()]
     cases += [("qwen2-0.5B", ggufgen.QWEN2_05B, n, s) for n, s in REALISTIC.items()]
     errors: dict[str, list[float]] = {}
     failures = 0

@@ -54,10 +54,30 @@ class Spec:
     wtype: T = T.F16  # type of 2-D matrices; 1-D tensors (norms, biases) are always F32
     embd_type: T | None = None  # token_embd type; None: wtype
     extra_kv: tuple[tuple[str, object], ...] = ()
+    # SSM (mamba, mamba2, granitehybrid): {arch}.ssm.* keys; d_inner 0 means 2 * n_embd (the only expansion factor
+    # llama.cpp's mamba / granite-hybrid load_arch_tensors accept); dt_rank is the head count for Mamba2.
+    ssm_d_conv: int = 4
+    ssm_d_inner: int = 0
+    ssm_d_state: int = 16
+    ssm_dt_rank: int = 8
+    ssm_n_group: int = 1
+    # Hybrids: the layers with attention (head_count_kv written per layer, 0 for the SSM layers); () = all layers.
+    attn_layers: tuple[int, ...] = ()
 
     @property
     def hd(self) -> int:
-        return self.head_dim or self.n_embd // self.n_head
+        return self.head_dim or (self.n_embd // self.n_head if self.n_head else 0)
+
+    @property
+    def d_inner(self) -> int:
+        return self.ssm_d_inner or 2 * self.n_embd
+
+    @property
+    def conv_dim(self) -> int:  # Mamba2 conv channels: d_inner + 2 * n_group * d_state
+        return self.d_inner + 2 * self.ssm_n_group * self.ssm_d_state
+
+    def has_attn(self, il: int) -> bool:
+        return not self.attn_layers or il in self.attn_layers
 
 
 Shape = Callable[[Spec], Sequence[int]]
@@ -100,10 +120,55 @@ DENSE_FFN = {MODEL_TENSOR.FFN_GATE, MODEL_TENSOR.FFN_UP, MODEL_TENSOR.FFN_DOWN}
 # Per-architecture deviations from the generic rules, from llama-model.cpp's load_tensors cases.
 # phi3: fused attn_qkv (q/k/v are the alternative) and a fused gate+up in ffn_up ({n_embd, 2*n_ff}), no ffn_gate.
 # qwen2: q/k/v biases are part of the model.
+# "parts": the (suffix, shape) tensors one entry stands for, where it is not a single ".weight" ("" = no suffix, as
+# llama.cpp's ssm_a / ssm_d: tn(LLM_TENSOR_SSM_A, i)). "layer": which per-layer entries a layer has (hybrids).
+_Parts = list[tuple[str, Shape]]
+# Mamba (src/models/mamba.cpp load_arch_tensors): ssm_in {E, 2*d_inner}, conv1d {d_conv, d_inner} + bias,
+# ssm_x {d_inner, dt_rank + 2*d_state}, ssm_dt {dt_rank, d_inner} + bias, ssm_a {d_state, d_inner}, ssm_d {d_inner},
+# ssm_out {d_inner, E}.
+MAMBA_PARTS: dict[MODEL_TENSOR, _Parts] = {
+    MODEL_TENSOR.SSM_IN: [(".weight", lambda s: (s.n_embd, 2 * s.d_inner))],
+    MODEL_TENSOR.SSM_CONV1D: [(".weight", lambda s: (s.ssm_d_conv, s.d_inner)), (".bias", lambda s: (s.d_inner,))],
+    MODEL_TENSOR.SSM_X: [(".weight", lambda s: (s.d_inner, s.ssm_dt_rank + 2 * s.ssm_d_state))],
+    MODEL_TENSOR.SSM_DT: [(".weight", lambda s: (s.ssm_dt_rank, s.d_inner)), (".bias", lambda s: (s.d_inner,))],
+    MODEL_TENSOR.SSM_A: [("", lambda s: (s.ssm_d_state, s.d_inner))],
+    MODEL_TENSOR.SSM_D: [("", lambda s: (s.d_inner,))],
+    MODEL_TENSOR.SSM_OUT: [(".weight", lambda s: (s.d_inner, s.n_embd))],
+}
+# Mamba2 (src/models/mamba2.cpp; the same in granite-hybrid.cpp's SSM layers), n_head = dt_rank:
+# ssm_in {E, 2*d_inner + 2*n_group*d_state + n_head}, conv1d {d_conv, conv_dim} + bias, ssm_dt bias only {n_head},
+# ssm_a / ssm_d {1, n_head}, ssm_norm {d_inner / n_group, n_group}, ssm_out {d_inner, E}.
+MAMBA2_PARTS: dict[MODEL_TENSOR, _Parts] = {
+    MODEL_TENSOR.SSM_IN: [(".weight", lambda s: (s.n_embd, s.d_inner + s.conv_dim + s.ssm_dt_rank))],
+    MODEL_TENSOR.SSM_CONV1D: [(".weight", lambda s: (s.ssm_d_conv, s.conv_dim)), (".bias", lambda s: (s.conv_dim,))],
+    MODEL_TENSOR.SSM_DT: [(".bias", lambda s: (s.ssm_dt_rank,))],
+    MODEL_TENSOR.SSM_A: [("", lambda s: (1, s.ssm_dt_rank))],
+    MODEL_TENSOR.SSM_D: [("", lambda s: (1, s.ssm_dt_rank))],
+    MODEL_TENSOR.SSM_NORM: [(".weight", lambda s: (s.d_inner // s.ssm_n_group, s.ssm_n_group))],
+    MODEL_TENSOR.SSM_OUT: [(".weight", lambda s: (s.d_inner, s.n_embd))],
+}
+SSM_TENSORS = set(MAMBA_PARTS) | set(MAMBA2_PARTS)
+ATTN_TENSORS = {MODEL_TENSOR.ATTN_Q, MODEL_TENSOR.ATTN_K, MODEL_TENSOR.ATTN_V, MODEL_TENSOR.ATTN_OUT}
+SHEXP_TENSORS = {MODEL_TENSOR.FFN_GATE_SHEXP, MODEL_TENSOR.FFN_UP_SHEXP, MODEL_TENSOR.FFN_DOWN_SHEXP}
+
+
+def _hybrid_layer(spec: Spec, il: int, t: MODEL_TENSOR) -> bool:
+    """granite-hybrid load_arch_tensors: SSM tensors on the recurrent layers (head_count_kv 0), q/k/v/o on the
+    attention ones, norms and FFN on all."""
+    if t in SSM_TENSORS:
+        return not spec.has_attn(il)
+    if t in ATTN_TENSORS:
+        return spec.has_attn(il)
+    return True
+
+
 OVERRIDES: dict[str, dict[str, object]] = {
     "phi3": {"drop": {MODEL_TENSOR.ATTN_Q, MODEL_TENSOR.ATTN_K, MODEL_TENSOR.ATTN_V},
              "shapes": {MODEL_TENSOR.FFN_UP: lambda s: (s.n_embd, 2 * s.n_ff)}},
     "qwen2": {"bias": (MODEL_TENSOR.ATTN_Q, MODEL_TENSOR.ATTN_K, MODEL_TENSOR.ATTN_V)},
+    "mamba": {"parts": MAMBA_PARTS},
+    "mamba2": {"parts": MAMBA2_PARTS},
+    "granitehybrid": {"parts": MAMBA2_PARTS, "drop": SHEXP_TENSORS, "layer": _hybrid_layer},
 }
 
 
@@ -113,6 +178,10 @@ def choose_tensors(spec: Spec) -> list[tuple[str, tuple[int, ...]]]:
     ov = OVERRIDES.get(spec.arch, {})
     drop = set(OPTIONAL) | set(ov.get("drop", set()))  # type: ignore[arg-type]
     shapes = {**SHAPES, **ov.get("shapes", {})}  # type: ignore[dict-item]
+    parts: dict[MODEL_TENSOR, _Parts] = ov.get("parts", {})  # type: ignore[assignment]
+    in_layer: Callable[[Spec, int, MODEL_TENSOR], bool] = ov.get("layer", lambda s, il, t: True)  # type: ignore
+    for t, ps in parts.items():
+        shapes.setdefault(t, ps[0][1])
     if spec.n_expert:
         drop |= DENSE_FFN
     else:
@@ -133,7 +202,12 @@ def choose_tensors(spec: Spec) -> list[tuple[str, tuple[int, ...]]]:
         out.append((TENSOR_NAMES[t] + ".weight", tuple(shapes[t](spec))))
     for il in range(spec.n_layer):
         for t in per_layer:
+            if not in_layer(spec, il, t):
+                continue
             base = TENSOR_NAMES[t].format(bid=il)
+            if t in parts:
+                out.extend((base + suffix, tuple(f(spec))) for suffix, f in parts[t])
+                continue
             shape = tuple(shapes[t](spec))
             out.append((base + ".weight", shape))
             if t in ov.get("bias", ()):  # type: ignore[operator]
@@ -156,6 +230,12 @@ def supported_archs() -> list[str]:
 def tensor_type(name: str, shape: Sequence[int], spec: Spec) -> T:
     if len(shape) == 1 or "ffn_gate_inp" in name:
         return T.F32  # norms, biases and the MoE router stay F32, as llama-quantize leaves them (verified.md)
+    if any(k in name for k in ("ssm_conv1d", "ssm_a", "ssm_d", "ssm_norm")) and "ssm_dt" not in name:
+        # convert_hf_to_gguf / llama-quantize keep the SSM conv kernel, A, D and the group norm in F32 (ggml_ssm_conv
+        # and ggml_ssm_scan take F32)
+        return T.F32
+    if shape[0] % gguf.GGML_QUANT_SIZES[spec.wtype][0]:
+        return T.F32  # rows too short for the block (e.g. Mamba's ssm_dt {dt_rank, d_inner})
     if name.startswith("token_embd") and spec.embd_type is not None:
         return spec.embd_type
     return spec.wtype
@@ -185,7 +265,10 @@ def vocab(n_vocab: int) -> tuple[list[str], list[int], list[str]]:
     """Tokens, token types and merges: 256 byte tokens, one merge, ChatML/bos/eos specials, fillers up to n_vocab."""
     byte_tokens = list(_bytes_to_unicode().values())
     merged = "Ġt"
-    specials = ["<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>"]
+    # ChatML and bos/eos, plus the SentencePiece names llama.cpp's vocab loader looks up by name for models called
+    # "phi3" (src/llama-vocab.cpp, per-token attributes: "</s>", "<unk>", "<s>", "<|endoftext|>" via
+    # token_to_id.at: without them loading fails with "unordered_map::at").
+    specials = ["<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>", "<unk>", "<s>", "</s>", "<|endoftext|>"]
     tokens = byte_tokens + [merged] + specials
     types = [1] * (len(byte_tokens) + 1) + [3] * len(specials)  # 1 NORMAL, 3 CONTROL (llama_token_type)
     if n_vocab < len(tokens):
@@ -205,9 +288,13 @@ def _add_kv(w: gguf.GGUFWriter, spec: Spec) -> None:
     w.add_embedding_length(spec.n_embd)
     w.add_feed_forward_length(spec.n_ff)
     w.add_head_count(spec.n_head)
-    w.add_head_count_kv(spec.n_head_kv)
-    w.add_key_length(spec.hd)
-    w.add_value_length(spec.hd)
+    if spec.attn_layers:  # hybrids: per-layer head_count_kv, 0 on the recurrent layers
+        w.add_head_count_kv([spec.n_head_kv if spec.has_attn(il) else 0 for il in range(spec.n_layer)])
+    else:
+        w.add_head_count_kv(spec.n_head_kv)
+    if spec.hd:  # Mamba has no attention (convert_hf_to_gguf writes head_count 0 and no key_length)
+        w.add_key_length(spec.hd)
+        w.add_value_length(spec.hd)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(10000.0)
     if spec.n_expert:
@@ -218,6 +305,13 @@ def _add_kv(w: gguf.GGUFWriter, spec: Spec) -> None:
         w.add_sliding_window(spec.sliding_window)
     if a == "phi3":
         w.add_rope_dimension_count(spec.hd)
+    if a in ("mamba", "mamba2", "granitehybrid"):
+        w.add_ssm_conv_kernel(spec.ssm_d_conv)
+        w.add_ssm_inner_size(spec.d_inner)
+        w.add_ssm_state_size(spec.ssm_d_state)
+        w.add_ssm_time_step_rank(spec.ssm_dt_rank)
+        if a != "mamba":
+            w.add_ssm_group_count(spec.ssm_n_group)
     for key, value in spec.extra_kv:
         if isinstance(value, bool):
             w.add_bool(key, value)

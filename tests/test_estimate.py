@@ -153,3 +153,56 @@ def test_cli_table_and_bad_option(tmp_path):
     r = subprocess.run([sys.executable, "-m", "advisor", "estimate", str(path), "-fa", "off", "-ctv", "q4_0"],
                        capture_output=True, text=True, cwd=root, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "flash attention" in r.stderr
+
+
+# Mamba-2.8B-like shapes (config.json of state-spaces/mamba-2.8b: 64 layers, d_model 2560, d_state 16, d_conv 4,
+# expand 2, dt_rank ceil(2560 / 16) = 160) and a granite-4-like hybrid (Mamba2 layers with head_count_kv 0).
+MAMBA = Spec("mamba", n_layer=64, n_embd=2560, n_head=0, n_head_kv=0, n_ff=0, n_vocab=50280, ssm_d_state=16,
+             ssm_dt_rank=160, wtype=T.Q8_0)
+HYBRID = Spec("granitehybrid", n_layer=8, n_embd=1024, n_head=8, n_head_kv=2, n_ff=2048, n_vocab=4000,
+              ssm_d_state=128, ssm_dt_rank=32, ssm_n_group=1, attn_layers=(3, 7), wtype=T.Q8_0)
+
+
+@pytest.fixture(scope="module")
+def mamba(tmp_path_factory):
+    return read_gguf_facts(ggufgen.write(tmp_path_factory.mktemp("m") / "m.gguf", MAMBA, sparse=True))
+
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory):
+    return read_gguf_facts(ggufgen.write(tmp_path_factory.mktemp("h") / "h.gguf", HYBRID, sparse=True))
+
+
+def test_mamba_recurrent_state(mamba):
+    assert mamba.recurrent_layers == (True,) * 64
+    # llama_hparams::n_embd_r = (d_conv - 1) * d_inner (no groups in Mamba 1), n_embd_s = d_state * d_inner
+    assert (mamba.n_embd_r, mamba.n_embd_s) == (3 * 5120, 16 * 5120)
+    for n_seq in (1, 4):
+        est = estimate(mamba, Settings(n_ctx=8192, n_parallel=n_seq))
+        assert est.recurrent_bytes == 64 * (3 + 16) * 5120 * 4 * n_seq  # F32, one cell per sequence
+        assert est.kv_cache_bytes == 0  # purely recurrent: no KV cache
+    # the state does not grow with the context, and neither does the compute buffer (no KQ mask)
+    a, b = (estimate(mamba, Settings(n_ctx=c, n_parallel=1)) for c in (4096, 65536))
+    assert (a.recurrent_bytes, a.compute_bytes) == (b.recurrent_bytes, b.compute_bytes)
+
+
+def test_hybrid_kv_on_attention_layers_only(hybrid):
+    assert hybrid.recurrent_layers == tuple(il not in (3, 7) for il in range(8))
+    est = estimate(hybrid, Settings(n_ctx=4096, n_parallel=1))
+    assert est.kv_cache_bytes == 2 * 4096 * 2 * (2 * 128 * 2)  # 2 attention layers, K + V f16
+    conv = 3 * (2048 + 2 * 128)  # (d_conv - 1) * (d_inner + 2 * n_group * d_state)
+    assert est.recurrent_bytes == 6 * (conv + 128 * 2048) * 4
+    assert est.total_bytes == est.weights_bytes + est.kv_cache_bytes + est.recurrent_bytes + est.compute_bytes \
+        + est.output_bytes
+
+
+def test_recurrent_state_follows_its_layer(hybrid):
+    est = estimate(hybrid, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, n_gpu_layers=5))  # output + layers 4..7
+    per = {d.device: d.recurrent_bytes for d in est.devices}
+    one = est.recurrent_bytes // 6
+    assert per["gpu0"] == 3 * one and per["cpu"] == 3 * one  # recurrent layers 4, 5, 6 offloaded; 0, 1, 2 not
+    off = estimate(hybrid, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, offload_kqv=False))
+    assert {d.device: d.recurrent_bytes for d in off.devices}["cpu"] == est.recurrent_bytes
+    doc = est.to_dict()
+    assert doc["recurrent_bytes"] == est.recurrent_bytes
+    assert all("recurrent_bytes" in d for d in doc["devices"])

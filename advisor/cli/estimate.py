@@ -185,14 +185,20 @@ def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
              f" ({est.n_seq} seq, {'unified' if est.kv_unified else 'per-slot'} KV), ubatch {est.n_ubatch}, "
              f"flash attention {'on' if est.flash_attn else 'off'}")
     table = Table(title=title)
-    for col in ("device", "layers", "weights", "KV cache", "compute", "output", "total"):
+    # the recurrent-state column (llama.cpp's "RS buffer") only for models that have one (Mamba, RWKV, hybrids)
+    rs = est.recurrent_bytes > 0
+    cols = ("device", "layers", "weights", "KV cache") + (("RS state",) if rs else ()) + (
+        "compute", "output", "total")
+    for col in cols:
         table.add_column(col, justify="left" if col == "device" else "right")
     for d in est.devices:
-        table.add_row(d.device, str(d.n_layers), mib(d.weights_bytes), mib(d.kv_cache_bytes), mib(d.compute_bytes),
-                      mib(d.output_bytes), mib(d.total_bytes))
+        table.add_row(d.device, str(d.n_layers), mib(d.weights_bytes), mib(d.kv_cache_bytes),
+                      *([mib(d.recurrent_bytes)] if rs else []), mib(d.compute_bytes), mib(d.output_bytes),
+                      mib(d.total_bytes))
     if len(est.devices) > 1:
         table.add_row("all", str(facts.n_layer), mib(est.weights_bytes), mib(est.kv_cache_bytes),
-                      mib(est.compute_bytes), mib(est.output_bytes), mib(est.total_bytes), style="bold")
+                      *([mib(est.recurrent_bytes)] if rs else []), mib(est.compute_bytes), mib(est.output_bytes),
+                      mib(est.total_bytes), style="bold")
     console = Console()
     console.print(table)
     over = _overhead(est.settings.backend)

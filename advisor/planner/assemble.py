@@ -36,7 +36,9 @@ def llama_memory(est: Estimate, m: Machine) -> list[DeviceMemory]:
         overhead = gpus[d.device].overhead_bytes if d.device in gpus else 0
         if d.device != "cpu" and d.total_bytes + overhead == 0:
             continue
-        out.append(DeviceMemory(d.device, weights_bytes=d.weights_bytes, kv_cache_bytes=d.kv_cache_bytes,
+        # A recurrent model's state (Mamba, RWKV, hybrids) is its per-sequence cache: counted with the KV cache.
+        out.append(DeviceMemory(d.device, weights_bytes=d.weights_bytes,
+                                kv_cache_bytes=d.kv_cache_bytes + d.recurrent_bytes,
                                 other_bytes=d.compute_bytes + d.output_bytes + overhead,
                                 total_bytes=d.total_bytes + overhead, capacity_bytes=caps.get(d.device)))
     return out
