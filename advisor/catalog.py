@@ -14,18 +14,12 @@ Where the data is read from (first that exists):
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 from advisor.errors import BadInputError
-from advisor.strict import build
+from advisor.strict import build, read_toml
 
 #: Environment variable naming a data root that holds ``catalog/`` (and ``rules/``), overriding the packaged data.
 DATA_DIR_ENV = "ADVISOR_DATA_DIR"
@@ -313,13 +307,7 @@ def _expand(m: Model) -> tuple[Variant, ...]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{path}: not valid TOML ({exc})") from None
+    return read_toml(path, CatalogError)
 
 
 def load_model_file(path: Path) -> ModelFile:

@@ -35,7 +35,6 @@ Not modelled: Gemma-3n/4 KV sharing, MLA's V-less cache and DSA indexer
 from __future__ import annotations
 
 import dataclasses
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -154,19 +153,10 @@ def _rules_file() -> Path:
 @cache
 def backend_rules(path: str | None = None) -> dict[str, BackendRule]:
     """rules/backends.toml by backend name. Raises BadInputError on a malformed file."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    from advisor.strict import build
+    from advisor.strict import build, read_toml
 
     f = Path(path) if path else _rules_file()
-    try:
-        data = tomllib.loads(f.read_text())
-    except OSError as exc:
-        raise BadInputError(f"cannot read {f}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInputError(f"{f}: not valid TOML ({exc})") from None
+    data = read_toml(f)
     doc: _BackendFile = build(_BackendFile, data, f.name)
     if doc.schema != 1:
         raise BadInputError(f"{f.name}: schema {doc.schema}, this advisor reads schema 1")

@@ -15,19 +15,13 @@ the reverse.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 from advisor.errors import BadInputError
-from advisor.strict import build
+from advisor.strict import build, read_toml
 
 SCHEMA_VERSION = 1
 #: Files under rules/ that are tables owned by other modules, not rules.
@@ -268,13 +262,7 @@ def _check_rule(rule: Rule, where: str) -> None:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise RuleError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError(f"{path}: not valid TOML ({exc})") from None
+    return read_toml(path, RuleError)
 
 
 def rules_dir(env: dict[str, str] | None = None) -> Path:

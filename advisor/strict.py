@@ -9,10 +9,17 @@ instead of being half-read.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from advisor.errors import BadInputError
 
@@ -88,3 +95,14 @@ def _dataclass(cls: Any, table: dict[str, Any], where: str, error: type[BadInput
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise error(f"{where}: missing required key {name!r}")
     return cls(**kwargs)
+
+
+def read_toml(path: Path, error: type[BadInputError] = BadInputError) -> dict[str, Any]:
+    """A TOML file's table, or one line naming the file: unreadable, or not valid TOML (with tomllib's place)."""
+    try:
+        with Path(path).open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML ({exc})") from None
