@@ -18,6 +18,7 @@ key/value length = n_embd / n_head.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import mmap
 import os
 import re
@@ -62,6 +63,9 @@ HYBRID_ALL_LAYERS = frozenset({"falcon-h1"})
 TOKEN_SHIFT_COUNT_DEFAULT = 2
 
 
+_LAYER = re.compile(r"blk\.(\d+)\.")
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorFacts:
     name: str
@@ -74,10 +78,11 @@ class TensorFacts:
     def type_name(self) -> str:
         return ggml.type_name(self.type_id)
 
-    @property
+    @functools.cached_property
     def layer(self) -> int | None:
-        """The repeating-layer index for ``blk.N.*`` tensors, else None."""
-        m = re.match(r"blk\.(\d+)\.", self.name)
+        """The repeating-layer index for ``blk.N.*`` tensors, else None (parsed once: the planner asks for every
+        tensor of every candidate many times)."""
+        m = _LAYER.match(self.name)
         return int(m.group(1)) if m else None
 
 
