@@ -113,8 +113,11 @@ def _plan_hub_gguf(profile: HardwareProfile, rules: Any, request: Any) -> Plan:
 
     hub = hub_facts(parse_ref(request.model))
     plan = plan_for_gguf(profile, rules, hub.facts, request)
+    from advisor.planner import assemble
+
     ref = dataclasses.replace(plan.model, id=hub.repo, path=None, repo=hub.repo, files=list(hub.files),
                               revision=hub.commit)
-    return dataclasses.replace(plan, model=ref, reasons=[r.replace(f"local file {hub.facts.path}",
+    args = assemble.llama_args(plan.settings, ref, plan.sampling)  # the engine is told the repo and file now
+    return dataclasses.replace(plan, model=ref, args=args, reasons=[r.replace(f"local file {hub.facts.path}",
                                                                    f"Hub file {hub.facts.path}")
                                                          for r in plan.reasons])

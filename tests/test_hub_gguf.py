@@ -169,3 +169,5 @@ def test_recommend_plans_a_hub_gguf_outside_the_catalog(tmp_path: Path, fake_hub
     assert model is not None, r.stdout[:500]
     assert model["repo"] == "someone/not-in-catalog-GGUF" and model["files"] == ["tiny-Q8_0.gguf"]
     assert model["path"] is None and model["revision"] == fake_hub.repos["someone/not-in-catalog-GGUF"].sha
+    args = json.loads(r.stdout)["plans"][0]["args"]  # the engine command names the Hub file, not a local path
+    assert args[:4] == ["-hfr", "someone/not-in-catalog-GGUF", "-hff", "tiny-Q8_0.gguf"]
