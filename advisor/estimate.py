@@ -377,6 +377,14 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
     Hq = H * facts.head_dim_k
     Hk = hkv * facts.head_dim_k
+    # Fused projections (phi3's attn_qkv, and an ffn_up 2F wide that ggml_swiglu splits, with no ffn_gate), measured
+    # on the CPU backend with phi3 shapes (benchmarks/estimate_accuracy.py, and vocab 1000/5000 and F 1024/4096
+    # variants, each to 0.1 %): two E rows fewer in the FA-off attention phase, one fewer in the FFN phase, and the
+    # last layer's F-wide SwiGLU output still live during the logits (V + F + 2E). Only phi3 was measured.
+    fused_qkv = facts.tensor("blk.0.attn_qkv.weight") is not None
+    up = facts.tensor("blk.0.ffn_up.weight")
+    fused_up = (facts.tensor("blk.0.ffn_gate.weight") is None and up is not None and len(up.shape) == 2
+                and facts.n_ff and up.shape[1] == 2 * max(facts.n_ff))
     # The mask and KQ are per stream: with per-slot streams a ubatch's tokens only see their own slot's cells, so
     # the sizes follow the cells of one stream (measured: -np 4 without -kvu costs the same as -np 1).
     mask_per = 0.5 if flash_attn else 1.0
@@ -387,9 +395,9 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
         if flash_attn:
             attn = mask + 4 * E + 2 * Hk + Hq
         else:
-            attn = kv_big * H + mask + 5 * E + 2 * Hk
+            attn = kv_big * H + mask + (3 if fused_qkv else 5) * E + 2 * Hk
         phases.append(attn)
-        rest = mask + (4 if flash_attn else 5) * E
+        rest = mask + ((4 if flash_attn else 5) - (1 if fused_up else 0)) * E
         if facts.n_expert:
             ff = 3 * facts.n_ff_exp * facts.n_expert_used + 2 * facts.n_expert + rest
             if facts.n_expert_shared:
@@ -401,7 +409,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
             phases.append(mask + ssm_phase(facts, n_ubatch, n_seq))
     if has_output:
         pure_recurrent = facts.is_recurrent and not (kv_cells or swa_cells)
-        phases.append(facts.n_vocab + (3 if pure_recurrent else 2) * E)
+        phases.append(facts.n_vocab + (3 if pure_recurrent else 2) * E + (max(facts.n_ff) if fused_up else 0))
     return int(4 * n_ubatch * max(phases))
 
 
