@@ -113,23 +113,12 @@ def _model_ref(model: str, file: str | None, backend: str | None):
 
 
 def _machine() -> tuple[str, bool]:
-    """The learned-settings key for this machine, and whether it has a GPU (cheap: CPU model and GPU detectors)."""
-    from advisor import state
-    from advisor.probe import GPU_DETECTORS, _run_gpu_detector, cpu
-    from advisor.system import System
+    """The learned-settings key for this machine, and whether it has a GPU (the probe's own guarded detectors)."""
+    from advisor.advise import machine_key
+    from advisor.probe import probe
 
-    system = System.from_env()
-    try:
-        cpu_model = cpu.detect(system).model
-    except Exception:  # noqa: BLE001 - a key without a CPU name is still a key
-        cpu_model = None
-    gpus = []
-    for name in GPU_DETECTORS:
-        try:
-            gpus += _run_gpu_detector(name, system).gpus
-        except Exception:  # noqa: BLE001 - one broken detector must not stop a run
-            continue
-    return state.machine_key(cpu_model, [(g.name, g.memory_total_bytes) for g in gpus]), bool(gpus)
+    profile = probe()
+    return machine_key(profile), bool(profile.gpus)
 
 
 def _request(task: str, context: int | None, concurrency: int, backend: str | None, max_size: float | None,
