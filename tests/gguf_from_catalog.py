@@ -104,13 +104,5 @@ def write(path: str | os.PathLike[str], model_id: str, quant: str, *, file: str 
         total += gguf.GGUFWriter.ggml_pad(p.nbytes, w.data_alignment)
         w.add_tensor_info(p.tensor.name, tuple(reversed(p.tensor.shape)), np.dtype(np.float32), p.nbytes,
                           raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    fout = w.fout[0]  # type: ignore[index]
-    w.write_padding(fout, fout.tell())
-    fout.flush()
-    end = fout.tell() + total
-    w.close()
-    os.truncate(path, end)  # sparse: the data region is a hole of the real size, every weight reads as zero
+    ggufgen.finish_sparse(w, path, total)  # the data region is a hole of the real size
     return path

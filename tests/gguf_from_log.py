@@ -32,6 +32,7 @@ import numpy as np
 
 import gguf
 from advisor import quant_layout as ql
+from tests import ggufgen
 from advisor.facts import ModelFacts, read_gguf_facts
 
 CORPUS = Path(__file__).parent / "data" / "gpu-logs" / "logs.jsonl"
@@ -334,15 +335,7 @@ def build(entry: dict[str, Any], directory: str | os.PathLike[str]) -> tuple[Mod
         nb = ql.nbytes(ty, t.shape)
         total += gguf.GGUFWriter.ggml_pad(nb, w.data_alignment)
         w.add_tensor_info(t.name, tuple(reversed(t.shape)), np.dtype(np.float32), nb, raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    fout = w.fout[0]  # type: ignore[index]
-    w.write_padding(fout, fout.tell())
-    fout.flush()
-    end = fout.tell() + total
-    w.close()
-    os.truncate(path, end)  # sparse: the data region is a hole of the real size
+    ggufgen.finish_sparse(w, path, total)  # the data region is a hole of the real size
     return read_gguf_facts(path), ours
 
 

@@ -334,6 +334,20 @@ def _add_kv(w: gguf.GGUFWriter, spec: Spec) -> None:
     w.add_chat_template(CHAT_TEMPLATE)
 
 
+def finish_sparse(w: gguf.GGUFWriter, path: str | os.PathLike[str], data_bytes: int) -> None:
+    """Write the header, key-values and tensor infos added to ``w``, then truncate the file to its full size: the
+    data region is a hole of ``data_bytes`` (the padded tensor sizes), never written, and every weight reads as 0."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    fout = w.fout[0]  # type: ignore[index]
+    w.write_padding(fout, fout.tell())
+    fout.flush()
+    end = fout.tell() + data_bytes
+    w.close()
+    os.truncate(path, end)
+
+
 def write(path: str | os.PathLike[str], spec: Spec, *, sparse: bool = False, seed: int = 0,
           split_max_tensors: int = 0) -> Path:
     """Write ``spec`` as a GGUF at ``path``.
@@ -367,15 +381,7 @@ def write(path: str | os.PathLike[str], spec: Spec, *, sparse: bool = False, see
     if sparse:
         if split_max_tensors:
             raise ValueError("sparse split files are not supported")
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        fout = w.fout[0]  # type: ignore[index]
-        w.write_padding(fout, fout.tell())
-        fout.flush()
-        end = fout.tell() + total
-        w.close()
-        os.truncate(path, end)
+        finish_sparse(w, path, total)
         return path
     w.write_header_to_file()
     w.write_kv_data_to_file()
