@@ -149,4 +149,8 @@ class Plan:
             raise PlanFileError(f"{where}: backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         settings = data.pop("settings", None)
         data["llama_cpp" if backend == LLAMA_CPP else "vllm"] = settings
-        return build(cls, data, where, PlanFileError)
+        key = "llama_cpp" if backend == LLAMA_CPP else "vllm"
+        try:
+            return build(cls, data, where, PlanFileError)
+        except PlanFileError as exc:  # name the place as the file spells it: "settings", not the field behind it
+            raise PlanFileError(exc.message.replace(f"{where}.{key}", f"{where}.settings")) from None

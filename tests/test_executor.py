@@ -412,3 +412,11 @@ def test_local_model_checks(tmp_path: Path) -> None:
     bad.write_bytes(b"<html>not a model</html>")
     with pytest.raises(ModelNotFoundError, match="not a GGUF"):
         hub.resolve(ModelRef(id="x", path=str(bad)))
+
+
+def test_a_bad_plan_names_the_place_as_the_file_spells_it() -> None:
+    from advisor.plan import PlanFileError
+
+    data = {"schema": 1, "backend": "llama.cpp", "model": {"id": "x"}, "settings": {"ctx": "big"}}
+    with pytest.raises(PlanFileError, match=r"^plan\.json\.settings\.ctx: expected an integer"):
+        Plan.from_dict(data, where="plan.json")
