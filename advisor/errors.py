@@ -49,7 +49,7 @@ class DownloadError(AdvisorError):
 
 class EngineError(AdvisorError):
     """The engine could not be started, or did not become ready. ``result`` holds the attempts made so far (a
-    ``advisor.executor.RunResult``) so that ``--json`` can still print them."""
+    ``advisor.runner.execute.RunResult``) so that ``--json`` can still print them."""
 
     exit_code = 5
     result: object | None = None

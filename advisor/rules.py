@@ -9,7 +9,7 @@ matching is pure. tests/test_rules.py checks that every predicate and parameter 
 the reverse.
 
 ``rules/gpus.toml`` is a table, not rules: GPU name patterns with compute capability, bandwidth and TFLOPs.
-``rules/backends.toml`` is the estimator's table (advisor.estimate.backend_rules) and is not read here.
+``rules/backends.toml`` is the estimator's table (advisor.gguf.estimate.backend_rules) and is not read here.
 """
 
 from __future__ import annotations
@@ -266,10 +266,10 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def rules_dir(env: dict[str, str] | None = None) -> Path:
-    """``rules/`` next to the catalog in use (same order as advisor.catalog.catalog_dir)."""
-    from advisor.catalog import catalog_dir
+    """``rules/`` of the data root in use (advisor.settings.data_dir)."""
+    from advisor.settings import data_dir
 
-    return catalog_dir(env).parent / "rules"
+    return data_dir(env) / "rules"
 
 
 def load_rules(directory: Path | None = None) -> Rules:

@@ -19,6 +19,8 @@ ARCH = "ADVISOR_ARCH"
 DEBUG = "ADVISOR_DEBUG"
 #: Directory of advisor's own state (learned settings, overlays, started servers).
 HOME = "ADVISOR_HOME"
+#: A data root laid out like the packaged one (``catalog/`` and ``rules/``), used instead of the shipped data.
+DATA_DIR = "ADVISOR_DATA_DIR"
 
 
 def is_true(value: str | None) -> bool:
@@ -54,3 +56,16 @@ def model_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     if env.get("HF_HOME"):
         return Path(env["HF_HOME"]).expanduser() / "hub"
     return _platform_dir(env, "XDG_CACHE_HOME", ".cache") / "huggingface" / "hub"
+
+
+def data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The root holding ``catalog/`` and ``rules/``, the first that exists of: ``$ADVISOR_DATA_DIR``; the checkout's
+    top directory next to the ``advisor`` package (a development install); ``advisor/_data`` inside the wheel
+    (pyproject force-includes ``catalog/`` and ``rules/`` there)."""
+    env = os.environ if env is None else env
+    if env.get(DATA_DIR):
+        return Path(env[DATA_DIR])
+    here = Path(__file__).resolve().parent
+    if (here.parent / "catalog" / "models").is_dir():
+        return here.parent
+    return here / "_data"

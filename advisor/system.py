@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from advisor import settings
-
 #: Seconds an external tool may take. nvidia-smi can take seconds to initialise the driver when persistence mode is
 #: off (notes/probe.md §1.7 recommends 5 s); the other tools answer in well under a second.
 DEFAULT_TIMEOUT_S = 5.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from advisor.estimate import Settings  # noqa: E402
+from advisor.gguf.estimate import Settings  # noqa: E402
 from tests import ggufgen  # noqa: E402
 from tests.test_llamacpp_accuracy import (  # noqa: E402
     BASE, MIB, PHI3, RECURRENT_SETTINGS, RECURRENT_SPECS, SETTINGS, SPECS, compare, within)

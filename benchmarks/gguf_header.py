@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from advisor.facts import read_gguf_facts  # noqa: E402
+from advisor.gguf.facts import read_gguf_facts  # noqa: E402
 from tests import ggufgen  # noqa: E402
 from tests.ggufgen import Spec, T  # noqa: E402
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from advisor.estimate import estimate  # noqa: E402
+from advisor.gguf.estimate import estimate  # noqa: E402
 from tests import gguf_from_log as g  # noqa: E402
 from tests.test_gpu_logs import MISSES, SKIPPED_ENTRIES, UNCHECKABLE  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 For a catalog model and one of its GGUF quants this writes a GGUF with the model's architecture key-values, a byte
 vocabulary padded to the catalog's ``vocab_size``, and every tensor the real file has, with its name, shape and ggml
-type from ``advisor.quant_layout.gguf_layout`` (llama-quantize's recipe, the same layout the planner sizes the
+type from ``advisor.gguf.layout.gguf_layout`` (llama-quantize's recipe, the same layout the planner sizes the
 variant with). The data region is sparse: the file is truncated to its full size and nothing is written there, so a
 1 GB model costs a few MB of disk, every weight reads as zero, and llama.cpp still loads and runs it (a zero model
 answers garbage, but it answers).
@@ -13,7 +13,7 @@ Where each part comes from:
   merge, ChatML chat template) on a ``ggufgen.Spec`` made from the catalog's ``Architecture``; then the file type
   and name are set to the variant's, and what a Spec cannot say (different K/V head sizes, MoE shared experts,
   dense lead layers, MLA ranks) is added as in ``tests.gguf_from_log._write_kv``.
-- Tensors: ``advisor.quant_layout.gguf_layout(model.arch, quant, imatrix=variant.imatrix)``.
+- Tensors: ``advisor.gguf.layout.gguf_layout(model.arch, quant, imatrix=variant.imatrix)``.
 - The sparse data region: as ``ggufgen.write(sparse=True)`` and ``gguf_from_log.build``.
 
 Limits: the vocabulary is always the gpt2-style byte vocabulary, also for catalog models whose real tokenizer is
@@ -31,8 +31,9 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from advisor import quant_layout as ql
-from advisor.catalog import Model, Variant, load_catalog
+from advisor.gguf import layout as ql
+from advisor.catalog.load import load_catalog
+from advisor.catalog.model import Model, Variant
 from tests import ggufgen
 
 

@@ -2,17 +2,17 @@
 
 For one llama.cpp entry this writes a GGUF with the entry's architecture, hyper-parameters, every tensor's name and
 shape, and the tensor types the model really had, with a sparse (never written) data region of the real size; then
-``advisor.facts.read_gguf_facts`` reads it back, so the estimator runs on the same facts as for a real file.
+``advisor.gguf.facts.read_gguf_facts`` reads it back, so the estimator runs on the same facts as for a real file.
 
 Where each part comes from:
 
 - Hyper-parameters: the entry's ``hparams`` (llama.cpp's own ``print_info`` lines). What a log does not print (tied
   embeddings, the quantization recipe, a few config values) is in ``MODELS`` below, one line of evidence each.
-- Tensor names and shapes: ``advisor.quant_layout.tensor_inventory`` (gguf-py ``MODEL_TENSORS`` and llama.cpp's
+- Tensor names and shapes: ``advisor.gguf.layout.tensor_inventory`` (gguf-py ``MODEL_TENSORS`` and llama.cpp's
   ``create_tensor`` calls); the few tensors it does not model (ChatGLM's fused QKV and up-projection, Phi-3-128k's
   rope factors, Llama-3.1's rope_freqs, DeepSeek-V3's q-LoRA and expert bias, 2024 Mixtral's per-expert tensors) are
   added here from llama.cpp ``src/llama-model.cpp`` ``load_tensors`` (cited per case).
-- Tensor types: llama-quantize's recipe (``advisor.quant_layout.assign_types``, src/llama-quant.cpp) for the entry's
+- Tensor types: llama-quantize's recipe (``advisor.gguf.layout.assign_types``, src/llama-quant.cpp) for the entry's
   file type. ``type_counts(entry)`` parses the log's ``llama_model_loader: - type q4_K: N tensors`` lines and
   ``build`` checks that the recipe gives exactly those counts: the types are inferred, then proven against the log.
 
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 import gguf
-from advisor import quant_layout as ql
+from advisor.gguf import layout as ql
 from tests import ggufgen
-from advisor.facts import ModelFacts, read_gguf_facts
+from advisor.gguf.facts import ModelFacts, read_gguf_facts
 
 CORPUS = Path(__file__).parent / "data" / "gpu-logs" / "logs.jsonl"
 TYPE_LINE = re.compile(r"llama_model_loader: - type\s+(\w+):\s+(\d+) tensors")
@@ -367,8 +367,8 @@ def build_number(entry: dict[str, Any]) -> int | None:
 
 
 def settings_of(entry: dict[str, Any]) -> Any:
-    """advisor.estimate.Settings reproducing the entry's run."""
-    from advisor.estimate import Settings
+    """advisor.gguf.estimate.Settings reproducing the entry's run."""
+    from advisor.gguf.estimate import Settings
 
     st, dev = entry["settings"], entry["device"]
     fa_text = str(st.get("flash_attn_resolved", st.get("flash_attn", 0)))

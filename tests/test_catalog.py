@@ -11,8 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from advisor import quant_layout
-from advisor.catalog import CatalogError, catalog_dir, load_catalog, load_model_file, sized_variants
+from advisor.gguf import layout as quant_layout
+from advisor.catalog.load import load_catalog
+from advisor.catalog.model import CatalogError, load_model_file, sized_variants
+from advisor.settings import data_dir
 
 ADVISOR = Path(sys.executable).parent / "advisor"
 REPO_CATALOG = Path(__file__).resolve().parent.parent / "catalog"
@@ -41,7 +43,7 @@ def test_every_file_follows_the_schema():
 
 def test_default_catalog_dir_is_the_checkout(monkeypatch):
     monkeypatch.delenv("ADVISOR_DATA_DIR", raising=False)
-    assert catalog_dir() == REPO_CATALOG
+    assert (data_dir() / "catalog") == REPO_CATALOG
 
 
 def test_catalog_size_and_required_models(catalog):

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from advisor.catalog import catalog_dir, load_catalog, sized_variants
-from advisor.catalog_overlay import overlay_path
+from advisor.catalog.load import load_catalog
+from advisor.catalog.model import sized_variants
+from advisor.settings import data_dir
+from advisor.catalog.overlay import overlay_path
 from tests import ggufgen
 from tests.fake_hub import FakeHub, fake_hub_fixture  # noqa: F401 - the fake_hub fixture
 
@@ -30,7 +32,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 def _packaged_digest() -> str:
     h = hashlib.sha256()
-    for p in sorted(catalog_dir().rglob("*")):
+    for p in sorted((data_dir() / "catalog").rglob("*")):
         if p.is_file():
             h.update(str(p).encode() + p.read_bytes())
     return h.hexdigest()

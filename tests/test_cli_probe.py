@@ -14,7 +14,7 @@ import pytest
 from advisor.cli._errors import format_error
 from advisor.errors import HardwareFileError
 from advisor.probe import cpu, memory
-from advisor.probe.model import HardwareProfile
+from advisor.probe.profile import HardwareProfile
 from tests.replay import DATA
 
 ADVISOR = shutil.which("advisor", path=str(Path(sys.executable).parent)) or "advisor"

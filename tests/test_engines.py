@@ -6,7 +6,7 @@ import pytest
 
 from advisor import engines
 from advisor.engines import llama_cpp_python, llama_server, vllm
-from advisor.executor import UrllibHttp
+from advisor.runner.execute import UrllibHttp
 from advisor.plan import LlamaCppSettings, VllmSettings
 from tests.fake_openai import FakeOpenAI
 

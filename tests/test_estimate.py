@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from advisor.errors import BadInputError
-from advisor.estimate import Settings, context, estimate, layer_devices
-from advisor.facts import read_gguf_facts
+from advisor.gguf.estimate import Settings, context, estimate, layer_devices
+from advisor.gguf.facts import read_gguf_facts
 from tests import ggufgen
 from tests.ggufgen import Spec, T
 

@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 
-from advisor import executor, hub, state
+from advisor.runner import execute as executor
+
+from advisor.hub import download as hub
+
+from advisor.store import state
 from advisor.engines import Engine, Launch, Ready, llama_cpp_python, vllm
 from advisor.errors import CheckFailedError, DownloadError, EngineError, ModelFileError, ModelNotFoundError
 from advisor.plan import LLAMA_CPP, VLLM, Fallback, LlamaCppSettings, ModelRef, Plan, VllmSettings
@@ -386,7 +390,6 @@ def test_server_records_and_staleness() -> None:
 def hub_cache_file(repo: str, filename: str, data: bytes) -> Path:
     """A file placed in huggingface_hub's cache layout: blobs/, snapshots/<rev>/, refs/main."""
     from advisor import settings
-
     root = settings.model_cache_dir() / f"models--{repo.replace('/', '--')}"
     revision = "0123456789abcdef0123456789abcdef01234567"
     snapshot = root / "snapshots" / revision

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from advisor import ggml
+from advisor.gguf import ggml
 from advisor.errors import BadInputError
-from advisor.facts import read_gguf_facts, split_files
+from advisor.gguf.facts import read_gguf_facts, split_files
 from tests import ggufgen
 from tests.ggufgen import Spec, T
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from advisor import formats
-from advisor.catalog import load_catalog
+from advisor.render import deploy as formats
+from advisor.catalog.load import load_catalog
 from advisor.planner import Request, plan_for_model
-from advisor.probe.model import Cpu, Gpu, HardwareProfile, Memory
+from advisor.probe.profile import Cpu, Gpu, HardwareProfile, Memory
 from advisor.rules import load_rules
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "recommend"

@@ -1,10 +1,8 @@
-"""advisor.ggml keeps llama.cpp's type table as data (so planning never imports numpy): it must equal gguf's."""
+"""advisor.gguf.ggml keeps llama.cpp's type table as data (so planning never imports numpy): it must equal gguf's."""
 
 from gguf.constants import GGML_QUANT_SIZES
 
-from advisor import ggml
-
-
+from advisor.gguf import ggml
 def test_table_equals_the_installed_gguf():
     ours = {name: (tid, blck, size) for name, (tid, blck, size) in ggml.TYPES.items()}
     theirs = {t.name: (int(t), int(b), int(s)) for t, (b, s) in GGML_QUANT_SIZES.items()}

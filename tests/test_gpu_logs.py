@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from advisor.estimate import estimate
+from advisor.gguf.estimate import estimate
 from tests import gguf_from_log as g
 
 ENTRIES = g.load_entries()
@@ -164,7 +164,7 @@ def test_cli_hardware_profile_sets_backend_and_split(tmp_path: Path) -> None:
     """--hardware: the profile's GPUs give the backend and llama.cpp's default split by free memory (l18's case)."""
     import json
 
-    from advisor.probe.model import Gpu, HardwareProfile
+    from advisor.probe.profile import Gpu, HardwareProfile
 
     entry = next(e for e in LLAMA if e["id"] == "l18_deepseekv3_mla_4gpu_cuda_ot")
     facts, _ = g.build(entry, tmp_path)

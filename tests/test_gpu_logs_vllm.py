@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from advisor.catalog import Architecture
+from advisor.catalog.model import Architecture
 from advisor.planner import vllm as V
 
 GIB = 2**30
@@ -137,8 +137,7 @@ def predict(entry: dict[str, Any], weights: int | None = None) -> dict[str, int]
 
 
 def config_weights(entry: dict[str, Any]) -> int:
-    from advisor import quant_layout
-
+    from advisor.gguf import layout as quant_layout
     s = SETUP[entry["id"]]
     tp = int(entry["settings"].get("tensor_parallel_size") or 1)
     fmt, quant = s["fmt"]

@@ -1,5 +1,5 @@
 """Facts of a GGUF on the Hub from its header alone (issue 3): the real huggingface_hub client against
-tests/fake_hub.py, the results compared with advisor.facts over the same local file."""
+tests/fake_hub.py, the results compared with advisor.gguf.facts over the same local file."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from advisor import hub_gguf
+from advisor.hub import gguf as hub_gguf
 from advisor.errors import BadInputError, DownloadError
-from advisor.facts import read_gguf_facts
-from advisor.hub_gguf import HubRef, facts_to_json, hub_facts
+from advisor.gguf.facts import read_gguf_facts
+from advisor.hub.gguf import HubRef, facts_to_json, hub_facts
 from tests import ggufgen
 from tests.fake_hub import FakeHub, fake_hub_fixture  # noqa: F401 - the fake_hub fixture
 

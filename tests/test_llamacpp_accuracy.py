@@ -2,7 +2,7 @@
 
 Each case writes a header-only (sparse) random GGUF with tests/ggufgen.py, loads it with llama.cpp, creates a
 context with the case's settings, captures llama.cpp's log through ``llama_log_set`` and compares the logged
-``model``/``KV``/``compute``/``output buffer size`` lines (MiB, two decimals) with ``advisor.estimate``.
+``model``/``KV``/``compute``/``output buffer size`` lines (MiB, two decimals) with ``advisor.gguf.estimate``.
 Weights are also compared to the byte with ``llama_model_size``.
 
 Recurrent models (mamba, mamba2, the granitehybrid attention/Mamba2 hybrid) also compare the "RS buffer size" line
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from advisor.estimate import Settings, estimate
-from advisor.facts import read_gguf_facts
+from advisor.gguf.estimate import Settings, estimate
+from advisor.gguf.facts import read_gguf_facts
 from tests import ggufgen
 from tests.ggufgen import Spec, T
 

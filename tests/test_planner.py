@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from advisor.catalog import load_catalog
+from advisor.catalog.load import load_catalog
 from advisor.errors import NothingFitsError
 from advisor.planner import Request, plan_for_model, recommend
-from advisor.planner.bridge import compact, facts_from_catalog
+from advisor.catalog.facts import compact, facts_from_catalog
 from advisor.planner.machine import build_machine
 from advisor.planner.vllm import kv_need
-from advisor.probe.model import Cpu, Gpu, HardwareProfile, Memory
+from advisor.probe.profile import Cpu, Gpu, HardwareProfile, Memory
 from advisor.rules import load_rules
 
 MIB, GIB = 1 << 20, 1 << 30
@@ -127,7 +127,7 @@ def apple(ram_gib=16):
 def test_device_need_is_buffers_plus_the_backends_overhead(catalog, rules):
     """issue 7: the estimator runs for the GPU's backend and each GPU's need adds rules/backends.toml's
     context_overhead_bytes, shown as other_bytes; the CUDA_Host buffers count against RAM."""
-    from advisor.estimate import backend_rules
+    from advisor.gguf.estimate import backend_rules
 
     profile = box("NVIDIA GeForce RTX 3070", 8192)
     m = build_machine(profile, rules)
@@ -146,7 +146,7 @@ def test_device_need_is_buffers_plus_the_backends_overhead(catalog, rules):
 
 
 def test_metal_overhead_comes_out_of_the_shared_ram(catalog, rules):
-    from advisor.estimate import backend_rules
+    from advisor.gguf.estimate import backend_rules
 
     profile = apple(16)
     m = build_machine(profile, rules)
@@ -161,7 +161,7 @@ def test_metal_overhead_comes_out_of_the_shared_ram(catalog, rules):
 
 def test_the_probes_backend_is_the_estimators(rules):
     """An AMD card the probe reaches through Vulkan (no ROCm support) is planned with Vulkan's facts."""
-    from advisor.estimate import backend_rules
+    from advisor.gguf.estimate import backend_rules
 
     m = build_machine(box("AMD Radeon RX 5500 XT", 8192, vendor="amd", backend="vulkan"), rules)
     assert m.backend == m.llama_backend == "vulkan"

@@ -13,7 +13,8 @@ import types
 
 import pytest
 
-from advisor.probe import Found, amd
+from advisor.probe import amd
+from advisor.probe.profile import Found
 from tests.replay import DATA, Machine
 
 AMD = DATA / "amd"

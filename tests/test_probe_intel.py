@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 import textwrap
 
-from advisor.probe import Found, intel
+from advisor.probe import intel
+from advisor.probe.profile import Found
 from tests.replay import Machine
 
 GIB = 1024**3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from advisor.probe import memory
+from advisor.probe import cgroup, memory
 from advisor.system import System
 from tests.replay import DATA, Machine
 
@@ -128,15 +128,15 @@ def test_live_cgroup_of_this_machine_is_resolved():
     """The container limit of this machine is read from this process's own cgroup, whatever it is."""
     system = System.from_env()
     total = memory.parse_meminfo(Path("/proc/meminfo").read_text())["MemTotal"]
-    dirs = memory.cgroup_dirs(system, "memory")
+    dirs = cgroup.cgroup_dirs(system, "memory")
     assert dirs, "no memory cgroup directory found"
-    version = memory.cgroup_version(system)
+    version = cgroup.cgroup_version(system)
     name = "memory.max" if version == "v2" else "memory.limit_in_bytes"
     raw = Path(dirs[0], name).read_text().strip()
     own = None if raw == "max" or int(raw) >= total else int(raw)
     limit, _ = memory.cgroup_memory(system, total)
     assert limit == own or (own is None and limit is not None)  # an ancestor may limit more
     if version in ("v1", "hybrid"):
-        leaf = memory.parse_proc_cgroup(Path("/proc/self/cgroup").read_text())["memory"]
+        leaf = cgroup.parse_proc_cgroup(Path("/proc/self/cgroup").read_text())["memory"]
         if Path("/sys/fs/cgroup/memory", leaf.lstrip("/")).exists():
             assert dirs[0] == "/sys/fs/cgroup/memory" + leaf.rstrip("/")

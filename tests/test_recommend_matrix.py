@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from advisor.catalog import load_catalog
+from advisor.catalog.load import load_catalog
 from advisor.planner import Request, recommend
 from advisor.planner.machine import build_machine
 from advisor.planner.vllm import kv_need

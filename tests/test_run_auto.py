@@ -99,7 +99,7 @@ def test_offline_with_an_empty_cache() -> None:
 def test_header_only_file_reads_back_as_the_layout(tmp_path: Path) -> None:
     """The writer is what the engine test relies on: the recommended kind of file reads back with the layout's
     tensors (names, shapes, types, bytes) and the catalog's hyper-parameters."""
-    from advisor.facts import read_gguf_facts
+    from advisor.gguf.facts import read_gguf_facts
 
     model, variant = gguf_from_catalog.find("qwen3-1.7b", "IQ2_M")
     layout = gguf_from_catalog.layout(model, variant)
@@ -118,7 +118,7 @@ def test_header_only_file_reads_back_as_the_layout(tmp_path: Path) -> None:
 
 
 def _one_model_per_architecture() -> list[tuple[str, str]]:
-    from advisor.catalog import load_catalog
+    from advisor.catalog.load import load_catalog
 
     seen: dict[str, tuple[str, str]] = {}
     for m in load_catalog().models:
@@ -130,7 +130,7 @@ def _one_model_per_architecture() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("model_id", "quant"), _one_model_per_architecture())
 def test_every_architecture_reads_back(tmp_path: Path, model_id: str, quant: str) -> None:
-    from advisor.facts import read_gguf_facts
+    from advisor.gguf.facts import read_gguf_facts
 
     model, variant = gguf_from_catalog.find(model_id, quant)
     layout = gguf_from_catalog.layout(model, variant)

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from advisor.errors import EngineSetupError, EngineUnsupportedError, EngineVerifyError
-from advisor.probe.model import Cpu, Gpu, HardwareProfile, Runtime, Runtimes
+from advisor.probe.profile import Cpu, Gpu, HardwareProfile, Runtime, Runtimes
 from advisor.setup import EngineStatus, check_engine, engine_python, record
 from advisor.setup.install import build_plan, run_setup
-from advisor.setup.plan import (
+from advisor.setup.builds import (
     LLAMA_CPP,
     VLLM,
     Existing,

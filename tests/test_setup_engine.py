@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.probe.model import HardwareProfile
+from advisor.probe.profile import HardwareProfile
 from advisor.setup import check_engine, engine_python
 
 ADVISOR = shutil.which("advisor", path=str(Path(sys.executable).parent)) or "advisor"

@@ -51,7 +51,7 @@ def _model_summary(cat: Any, m: Any) -> dict[str, Any]:
 @catalog_app.command("list")
 def list_models(task: TaskOpt = None, json_output: JsonOpt = False) -> None:
     """List the catalog's models (optionally only those for one task)."""
-    from advisor.catalog import load_catalog
+    from advisor.catalog.load import load_catalog
 
     cat = load_catalog()
     models = [m for m in cat.models if task is None or task in m.tasks]
@@ -93,7 +93,8 @@ def show(model_id: Annotated[str, typer.Argument(metavar="ID", help="A model id 
     """One model: architecture, recommended sampling, variants with sizes (measured or derived) and scores."""
     import dataclasses
 
-    from advisor.catalog import load_catalog, sized_variants
+    from advisor.catalog.load import load_catalog
+    from advisor.catalog.model import sized_variants
 
     cat = load_catalog()
     m = cat.get(model_id)
@@ -133,7 +134,7 @@ def _render_show(d: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from advisor.output import human_bytes
+    from advisor.render.profile import human_bytes
 
     out = Console()
     a, s = d["architecture"], d["sampling"]
@@ -183,7 +184,7 @@ def _render_show(d: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# refresh / add: the user overlay (advisor.catalog_overlay), never the packaged files
+# refresh / add: the user overlay (advisor.catalog.overlay), never the packaged files
 
 
 def _mismatches(arch: Any, facts: Any) -> list[str]:
@@ -217,8 +218,11 @@ def refresh(
     from rich.console import Console
     from rich.progress import Progress
 
-    from advisor import catalog_overlay, hub_gguf
-    from advisor.catalog import load_catalog, sized_variants
+    from advisor.catalog import overlay as catalog_overlay
+
+    from advisor.hub import gguf as hub_gguf
+    from advisor.catalog.load import load_catalog
+    from advisor.catalog.model import sized_variants
     from advisor.errors import AdvisorError, DownloadError
 
     if hub_gguf.offline():
@@ -291,7 +295,7 @@ def _render_refresh(err: Any, rows: list[dict[str, Any]], mismatches: list[dict[
                     errors: list[dict[str, str]], path: str | None) -> None:
     from rich.table import Table
 
-    from advisor.output import human_bytes
+    from advisor.render.profile import human_bytes
 
     table = Table(title="catalog refresh", title_justify="left")
     for col in ("id", "quant", "before", "after", "status"):
@@ -332,8 +336,11 @@ def add(
     import datetime
     from pathlib import Path
 
-    from advisor import catalog_overlay, hub_gguf
-    from advisor.catalog import _GGUF_QUANTS, CatalogError, load_catalog
+    from advisor.catalog import overlay as catalog_overlay
+
+    from advisor.hub import gguf as hub_gguf
+    from advisor.catalog.load import load_catalog
+    from advisor.catalog.model import _GGUF_QUANTS, CatalogError
     from advisor.errors import BadInputError
 
     today = datetime.date.today().isoformat()
@@ -347,7 +354,7 @@ def add(
         m = catalog_overlay.model_from_config_dir(p, model_id=model_id, tasks=task_list, date=today)
     else:
         if p.exists():
-            from advisor.facts import read_gguf_facts
+            from advisor.gguf.facts import read_gguf_facts
 
             facts = read_gguf_facts(p)
             repo, files = str(p.resolve().parent), [Path(f).name for f in facts.files]

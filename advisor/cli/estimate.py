@@ -97,10 +97,10 @@ def estimate(
     from pathlib import Path
 
     from advisor.errors import BadInputError
-    from advisor.estimate import Settings
-    from advisor.estimate import estimate as run_estimate
-    from advisor.facts import read_gguf_facts
-    from advisor.hub_gguf import hub_facts, looks_like_hub_ref, parse_ref
+    from advisor.gguf.estimate import Settings
+    from advisor.gguf.estimate import estimate as run_estimate
+    from advisor.gguf.facts import read_gguf_facts
+    from advisor.hub.gguf import hub_facts, looks_like_hub_ref, parse_ref
 
     for name, value in (("--batch", batch), ("--ubatch", ubatch)):
         if value < 1:
@@ -114,7 +114,7 @@ def estimate(
     be = backend.value if backend is not None else None
     split: tuple[float, ...] | None = None
     if hardware is not None:
-        from advisor.advise import load_profile
+        from advisor.app.advise import load_profile
 
         profile = load_profile(hardware)
         if profile.gpus:
@@ -168,7 +168,7 @@ def _overhead(backend: str | None) -> int:
     """Per-GPU memory no llama.cpp buffer reports (rules/backends.toml context_overhead_bytes); 0 when unknown."""
     if backend is None:
         return 0
-    from advisor.estimate import backend_rules
+    from advisor.gguf.estimate import backend_rules
 
     rule = backend_rules().get(backend)
     return rule.context_overhead_bytes if rule else 0

@@ -13,12 +13,12 @@ def probe(json_output: JsonOpt = False, hardware: HardwareOpt = None) -> None:
 
     With --json, print the hardware profile that every other command takes back with --hardware FILE.
     """
-    from advisor.advise import hardware as load_hardware
+    from advisor.app.advise import hardware as load_hardware
 
     profile = load_hardware(hardware)
     if json_output:
         sys.stdout.write(json.dumps(profile.to_dict(), indent=2) + "\n")
         return
-    from advisor.output import render_profile
+    from advisor.render.profile import render_profile
 
     render_profile(profile)

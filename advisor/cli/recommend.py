@@ -49,8 +49,8 @@ def recommend(
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """Recommend models with their quantization, engine and settings, best first."""
-    from advisor.advise import advise
-    from advisor.advise import hardware as load_hardware
+    from advisor.app.advise import advise
+    from advisor.app.advise import hardware as load_hardware
     from advisor.errors import BadInputError, NothingFitsError
     from advisor.planner import Request
 
@@ -75,8 +75,7 @@ def recommend(
         sys.stdout.write(json.dumps({"hardware": profile.to_dict(), "plans": [p.to_dict() for p in plans]},
                                     indent=2) + "\n")
         return
-    from advisor import formats
-
+    from advisor.render import deploy as formats
     best = plans[0]
     vendor = profile.gpus[0].vendor if profile.gpus else "none"
     if fmt == Format.shell:

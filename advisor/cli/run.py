@@ -114,7 +114,7 @@ def _model_ref(model: str, file: str | None, backend: str | None):
 
 def _machine() -> tuple[str, bool]:
     """The learned-settings key for this machine, and whether it has a GPU (the probe's own guarded detectors)."""
-    from advisor.advise import machine_key
+    from advisor.app.advise import machine_key
     from advisor.probe import probe
 
     profile = probe()
@@ -132,13 +132,13 @@ def _request(task: str, context: int | None, concurrency: int, backend: str | No
 def _plannable(model: str, file: str | None) -> bool:
     """Whether the planner can choose settings for MODEL: a local .gguf (from its header) or a catalog model (by
     id or Hub repo). Model directories and Hub files outside the catalog run with the executor's defaults."""
-    from advisor.advise import is_local_gguf
+    from advisor.app.advise import is_local_gguf
 
     if file is None and is_local_gguf(model):
         return True
     if file is not None or Path(model).expanduser().exists():
         return False
-    from advisor.catalog import load_catalog
+    from advisor.catalog.load import load_catalog
 
     catalog = load_catalog()
     name = model.split(":")[0].lower()
@@ -149,7 +149,7 @@ def _plan_model(profile: Any, model: str, want: Any):
     """The planner's plan for one model: a local GGUF from its header, a catalog model from the catalog."""
     from dataclasses import replace
 
-    from advisor.advise import advise
+    from advisor.app.advise import advise
 
     advice = advise(profile, replace(want, model=model))
     return advice.plans[0] if advice.plans else advice.recommendation.best()
@@ -184,7 +184,7 @@ def _choose_engine(backend: str, python: str | None):
     """
     from advisor import engines
     from advisor.engines import vllm as vllm_engine
-    from advisor.executor import python_engine_present
+    from advisor.runner.execute import python_engine_present
     from advisor.plan import LLAMA_CPP
     from advisor.setup import engine_python
 
@@ -218,8 +218,7 @@ def _choose_engine(backend: str, python: str | None):
 
 
 def _dry_run_path(model) -> str:
-    from advisor import hub
-
+    from advisor.hub import download as hub
     local = hub.local_path(model)
     if local is not None:
         return str(local)
@@ -283,15 +282,18 @@ def run(
     if port is not None and not 0 < port < 65536:
         raise BadInputError(f"--port {port} is not a port number")
 
-    from advisor import executor, hub, state
+    from advisor.runner import execute as executor
 
+    from advisor.hub import download as hub
+
+    from advisor.store import state
     if hardware is not None and not (auto or dry_run):
         raise BadInputError("--hardware plans for another machine: use it with --auto --dry-run, or with recommend")
     if concurrency < 1 or (context is not None and context < 1):
         raise BadInputError("--concurrency and --context must be at least 1")
     want = _request(task, context, concurrency, backend, max_size, license)
     if auto or (model is not None and _plannable(model, file)):
-        from advisor.advise import advise, hardware as load_hardware, machine_key
+        from advisor.app.advise import advise, hardware as load_hardware, machine_key
 
         profile = load_hardware(hardware)
         machine = machine_key(profile)
@@ -399,7 +401,7 @@ def run(
 def _llama_fit(plan: Any, exe: str, model_path: str, reporter: Any) -> dict[str, Any] | None:
     """Where llama.cpp's own fitter is installed (beside llama-server or on PATH), show its answer beside ours."""
     from advisor.engines.llama_server import FIT_TOOL
-    from advisor.executor import llama_fit
+    from advisor.runner.execute import llama_fit
     from advisor.plan import LLAMA_CPP
 
     if plan.backend != LLAMA_CPP:
@@ -416,8 +418,7 @@ def _llama_fit(plan: Any, exe: str, model_path: str, reporter: Any) -> dict[str,
 
 
 def _learn(machine: str, plan: Any, result: Any) -> None:
-    from advisor import state
-
+    from advisor.store import state
     worked = result.settings if result.ok else None
     extra = {"engine": result.engine}
     if result.ok and result.check is not None and result.check.tokens_per_s:
@@ -440,8 +441,7 @@ def _print_result(result: Any, json_output: bool) -> None:
 
 def ps(json_output: JsonOpt = False) -> None:
     """List the engines advisor started that are still running."""
-    from advisor import state
-
+    from advisor.store import state
     alive = [r for r in state.read_servers() if state.is_alive(r)]
     if json_output:
         print(json.dumps([vars(r) for r in alive], indent=2))
@@ -462,8 +462,8 @@ def stop(
     all_: Annotated[bool, typer.Option("--all", help="Stop every engine advisor started.")] = False,
 ) -> None:
     """Stop an engine advisor started (and forget the state of ones that are gone)."""
-    from advisor import executor, state
-
+    from advisor.runner import execute as executor
+    from advisor.store import state
     records = state.read_servers()
     for r in [r for r in records if not state.is_alive(r)]:
         state.remove_server(r)  # stale: the engine is gone, or its pid now belongs to another process

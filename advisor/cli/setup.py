@@ -60,7 +60,7 @@ def setup(
         raise BadInputError(f"--backend {backend!r} is not one of {', '.join(CHOICES)}")
     chosen = "llama.cpp" if backend == AUTO else backend
     if hardware is not None:
-        from advisor.advise import load_profile
+        from advisor.app.advise import load_profile
 
         profile = load_profile(hardware)
     else:

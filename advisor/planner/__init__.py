@@ -1,7 +1,7 @@
 """The planner: ``recommend(profile, catalog, rules, request) -> Recommendation``. Pure: no I/O, no clock.
 
 For each catalog model that matches the request, each candidate engine (rules/engines.toml, or --backend) and each
-variant from the best-ranked down, it sizes the configuration (advisor.estimate for llama.cpp, the vLLM model in
+variant from the best-ranked down, it sizes the configuration (advisor.gguf.estimate for llama.cpp, the vLLM model in
 planner/vllm.py), chooses settings, and keeps the first variant that fits; every candidate it drops gets a
 ``Rejection`` from a named template (planner/whynot.py). Plans are ranked by quality (the model's task score times
 the quant's quality, less the backend's quant penalty), then predicted speed.
@@ -14,19 +14,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from advisor.catalog import Catalog, Model, Variant
+from advisor.catalog.model import Catalog, Model, Variant
 from advisor.errors import BadInputError, NothingFitsError
-from advisor.facts import ModelFacts
+from advisor.gguf.facts import ModelFacts
 from advisor.plan import LLAMA_CPP, VLLM, LlamaCppSettings, ModelRef, Plan
 from advisor.planner import assemble
-from advisor.planner.bridge import approx_catalog_facts, compact, compact_catalog_facts, expert_fraction
+from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog_facts, expert_fraction
 from advisor.planner.llamacpp import Fit, plan_llama, threads_for
 from advisor.planner.machine import Machine, build_machine
 from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend
 from advisor.planner.speed import predict, quick_decode
 from advisor.planner.vllm import VllmMiss, plan_vllm, quantization_for
 from advisor.planner.whynot import Rejection
-from advisor.probe.model import HardwareProfile
+from advisor.probe.profile import HardwareProfile
 from advisor.rules import Rules
 
 BACKEND_CHOICES = ("auto", LLAMA_CPP, VLLM)
@@ -150,8 +150,7 @@ def _contexts(run: _Run, native: int) -> tuple[int, int, bool]:
 
 
 def _facts(run: _Run, model: Model, v: Variant, q: Quality) -> ModelFacts:
-    from advisor import quant_layout
-
+    from advisor.gguf import layout as quant_layout
     key = (model.id, v.quant, v.imatrix, run.exact)
     if key not in run.facts:  # one layout per (model, quant): the ngl search reuses it
         if model.id not in run.inventories:  # one tensor inventory per model, shared by its quants
@@ -238,8 +237,7 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
 
 def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
                reasons: list[str]) -> Plan | VllmMiss:
-    from advisor import quant_layout
-
+    from advisor.gguf import layout as quant_layout
     m, req = run.machine, run.request
     quant = quantization_for(run.catalog, v, m)
     if isinstance(quant, VllmMiss):
@@ -351,7 +349,7 @@ def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request:
               learned: Mapping[str, Mapping[str, Any]] | None = None) -> Recommendation:
     """Plans for ``profile``, best first, and why every other candidate was dropped.
 
-    ``learned`` maps a model id to what advisor.state.learned_settings returned for it on this machine."""
+    ``learned`` maps a model id to what advisor.store.state.learned_settings returned for it on this machine."""
     if request.backend not in BACKEND_CHOICES:
         raise BadInputError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {request.backend!r}")
     machine = build_machine(profile, rules, max(1, request.concurrency))

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
-from advisor.catalog import Model
-from advisor.estimate import Estimate
+from advisor.catalog.model import Model
+from advisor.gguf.estimate import Estimate
 from advisor.plan import LLAMA_CPP, VLLM, DeviceMemory, Fallback, LlamaCppSettings, ModelRef, Plan, VllmSettings
 from advisor.planner.machine import Machine
 
@@ -122,7 +122,7 @@ def vllm_fallbacks(s: VllmSettings, floor: int) -> list[Fallback]:
 
 
 def apply_learned(plan: Plan, learned: Mapping[str, Any] | None) -> Plan:
-    """Settings that worked on this machine before (advisor.state.learned_settings) replace the planned ones for the
+    """Settings that worked on this machine before (advisor.store.state.learned_settings) replace the planned ones for the
     same backend; the memory figures stay the planner's estimate for its own settings."""
     if not learned or learned.get("backend") != plan.backend or not isinstance(learned.get("settings"), dict):
         return plan

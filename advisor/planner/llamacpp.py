@@ -1,6 +1,6 @@
 """llama.cpp settings for one model file on one machine: layers on the GPU(s), context, slots, threads.
 
-Memory comes from advisor.estimate (exact for weights, KV and output buffers; compute within 5 %), run for the GPUs'
+Memory comes from advisor.gguf.estimate (exact for weights, KV and output buffers; compute within 5 %), run for the GPUs'
 own backend (Machine.llama_backend: which buffers go to the pinned host buffer type, op offload, mapped weights). A
 GPU's need is its buffers plus the backend's context/driver overhead that no buffer reports (rules/backends.toml
 context_overhead_bytes); it must stay within the capacity less the headroom of rules/margins.toml. The host buffers
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from advisor.estimate import Estimate, Settings, estimate
-from advisor.facts import ModelFacts
+from advisor.gguf.estimate import Estimate, Settings, estimate
+from advisor.gguf.facts import ModelFacts
 from advisor.planner.machine import Machine, physical_threads
 
 
@@ -53,7 +53,7 @@ def check(est: Estimate, m: Machine) -> Fit:
         over = used - dev.budget_bytes
         if over > worst.shortfall_bytes:
             worst = Fit(False, over, dev.name, used, dev.budget_bytes)
-    # "host": a GPU backend's pinned host buffers (advisor.estimate, issue 7) live in RAM as well
+    # "host": a GPU backend's pinned host buffers (advisor.gguf.estimate, issue 7) live in RAM as well
     cpu_used = sum(d.total_bytes for d in est.devices if d.device in ("cpu", "host")) + (gpu_total if m.unified else 0)
     over = cpu_used - m.cpu.budget_bytes
     if over > worst.shortfall_bytes:

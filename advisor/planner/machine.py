@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import cast
 
-from advisor.estimate import Backend, BackendRule, backend_rules
-from advisor.probe.model import Gpu, HardwareProfile
+from advisor.gguf.estimate import Backend, BackendRule, backend_rules
+from advisor.probe.profile import Gpu, HardwareProfile
 from advisor.rules import Resolved, Rules, Subject
 
 MIB = 1 << 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from advisor.catalog import Catalog, Model, Variant
+from advisor.catalog.model import Catalog, Model, Variant
 from advisor.planner.machine import Machine
 
 RATING = {"fast": 2, "ok": 1, "slow": 0, "unsupported": -1}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from advisor.catalog import Catalog, Model, Variant, VllmSupport
+from advisor.catalog.model import Catalog, Model, Variant, VllmSupport
 from advisor.planner.machine import MIB, Machine
 from advisor.plan import DeviceMemory, VllmSettings
 

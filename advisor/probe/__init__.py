@@ -8,20 +8,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from advisor.probe.model import Cpu, Disk, Gpu, HardwareProfile, Memory, Runtimes
+from advisor.probe.profile import Cpu, Disk, Found, Gpu, HardwareProfile, Memory, Runtimes
 from advisor.system import System
-
-
-@dataclass
-class Found:
-    """What one GPU detector found: its devices, machine-wide driver versions, platform facts and notes."""
-
-    gpus: list[Gpu] = field(default_factory=list)
-    drivers: dict[str, str] = field(default_factory=dict)
-    environment: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 #: GPU detector modules, in the order their devices are listed (each has ``detect(system) -> Found``).
@@ -51,8 +40,14 @@ def probe(system: System | None = None) -> HardwareProfile:
     drivers: dict[str, str] = {}
     gpus: list[Gpu] = []
 
-    cpu_info: Cpu = _guard("cpu", cpu.detect, Cpu(), notes, system)
-    mem_found = _guard("memory", memory.detect, (Memory(), [], []), notes, system)
+    if system.os_name == "darwin":  # one sysctl call answers both on macOS
+        from advisor.probe import apple
+
+        cpu_detect, mem_detect = apple.detect_cpu, lambda s: (apple.detect_memory(s), [], [])
+    else:
+        cpu_detect, mem_detect = cpu.detect, memory.detect
+    cpu_info: Cpu = _guard("cpu", cpu_detect, Cpu(), notes, system)
+    mem_found = _guard("memory", mem_detect, (Memory(), [], []), notes, system)
     mem_info, mem_env, mem_notes = mem_found
     environment += mem_env
     notes += mem_notes

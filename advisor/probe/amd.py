@@ -22,8 +22,8 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 
-from advisor.probe import Found
-from advisor.probe.model import Gpu
+from advisor.probe.profile import Found
+from advisor.probe.profile import Gpu
 from advisor.system import System
 
 #: PCI vendor id of AMD/ATI (sysfs ``device/vendor``; the KFD ``vendor_id`` line is the same number in decimal).

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from advisor.probe import Found, cpu
-from advisor.probe.model import Cpu, Gpu, Memory
+from advisor.probe import cpu
+from advisor.probe.profile import Found
+from advisor.probe.profile import Cpu, Gpu, Memory
 from advisor.system import System
 
 MiB = 1024**2

@@ -11,7 +11,8 @@ import math
 import re
 from collections.abc import Iterable
 
-from advisor.probe.model import Cpu
+from advisor.probe.cgroup import cgroup_dirs
+from advisor.probe.profile import Cpu
 from advisor.system import System
 
 # Feature names in the profile are Linux /proc/cpuinfo spellings, lower case, except where the kernel's name hides
@@ -230,7 +231,6 @@ def _physical_from_sysfs(system: System) -> int | None:
 
 def cgroup_cpu_limit(system: System) -> float | None:
     """CPUs allowed by the cgroup CPU quota, or None when unlimited (v2 cpu.max, v1 cpu.cfs_quota_us/period)."""
-    from advisor.probe.memory import cgroup_dirs  # one resolver of this process's cgroup directories
 
     for directory in cgroup_dirs(system, "cpu"):
         text = system.read_first_line(f"{directory}/cpu.max")
@@ -351,10 +351,6 @@ def detect_windows(system: System) -> Cpu:
 
 
 def detect(system: System) -> Cpu:
-    if system.os_name == "darwin":
-        from advisor.probe import apple
-
-        return apple.detect_cpu(system)
     if system.os_name == "windows":
         return detect_windows(system)
     return detect_linux(system)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from advisor import settings
-from advisor.probe.model import Disk
+from advisor.probe.profile import Disk
 from advisor.system import System
 
 

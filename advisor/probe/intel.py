@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from advisor.probe import Found
-from advisor.probe.model import Gpu
+from advisor.probe.profile import Found
+from advisor.probe.profile import Gpu
 from advisor.system import System
 
 #: PCI vendor id of Intel (sysfs ``device/vendor``; Vulkan ``vendorID``).

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from advisor.probe import Found
-from advisor.probe.model import Gpu
+from advisor.probe.profile import Found
+from advisor.probe.profile import Gpu
 from advisor.system import DEFAULT_TIMEOUT_S, Completed, System
 
 #: nvidia-smi reports memory in MiB (``nvidia-smi --help-query-gpu``: "memory.total ... [MiB]"; the XML and ``-q``

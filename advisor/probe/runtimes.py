@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from advisor.probe.model import Runtime, Runtimes
+from advisor.probe.profile import Runtime, Runtimes
 from advisor.system import System
 
 # Backend library stems as llama.cpp names them (ggml/src/ggml-<name>/); "hip" is ROCm.

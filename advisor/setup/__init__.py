@@ -16,8 +16,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from advisor.probe.model import HardwareProfile
-from advisor.setup.plan import BACKENDS, LLAMA_CPP, VLLM, Unsupported, runtime_fits, target_for
+from advisor.probe.profile import HardwareProfile
+from advisor.setup.builds import BACKENDS, LLAMA_CPP, VLLM, Unsupported, runtime_fits, target_for
 from advisor.setup.record import canonical, engine_python
 
 __all__ = ["BACKENDS", "LLAMA_CPP", "VLLM", "EngineStatus", "check_engine", "engine_python", "ensure_engine",
@@ -43,7 +43,7 @@ def check_engine(profile: HardwareProfile, backend: str, env: Mapping[str, str] 
     the packages in this Python (from the profile's runtimes), ADVISOR_VLLM_PYTHON. A CPU-only llama.cpp on a profile
     with a GPU does not fit: it would silently ignore n_gpu_layers.
     """
-    from advisor.probe.model import Runtime
+    from advisor.probe.profile import Runtime
     from advisor.setup import record
 
     env = os.environ if env is None else env

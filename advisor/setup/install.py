@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import EngineSetupError, EngineUnsupportedError, EngineVerifyError
-from advisor.probe.model import HardwareProfile
+from advisor.probe.profile import HardwareProfile
 from advisor.setup import installed, record
-from advisor.setup.plan import (
+from advisor.setup.builds import (
     TORCH_CPU_INDEX,
     TORCH_INDEX_ENV,
     VLLM,

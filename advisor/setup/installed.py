@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from advisor.probe.model import HardwareProfile, Runtime
-from advisor.setup.plan import LLAMA_CPP, PYTHON_LEAKS, Existing, Step, Target, runtime_fits, venv_python
+from advisor.probe.profile import HardwareProfile, Runtime
+from advisor.setup.builds import LLAMA_CPP, PYTHON_LEAKS, Existing, Step, Target, runtime_fits, venv_python
 from advisor.setup.runner import Runner
 from advisor.setup.verify import llama_cpp_info, parse_marker
 

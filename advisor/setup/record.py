@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor import settings
-from advisor.setup.plan import LLAMA_CPP, VLLM
+from advisor.setup.builds import LLAMA_CPP, VLLM
 
 SCHEMA = 1
 #: Directory holding the managed virtualenvs (one per backend); default: <ADVISOR_HOME>/engines.

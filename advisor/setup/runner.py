@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from typing import Protocol
 
-from advisor.setup.plan import Step
+from advisor.setup.builds import Step
 from advisor.system import Completed
 
 

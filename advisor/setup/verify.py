@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor.setup.plan import CPU, LLAMA_CPP, PYTHON_LEAKS, InstallPlan, Step
+from advisor.setup.builds import CPU, LLAMA_CPP, PYTHON_LEAKS, InstallPlan, Step
 from advisor.setup.runner import Runner
 
 #: Seconds the verification may take: importing the engine and loading a 100 KB model take seconds; a first CUDA

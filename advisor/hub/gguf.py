@@ -10,7 +10,7 @@ The first range is 2 MiB; when the header goes on past it (a 150k-token vocabula
 the next range doubles what was read, so a header costs a few requests and never the tensor data.
 
 Split models (``-00001-of-0000N.gguf``, llama.cpp's llama_split_path naming) are one model: every shard's header is
-read and the facts cover all shards, as advisor.facts does for local files.
+read and the facts cover all shards, as advisor.gguf.facts does for local files.
 
 Cache (advisor's state dir, ``home_dir()/cache/gguf-facts/<org>--<repo>/``): ``refs/<revision>.json`` holds the
 listing of a revision (commit, files, sizes, etags) and ``<commit>/<file>.json`` the parsed facts keyed by the first
@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from advisor import settings
 from advisor.errors import BadInputError, DownloadError
-from advisor.facts import SPLIT_RE, HeaderIncomplete, ModelFacts, TensorFacts, facts_from_raw, parse_header
+from advisor.gguf.facts import SPLIT_RE, HeaderIncomplete, ModelFacts, TensorFacts, facts_from_raw, parse_header
 
 #: First range read from each shard: most headers fit (a 32k vocabulary takes about 0.5 MiB).
 FIRST_RANGE_BYTES = 2 * 2**20
@@ -220,7 +220,7 @@ def _hub_error(repo: str, what: str, exc: Exception) -> DownloadError:
         return HubOfflineError(f"cannot reach the Hub at {endpoint()} for {what} from {repo} "
                                f"({type(exc).__name__})", hint="check the network, or set HF_HUB_OFFLINE=1 to use "
                                "only the cache")
-    from advisor.hub import _hub_error as download_error
+    from advisor.hub.download import _hub_error as download_error
 
     return download_error(repo, what, exc)
 
@@ -301,7 +301,7 @@ def _read_range(session: Any, url: str, headers: dict[str, str], start: int, end
 
 def read_header(repo: str, commit: str, file: str, size: int, name: str,
                 progress: Callable[[int], None] | None = None) -> Any:
-    """The parsed header (advisor.facts' raw form) of one file, read by growing range requests."""
+    """The parsed header (advisor.gguf.facts' raw form) of one file, read by growing range requests."""
     from huggingface_hub import get_session, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from advisor.probe.model import Gpu, HardwareProfile, Runtime
+from advisor.probe.profile import Gpu, HardwareProfile, Runtime
 
 #: Backend names as the planner spells them (advisor/plan.py LLAMA_CPP, VLLM).
 LLAMA_CPP = "llama.cpp"

@@ -37,7 +37,7 @@ METADATA_FIXED_BYTES = 16_384
 
 
 class ArchFacts(Protocol):
-    """What the layout needs from a catalog ``Architecture`` (advisor.catalog)."""
+    """What the layout needs from a catalog ``Architecture`` (advisor.catalog.model)."""
 
     name: str
     n_layer: int
@@ -254,8 +254,8 @@ _FALLBACK = {
 
 
 def block(type_name: str) -> tuple[int, int]:
-    """(elements per block, bytes per block) of a ggml type (advisor.ggml's table, ggml.c type_traits)."""
-    from advisor.ggml import TYPES
+    """(elements per block, bytes per block) of a ggml type (advisor.gguf.ggml's table, ggml.c type_traits)."""
+    from advisor.gguf.ggml import TYPES
 
     _, blck, size = TYPES[type_name]
     return blck, size

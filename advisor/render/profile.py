@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from advisor.probe.model import HardwareProfile
+from advisor.probe.profile import HardwareProfile
 
 
 def human_bytes(n: int | None) -> str:

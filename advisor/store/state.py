@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from advisor import settings
-
 LEARNED_SCHEMA = 1
 #: Failures kept per machine, model and backend: enough to see a pattern, small enough to read.
 MAX_FAILURES = 20

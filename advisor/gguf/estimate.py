@@ -39,9 +39,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from advisor import ggml
+from advisor.gguf import ggml
 from advisor.errors import BadInputError
-from advisor.facts import ModelFacts
+from advisor.gguf.facts import ModelFacts
 
 FlashAttn = Literal["on", "off", "auto"]
 Backend = Literal["cpu", "cuda", "rocm", "metal", "vulkan", "sycl"]
@@ -145,9 +145,9 @@ GENERIC_GPU = BackendRule("gpu", "GPU", False, False, False, "gpu", 0, "unnamed 
 
 
 def _rules_file() -> Path:
-    from advisor.catalog import catalog_dir  # rules/ sits next to the catalog (checkout, wheel or ADVISOR_DATA_DIR)
+    from advisor.settings import data_dir
 
-    return catalog_dir().parent / "rules" / "backends.toml"
+    return data_dir() / "rules" / "backends.toml"
 
 
 @cache

@@ -129,3 +129,13 @@ class HardwareProfile:
                 f"{where}: schema {schema!r} is not supported (this advisor reads schema {SCHEMA_VERSION})"
             )
         return build(cls, data, where, HardwareFileError)
+
+
+@dataclass
+class Found:
+    """What one GPU detector found: its devices, machine-wide driver versions, platform facts and notes."""
+
+    gpus: list[Gpu] = field(default_factory=list)
+    drivers: dict[str, str] = field(default_factory=dict)
+    environment: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)

@@ -26,7 +26,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from advisor import ggml
+from advisor.gguf import ggml
 from advisor.errors import BadInputError
 
 GGUF_MAGIC = b"GGUF"
@@ -198,7 +198,7 @@ class ModelFacts:
 
 class HeaderIncomplete(BadInputError):
     """The buffer holds only the first bytes of a larger file and the header goes on past them: fetch more (a Hub
-    file read by range requests, advisor.hub_gguf). Never raised for a whole local file."""
+    file read by range requests, advisor.hub.gguf). Never raised for a whole local file."""
 
     def __init__(self, path: str, have: int) -> None:
         super().__init__(f"{path}: the header goes on past the first {have} bytes")

@@ -3,17 +3,12 @@
 Loading is strict: every table is checked against its dataclass, unknown keys and wrong types are refused with the
 file and the key path, so a typo in the data fails the test suite instead of silently dropping a fact.
 catalog/README.md explains the schema. Pure: no network, no writes; sizes that were not measured are *derived* on
-demand from the architecture by advisor.quant_layout (imported lazily: it needs gguf, hence numpy).
+demand from the architecture by advisor.gguf.layout (imported lazily: it needs gguf, hence numpy).
 
-Where the data is read from (first that exists):
-1. ``$ADVISOR_DATA_DIR/catalog`` (a data root laid out like the packaged one, with ``catalog/`` and ``rules/``);
-2. the checkout's ``catalog/`` next to the ``advisor`` package (a development install);
-3. ``advisor/_data/catalog`` inside the wheel (pyproject force-includes ``catalog/`` there).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +17,6 @@ from advisor.errors import BadInputError
 from advisor.strict import build, read_toml
 
 #: Environment variable naming a data root that holds ``catalog/`` (and ``rules/``), overriding the packaged data.
-DATA_DIR_ENV = "ADVISOR_DATA_DIR"
 
 SCHEMA_VERSION = 1
 
@@ -218,7 +212,7 @@ class Catalog:
     models: tuple[Model, ...]
     quants: QuantFile
     data_dir: Path
-    #: Models added by ``advisor catalog add`` (from the user overlay, advisor.catalog_overlay).
+    #: Models added by ``advisor catalog add`` (from the user overlay, advisor.catalog.overlay).
     user_ids: frozenset[str] = frozenset()
 
     def get(self, model_id: str) -> Model:
@@ -329,49 +323,6 @@ def _replace(obj: Any, **changes: Any) -> Any:
     return dataclasses.replace(obj, **changes)
 
 
-def catalog_dir(env: dict[str, str] | None = None) -> Path:
-    """The catalog directory in use (see the module docstring for the order)."""
-    env = os.environ if env is None else env  # type: ignore[assignment]
-    root = env.get(DATA_DIR_ENV)
-    if root:
-        return Path(root) / "catalog"
-    here = Path(__file__).resolve().parent
-    checkout = here.parent / "catalog"
-    if (checkout / "models").is_dir():
-        return checkout
-    return here / "_data" / "catalog"
-
-
-def load_catalog(data_dir: Path | None = None, overlay: bool = True) -> Catalog:
-    """Load every ``models/*.toml`` and ``quants.toml`` under ``data_dir`` (default: ``catalog_dir()``), then the
-    user overlay (advisor.catalog_overlay: measured sizes, user models) over it unless ``overlay`` is False."""
-    d = Path(data_dir) if data_dir is not None else catalog_dir()
-    files = sorted((d / "models").glob("*.toml"))
-    if not files:
-        raise CatalogError(f"no catalog files under {d / 'models'}")
-    models: list[Model] = []
-    ids: dict[str, str] = {}
-    for path in files:
-        for m in load_model_file(path).model:
-            if m.id in ids:
-                raise CatalogError(f"{path.name}: model id {m.id!r} already defined in {ids[m.id]}")
-            ids[m.id] = path.name
-            models.append(m)
-    quants = _build(QuantFile, _read_toml(d / "quants.toml"), "quants.toml")
-    user_ids: frozenset[str] = frozenset()
-    if overlay:
-        from advisor.settings import home_dir
-
-        path = home_dir() / "catalog" / "overlay.json"  # catalog_overlay.overlay_path(), without importing it
-        if path.exists():
-            from advisor import catalog_overlay
-
-            ov = catalog_overlay.load_overlay(path)
-            if ov is not None:
-                models, user_ids = catalog_overlay.apply(models, ov, str(path))
-    return Catalog(models=tuple(models), quants=quants, data_dir=d, user_ids=user_ids)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Sizes (lazy: quant_layout imports gguf)
 
@@ -388,8 +339,7 @@ class SizedVariant:
 def derive_size(model: Model, v: Variant) -> tuple[int, dict[str, int]]:
     """(bytes, bytes per ggml type) of variant ``v`` computed from the architecture; for a variant measured as
     tensor data, the tensor bytes, otherwise the file bytes."""
-    from advisor import quant_layout
-
+    from advisor.gguf import layout as quant_layout
     if v.format == "gguf":
         layout = quant_layout.gguf_layout(model.arch, v.quant, imatrix=v.imatrix)
         total = layout.tensor_bytes if v.size_measures == "tensor_data" else layout.file_bytes

@@ -1,5 +1,5 @@
 """The user-level catalog overlay (issue 4): sizes measured by ``advisor catalog refresh`` and models added by
-``advisor catalog add``, merged over the packaged catalog by ``advisor.catalog.load_catalog``. The packaged files are
+``advisor catalog add``, merged over the packaged catalog by ``advisor.catalog.model.load_catalog``. The packaged files are
 never written.
 
 The overlay is one JSON file, ``home_dir()/catalog/overlay.json`` (advisor's state dir: $ADVISOR_HOME, else
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor import settings
-from advisor.catalog import CatalogError, Model, Variant, _validate_model
+from advisor.catalog.model import CatalogError, Model, Variant, _validate_model
 from advisor.strict import build
 
 OVERLAY_SCHEMA = 1
@@ -199,9 +199,9 @@ def guess_quant(facts: Any, names: list[str], given: str | None, known: frozense
 
 def model_from_facts(facts: Any, *, model_id: str, repo: str, files: list[str], size_bytes: int, quant: str,
                      tasks: list[str], source: str, date: str) -> Model:
-    """A user Model from a GGUF header's facts (advisor.facts.ModelFacts)."""
-    from advisor.catalog import Architecture, Sampling
-    from advisor.facts import SWA_PERIOD_DEFAULT
+    """A user Model from a GGUF header's facts (advisor.gguf.facts.ModelFacts)."""
+    from advisor.catalog.model import Architecture, Sampling
+    from advisor.gguf.facts import SWA_PERIOD_DEFAULT
 
     meta = facts.metadata
     arch = facts.architecture
@@ -257,7 +257,7 @@ HF_TO_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen
 def model_from_config_dir(d: Path, *, model_id: str | None, tasks: list[str], date: str) -> Model:
     """A user Model from a transformers checkpoint directory: config.json plus the safetensors headers (8-byte
     little-endian length, then JSON of name -> dtype/shape/data_offsets: the safetensors format)."""
-    from advisor.catalog import Architecture, Sampling
+    from advisor.catalog.model import Architecture, Sampling
 
     cfg_path = d / "config.json"
     try:

@@ -1,18 +1,18 @@
 """From a catalog entry to the estimator's ``ModelFacts``, without a GGUF header.
 
-The tensors come from advisor.quant_layout (the architecture's tensor inventory and llama-quantize's per-tensor type
+The tensors come from advisor.gguf.layout (the architecture's tensor inventory and llama-quantize's per-tensor type
 choice), so the estimator can place layers on devices exactly as it does for a real file. Hyper-parameters follow
 the catalog's ``Architecture``, which names them as GGUF does; the sliding-window pattern uses llama.cpp's rule
-(layer ``il`` is local iff ``il % p < p - 1``; ``p = 1``: every layer local), as advisor.facts does.
+(layer ``il`` is local iff ``il % p < p - 1``; ``p = 1``: every layer local), as advisor.gguf.facts does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from advisor import ggml
-from advisor.catalog import Model, Variant
-from advisor.facts import ModelFacts, TensorFacts
+from advisor.gguf import ggml
+from advisor.catalog.model import Model, Variant
+from advisor.gguf.facts import ModelFacts, TensorFacts
 
 
 def _swa_layers(n_layer: int, window: int, pattern: int) -> tuple[bool, ...]:
@@ -39,8 +39,7 @@ def _skeleton(model: Model, variant: Variant, tensors: tuple[TensorFacts, ...] =
 
 def facts_from_catalog(model: Model, variant: Variant) -> ModelFacts:
     """ModelFacts of a catalog GGUF variant, built from its derived per-tensor layout."""
-    from advisor import quant_layout
-
+    from advisor.gguf import layout as quant_layout
     if variant.format != "gguf":
         raise ValueError(f"{model.id} {variant.quant}: only GGUF variants have a llama.cpp layout")
     layout = quant_layout.gguf_layout(model.arch, variant.quant, imatrix=variant.imatrix)
@@ -63,8 +62,7 @@ def _with_layers(facts: ModelFacts, globals_: tuple[TensorFacts, ...], per_layer
 def compact_catalog_facts(model: Model, variant: Variant, inventory: list | None = None) -> ModelFacts:
     """``compact(facts_from_catalog(...))`` without building a TensorFacts per tensor; ``inventory`` (the
     architecture's tensor list, quant_layout.tensor_inventory) may be passed in to share it across quants."""
-    from advisor import quant_layout
-
+    from advisor.gguf import layout as quant_layout
     a = model.arch
     inv = inventory if inventory is not None else quant_layout.tensor_inventory(a)
     per_layer = [0] * a.n_layer

@@ -12,7 +12,7 @@ from typing import Any
 
 from advisor.errors import HardwareFileError
 from advisor.plan import Plan
-from advisor.probe.model import HardwareProfile
+from advisor.probe.profile import HardwareProfile
 
 
 def load_profile(path: Path) -> HardwareProfile:
@@ -38,16 +38,14 @@ def hardware(path: Path | None) -> HardwareProfile:
 
 
 def machine_key(profile: HardwareProfile) -> str:
-    """The key learned settings are stored under (advisor.state): what makes one machine's results another's."""
-    from advisor import state
-
+    """The key learned settings are stored under (advisor.store.state): what makes one machine's results another's."""
+    from advisor.store import state
     return state.machine_key(profile.cpu.model, [(g.name, g.memory_total_bytes) for g in profile.gpus])
 
 
 def learned_for(profile: HardwareProfile, model_ids: list[str]) -> dict[str, Mapping[str, Any]]:
     """What worked before on this machine, per model id (only those with a record)."""
-    from advisor import state
-
+    from advisor.store import state
     key = machine_key(profile)
     found = {}
     for model_id in model_ids:
@@ -78,10 +76,10 @@ def advise(profile: HardwareProfile, request: Any) -> Advice:
 
     rules = load_rules()
     if is_local_gguf(request.model):
-        from advisor.facts import read_gguf_facts
+        from advisor.gguf.facts import read_gguf_facts
 
         return Advice([plan_for_gguf(profile, rules, read_gguf_facts(request.model), request)])
-    from advisor.catalog import load_catalog
+    from advisor.catalog.load import load_catalog
 
     catalog = load_catalog()
     if request.model and _hub_gguf_outside_catalog(catalog, request.model):
@@ -94,7 +92,7 @@ def advise(profile: HardwareProfile, request: Any) -> Advice:
 def _hub_gguf_outside_catalog(catalog: Any, model: str) -> bool:
     """A Hub reference (org/repo[:QUANT], org/repo/file.gguf) whose repo no catalog model or variant names: it is
     planned from its GGUF header like a local file (the catalog's own repos keep their curated plans)."""
-    from advisor.hub_gguf import looks_like_hub_ref, parse_ref
+    from advisor.hub.gguf import looks_like_hub_ref, parse_ref
 
     if not looks_like_hub_ref(model):
         return False
@@ -105,10 +103,10 @@ def _hub_gguf_outside_catalog(catalog: Any, model: str) -> bool:
 
 def _plan_hub_gguf(profile: HardwareProfile, rules: Any, request: Any) -> Plan:
     """plan_for_gguf over the header read from the Hub; the plan's ModelRef then names the repo, its files and the
-    resolved commit instead of a path (advisor.hub.resolve fetches them at run time)."""
+    resolved commit instead of a path (advisor.hub.download.resolve fetches them at run time)."""
     import dataclasses
 
-    from advisor.hub_gguf import hub_facts, parse_ref
+    from advisor.hub.gguf import hub_facts, parse_ref
     from advisor.planner import plan_for_gguf
 
     hub = hub_facts(parse_ref(request.model))

@@ -1,0 +1,36 @@
+"""Loading the catalog in use: the shipped TOML files (advisor.catalog.model parses them), then the user's overlay
+(advisor.catalog.overlay: measured sizes and models added by the user) over them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from advisor.catalog import overlay as user_overlay
+from advisor.catalog.model import Catalog, CatalogError, Model, QuantFile, _build, _read_toml, load_model_file
+from advisor import settings
+
+
+def load_catalog(data_dir: Path | None = None, overlay: bool = True) -> Catalog:
+    """Load every ``models/*.toml`` and ``quants.toml`` under ``data_dir`` (default: the catalog of
+    advisor.settings.data_dir), then the user overlay (measured sizes, user models) unless ``overlay`` is False."""
+    d = Path(data_dir) if data_dir is not None else settings.data_dir() / "catalog"
+    files = sorted((d / "models").glob("*.toml"))
+    if not files:
+        raise CatalogError(f"no catalog files under {d / 'models'}")
+    models: list[Model] = []
+    ids: dict[str, str] = {}
+    for path in files:
+        for m in load_model_file(path).model:
+            if m.id in ids:
+                raise CatalogError(f"{path.name}: model id {m.id!r} already defined in {ids[m.id]}")
+            ids[m.id] = path.name
+            models.append(m)
+    quants = _build(QuantFile, _read_toml(d / "quants.toml"), "quants.toml")
+    user_ids: frozenset[str] = frozenset()
+    if overlay:
+        path = user_overlay.overlay_path()
+        if path.exists():
+            ov = user_overlay.load_overlay(path)
+            if ov is not None:
+                models, user_ids = user_overlay.apply(models, ov, str(path))
+    return Catalog(models=tuple(models), quants=quants, data_dir=d, user_ids=user_ids)
