@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,13 +89,11 @@ def _plain(obj: Any) -> Any:
 
 def save_overlay(ov: OverlayFile, path: Path | None = None) -> Path:
     """Write atomically (a concurrent ``catalog list`` never reads half a file)."""
+    from advisor.store.files import write_private  # 0600 in 0700 directories, like all of ADVISOR_HOME
+
     p = overlay_path() if path is None else path
-    p.parent.mkdir(parents=True, exist_ok=True)
     doc = {"schema": OVERLAY_SCHEMA, "sizes": _plain(ov.sizes), "model": _plain(ov.model)}
-    tmp = p.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, p)
-    return p
+    return write_private(p, json.dumps(doc, indent=1) + "\n")
 
 
 def with_sizes(ov: OverlayFile | None, sizes: list[MeasuredSize]) -> OverlayFile:

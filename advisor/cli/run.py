@@ -10,7 +10,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -70,10 +69,6 @@ class _Reporter:
         if self.status is not None:
             self.status.stop()
             self.status = None
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops the engine the same way Ctrl-C does
 
 
 # -- plan sources ---------------------------------------------------------------------------------------------------
@@ -341,7 +336,10 @@ def run(
         log_dir=state.logs_dir(), check=True,
     )  # fmt: skip
     fit = _llama_fit(plan, exe, str(model_path), reporter)
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    from advisor.runner.signals import stopping_on_signals
+
+    signals = stopping_on_signals()  # SIGINT, SIGTERM, SIGHUP, SIGQUIT: stop the engine on the way out
+    signals.__enter__()
     record = None
     result = None
     keep = False  # --detach after a good check: the engine outlives advisor
@@ -395,7 +393,7 @@ def run(
             if record is not None and not keep:
                 state.remove_server(record)
         finally:
-            signal.signal(signal.SIGTERM, old_term)
+            signals.__exit__(None, None, None)
 
 
 def _llama_fit(plan: Any, exe: str, model_path: str, reporter: Any) -> dict[str, Any] | None:
@@ -425,8 +423,8 @@ def _learn(machine: str, plan: Any, result: Any) -> None:
         extra["tokens_per_s"] = result.check.tokens_per_s
     try:
         state.record_run(machine, plan.model.id, plan.backend, [vars(a) for a in result.attempts], worked, extra)
-    except OSError as exc:  # learning is a bonus: a read-only home must not fail the run
-        _err(f"could not record the learned settings: {exc}")
+    except (OSError, AdvisorError) as exc:  # learning is a bonus: a read-only home must not fail the run
+        _err(f"could not record the learned settings: {getattr(exc, 'message', exc)}")
 
 
 def _print_result(result: Any, json_output: bool) -> None:
@@ -442,7 +440,13 @@ def _print_result(result: Any, json_output: bool) -> None:
 def ps(json_output: JsonOpt = False) -> None:
     """List the engines advisor started that are still running."""
     from advisor.store import state
-    alive = [r for r in state.read_servers() if state.is_alive(r)]
+    alive = []
+    for r in state.read_servers(_err):
+        found, why = state.identify(r)
+        if found == state.SAME:
+            alive.append(r)
+        elif found == state.UNVERIFIED:
+            _err(f"{r.id}: not listed: {why} (remove {r.path} if it is stale)")
     if json_output:
         print(json.dumps([vars(r) for r in alive], indent=2))
         return
@@ -464,10 +468,15 @@ def stop(
     """Stop an engine advisor started (and forget the state of ones that are gone)."""
     from advisor.runner import execute as executor
     from advisor.store import state
-    records = state.read_servers()
-    for r in [r for r in records if not state.is_alive(r)]:
-        state.remove_server(r)  # stale: the engine is gone, or its pid now belongs to another process
-        records.remove(r)
+    records = []
+    for r in state.read_servers(_err):
+        found, why = state.identify(r)
+        if found == state.GONE:
+            state.remove_server(r)  # stale: the engine is gone, or its pid now belongs to another process
+        elif found == state.UNVERIFIED:  # never signal a process that may not be ours
+            _err(f"skipped {r.id}: {why} (remove {r.path} if it is stale)")
+        else:
+            records.append(r)
     if all_:
         chosen = records
     elif server_id is not None:

@@ -94,8 +94,9 @@ def spawn(launch: Launch, log_path: Path) -> subprocess.Popen[bytes]:
     Its own group: Ctrl-C in the terminal reaches advisor only, which then stops the whole group (the engine and
     any worker processes it forked, as vLLM does) instead of leaving half of it behind.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    from advisor.store.files import open_private_append  # logs may hold prompts: 0600 in a 0700 directory
+
+    with open_private_append(log_path) as log:
         kwargs: dict[str, Any] = {"start_new_session": True}
         if os.name == "nt":  # pragma: no cover - no sessions on Windows
             kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
@@ -480,6 +481,21 @@ def check(url: str, headers: Mapping[str, str], seams: Seams) -> CheckResult:
     )
 
 
+#: After a failed test prompt, how long an engine that is dying gets to exit before it counts as alive: the request
+#: that killed it ends (connection reset) a moment before the process does; without the wait the exit code was a
+#: race between 6 (alive, wrong answer) and 5 (died: a start failure).
+CHECK_EXIT_GRACE_S = 3.0
+
+
+def _exit_within(proc: Process, seams: Seams, grace: float) -> int | None:
+    deadline = seams.clock() + grace
+    code = proc.poll()
+    while code is None and seams.clock() < deadline:
+        seams.sleep(0.05)
+        code = proc.poll()
+    return code
+
+
 def _exit_reason(code: int | None, log_text: str) -> str:
     if code is not None and code < 0:
         try:
@@ -546,7 +562,7 @@ def execute(request: RunRequest, seams: Seams | None = None, report: Reporter | 
                     result.check = check(url, headers, seams)
                 except CheckError as exc:
                     result.timings["check_s"] = round(seams.clock() - t_check, 3)
-                    code = proc.poll()
+                    code = _exit_within(proc, seams, CHECK_EXIT_GRACE_S)
                     if code is None:  # alive but answering wrong: no smaller setting will fix that
                         attempt.outcome, attempt.reason = "check_failed", str(exc)
                         stop_process(proc, seams)
