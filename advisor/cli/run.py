@@ -76,13 +76,9 @@ class _Reporter:
 
 def _load_plan(path: Path):
     from advisor.plan import Plan, PlanFileError
+    from advisor.strict import MAX_PLAN_BYTES, load_json
 
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise PlanFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise PlanFileError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    data = load_json(path, MAX_PLAN_BYTES, PlanFileError)  # regular files only, bounded, depth-checked
     if isinstance(data, dict) and "plans" in data:  # `advisor recommend --json`: take the first (best) plan
         plans = data["plans"]
         if not isinstance(plans, list) or not plans:
