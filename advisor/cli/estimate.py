@@ -7,6 +7,7 @@ command.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from enum import Enum
 from typing import Annotated
@@ -105,10 +106,19 @@ def estimate(
     for name, value in (("--batch", batch), ("--ubatch", ubatch)):
         if value < 1:
             raise BadInputError(f"{name} must be at least 1, got {value}")
+    if parallel == 0 or parallel < -1:
+        raise BadInputError(f"--parallel must be -1 (auto) or at least 1, got {parallel}")
+    if gpu_layers < -1:
+        raise BadInputError(f"--gpu-layers must be -1 (all) or more, got {gpu_layers}")
     if ctx < 0:
         raise BadInputError(f"--ctx must be 0 (trained context) or more, got {ctx}")
-    if gpus < 0:
-        raise BadInputError(f"--gpus must be 0 or more, got {gpus}")
+    from advisor.plan import MAX_DEVICES, MAX_UINT32
+
+    if not 0 <= gpus <= MAX_DEVICES:  # llama.cpp's llama_max_devices()
+        raise BadInputError(f"--gpus must be 0 to {MAX_DEVICES} (llama.cpp's device limit), got {gpus}")
+    for name, value in (("--ctx", ctx), ("--batch", batch), ("--ubatch", ubatch), ("--parallel", parallel)):
+        if value > MAX_UINT32:  # uint32_t in llama_context_params
+            raise BadInputError(f"{name} must be at most {MAX_UINT32}, got {value}")
     if n_cpu_moe < -1:
         raise BadInputError(f"--n-cpu-moe must be -1 (all) or more, got {n_cpu_moe}")
     be = backend.value if backend is not None else None
@@ -118,7 +128,7 @@ def estimate(
 
         profile = load_profile(hardware)
         if profile.gpus:
-            gpus = gpus or len(profile.gpus)
+            gpus = gpus or min(len(profile.gpus), MAX_DEVICES)
             be = be or profile.gpus[0].backend
             free = [g.memory_free_bytes or g.memory_total_bytes or 0 for g in profile.gpus[:gpus]]
             if all(free):  # llama.cpp's default split: each device's free memory at load time (§2.4)
@@ -130,7 +140,7 @@ def estimate(
             split = tuple(float(x) for x in tensor_split.split(","))
         except ValueError:
             raise BadInputError(f"--tensor-split takes numbers separated by commas, got {tensor_split!r}") from None
-        if any(x < 0 for x in split) or not any(split):
+        if len(split) > MAX_DEVICES or not all(math.isfinite(x) and x >= 0 for x in split) or not any(split):
             raise BadInputError(f"--tensor-split needs non-negative numbers, not all 0, got {tensor_split!r}")
         gpus = gpus or len(split)
     if be == "cpu":

@@ -22,10 +22,12 @@ from advisor.cli._options import (
     ConcurrencyOpt,
     ContextOpt,
     HardwareOpt,
+    HostOpt,
     JsonOpt,
     LicenseOpt,
     MaxSizeOpt,
     TaskOpt,
+    TimeoutOpt,
 )
 from advisor.errors import AdvisorError, BadInputError, EngineMissingError
 
@@ -241,7 +243,7 @@ def run(
     ] = False,
     file: Annotated[str | None, typer.Option("--file", help="The GGUF file in the Hub repository MODEL.")] = None,
     backend: BackendOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    host: HostOpt = "127.0.0.1",
     port: Annotated[int | None, typer.Option("--port", help="Port (default: a free one).")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="Require this key from clients.")] = None,
     check_only: Annotated[bool, typer.Option("--check", help="Start, verify, stop and exit (scripts, CI).")] = False,
@@ -252,7 +254,7 @@ def run(
         str | None, typer.Option("--python", help="Interpreter of a Python engine (vLLM; env ADVISOR_VLLM_PYTHON).")
     ] = None,
     max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="Starts to try, backing off.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for readiness.")] = None,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Start an engine for a model or a plan, check it with a test prompt, and keep it running (or stop: --check).
 

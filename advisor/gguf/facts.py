@@ -341,16 +341,11 @@ class _RawFile:
 
 
 def _read_raw(path: str) -> _RawFile:
-    try:
-        size = os.path.getsize(path)
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BadInputError(f"{path}: is a directory, not a GGUF file") from None
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
+    from advisor.strict import open_regular
+
+    fd = open_regular(path)  # a FIFO or device is refused without blocking; "cannot read PATH: ..." otherwise
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(fd).st_size
         if size < 24:
             head = f.read(4)
             if head != GGUF_MAGIC:
