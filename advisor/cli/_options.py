@@ -54,6 +54,24 @@ def host(text: str) -> str:
     raise BadInputError(f"--host {text[:60]!r} is neither an IP address nor a host name")
 
 
+#: Linux's PATH_MAX and NAME_MAX (limits.h): a longer path or path component cannot name a file.
+PATH_MAX, NAME_MAX = 4096, 255
+
+
+def model_name(text: str) -> str:
+    """A model as given on the command line (a path, a catalog id or a Hub reference): refused when no file or
+    repository could have that name (the operating system would answer ENAMETOOLONG), or when it holds control
+    characters."""
+    if not text:
+        raise BadInputError("the model name is empty")
+    if len(text) > PATH_MAX or any(len(part.encode()) > NAME_MAX for part in text.split("/")):
+        raise BadInputError(f"the model name {text[:40]!r}... ({len(text)} characters) is too long for a file "
+                            f"(at most {PATH_MAX}, {NAME_MAX} per path component) or a Hub repository")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise BadInputError(f"the model name {text[:60]!r} holds control characters")
+    return text
+
+
 def task(text: str) -> str:
     """One of the catalog's tasks (advisor.catalog.model.Task)."""
     import typing
@@ -72,7 +90,6 @@ HardwareOpt = Annotated[
     typer.Option(
         "--hardware",
         help="Use a hardware profile written by 'advisor probe --json' instead of probing this machine.",
-        dir_okay=False,
     ),
 ]
 

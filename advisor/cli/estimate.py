@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from advisor.cli._options import HardwareOpt, JsonOpt
+from advisor.cli._options import HardwareOpt, JsonOpt, model_name
 
 
 class BackendChoice(str, Enum):
@@ -35,7 +35,7 @@ class FlashAttnChoice(str, Enum):
 ModelArg = Annotated[str, typer.Argument(help="A local .gguf file (for a split model, any of its shards), or a "
                                          "Hub GGUF: org/repo with --file or --quant, org/repo:QUANT, or "
                                          "org/repo/file.gguf (only its header is read, by range requests).",
-                                         show_default=False)]
+                                         show_default=False, parser=model_name)]
 FileOpt = Annotated[str | None, typer.Option("--file", help="The .gguf file in the Hub repository (any shard of a "
                                              "split model).", show_default=False)]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="Pick the repository's .gguf of this quantization, "

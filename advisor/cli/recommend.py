@@ -17,6 +17,7 @@ from advisor.cli._options import (
     LicenseOpt,
     MaxSizeOpt,
     TaskOpt,
+    model_name,
 )
 
 
@@ -39,7 +40,8 @@ def recommend(
     context: ContextOpt = None,
     concurrency: ConcurrencyOpt = 1,
     backend: Annotated[Backend, typer.Option("--backend")] = Backend.auto,
-    model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.",
+                                                                parser=model_name)] = None,
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
     hardware: HardwareOpt = None,

@@ -28,6 +28,7 @@ from advisor.cli._options import (
     MaxSizeOpt,
     TaskOpt,
     TimeoutOpt,
+    model_name,
 )
 from advisor.errors import AdvisorError, BadInputError, EngineMissingError
 
@@ -226,7 +227,8 @@ def _dry_run_path(model) -> str:
 
 def run(
     model: Annotated[
-        str | None, typer.Argument(help="A local .gguf file, a model directory (vLLM), or a Hub repo with --file.")
+        str | None, typer.Argument(help="A local .gguf file, a model directory (vLLM), or a Hub repo with --file.",
+                                  parser=model_name)
     ] = None,
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="A plan JSON (one plan, or 'advisor recommend --json' output).")

@@ -461,7 +461,7 @@ def read_gguf_facts(path: str | os.PathLike[str]) -> ModelFacts:
 def facts_from_raw(path: str, files: list[str], raws: list[_RawFile]) -> ModelFacts:
     """Facts of a model from its shards' parsed headers (``raws[i]`` is ``files[i]``'s); each raw's ``file_size``
     is the whole file's, so a tensor that ends past it means a truncated file."""
-    kv = raws[0].kv
+    kv = {k: v for k, v in raws[0].kv.items() if not isinstance(v, LongString)}  # skipped strings: as if absent
     tensors: list[TensorFacts] = []
     for i, (f, raw) in enumerate(zip(files, raws)):
         for name, shape, ttype, offset in raw.tensors:
@@ -500,6 +500,12 @@ def _check_values(path: str, kv: dict[str, Any], tensors: list[TensorFacts]) -> 
     if not isinstance(arch, str):
         return  # _facts names the missing architecture
     prefix = f"{arch}."
+    n_layer = kv.get(prefix + "block_count")
+    if isinstance(n_layer, int) and n_layer > LLAMA_MAX_LAYERS:
+        raise BadInputError(f"{path}: {prefix}block_count = {n_layer} layers; llama.cpp supports at most {LLAMA_MAX_LAYERS}")
+    n_expert = kv.get(prefix + "expert_count")
+    if isinstance(n_expert, int) and n_expert > LLAMA_MAX_EXPERTS:
+        raise BadInputError(f"{path}: {n_expert} experts; llama.cpp supports at most {LLAMA_MAX_EXPERTS}")
     for key, value in kv.items():
         if not key.startswith(prefix):
             continue
@@ -512,12 +518,6 @@ def _check_values(path: str, kv: dict[str, Any], tensors: list[TensorFacts]) -> 
                 raise BadInputError(f"{path}: {key} = {v}: outside 0..{UINT32_MAX}")
         if key[len(prefix):] in INT_KEYS and not all(isinstance(v, int) for v in items):
             raise BadInputError(f"{path}: {key} must be an integer (or one per layer), not {_kind(value)}")
-    n_layer = kv.get(prefix + "block_count")
-    if isinstance(n_layer, int) and n_layer > LLAMA_MAX_LAYERS:
-        raise BadInputError(f"{path}: {n_layer} layers; llama.cpp supports at most {LLAMA_MAX_LAYERS}")
-    n_expert = kv.get(prefix + "expert_count")
-    if isinstance(n_expert, int) and n_expert > LLAMA_MAX_EXPERTS:
-        raise BadInputError(f"{path}: {n_expert} experts; llama.cpp supports at most {LLAMA_MAX_EXPERTS}")
     if isinstance(n_layer, int):
         for t in tensors:
             if t.name.startswith("blk.") and (t.layer is None or t.layer >= n_layer):
