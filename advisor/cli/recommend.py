@@ -49,6 +49,10 @@ def recommend(
     json_output: JsonOpt = False,
     why_not: Annotated[str | None, typer.Option("--why-not", help="Explain why a model was not chosen.")] = None,
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+    user: Annotated[str | None, typer.Option("--user", help="systemd: the account the service runs as.")] = None,
+    engine_path: Annotated[str | None, typer.Option(
+        "--engine-path", help="systemd: the engine's executable (default: llama-server on PATH; vLLM's 'vllm' "
+        "from 'advisor setup', else on PATH).")] = None,
 ) -> None:
     """Recommend models with their quantization, engine and settings, best first."""
     from advisor.app.advise import advise
@@ -77,45 +81,17 @@ def recommend(
         sys.stdout.write(json.dumps({"hardware": profile.to_dict(), "plans": [p.to_dict() for p in plans]},
                                     indent=2) + "\n")
         return
+    from advisor.app.deploy import deploy_target
     from advisor.render import deploy as formats
     best = plans[0]
     vendor = profile.gpus[0].vendor if profile.gpus else "none"
     if fmt == Format.shell:
         sys.stdout.write(formats.shell(best))
     elif fmt == Format.systemd:
-        sys.stdout.write(formats.systemd(best))
+        sys.stdout.write(formats.systemd(best, deploy_target(best.backend, engine_path, user)))
     elif fmt == Format.compose:
-        sys.stdout.write(formats.compose(best, vendor))
+        jetson = formats.is_jetson([g.name for g in profile.gpus if g.vendor == "nvidia"], profile.arch)
+        sys.stdout.write(formats.compose(best, vendor, deploy_target(best.backend, None, None, need_exe=False),
+                                         os_name=profile.os, jetson=jetson))
     else:
         _table(plans)
-
-
-def _table(plans) -> None:  # type: ignore[no-untyped-def]
-    from rich.console import Console
-    from rich.table import Table
-
-    def gib(n: int) -> str:
-        return f"{n / 2**30:.1f}G"
-
-    table = Table(title="Recommended (speeds are estimates)")
-    table.add_column("#")
-    table.add_column("model", no_wrap=True)  # ids are what the user types next: never cut them
-    table.add_column("quant", no_wrap=True)
-    for col in ("engine", "settings", "memory", "t/s", "score"):
-        table.add_column(col)
-    for i, p in enumerate(plans, 1):
-        s = p.settings
-        if p.backend == "llama.cpp":
-            brief = f"ngl {s.n_gpu_layers} ctx {s.ctx} np {s.parallel}"
-        else:
-            brief = f"len {s.max_model_len} seqs {s.max_num_seqs} util {s.gpu_memory_utilization:g} tp " \
-                    f"{s.tensor_parallel_size}"
-        ram = sum(d.total_bytes for d in p.memory if d.device in ("cpu", "host"))
-        mem = " ".join([f"{d.device} {gib(d.total_bytes)}" for d in p.memory if d.device.startswith("gpu")]
-                       + ([f"ram {gib(ram)}"] if ram else []))
-        table.add_row(str(i), p.model.id, p.model.quant or "", p.backend, brief, mem,
-                      f"{p.predicted.decode_tokens_per_s or '?'}", f"{p.score:g}")
-    Console().print(table)
-    err = Console(stderr=True)
-    for line in plans[0].reasons:
-        err.print(f"why: {line}", highlight=False, markup=False, soft_wrap=True)
