@@ -271,3 +271,57 @@ def test_an_engine_dying_on_the_test_prompt_is_always_a_start_failure(tmp_path: 
     with pytest.raises(EngineError) as info:
         executor.execute(request(tmp_path, fake_engine(script), llama_plan(), max_attempts=1), seams)
     assert info.value.exit_code == 5, info.value.message
+
+
+# -- a corrupt download is reported with the command that removes it --------------------------------------------------
+
+from tests.fake_hub import FakeHub, fake_hub_fixture  # noqa: E402,F401 - the fake_hub fixture
+
+
+@pytest.fixture
+def hub_downloads(fake_hub: FakeHub, monkeypatch) -> FakeHub:
+    """The fake Hub for huggingface_hub's downloads too: hf_hub_download builds its URLs from constants read once
+    at import (constants.py ENDPOINT, HUGGINGFACE_CO_URL_TEMPLATE)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", fake_hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        fake_hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    return fake_hub
+
+
+def test_a_good_download_passes_its_check(tmp_path: Path, hub_downloads: FakeHub) -> None:
+    fake_hub = hub_downloads
+    from advisor.hub import download as hub
+
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF" + os.urandom(4096))
+    fake_hub.add("org/good", {"m.gguf": src})
+    path = hub.fetch_file("org/good", "m.gguf", None, lambda m: None)
+    assert path.read_bytes() == src.read_bytes()
+
+
+def test_a_corrupt_download_names_the_command_that_removes_it(tmp_path: Path, hub_downloads: FakeHub) -> None:
+    """The Hub announces one SHA-256 (the file's ETag) and the bytes that arrive are others of the same size."""
+    import shlex
+
+    from advisor.errors import DownloadError
+    from advisor.hub import download as hub
+    from tests import fake_hub as fake_hub_module
+
+    src = tmp_path / "m.gguf"
+    fake_hub = hub_downloads
+    src.write_bytes(b"GGUF" + b"\1" * 4096)
+    fake_hub.add("org/bad", {"m.gguf": src})
+    st = src.stat()
+    fake_hub_module._etag(src)  # the announced hash is the original content's
+    src.write_bytes(b"GGUF" + b"\2" * 4096)  # same size; the content changed in transit
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(DownloadError) as info:
+        hub.fetch_file("org/bad", "m.gguf", None, lambda m: None)
+    assert info.value.exit_code == 4 and "corrupt" in info.value.message and "SHA-256" in info.value.message
+    command = info.value.hint.split("remove it with: ", 1)[1].split(", then run again")[0]
+    argv = shlex.split(command)
+    assert argv[:2] == ["rm", "-f"] and all(Path(p).exists() for p in argv[2:])
+    subprocess.run(argv, check=True)
+    assert hub.cached_file("org/bad", "m.gguf") is None  # removed: the next run downloads it again
