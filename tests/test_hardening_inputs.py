@@ -80,8 +80,20 @@ def fifo(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_device_as_hardware_profile(capsys) -> None:
-    assert_bad_input(capsys, "recommend", "--hardware", "/dev/zero", text="not a regular file", timeout=20)
+def test_a_device_as_hardware_profile() -> None:
+    """In a child limited to 1 GiB of address space: reading /dev/zero whole must never be what happens."""
+    import resource
+    import subprocess
+
+    from tests.test_run_engine import ADVISOR
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    done = subprocess.run([ADVISOR, "recommend", "--hardware", "/dev/zero"], capture_output=True, text=True,
+                          timeout=60, preexec_fn=limit)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "a device, not a regular file" in done.stderr
 
 
 def test_a_fifo_is_refused_by_every_reader(capsys, fifo: Path, tmp_path: Path) -> None:
@@ -91,6 +103,10 @@ def test_a_fifo_is_refused_by_every_reader(capsys, fifo: Path, tmp_path: Path) -
     assert_bad_input(capsys, "estimate", str(fifo), text="FIFO", timeout=20)
     assert_bad_input(capsys, "run", "--plan", str(plain), "--dry-run", text="FIFO", timeout=20)
     assert_bad_input(capsys, "catalog", "add", str(fifo), text="FIFO", timeout=20)
+    plan = tmp_path / "plan.json"  # a plan naming a FIFO as its model: refused when the run resolves it
+    plan.write_text(json.dumps({"schema": 1, "backend": "llama.cpp", "model": {"id": "m", "path": str(fifo)},
+                                "settings": {"ctx": 512}}))
+    assert_bad_input(capsys, "run", "--plan", str(plan), "--check", text="FIFO", timeout=60)
 
 
 def test_a_directory_as_a_file(capsys, tmp_path: Path) -> None:

@@ -142,13 +142,20 @@ def test_stop_skips_a_record_without_create_time(bystander) -> None:
     assert "skipped 9001" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_stop_skips_pid_1_and_a_foreign_command_line(bystander) -> None:
-    _write_state(_record("9002", 1, psutil.Process(1).create_time(), ["llama-server", "--port", "1"]))
+def test_pid_1_is_never_verified() -> None:
+    """Checked through ``identify`` only: a regression here must not send a real signal to init's group."""
+    record = state.ServerRecord(**_record("9002", 1, psutil.Process(1).create_time(), psutil.Process(1).cmdline()))
+    assert state.identify(record)[0] == state.UNVERIFIED
+    for pid in (0, -1, "1"):
+        assert state.identify(state.ServerRecord(**_record("9002", pid, 1.0, ["x"])))[0] == state.UNVERIFIED
+
+
+def test_stop_skips_a_foreign_command_line(bystander) -> None:
     own = psutil.Process(bystander.pid)
     _write_state(_record("9003", bystander.pid, own.create_time(), ["llama-server", "-m", "x.gguf", "--port", "1"]))
     done = _advisor("stop", "--all")
     assert bystander.poll() is None
-    assert "skipped 9002" in done.stderr and "skipped 9003" in done.stderr, done.stderr
+    assert "skipped 9003" in done.stderr, done.stderr
     listed = _advisor("ps", "--json")
     assert json.loads(listed.stdout) == [] and listed.returncode == 0
 

@@ -35,12 +35,15 @@ def check_local(path: Path) -> Path:
     """A local file or directory, as given; a ``.gguf`` must start with the GGUF magic."""
     if not path.exists():
         raise ModelNotFoundError(f"model not found: {path}")
-    if path.is_file() and path.suffix == ".gguf":
-        try:
-            with path.open("rb") as fh:
+    if not path.is_dir():
+        from advisor.strict import open_regular
+
+        try:  # a FIFO or device is refused without blocking (opening a FIFO waits for a writer)
+            with os.fdopen(open_regular(path, ModelNotFoundError), "rb") as fh:
                 magic = fh.read(4)
         except OSError as exc:
             raise ModelNotFoundError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if path.suffix == ".gguf" and not path.is_dir():
         if magic != GGUF_MAGIC:
             raise ModelNotFoundError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
     return path
