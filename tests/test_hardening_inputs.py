@@ -318,3 +318,26 @@ def test_impossible_split_names(capsys, tmp_path: Path, model: Path, name: str) 
     path = tmp_path / name
     path.write_bytes(model.read_bytes())
     assert_bad_input(capsys, "estimate", str(path), text="shard")
+
+
+# -- names from metadata are shown as text --------------------------------------------------------------------------
+
+
+def test_a_hostile_general_name_is_shown_as_text(capsys, tmp_path: Path) -> None:
+    """Rich markup ('[/bold]' raised MarkupError: exit 1) and terminal escapes (ESC ] 0; sets the title) in a GGUF's
+    general.name are printed as text."""
+    name = "[/bold] \x1b]0;pwned\x07 [link=http://x]y"
+    bad = ggufgen.write(tmp_path / "evil.gguf", ggufgen.Spec(extra_kv=(("general.name", name),)), sparse=True)
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(profile_dict()))
+    for args in (["estimate", str(bad)], ["recommend", "--model", str(bad), "--hardware", str(profile)]):
+        code, out, err = cli(capsys, *args)
+        assert code == 0, err
+        assert "\x1b" not in out + err and "[/bold]" in out and "\\x1b" in out
+
+
+def test_an_unusable_advisor_home_is_one_line(capsys, tmp_path: Path, monkeypatch, model: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file where ADVISOR_HOME should be a directory")
+    monkeypatch.setenv("ADVISOR_HOME", str(home))
+    assert_bad_input(capsys, "catalog", "add", str(model), text="ADVISOR_HOME")

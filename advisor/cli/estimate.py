@@ -191,7 +191,10 @@ def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
     def mib(n: int) -> str:
         return f"{n / 2**20:,.1f} MiB"
 
-    title = (f"{facts.name or facts.architecture} ({facts.architecture}, {facts.n_layer} layers): ctx {est.n_ctx}"
+    from advisor.render.text import shown  # the name comes from the file's metadata: text, never markup or escapes
+
+    title = (f"{shown(facts.name or facts.architecture)} ({shown(facts.architecture)}, {facts.n_layer} layers): "
+             f"ctx {est.n_ctx}"
              f" ({est.n_seq} seq, {'unified' if est.kv_unified else 'per-slot'} KV), ubatch {est.n_ubatch}, "
              f"flash attention {'on' if est.flash_attn else 'off'}")
     table = Table(title=title)

@@ -95,3 +95,36 @@ def recommend(
                                          os_name=profile.os, jetson=jetson))
     else:
         _table(plans)
+
+
+def _table(plans) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    from advisor.render.text import shown  # ids come from GGUF metadata: shown as text, never markup or escapes
+
+    def gib(n: int) -> str:
+        return f"{n / 2**30:.1f}G"
+
+    table = Table(title="Recommended (speeds are estimates)")
+    table.add_column("#")
+    table.add_column("model", no_wrap=True)  # ids are what the user types next: never cut them
+    table.add_column("quant", no_wrap=True)
+    for col in ("engine", "settings", "memory", "t/s", "score"):
+        table.add_column(col)
+    for i, p in enumerate(plans, 1):
+        s = p.settings
+        if p.backend == "llama.cpp":
+            brief = f"ngl {s.n_gpu_layers} ctx {s.ctx} np {s.parallel}"
+        else:
+            brief = f"len {s.max_model_len} seqs {s.max_num_seqs} util {s.gpu_memory_utilization:g} tp " \
+                    f"{s.tensor_parallel_size}"
+        ram = sum(d.total_bytes for d in p.memory if d.device in ("cpu", "host"))
+        mem = " ".join([f"{d.device} {gib(d.total_bytes)}" for d in p.memory if d.device.startswith("gpu")]
+                       + ([f"ram {gib(ram)}"] if ram else []))
+        table.add_row(str(i), shown(p.model.id), p.model.quant or "", p.backend, brief, mem,
+                      f"{p.predicted.decode_tokens_per_s or '?'}", f"{p.score:g}")
+    Console().print(table)
+    err = Console(stderr=True)
+    for line in plans[0].reasons:
+        err.print(f"why: {line}", highlight=False, markup=False, soft_wrap=True)
