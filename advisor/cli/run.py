@@ -440,13 +440,7 @@ def _print_result(result: Any, json_output: bool) -> None:
 def ps(json_output: JsonOpt = False) -> None:
     """List the engines advisor started that are still running."""
     from advisor.store import state
-    alive = []
-    for r in state.read_servers(_err):
-        found, why = state.identify(r)
-        if found == state.SAME:
-            alive.append(r)
-        elif found == state.UNVERIFIED:
-            _err(f"{r.id}: not listed: {why} (remove {r.path} if it is stale)")
+    alive = state.live_servers(_err)  # verified engines only; unverifiable records are reported
     if json_output:
         print(json.dumps([vars(r) for r in alive], indent=2))
         return
@@ -468,15 +462,7 @@ def stop(
     """Stop an engine advisor started (and forget the state of ones that are gone)."""
     from advisor.runner import execute as executor
     from advisor.store import state
-    records = []
-    for r in state.read_servers(_err):
-        found, why = state.identify(r)
-        if found == state.GONE:
-            state.remove_server(r)  # stale: the engine is gone, or its pid now belongs to another process
-        elif found == state.UNVERIFIED:  # never signal a process that may not be ours
-            _err(f"skipped {r.id}: {why} (remove {r.path} if it is stale)")
-        else:
-            records.append(r)
+    records = state.live_servers(_err, forget_gone=True)  # never a process whose identity is not verified
     if all_:
         chosen = records
     elif server_id is not None:

@@ -174,6 +174,22 @@ def is_alive(record: ServerRecord) -> bool:
     return identify(record)[0] == SAME
 
 
+def live_servers(say: Callable[[str], None] = _say, forget_gone: bool = False) -> list[ServerRecord]:
+    """The records whose engine is verified to run (``identify``: SAME). A record that cannot be verified is
+    reported through ``say`` and skipped, never signalled; with ``forget_gone`` the state files of engines that are
+    gone (or whose pid another process now has) are removed."""
+    live = []
+    for record in read_servers(say):
+        found, why = identify(record)
+        if found == SAME:
+            live.append(record)
+        elif found == UNVERIFIED:
+            say(f"skipped {record.id}: {why} (remove {record.path} if it is stale)")
+        elif forget_gone:
+            remove_server(record)
+    return live
+
+
 def create_time(pid: int) -> float | None:
     import psutil
 
