@@ -98,9 +98,10 @@ TaskOpt = Annotated[str, typer.Option("--task", help="What the model is for: cod
                                       parser=task)]
 ContextOpt = Annotated[int | None, typer.Option("--context", help="Context tokens per sequence.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Users served at once.")]
+#: --max-size: at least one byte, at most 1 PB (far above any model file).
 MaxSizeOpt = Annotated[float | None, typer.Option("--max-size", help="Largest model file, GB.",
-                                                  parser=number("--max-size"))]
+                                                  parser=number("--max-size", 1e-9, strict=False, high=1e6))]
 LicenseOpt = Annotated[str | None, typer.Option("--license", help="The licence must contain this text.")]
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.", parser=host)]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for readiness.",
-                                                  parser=number("--timeout"))]
+                                                  parser=number("--timeout", high=1e7))]
