@@ -334,3 +334,20 @@ def test_recommend_systemd_for_a_hostile_gguf(tmp_path: Path, capsys: Any) -> No
     doc = yaml.safe_load(out)
     (service,) = doc["services"].values()
     assert "privileged" not in service and service["command"][service["command"].index("-m") + 1] == str(model)
+
+
+@pytest.mark.parametrize("edit, text", [
+    (lambda d: d.update(os="darwin"), "without Metal"),
+    (lambda d: (d.update(arch="aarch64"), d["gpus"][0].update(name="Orin (nvgpu)", unified_memory=True)), "Tegra"),
+])
+def test_recommend_compose_refusals(tmp_path: Path, capsys: Any, edit: Any, text: str) -> None:
+    import json
+
+    from tests.test_hardening_inputs import assert_bad_input, profile_dict
+
+    doc = profile_dict()
+    edit(doc)
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(doc))
+    assert_bad_input(capsys, "recommend", "--hardware", str(profile), "--format", "compose", "--max-size", "2",
+                     text=text)
