@@ -31,7 +31,7 @@ MIB, GIB = 1 << 20, 1 << 30
 TARGET = formats.Target(exe="/usr/local/bin/llama-server",
                         env={"ADVISOR_HOME": "/home/ai/.local/share/advisor", "HF_HOME": "/home/ai/.cache/huggingface"},
                         api_key_file="/home/ai/.local/share/advisor/api-key.env", hf_home="/home/ai/.cache/huggingface")
-VLLM_TARGET = dataclasses.replace(TARGET, exe="/opt/advisor/engines/vllm/bin/vllm")
+VLLM_TARGET = dataclasses.replace(TARGET, exe="/opt/advisor/engines/vllm/bin/python")
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
@@ -172,7 +172,8 @@ def check_systemd(text: str, plan, vendor: str, target: formats.Target | None = 
     env = [systemd_words(v, variables=False) for k, v in service if k == "Environment"]
     assert all(len(e) == 1 for e in env), env
     env = [e[0] for e in env]
-    assert sorted(env) == sorted(f"{k}={v}" for k, v in target.env.items())
+    launch_env = formats.launch(plan, port=target.port, exe=target.exe).env
+    assert sorted(env) == sorted(f"{k}={v}" for k, v in {**launch_env, **target.env}.items())
     assert [v for k, v in service if k == "EnvironmentFile"] == [f"-{target.api_key_file}"]
     assert not any("KEY=" in v for _, v in service), "an API key inline"
     assert [v for k, v in service if k == "User"] == ([target.user] if target.user else [])
@@ -209,8 +210,7 @@ def check_compose(text: str, plan, vendor: str, target: formats.Target | None = 
     assert set(service) <= allowed, set(service) - allowed
     assert "privileged" not in service and "cap_add" not in service and "network_mode" not in service
     assert service["restart"] == "unless-stopped"
-    full = formats.argv(plan, host="0.0.0.0", port=target.port)
-    assert service["command"] == (full[1:] if plan.backend == "llama.cpp" else full[2:])
+    assert service["command"] == formats.container_args(plan, target.port)
     assert service["ports"] == [f"127.0.0.1:{target.port}:{target.port}"]
     volumes = [{"type": "bind", "source": target.hf_home, "target": formats.CONTAINER_HF_HOME}]
     if plan.model.path:
@@ -240,11 +240,7 @@ def _hostile(case: str, model_id: str, filename: str):
     plan = _plan(case)
     path = f"/models/{filename}"
     model = dataclasses.replace(plan.model, id=model_id, path=path, repo=None, files=[])
-    args = list(plan.args)
-    if "-hfr" in args:
-        i = args.index("-hfr")
-        args[i:i + 4] = ["-m", path]
-    return dataclasses.replace(plan, model=model, args=args)
+    return dataclasses.replace(plan, model=model)  # the engine's arguments are built from the model and settings
 
 
 @pytest.mark.parametrize("model_id", HOSTILE_IDS)

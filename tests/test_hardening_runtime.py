@@ -130,6 +130,10 @@ def _advisor(*args: str) -> subprocess.CompletedProcess[str]:
 def bystander():
     """A process advisor did not start, in its own process group (what a reused pid would point at)."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    deadline = time.monotonic() + 20
+    while psutil.Process(proc.pid).cmdline()[-1:] != ["import time; time.sleep(60)"]:  # exec has completed
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     yield proc
     proc.kill()
     proc.wait()
@@ -251,7 +255,10 @@ def test_files_under_advisor_home_are_private() -> None:
 
     overlay = save_overlay(OverlayFile(schema=OVERLAY_SCHEMA))
     engines = setup_record.save("llama.cpp", {"python": "/x"})
-    with executor.spawn(executor.Launch(["true"]), state.logs_dir() / "x.log") as proc:
+    from advisor.engines import Launch
+    from advisor.runner.seams import spawn
+
+    with spawn(Launch(["true"]), state.logs_dir() / "x.log") as proc:
         proc.wait()
     home = state.learned_path().parent
     for path in (state.learned_path(), record.path, overlay, engines, state.logs_dir() / "x.log"):
@@ -275,9 +282,8 @@ def test_an_engine_dying_on_the_test_prompt_is_always_a_start_failure(tmp_path: 
 
     seams = seams_for(script, clock, stream=reset)
     seams.http = FakeModels()
-    with pytest.raises(EngineError) as info:
-        executor.execute(request(tmp_path, fake_engine(script), llama_plan(), max_attempts=1), seams)
-    assert info.value.exit_code == 5, info.value.message
+    result = executor.execute(request(tmp_path, fake_engine(script), llama_plan(), max_attempts=1), seams)
+    assert isinstance(result.error, EngineError) and result.error.exit_code == 5, result.error
 
 
 # -- a corrupt download is reported with the command that removes it --------------------------------------------------

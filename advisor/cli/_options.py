@@ -10,6 +10,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -83,6 +84,20 @@ def task(text: str) -> str:
         raise BadInputError(f"--task {text[:40]!r} is not one of {', '.join(known)}")
     return text
 
+
+class Backend(str, Enum):
+    """The engine family: llama.cpp (llama-server, llama-cpp-python) or vLLM; auto lets the rules choose."""
+
+    auto = "auto"
+    llama_cpp = "llama.cpp"
+    vllm = "vllm"
+
+
+BackendOpt = Annotated[
+    Backend,
+    typer.Option("--backend", help="Engine family: llama.cpp or vllm; auto: the plan's (recommend, run) or llama.cpp, "
+                 "which has a build for every machine (setup)."),
+]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")]
 HardwareOpt = Annotated[

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from advisor.cli._options import (
+    Backend,
+    BackendOpt,
     ConcurrencyOpt,
     ContextOpt,
     HardwareOpt,
@@ -29,19 +31,13 @@ class Format(str, Enum):
     compose = "compose"
 
 
-class Backend(str, Enum):
-    auto = "auto"
-    llama_cpp = "llama.cpp"
-    vllm = "vllm"
-
-
 def recommend(
     task: TaskOpt = "chat",
     context: ContextOpt = None,
     concurrency: ConcurrencyOpt = 1,
-    backend: Annotated[Backend, typer.Option("--backend")] = Backend.auto,
+    backend: BackendOpt = Backend.auto,
     model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.",
-                                                                parser=model_name)] = None,
+                                              parser=model_name)] = None,
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
     hardware: HardwareOpt = None,
@@ -51,8 +47,8 @@ def recommend(
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
     user: Annotated[str | None, typer.Option("--user", help="systemd: the account the service runs as.")] = None,
     engine_path: Annotated[str | None, typer.Option(
-        "--engine-path", help="systemd: the engine's executable (default: llama-server on PATH; vLLM's 'vllm' "
-        "from 'advisor setup', else on PATH).")] = None,
+        "--engine-path", help="systemd: the engine's executable (default: the plan's engine: llama-server on PATH "
+        "or the build 'advisor setup' installed).")] = None,
 ) -> None:
     """Recommend models with their quantization, engine and settings, best first."""
     from advisor.app.advise import advise
@@ -65,7 +61,7 @@ def recommend(
     profile = load_hardware(hardware)
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
                       max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top)
-    advice = advise(profile, request)
+    advice = advise(profile, request, here=hardware is None)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:
         lines = rec.why_not(why_not) if rec else []
@@ -88,43 +84,19 @@ def recommend(
     if fmt == Format.shell:
         sys.stdout.write(formats.shell(best))
     elif fmt == Format.systemd:
-        sys.stdout.write(formats.systemd(best, deploy_target(best.backend, engine_path, user)))
+        sys.stdout.write(formats.systemd(best, deploy_target(engine_path, user)))
     elif fmt == Format.compose:
         jetson = formats.is_jetson([g.name for g in profile.gpus if g.vendor == "nvidia"], profile.arch)
-        sys.stdout.write(formats.compose(best, vendor, deploy_target(best.backend, None, None, need_exe=False),
+        sys.stdout.write(formats.compose(best, vendor, deploy_target(),
                                          os_name=profile.os, jetson=jetson))
     else:
         _table(plans)
 
 
 def _table(plans) -> None:  # type: ignore[no-untyped-def]
-    from rich.console import Console
-    from rich.table import Table
+    from advisor.render.plans import table
+    from advisor.render.text import printable  # reasons name files: never a terminal escape
 
-    from advisor.render.text import shown  # ids come from GGUF metadata: shown as text, never markup or escapes
-
-    def gib(n: int) -> str:
-        return f"{n / 2**30:.1f}G"
-
-    table = Table(title="Recommended (speeds are estimates)")
-    table.add_column("#")
-    table.add_column("model", no_wrap=True)  # ids are what the user types next: never cut them
-    table.add_column("quant", no_wrap=True)
-    for col in ("engine", "settings", "memory", "t/s", "score"):
-        table.add_column(col)
-    for i, p in enumerate(plans, 1):
-        s = p.settings
-        if p.backend == "llama.cpp":
-            brief = f"ngl {s.n_gpu_layers} ctx {s.ctx} np {s.parallel}"
-        else:
-            brief = f"len {s.max_model_len} seqs {s.max_num_seqs} util {s.gpu_memory_utilization:g} tp " \
-                    f"{s.tensor_parallel_size}"
-        ram = sum(d.total_bytes for d in p.memory if d.device in ("cpu", "host"))
-        mem = " ".join([f"{d.device} {gib(d.total_bytes)}" for d in p.memory if d.device.startswith("gpu")]
-                       + ([f"ram {gib(ram)}"] if ram else []))
-        table.add_row(str(i), shown(p.model.id), p.model.quant or "", p.backend, brief, mem,
-                      f"{p.predicted.decode_tokens_per_s or '?'}", f"{p.score:g}")
-    Console().print(table)
-    err = Console(stderr=True)
+    sys.stdout.write(table(plans))
     for line in plans[0].reasons:
-        err.print(f"why: {line}", highlight=False, markup=False, soft_wrap=True)
+        print(f"why: {printable(line, 100_000)}", file=sys.stderr)

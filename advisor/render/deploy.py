@@ -18,9 +18,13 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from advisor.errors import BadInputError
 from advisor.plan import LLAMA_CPP, Plan
+
+if TYPE_CHECKING:
+    from advisor.engines import Launch
 
 #: Container images of the engines' own projects (llama.cpp's server images, vLLM's OpenAI server image).
 IMAGES = {
@@ -32,8 +36,9 @@ IMAGES = {
 }
 PORT = 8080
 #: The engines' own names for the API key variable: llama-server reads LLAMA_API_KEY (common/arg.cpp, --api-key
-#: set_env), vLLM reads VLLM_API_KEY (vllm/envs.py).
-API_KEY_VARS = {"llama.cpp": "LLAMA_API_KEY", "vllm": "VLLM_API_KEY"}
+#: set_env), llama-cpp-python's server API_KEY (llama_cpp/server/settings.py, a pydantic-settings field), vLLM
+#: VLLM_API_KEY (vllm/envs.py).
+API_KEY_VARS = {"llama-server": "LLAMA_API_KEY", "llama-cpp-python": "API_KEY", "vllm": "VLLM_API_KEY"}
 #: Where the model cache lives inside the engines' images (both run as root: HOME=/root).
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 
@@ -44,8 +49,8 @@ class DeployError(BadInputError):
 
 @dataclass(frozen=True)
 class Target:
-    """What the caller resolved for a deployment: ``exe`` the engine's absolute path (llama-server, or vLLM's
-    ``vllm`` command); ``env`` variables the service needs (HF_HOME, ADVISOR_HOME); ``api_key_file`` an
+    """What the caller resolved for a deployment: ``exe`` the engine's absolute path when it replaces the one the
+    plan's engine names (llama-server, or a Python engine's interpreter); ``env`` variables the service needs (HF_HOME, ADVISOR_HOME); ``api_key_file`` an
     EnvironmentFile that may hold the key (never the key itself); ``user`` the account to run as; ``hf_home`` the
     host's model cache to mount into a container."""
 
@@ -57,16 +62,21 @@ class Target:
     port: int = PORT
 
 
+def launch(plan: Plan, host: str = "127.0.0.1", port: int = PORT, exe: str | None = None) -> Launch:
+    """What ``advisor run --plan`` starts for this plan (the same builder, advisor.engines.launch); ``exe`` replaces
+    the executable the plan's engine names (llama-server's path, or a Python engine's interpreter)."""
+    from dataclasses import replace
+
+    from advisor.engines import launch as engine_launch
+
+    if exe is not None:
+        plan = replace(plan, engine=replace(plan.engine_ref, exe=exe))
+    return engine_launch(plan, host, port)
+
+
 def argv(plan: Plan, host: str = "127.0.0.1", port: int = PORT, exe: str | None = None) -> list[str]:
-    """The engine's command line: llama-server's flags (plan.args) or ``vllm serve MODEL ...``."""
-    if plan.backend == LLAMA_CPP:
-        head = [exe or "llama-server"]
-    else:
-        head = [exe or "vllm", "serve"]
-    args = list(plan.args)
-    if plan.backend != LLAMA_CPP and args[:1] == ["--model"]:
-        args = [args[1], *args[2:]]  # `vllm serve MODEL ...`
-    return [*head, *args, "--host", host, "--port", str(port)]
+    """The command ``advisor run --plan`` starts for this plan."""
+    return launch(plan, host, port, exe).argv
 
 
 def shell(plan: Plan, port: int = PORT) -> str:
@@ -121,10 +131,12 @@ def _systemd_value(value: str, what: str) -> str:
 def systemd(plan: Plan, target: Target) -> str:
     """A systemd service unit: absolute ExecStart, restart on failure, the model cache and advisor's home in the
     environment, the API key from an optional EnvironmentFile, ``User=`` when asked."""
-    if not target.exe or not PurePosixPath(target.exe).is_absolute():
-        raise DeployError(f"systemd needs the engine's absolute path, not {target.exe!r}")
-    words = [systemd_word(a, "the command argument", first=i == 0)
-             for i, a in enumerate(argv(plan, port=target.port, exe=target.exe))]
+    run = launch(plan, port=target.port, exe=target.exe)
+    if not PurePosixPath(run.argv[0]).is_absolute():
+        raise DeployError(f"systemd needs the engine's absolute path, not {run.argv[0]!r} ({plan.engine_ref.name} is "
+                          "not installed where this plan was made)",
+                          hint="install it ('advisor setup'), or give its path with --engine-path")
+    words = [systemd_word(a, "the command argument", first=i == 0) for i, a in enumerate(run.argv)]
     lines = [
         "[Unit]",
         f"Description=advisor: {description(plan.model.id)} on {plan.backend}",
@@ -135,7 +147,7 @@ def systemd(plan: Plan, target: Target) -> str:
         "Type=simple",
         f"ExecStart={' '.join(words)}",
     ]
-    for key, value in sorted(target.env.items()):
+    for key, value in sorted({**run.env, **target.env}.items()):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise DeployError(f"{key[:40]!r} is not an environment variable name")
         lines.append(f"Environment={_systemd_value(f'{key}={value}', key)}")
@@ -144,7 +156,7 @@ def systemd(plan: Plan, target: Target) -> str:
         _no_control(path, "the API key file")
         if not PurePosixPath(path).is_absolute() or re.search(r"\s", path):
             raise DeployError(f"the API key file must be an absolute path without spaces, not {path[:60]!r}")
-        var = API_KEY_VARS[plan.backend]
+        var = API_KEY_VARS.get(plan.engine_ref.name, "API_KEY")
         lines += [f"# To require an API key, put {var}=<key> in this file (mode 0600); it is optional.",
                   f"EnvironmentFile=-{path.replace('%', '%%')}"]
     if target.user is not None:
@@ -197,8 +209,7 @@ def compose(plan: Plan, vendor: str, target: Target | None = None, os_name: str 
                           "'jetson-containers run $(autotag llama_cpp)'), or --format systemd")
     image = IMAGES.get((plan.backend, vendor)) or IMAGES.get((plan.backend, "none"), "vllm/vllm-openai:latest")
     port = target.port
-    full = argv(plan, host="0.0.0.0", port=port)
-    args = full[1:] if plan.backend == LLAMA_CPP else full[2:]
+    args = container_args(plan, port)
     health = f"http://127.0.0.1:{port}/health"
     if plan.backend == LLAMA_CPP:
         test = ["CMD", "curl", "-f", health]
@@ -234,3 +245,20 @@ def compose(plan: Plan, vendor: str, target: Target | None = None, os_name: str 
     if plan.backend != LLAMA_CPP:
         lines += ["    ipc: host"]
     return "\n".join(lines) + "\n"
+
+
+def container_args(plan: Plan, port: int) -> list[str]:
+    """The container's command: the image's entrypoint is the engine (llama-server; vLLM's OpenAI server, which
+    takes the model as its first argument), so the command is the plan's arguments for llama-server or vLLM as that
+    image runs them, listening on every interface inside the container."""
+    from dataclasses import replace
+
+    from advisor.engines import launch as engine_launch
+    from advisor.plan import DEFAULT_ENGINE, EngineRef
+
+    image_engine = replace(plan, engine=EngineRef(DEFAULT_ENGINE[plan.backend], source="the container image"))
+    full = engine_launch(image_engine, "0.0.0.0", port).argv
+    if plan.backend == LLAMA_CPP:
+        return full[1:]
+    args = full[3:]  # after "python3 -m <module>"
+    return [args[1], *args[2:]] if args[:1] == ["--model"] else args
