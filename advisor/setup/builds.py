@@ -23,12 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from advisor.plan import BACKENDS, LLAMA_CPP, VLLM
 from advisor.probe.profile import Gpu, HardwareProfile, Runtime
 
-#: Backend names as the planner spells them (advisor/plan.py LLAMA_CPP, VLLM).
-LLAMA_CPP = "llama.cpp"
-VLLM = "vllm"
-BACKENDS = (LLAMA_CPP, VLLM)
 
 #: The llama-cpp-python release advisor is tested with (built from source and run by the test suite's engine tests).
 #: The ``server`` extra brings ``python -m llama_cpp.server``, the llama.cpp engine of the plans made for it.
