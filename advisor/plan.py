@@ -253,6 +253,17 @@ def check_plan(plan: Plan, where: str) -> None:
             _check_vllm(_apply(plan.vllm, fb.settings, f"{where}: fallbacks[{i}]"), f"{where}: fallbacks[{i}]")
 
 
+def checked_settings(backend: str, data: Any, where: str) -> LlamaCppSettings | VllmSettings:
+    """Settings for ``backend`` from a mapping of some of their fields (the rest default), built strictly and
+    range-checked like a plan file's; raises PlanFileError."""
+    if backend not in BACKENDS or not isinstance(data, dict):
+        raise PlanFileError(f"{where}: no {backend!r} settings")
+    kind = LlamaCppSettings if backend == LLAMA_CPP else VllmSettings
+    settings = build(kind, {**dataclasses.asdict(kind()), **data}, where, PlanFileError)
+    (_check_llama if backend == LLAMA_CPP else _check_vllm)(settings, where)
+    return settings
+
+
 def _apply(settings: Any, changes: dict[str, Any], where: str) -> Any:
     """The settings a fallback rung would run with, built as strictly as the plan's own."""
     return build(type(settings), {**dataclasses.asdict(settings), **changes}, f"{where}.settings", PlanFileError)

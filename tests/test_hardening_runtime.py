@@ -338,3 +338,17 @@ def test_a_corrupt_download_names_the_command_that_removes_it(tmp_path: Path, hu
     assert argv[:2] == ["rm", "-f"] and all(Path(p).exists() for p in argv[2:])
     subprocess.run(argv, check=True)
     assert hub.cached_file("org/bad", "m.gguf") is None  # removed: the next run downloads it again
+
+
+@pytest.mark.parametrize("settings", [{"ctx": "x"}, {"ctx": -5}, {"nonsense": 1}, {"n_gpu_layers": 1e300},
+                                      {"cache_type_k": "q8_0 --rpc evil:1"}, "not a dict"])
+def test_damaged_learned_settings_count_as_nothing_learned(settings: Any) -> None:
+    """A hand-edited learned.json entry made recommend exit 1 (TypeError) or plan ctx -5; now it is ignored."""
+    path = state.learned_path()
+    path.parent.mkdir(parents=True)
+    entry = {"worked": {"settings": settings, "at": 1}, "failed": []}
+    path.write_text(json.dumps({"schema": 1, "machines": {"m": {"x": {"llama.cpp": entry}}}}))
+    assert state.learned_settings("m", "x") is None
+    entry["worked"]["settings"] = {"ctx": 2048}
+    path.write_text(json.dumps({"schema": 1, "machines": {"m": {"x": {"llama.cpp": entry}}}}))
+    assert state.learned_settings("m", "x")["settings"] == {"ctx": 2048}

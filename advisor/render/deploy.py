@@ -1,5 +1,6 @@
-"""Plans as text: the engine command (shell), a systemd unit and a compose service. Pure string builders; the caller
-resolves what lies outside the plan (the engine's absolute path, the model cache, the user) into a ``Target``.
+"""Plans as text: the engine command (shell), a systemd unit and a compose service. Pure string builders over the
+command the plan's engine runs (advisor.engines.launch); the caller resolves what lies outside the plan (another
+engine path, the model cache, advisor's home, the user) into a ``Target``.
 
 Every value is escaped for the format it lands in, or refused (BadInputError) when no escaping keeps it one value:
 - shell: ``shlex.quote`` (POSIX sh quoting; any string is safe inside single quotes);

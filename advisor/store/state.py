@@ -275,6 +275,18 @@ def record_run(
     _write_json(learned_path(), data)
 
 
+def _usable(backend: str, settings: Any) -> bool:
+    """Learned settings that a plan file could carry too (advisor.plan.checked_settings): a hand-edited or damaged
+    entry counts as nothing learned, never as settings to run."""
+    from advisor.plan import checked_settings
+
+    try:
+        checked_settings(backend, settings, "learned.json")
+    except BadInputError:
+        return False
+    return True
+
+
 def learned_settings(machine: str, model_id: str, backend: str | None = None) -> dict[str, Any] | None:
     """What worked for ``model_id`` on ``machine``: ``{"backend", "settings", "at", ..., "failed": [...]}`` for the
     given backend, or for the backend that worked most recently; None when nothing worked yet."""
@@ -283,7 +295,7 @@ def learned_settings(machine: str, model_id: str, backend: str | None = None) ->
     entries = entries if isinstance(entries, dict) else {}
     candidates = [
         (b, e) for b, e in entries.items()
-        if isinstance(e, dict) and isinstance(e.get("worked"), dict) and isinstance(e["worked"].get("settings"), dict)
+        if isinstance(e, dict) and isinstance(e.get("worked"), dict) and _usable(b, e["worked"].get("settings"))
         and isinstance(e["worked"].get("at", 0), (int, float)) and backend in (None, b)
     ]
     if not candidates:
