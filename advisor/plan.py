@@ -188,7 +188,8 @@ class Plan:
         settings = data.pop("settings", None)
         data["llama_cpp" if backend == LLAMA_CPP else "vllm"] = settings
         engine = data.get("engine")
-        if isinstance(engine, dict) and engine.get("name") not in ENGINE_BACKEND:
+        if isinstance(engine, dict) and (not isinstance(engine.get("name"), str)
+                                         or engine["name"] not in ENGINE_BACKEND):
             raise PlanFileError(f"{where}: engine.name must be one of {', '.join(ENGINE_BACKEND)}, "
                                 f"not {engine.get('name')!r}")
         if isinstance(engine, dict) and ENGINE_BACKEND[engine["name"]] != backend:

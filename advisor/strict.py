@@ -65,7 +65,7 @@ def build(tp: Any, value: Any, where: str, error: type[BadInputError] = BadInput
         if not isinstance(value, dict):
             raise error(f"{where}: expected an object, got {type(value).__name__}")
         _, item = typing.get_args(tp)
-        return {str(k): build(item, v, f"{where}.{k}", error) for k, v in value.items()}
+        return {str(k): build(item, v, f"{where}.{_shown(k)}", error) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise error(f"{where}: expected an object, got {type(value).__name__}")
@@ -83,6 +83,12 @@ def build(tp: Any, value: Any, where: str, error: type[BadInputError] = BadInput
             raise error(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
         return value
     raise TypeError(f"{where}: unsupported schema type {tp!r}")  # a bug in the schema, not in the data
+
+
+def _shown(key: Any) -> str:
+    """A key from data as it goes into a one-line message (a newline in a key must not make it two lines)."""
+    text = str(key)
+    return text if text.isprintable() and len(text) <= 80 else repr(text[:80])
 
 
 def _dataclass(cls: Any, table: dict[str, Any], where: str, error: type[BadInputError]) -> Any:

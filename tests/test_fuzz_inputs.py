@@ -212,6 +212,7 @@ def _plan_base(workdir: Path) -> dict[str, Any]:
     return {"schema": 1, "backend": "llama.cpp",
             "model": {"id": "tiny", "path": str(workdir / "m.gguf"), "files": [], "quant": "Q8_0"},
             "settings": {"n_gpu_layers": 0, "ctx": 512, "parallel": 1, "tensor_split": [1.0, 2.0]},
+            "engine": {"name": "llama-server", "exe": "/usr/local/bin/llama-server", "flags": {"offline": True}},
             "sampling": {"temperature": 0.7}, "fallbacks": [{"settings": {"ctx": 256}, "reason": "smaller"}]}
 
 
@@ -255,7 +256,7 @@ def run_cases(kind: str, seed: int, n: int, workdir: Path) -> list[dict[str, Any
                 except AdvisorError:
                     pass
     else:
-        from advisor.cli.run import _load_plan
+        from advisor.app.serve import load_plan as _load_plan
 
         base = _plan_base(workdir)
 
