@@ -208,10 +208,12 @@ def read_toml(path: Path, error: type[BadInputError] = BadInputError) -> dict[st
         cached = _cache_file(path, stat.st_size, stat.st_mtime_ns)
         if cached is not None:
             try:
-                return json.loads(cached.read_text())  # type: ignore[no-any-return]
-            except (OSError, ValueError):
+                table = json.loads(cached.read_text())
+                if isinstance(table, dict):
+                    return table
+            except (OSError, ValueError, RecursionError):
                 pass
-        with Path(path).open("rb") as fh:
+        with os.fdopen(open_regular(path, error), "rb") as fh:  # a FIFO or device is refused, never waited on
             data = tomllib.load(fh)
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -242,7 +244,9 @@ def _store(path: Path, size: int, mtime_ns: int, data: dict[str, Any]) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private like all of ADVISOR_HOME
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         os.replace(tmp, target)  # whole or not at all: a reader never sees half a file
     except OSError:
         pass

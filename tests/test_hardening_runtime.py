@@ -260,8 +260,13 @@ def test_files_under_advisor_home_are_private() -> None:
 
     with spawn(Launch(["true"]), state.logs_dir() / "x.log") as proc:
         proc.wait()
+    from advisor.strict import read_toml
+
+    read_toml(next((Path(__file__).parent.parent / "rules").glob("*.toml")))  # the parsed-TOML cache is written
+    cached = list((state.learned_path().parent / "cache").rglob("*.json"))
     home = state.learned_path().parent
-    for path in (state.learned_path(), record.path, overlay, engines, state.logs_dir() / "x.log"):
+    assert cached
+    for path in (state.learned_path(), record.path, overlay, engines, state.logs_dir() / "x.log", *cached):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for directory in (home, state.servers_dir(), overlay.parent, state.logs_dir()):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
