@@ -25,6 +25,10 @@ def load_catalog(data_dir: Path | None = None, overlay: bool = True) -> Catalog:
                 raise CatalogError(f"{path.name}: model id {m.id!r} already defined in {ids[m.id]}")
             ids[m.id] = path.name
             models.append(m)
+    for m in models:
+        for succ in m.superseded_by:
+            if succ not in ids:
+                raise CatalogError(f"{ids[m.id]}: {m.id} is superseded_by {succ!r}, which is not a catalog model")
     quants = _build(QuantFile, _read_toml(d / "quants.toml"), "quants.toml")
     user_ids: frozenset[str] = frozenset()
     if overlay:

@@ -9,6 +9,7 @@ demand from the architecture by advisor.gguf.layout (imported lazily: it needs g
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +73,25 @@ class Architecture:
     qk_nope_head_dim: int = 0
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
+    # Multi-token-prediction (NextN) blocks stored after the trunk (GLM-4.5): in the file, skipped by llama.cpp.
+    n_layer_nextn: int = 0
+    n_ff_shexp: int = 0  # shared-expert FFN width when it is not n_ff_expert x n_expert_shared (qwen3next, granite)
+    moe_layer_step: int = 0  # llama4: every step-th layer is MoE (interleave_moe_layer_step); 0/1 = every layer
+    attn_bias: bool = True  # glm4moe: q/k/v biases (config attention_bias)
+    # Hybrid recurrent layers (GGUF {arch}.ssm.*): Mamba2 (granitehybrid) or gated delta net (qwen3next).
+    ssm_d_conv: int = 0
+    ssm_d_inner: int = 0
+    ssm_d_state: int = 0
+    ssm_dt_rank: int = 0  # SSM heads (Mamba2) / value heads (gated delta net)
+    ssm_n_group: int = 0  # groups (Mamba2) / key heads (gated delta net)
+    full_attention_interval: int = 0  # qwen3next: every interval-th layer is full attention
+    attention_layers: tuple[int, ...] = ()  # granitehybrid: the attention layers; all others are Mamba2
+    # Gemma 3n: per-layer embeddings, AltUp, LAuReL; KV shared from layer n_layer_kv_from_start on.
+    n_embd_per_layer: int = 0
+    vocab_size_per_layer: int = 0
+    n_altup: int = 0
+    laurel_rank: int = 0
+    n_layer_kv_from_start: int = 0
     notes: str = ""
 
 
@@ -141,6 +161,14 @@ class Model:
     scores_missing: str = ""  # why there is no score, when there is none
     gguf: tuple[GgufGroup, ...] = ()
     variants: tuple[Variant, ...] = ()
+    released: str = ""  # "YYYY-MM": first public release of these weights
+    released_source: str = ""
+    # Newer models of the same family that replace this one (ids); the planner does not pick this model where one of
+    # them fits the same request, unless it is asked for by name.
+    superseded_by: tuple[str, ...] = ()
+    superseded_reason: str = ""
+    # Set for models found by 'advisor catalog refresh' on the Hub: "publisher listing YYYY-MM-DD".
+    discovered: str = ""
     notes: str = ""
 
     def all_variants(self) -> tuple[Variant, ...]:
@@ -270,6 +298,13 @@ def _validate_model(m: Model, where: str) -> None:
         raise CatalogError(f"{where}: no scores and no 'scores_missing' saying why")
     if m.arch.n_expert and not m.params_active_b:
         raise CatalogError(f"{where}: a MoE model needs params_active_b")
+    if m.released and not _RELEASED.match(m.released):
+        raise CatalogError(f"{where}: released must be 'YYYY-MM', not {m.released!r}")
+    if m.superseded_by and not m.superseded_reason:
+        raise CatalogError(f"{where}: superseded_by needs a superseded_reason")
+
+
+_RELEASED = re.compile(r"^(19|20)\d\d-(0[1-9]|1[0-2])$")
 
 
 def _check_gguf_quant(q: str, where: str) -> None:
