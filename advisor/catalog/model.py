@@ -9,13 +9,17 @@ demand from the architecture by advisor.gguf.layout (imported lazily: it needs g
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from advisor.errors import BadInputError
 from advisor.strict import build, read_toml
+
+if TYPE_CHECKING:
+    from advisor.catalog.scale import ScaleFile, Scores, TaskScore
 
 #: Environment variable naming a data root that holds ``catalog/`` (and ``rules/``), overriding the packaged data.
 
@@ -242,6 +246,7 @@ class Catalog:
     data_dir: Path
     #: Models added by ``advisor catalog add`` (from the user overlay, advisor.catalog.overlay).
     user_ids: frozenset[str] = frozenset()
+    scales: "ScaleFile | None" = None  # catalog/scales.toml
 
     def get(self, model_id: str) -> Model:
         for m in self.models:
@@ -257,18 +262,27 @@ class Catalog:
                 return q
         return None
 
+    def task_score(self, model: Model, task: str) -> "TaskScore | None":
+        """The model's value on ``task``'s quality scale (catalog/scales.toml, advisor.catalog.scale), with the
+        method that gave it (measured, mapped, cross-task, size-date); None only for a task with no scale or a user
+        model without a release date."""
+        s = self.scores.get(model.id, task)
+        if s is None and model.id not in self.scores.by_model:
+            from advisor.catalog.scale import estimate_for
+            return estimate_for(self.scores, model, task)
+        return s
+
     def normalized_score(self, model: Model, task: str) -> float | None:
-        """The model's task score on one 0-100 scale: its percentile among the catalog models scored with the
-        same metric (catalog/README.md, "Scores"). Raw values of different metrics are never compared."""
-        s = model.score(task)
-        if s is None:
-            return None
-        peers = [p.value for m in self.models for p in m.scores if p.task == task and p.metric == s.metric]
-        if len(peers) < 2:
-            return 50.0
-        below = sum(1 for v in peers if v < s.value)
-        equal = sum(1 for v in peers if v == s.value)
-        return round(100.0 * (below + 0.5 * (equal - 1)) / (len(peers) - 1), 1)
+        """The model's ``task`` score on the task's one scale (the primary benchmark's percent)."""
+        s = self.task_score(model, task)
+        return None if s is None else round(s.value, 1)
+
+    @functools.cached_property
+    def scores(self) -> "Scores":
+        from advisor.catalog.scale import ScaleFile, Scores, compute
+        if self.scales is None:
+            return Scores({}, (), {})
+        return compute(self.models, self.scales)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -26,11 +26,16 @@ TaskOpt = Annotated[
 ]
 
 
+def _score_entry(ts: Any) -> dict[str, Any]:
+    return {"metric": ts.metric or None, "value": ts.raw, "normalized": round(ts.value, 1), "imputed": ts.imputed,
+            "method": ts.method, "scale": ts.scale, "source": ts.source}
+
+
 def _model_summary(cat: Any, m: Any) -> dict[str, Any]:
     scores = {}
-    for task in sorted({s.task for s in m.scores}):
-        s = m.score(task)
-        scores[task] = {"metric": s.metric, "value": s.value, "normalized": cat.normalized_score(m, task)}
+    for task in m.tasks:  # every task the model is tagged with, on that task's one scale (catalog/scales.toml)
+        ts = cat.task_score(m, task)
+        scores[task] = None if ts is None else _score_entry(ts)
     return {
         "id": m.id,
         "name": m.name,
@@ -44,7 +49,11 @@ def _model_summary(cat: Any, m: Any) -> dict[str, Any]:
         "architecture": m.arch.name,
         "quants": sorted({v.quant for v in m.all_variants()}),
         "scores": scores,
+        "released": m.released or None,
+        "superseded_by": list(m.superseded_by),
         "user": m.id in cat.user_ids,
+        "from_hub": bool(m.discovered),
+        "fetched": m.discovered or None,
     }
 
 
@@ -69,22 +78,25 @@ def list_models(task: TaskOpt = None, json_output: JsonOpt = False) -> None:
 
     table = Table(title=f"{len(rows)} models" + (f" for {task}" if task else ""), title_justify="left")
     table.add_column("id", no_wrap=True)  # ids are what `catalog show` takes: never cut them
-    for col in ("params", "ctx", "tasks", "licence", "code score", "chat score"):
+    for col in ("params", "ctx", "released", "tasks", "licence", "code", "chat"):
         table.add_column(col)
     for r in rows:
         active = r["params_active_b"]
         params = f"{r['params_total_b']:.1f}B" + (f" ({active:.1f}B active)" if active else "")
-        table.add_row(r["id"] + (" (user)" if r["user"] else ""), params, f"{r['context_native'] // 1024}K", " ".join(r["tasks"]), r["license"],
-                      _score_cell(r["scores"].get("code")), _score_cell(r["scores"].get("chat")))
+        tag = " (hub " + r["fetched"] + ")" if r["from_hub"] else (" (user)" if r["user"] else "")
+        table.add_row(r["id"] + tag, params, f"{r['context_native'] // 1024}K", r["released"] or "",
+                      " ".join(r["tasks"]), r["license"], _score_cell(r["scores"].get("code")),
+                      _score_cell(r["scores"].get("chat")))
     Console().print(table)
-    Console(stderr=True).print("scores: metric value (percentile among catalog models with that metric)",
+    Console(stderr=True).print("scores: the task's one scale (chat: MMLU-Pro %, code: LiveCodeBench %; "
+                               "catalog/scales.toml); ~ marks a value mapped or estimated from other data",
                                highlight=False, markup=False)
 
 
 def _score_cell(s: dict[str, Any] | None) -> str:
     if not s:
         return ""
-    return f"{s['metric']} {s['value']:g} (p{s['normalized']:.0f})"
+    return ("~" if s["imputed"] else "") + f"{s['normalized']:.1f}"
 
 
 @catalog_app.command("show")
@@ -117,8 +129,11 @@ def show(model_id: Annotated[str, typer.Argument(metavar="ID", help="A model id 
         "context_native": m.context_native, "context_source": m.context_source,
         "architecture": dataclasses.asdict(m.arch),
         "sampling": dataclasses.asdict(m.sampling),
-        "scores": [dict(dataclasses.asdict(s), normalized=cat.normalized_score(m, s.task) if m.score(s.task) == s
-                        else None) for s in m.scores],
+        "scores": [dataclasses.asdict(s) for s in m.scores],
+        "task_scores": {t: (None if (ts := cat.task_score(m, t)) is None else _score_entry(ts)) for t in m.tasks},
+        "released": m.released or None, "released_source": m.released_source or None,
+        "superseded_by": list(m.superseded_by), "superseded_reason": m.superseded_reason or None,
+        "from_hub": bool(m.discovered), "fetched": m.discovered or None,
         "scores_missing": m.scores_missing or None,
         "user": m.id in cat.user_ids,
         "variants": variants,
@@ -160,16 +175,26 @@ def _render_show(d: dict[str, Any]) -> None:
     head.add_row("Sampling", samp or "engine defaults")
     out.print(head)
 
-    scores = Table(title="Scores (compare only within one metric)", title_justify="left")
-    for col in ("task", "metric", "value", "percentile", "source"):
+    scores = Table(title="Benchmarks", title_justify="left")
+    for col in ("task", "metric", "value", "source"):
         scores.add_column(col)
     for sc in d["scores"]:
-        pct = "" if sc["normalized"] is None else f"{sc['normalized']:.0f}"
-        scores.add_row(sc["task"], sc["metric"], f"{sc['value']:g}", pct, sc["source"])
+        scores.add_row(sc["task"], sc["metric"], f"{sc['value']:g}", sc["source"])
     if d["scores"]:
         out.print(scores)
     else:
-        out.print(f"[bold]Scores[/bold]  none: {d['scores_missing']}")
+        out.print(f"[bold]Benchmarks[/bold]  none: {d['scores_missing']}")
+    tasks = Table(title="Quality per task (one scale per task: catalog/scales.toml)", title_justify="left")
+    for col in ("task", "score", "how"):
+        tasks.add_column(col)
+    for t, ts in d["task_scores"].items():
+        if ts is None:
+            tasks.add_row(t, "", "no scale")
+            continue
+        how = ts["method"] + (f" from {ts['metric']} {ts['value']:.1f}" if ts["metric"] and ts["value"] is not None
+                              else "")
+        tasks.add_row(t, f"{ts['normalized']:.1f}", how)
+    out.print(tasks)
 
     variants = Table(title="Variants", title_justify="left")
     for col in ("format", "quant", "size", "size source", "quality"):
