@@ -230,6 +230,17 @@ def refresh(
     headers: Annotated[bool, typer.Option("--headers/--no-headers", help="Also read one GGUF header per repo "
                                           "(range requests) and report where it disagrees with the catalog's "
                                           "architecture.")] = True,
+    discover: Annotated[bool | None, typer.Option("--discover/--no-discover", help="Also list the trusted "
+                                                  "publishers' repositories (newest, then most downloaded) and add "
+                                                  "the new ones to the overlay (default: when no ID is given).",
+                                                  show_default=False)] = None,
+    publishers: Annotated[list[str] | None, typer.Option("--publisher", help="A Hub user or organisation to "
+                                                         "discover from (repeatable; default ggml-org, bartowski, "
+                                                         "unsloth).", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Repositories listed per publisher and "
+                                       "order.")] = 20,
+    measure: Annotated[bool, typer.Option("--sizes/--no-sizes", help="Measure the catalog's GGUF sizes from the "
+                                          "Hub listings.")] = True,
     json_output: JsonOpt = False,
 ) -> None:
     """Measure GGUF variant sizes from the Hub's file listing into the user overlay.
@@ -238,6 +249,7 @@ def refresh(
     written. With HF_HUB_OFFLINE set it changes nothing and exits 4 (nothing could be measured). A repository that
     fails is reported and the others are still recorded; the exit status is then 4.
     """
+    import dataclasses
     import datetime
 
     from rich.console import Console
@@ -255,6 +267,8 @@ def refresh(
                                        hint="unset HF_HUB_OFFLINE to read the Hub listing")
     cat = load_catalog()
     models = [cat.get(i) for i in ids] if ids else [m for m in cat.models if m.id not in cat.user_ids]
+    if not measure:
+        models = []
     by_repo: dict[str, list[tuple[Any, Any]]] = {}
     for m in models:
         for sv in sized_variants(m):
@@ -303,17 +317,60 @@ def refresh(
                         if bad:
                             mismatches.append({"id": m.id, "repo": repo, "file": v.files[0], "differences": bad})
             progress.advance(task)
+    found, outcomes = [], []
+    if discover if discover is not None else not ids:
+        found, outcomes = _discover(cat, publishers or None, limit, today, errors, err)
     path = catalog_overlay.overlay_path()
-    if sizes:
-        path = catalog_overlay.save_overlay(catalog_overlay.with_sizes(catalog_overlay.load_overlay(), sizes))
+    if sizes or found:
+        ov = catalog_overlay.with_sizes(catalog_overlay.load_overlay(), sizes)
+        for m in found:
+            ov = catalog_overlay.with_model(ov, m, replace=True)
+        path = catalog_overlay.save_overlay(ov)
     if json_output:
         sys.stdout.write(json.dumps({"schema": 1, "overlay": str(path), "date": today, "variants": rows,
-                                     "architecture_mismatches": mismatches, "errors": errors}, indent=2) + "\n")
+                                     "architecture_mismatches": mismatches,
+                                     "discovered": [dataclasses.asdict(o) for o in outcomes], "errors": errors},
+                                    indent=2) + "\n")
     else:
-        _render_refresh(err, rows, mismatches, errors, str(path) if sizes else None)
+        _render_refresh(err, rows, mismatches, errors, str(path) if sizes or found else None)
+        for o in outcomes:
+            err.print(f"hub: {o.repo}: {o.status}" + (f" as {o.model_id}" if o.model_id else "")
+                      + (f" ({o.reason})" if o.reason else ""), highlight=False, markup=False)
     if errors:
         raise DownloadError(f"{len(errors)} repositor{'y' if len(errors) == 1 else 'ies'} or header(s) could not "
                             f"be read: {errors[0]['repo']}: {errors[0]['error']}")
+
+
+def _discover(cat: Any, publishers: list[str] | None, limit: int, today: str, errors: list[dict[str, str]],
+              err: Any) -> tuple[list[Any], list[Any]]:
+    """New repositories of the trusted publishers as user models (advisor.catalog.discover); failures go to
+    ``errors`` and the others are still added."""
+    from advisor.catalog import discover as disc
+    from advisor.catalog.model import _GGUF_QUANTS
+    from advisor.errors import AdvisorError
+
+    known = {m.repo for m in cat.models} | {v.repo for m in cat.models for v in m.all_variants()}
+    pubs = tuple(publishers) if publishers else disc.TRUSTED_PUBLISHERS
+    try:
+        cands = disc.list_candidates(pubs, limit, known)
+    except AdvisorError as exc:
+        errors.append({"repo": ", ".join(pubs), "error": exc.message})
+        return [], []
+    found, outcomes = [], []
+    ids = {m.id for m in cat.models if m.id not in cat.user_ids}
+    for c in cands:
+        try:
+            m, o = disc.discover_one(c, today, _GGUF_QUANTS)
+        except AdvisorError as exc:
+            errors.append({"repo": c.repo, "error": exc.message})
+            outcomes.append(disc.Outcome(c.repo, "failed", exc.message))
+            continue
+        if m is not None and m.id in ids:
+            m, o = None, disc.Outcome(c.repo, "skipped", f"id {m.id!r} is a packaged catalog model")
+        if m is not None:
+            found.append(m)
+        outcomes.append(o)
+    return found, outcomes
 
 
 def _render_refresh(err: Any, rows: list[dict[str, Any]], mismatches: list[dict[str, Any]],
