@@ -267,7 +267,7 @@ class Catalog:
         method that gave it (measured, mapped, cross-task, size-date); None only for a task with no scale or a user
         model without a release date."""
         s = self.scores.get(model.id, task)
-        if s is None and model.id not in self.scores.by_model:
+        if s is None:
             from advisor.catalog.scale import estimate_for
             return estimate_for(self.scores, model, task)
         return s

@@ -270,15 +270,32 @@ def compute(models: tuple[Any, ...], scale_file: ScaleFile) -> Scores:
 
 
 def estimate_for(scores: Scores, model: Any, task: str) -> TaskScore | None:
-    """A size-date estimate for a model outside the fitted set (a user or Hub model): None without a release date."""
+    """A size-date estimate for a model outside the fitted set. Without a release date (a local file added with
+    'advisor catalog add') the fitted models' median date stands in, said so in the source."""
     scale = resolve(scores.scales, task)
     if scale is None:
         return None
     for fit in scores.fits:
         if fit.task == scale.task and fit.source == "size-date":
             f = size_features(model, scale.task)
+            note = ""
             if f is None:
-                return None
+                years = sorted(p[1][1] for p in fit.points)[len(fit.points) // 2]
+                f = size_features(_Dated(model, years), scale.task)
+                note = "; release date unknown: the fitted models' median date assumed"
+            assert f is not None
             return TaskScore(task, scale.task, fit.predict(f), "size-date", "", None,
-                             f"fit {scale.task} <- size, release date, specialisation")
+                             f"fit {scale.task} <- size, release date, specialisation{note}")
     return None
+
+
+class _Dated:
+    """``model`` seen with a release date ``years`` after 2023-01 (for size_features)."""
+
+    def __init__(self, model: Any, years: float) -> None:
+        self._m = model
+        y = int(years)
+        self.released = f"{2023 + y}-{min(12, max(1, round((years - y) * 12) + 1)):02d}"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._m, name)
