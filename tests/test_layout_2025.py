@@ -93,7 +93,10 @@ def test_gemma3n_per_layer_embeddings_and_shared_kv(catalog):
     assert t["per_layer_token_embd.weight"] == (256 * 30, 262144)
     assert t["blk.0.laurel_l.weight"] == (2048, 64) and t["altup_proj.weight"] == (2048, 2048, 3)
     types = dict((x.name, ty) for x, ty in layout.assign_types(m.arch, "Q4_K_M"))
-    assert types["blk.0.altup_router.weight"] == "F32" and types["per_layer_model_proj.weight"] == "F32"
+    # left unquantized by llama-quantize (tensor_allows_quantization); convert_hf_to_gguf wrote the coefficients in
+    # F32 and the projections in the checkpoint's 16-bit type
+    assert types["blk.0.altup_predict_coef.weight"] == "F32" and types["per_layer_model_proj.weight"] == "BF16"
+    assert types["blk.0.altup_router.weight"] == "BF16" and types["blk.0.laurel_l.weight"] == "BF16"
     v = next(v for v in m.all_variants() if v.format == "gguf")
     facts = facts_from_catalog(m, v)
     assert facts.n_head_kv[:20] == (2,) * 20 and facts.n_head_kv[20:] == (0,) * 10  # layers >= 20 reuse KV

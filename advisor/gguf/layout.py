@@ -422,6 +422,16 @@ def _quantizable(t: Tensor) -> bool:
 
 # tensor_allows_quantization's name exclusions that matter here (small tensors kept as converted).
 _NEVER_QUANTIZED = ("altup", "laurel", "per_layer_model_proj", "ssm_conv1d")
+# The tensors convert_hf_to_gguf always writes in F32 (conversion/base.py, prepare_tensors: 1-D tensors, norms, the
+# MoE routers, SSM conv1d, AltUp correct/predict coefficients, anything not named *.weight); the other tensors
+# llama-quantize leaves alone keep the converted file's 16-bit type (BF16 and F16 weigh the same).
+_F32_KEPT = ("_norm.weight", "ffn_gate_inp", "ssm_conv1d", "altup_correct_coef", "altup_predict_coef")
+
+
+def _kept_type(t: Tensor) -> str:
+    if len(t.shape) <= 1 or not t.name.endswith(".weight") or any(k in t.name for k in _F32_KEPT):
+        return "F32"
+    return "BF16"
 
 
 def _use_more_bits(i: int, n: int) -> bool:
@@ -460,7 +470,7 @@ def assign_types_to(a: ArchFacts, tensors: list[Tensor], quant: str, *,
     out: list[tuple[Tensor, str]] = []
     for t, cat in zip(tensors, cats):
         if not _quantizable(t):
-            out.append((t, "F32"))  # convert_hf_to_gguf keeps norms, biases and the MoE router in F32
+            out.append((t, _kept_type(t)))
             continue
         if override and cat in ("token_embd", "output"):
             out.append((t, override))
