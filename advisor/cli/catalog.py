@@ -234,7 +234,7 @@ def refresh(
                                                   "publishers' repositories (newest, then most downloaded) and add "
                                                   "the new ones to the overlay (default: when no ID is given).",
                                                   show_default=False)] = None,
-    publishers: Annotated[list[str] | None, typer.Option("--publisher", help="A Hub user or organisation to "
+    publishers: Annotated[list[str] | None, typer.Option("--publisher", metavar="ORG", help="A Hub user or organisation to "
                                                          "discover from (repeatable; default ggml-org, bartowski, "
                                                          "unsloth).", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Repositories listed per publisher and "
@@ -243,7 +243,9 @@ def refresh(
                                           "Hub listings.")] = True,
     json_output: JsonOpt = False,
 ) -> None:
-    """Measure GGUF variant sizes from the Hub's file listing into the user overlay.
+    """Measure GGUF variant sizes from the Hub's file listing into the user overlay, and discover new GGUF
+    repositories of trusted publishers (their facts from one header read by range requests, sizes from the listing,
+    quality estimated and marked imputed); 'catalog list' marks them (hub DATE).
 
     One listing call per repository (huggingface_hub model_info with file metadata); the packaged catalog is never
     written. With HF_HUB_OFFLINE set it changes nothing and exits 4 (nothing could be measured). A repository that
