@@ -189,3 +189,12 @@ def test_recent_models_win_chat_and_code_where_they_fit():
         for task in ("chat", "code"):
             best = recommend(_box(vram, 64), cat, rules, Request(task=task)).plans[0]
             assert cat.get(best.model.id).released >= "2025-01", (vram, task, best.model.id)
+
+
+def test_size_date_trend_is_not_extrapolated_past_the_newest_benchmarked_model(catalog):
+    fit = next(f for f in catalog.scores.fits if f.task == "chat" and f.source == "size-date")
+    newest = max(p[1][1] for p in fit.points)
+    assert fit.predict((1.0, newest + 2.0, 0.0)) == pytest.approx(fit.predict((1.0, newest, 0.0)))
+    # a 2026 model without benchmarks is therefore not ranked above the benchmarked 2025 model of its size
+    assert v(catalog, "qwen3.5-35b-a3b", "chat") < v(catalog, "qwen3-30b-a3b-instruct-2507", "chat")
+    assert catalog.task_score(catalog.get("qwen3.5-35b-a3b"), "chat").method == "size-date"

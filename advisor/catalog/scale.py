@@ -75,7 +75,12 @@ class Fit:
         return math.sqrt(sum(p[3] ** 2 for p in self.points) / max(1, self.n))
 
     def predict(self, xs: tuple[float, ...]) -> float:
-        """The scale's value in percent for features ``xs`` (already transformed)."""
+        """The scale's value in percent for features ``xs`` (already transformed). For the size-date fit each feature
+        is held within the range of the data it was fitted on: its release-date trend is not extrapolated past the
+        newest benchmarked model (benchmark-to-benchmark lines, monotone in logit space, are used as they are)."""
+        if self.points and self.source == "size-date":
+            xs = tuple(min(max(x, min(p[1][j] for p in self.points)), max(p[1][j] for p in self.points))
+                       for j, x in enumerate(xs))
         return expit(self.coef[0] + sum(c * x for c, x in zip(self.coef[1:], xs)))
 
 

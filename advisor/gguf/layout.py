@@ -219,7 +219,7 @@ def _layer(a: ArchFacts, i: int) -> list[Tensor]:
             t += [Tensor(f"{p}nextn.eh_proj.weight", (2 * e, e)), Tensor(f"{p}nextn.enorm.weight", (e,)),
                   Tensor(f"{p}nextn.hnorm.weight", (e,)), Tensor(f"{p}nextn.shared_head_norm.weight", (e,))]
         return t
-    if arch == "qwen3next":
+    if arch in ("qwen3next", "qwen35", "qwen35moe"):
         return _qwen3next_layer(a, p, i)
     if arch == "granitehybrid":
         return _granite_hybrid_layer(a, p, i)
@@ -257,7 +257,7 @@ def is_recurrent_layer(a: ArchFacts, il: int) -> bool:
     """Whether layer ``il`` of a hybrid is a recurrent (SSM / gated-delta-net) layer: qwen3next's every
     ``(il + 1) % full_attention_interval != 0`` layer; granite-hybrid's layers not in ``attention_layers``
     (llama.cpp marks them by head_count_kv 0)."""
-    if a.name == "qwen3next":
+    if a.name in ("qwen3next", "qwen35", "qwen35moe"):
         return (il + 1) % (_opt(a, "full_attention_interval", 4) or 4) != 0
     if a.name == "granitehybrid":
         return il not in tuple(_opt(a, "attention_layers", ()))
@@ -267,7 +267,8 @@ def is_recurrent_layer(a: ArchFacts, il: int) -> bool:
 def _qwen3next_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
     """src/models/qwen3next.cpp load_arch_tensors: gated attention (q doubled for the output gate) every
     full_attention_interval-th layer, gated delta net (fused qkv + gate, conv1d, dt, a, beta/alpha) elsewhere; every
-    layer MoE with a gated shared expert."""
+    layer MoE with a gated shared expert. Qwen3.5 (src/models/qwen35.cpp, qwen35moe.cpp) splits ssm_beta / ssm_alpha
+    and has a dense gated FFN (qwen35) or the same MoE (qwen35moe)."""
     e = a.n_embd
     t = [Tensor(f"{p}attn_norm.weight", (e,)), Tensor(f"{p}post_attention_norm.weight", (e,))]
     if not is_recurrent_layer(a, i):
@@ -282,8 +283,14 @@ def _qwen3next_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
               Tensor(f"{p}attn_gate.weight", (e, value_dim)),
               Tensor(f"{p}ssm_conv1d.weight", (_opt(a, "ssm_d_conv"), 2 * key_dim + value_dim)),
               Tensor(f"{p}ssm_dt.bias", (_opt(a, "ssm_dt_rank"),)), Tensor(f"{p}ssm_a", (_opt(a, "ssm_dt_rank"),)),
-              Tensor(f"{p}ssm_ba.weight", (e, 2 * _opt(a, "ssm_dt_rank"))),
               Tensor(f"{p}ssm_norm.weight", (_opt(a, "ssm_d_state"),)), Tensor(f"{p}ssm_out.weight", (value_dim, e))]
+        h = _opt(a, "ssm_dt_rank")
+        if a.name == "qwen3next":
+            t.append(Tensor(f"{p}ssm_ba.weight", (e, 2 * h)))
+        else:
+            t += [Tensor(f"{p}ssm_beta.weight", (e, h)), Tensor(f"{p}ssm_alpha.weight", (e, h))]
+    if a.name == "qwen35":
+        return t + _gated_ffn(a, p, a.n_ff)
     return t + _experts(a, p) + [Tensor(f"{p}ffn_gate_inp_shexp.weight", (e,))]
 
 
