@@ -24,7 +24,6 @@ from typing import Any
 #: GGUF publishers whose uploads follow llama-quantize's recipes and name their files by quantization (the same
 #: publishers the packaged catalog's GGUF groups come from).
 TRUSTED_PUBLISHERS = ("ggml-org", "bartowski", "unsloth")
-PER_PUBLISHER = 20
 INVENTORY_TOLERANCE = 0.05
 #: The quantization whose header is read (any one shard gives the architecture); others are listed by size only.
 PREFERRED_QUANTS = ("Q4_K_M", "Q4_0", "Q8_0", "MXFP4_MOE")

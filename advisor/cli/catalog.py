@@ -238,7 +238,7 @@ def refresh(
                                                          "discover from (repeatable; default ggml-org, bartowski, "
                                                          "unsloth).", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Repositories listed per publisher and "
-                                       "order.")] = 20,
+                                       "order.")] = 10,
     measure: Annotated[bool, typer.Option("--sizes/--no-sizes", help="Measure the catalog's GGUF sizes from the "
                                           "Hub listings.")] = True,
     json_output: JsonOpt = False,
