@@ -8,7 +8,7 @@ Methods, in order of preference (catalog/README.md, "Scores on one scale"):
   models that have both (secondaries in the listed order; a later secondary may be fitted against values an earlier
   one mapped); a line needs at least ``MIN_POINTS`` models and a positive slope;
 - ``cross-task``: it has a value on another task's scale, mapped by a line fitted over the models valued on both;
-- ``size-date``: a least-squares fit of the scale over every valued model: log10 of the effective parameter count
+- ``size-date``: a least-squares fit of the scale over every model measured on it: log10 of the effective parameter count
   (sqrt(total x active) for MoE, a common size proxy for sparse models), the release date in years, and whether the
   model is a specialist of the task (code models for code, reasoning models for reasoning).
 
@@ -260,7 +260,7 @@ def compute(models: tuple[Any, ...], scale_file: ScaleFile) -> Scores:
         data = []
         for m in models:
             f, v = size_features(m, sc.task), base[m.id].get(sc.task)
-            if f and v:
+            if f and v and v.method == "measured":  # no regression on values that are themselves fitted
                 data.append((m.id, f, v.value))
         fit = _fit(sc.task, "size-date", ("log10_eff_params_b", "years_since_2023", "specialist"), data)
         if fit is None:
