@@ -29,9 +29,9 @@ Format = Literal["gguf", "safetensors", "awq", "gptq", "fp8", "mxfp4"]
 SizeSource = Literal["measured", "derived"]
 Task = Literal["code", "chat", "reasoning", "completion", "math", "tools", "vision"]
 
-#: Which score stands for a task when a model has several, best first (notes/catalog.md §5: LiveCodeBench is
-#: contamination-aware; Arena-Hard numbers come from one harness, the Qwen3 technical report). Scores of different
-#: metrics are never compared directly: see ``Catalog.normalized_score``.
+#: The raw benchmark that ``Model.score`` returns for a task, best first (LiveCodeBench is contamination-aware, Jain et
+#: al. arXiv 2403.07974). Ranking does not use it: every task has one scale (catalog/scales.toml,
+#: ``Catalog.task_score``).
 METRIC_PRIORITY: dict[str, tuple[str, ...]] = {
     "code": ("livecodebench_v5", "livecodebench", "humaneval_plus", "humaneval"),
     "chat": ("arena_hard", "open_llm_leaderboard_v2", "mmlu_pro", "mmlu"),

@@ -7,8 +7,9 @@ Sources (read, not copied):
   ``convert_hf_to_gguf.py``; shapes are written ggml-style, ``ne0`` (the row length) first.
 - The recipe: llama.cpp ``src/llama-quant.cpp`` (``llama_tensor_get_type_impl``, ``tensor_allows_quantization``,
   ``tensor_type_fallback``, ``llama_ftype_get_default_type``, ``init_quantize_state_counters``) at upstream commit
-  007dbbf3fd17eefe9b47fee45f48f7ba5e62b714. notes/verified.md confirms the Q4_K_M and Q8_0 recipes against real load
-  logs to 0.01 MiB.
+  007dbbf3fd17eefe9b47fee45f48f7ba5e62b714, re-read in the llama.cpp vendored by llama-cpp-python 0.3.36 for the
+  newer architectures (src/models/<arch>.cpp). tests/test_catalog.py checks the recipes against real load logs
+  (tests/data/gpu-logs) and llama.cpp's tools/quantize/README.md table.
 - Type sizes: ``gguf.constants.GGML_QUANT_SIZES`` (block size, bytes per block) from the installed ``gguf`` package;
   no type table is kept here.
 - Iteration order matters (the attn_v / ffn_down counters): llama.cpp's model loader keeps tensors in a map ordered
