@@ -145,6 +145,7 @@ def mutate_gguf(base: bytes, rng: random.Random) -> bytes:
             i = rng.randrange(len(doc.tensors))
             name, ne, ttype, offset = doc.tensors[i]
             name = rng.choice([name.replace("blk.0.", "blk.x."), name.replace("blk.0.", "blk.99999999999."),
+                               name.replace("blk.0.", "blk.7."), name.replace("blk.0.", "blk.511."),
                                "blk.-1.x", "t" * 80, "", name + "\n"])
             doc.tensors[i] = (name, ne, ttype, offset)
         elif action == 5 and doc.tensors:

@@ -285,7 +285,7 @@ def _edited(tmp_path: Path, model: Path, edit: Any, name: str = "edited.gguf") -
     (lambda d: d.set("llama.rope.freq_base", 6, float("nan")), "rope.freq_base"),
     (lambda d: d.set("llama.expert_count", 4, 100000), "experts"),
     (lambda d: d.tensors.__setitem__(0, ("blk.x.attn_q.weight", *d.tensors[0][1:])), "blk.x."),
-    (lambda d: d.tensors.__setitem__(0, ("blk.99.attn_q.weight", *d.tensors[0][1:])), "blk.99."),
+    (lambda d: d.tensors.__setitem__(0, ("blk.999.attn_q.weight", *d.tensors[0][1:])), "blk.999."),
     (lambda d: d.tensors.__setitem__(0, ("blk.\u0663.attn_q.weight", *d.tensors[0][1:])), "blk."),
     (lambda d: d.tensors.__setitem__(0, ("t" * 64, *d.tensors[0][1:])), "tensor name"),
     (lambda d: d.tensors.__setitem__(1, d.tensors[0]), "duplicate tensor"),

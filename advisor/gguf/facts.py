@@ -493,7 +493,8 @@ INT_KEYS = ("block_count", "embedding_length", "attention.head_count", "attentio
 def _check_values(path: str, kv: dict[str, Any], tensors: list[TensorFacts]) -> None:
     """Refuse what llama.cpp would refuse or what would make the estimates nonsense, before anything is sized from
     it: the model's integer hyper-parameters must be integers in [0, UINT32_MAX], its floats finite, the layer count
-    within LLAMA_MAX_LAYERS, the experts within LLAMA_MAX_EXPERTS and every ``blk.N.`` tensor within the layers."""
+    within LLAMA_MAX_LAYERS, the experts within LLAMA_MAX_EXPERTS and every ``blk.N.`` tensor named with a number
+    below LLAMA_MAX_LAYERS."""
     import math
 
     arch = kv.get("general.architecture")
@@ -518,10 +519,10 @@ def _check_values(path: str, kv: dict[str, Any], tensors: list[TensorFacts]) -> 
                 raise BadInputError(f"{path}: {key} = {v}: outside 0..{UINT32_MAX}")
         if key[len(prefix):] in INT_KEYS and not all(isinstance(v, int) for v in items):
             raise BadInputError(f"{path}: {key} must be an integer (or one per layer), not {_kind(value)}")
-    if isinstance(n_layer, int):
-        for t in tensors:
-            if t.name.startswith("blk.") and (t.layer is None or t.layer >= n_layer):
-                raise BadInputError(f"{path}: tensor {t.name!r} names no layer of this {n_layer}-layer model")
+    for t in tensors:  # "blk.%d." with a layer llama.cpp can have (a NextN layer may follow block_count's)
+        if t.name.startswith("blk.") and (t.layer is None or t.layer >= LLAMA_MAX_LAYERS):
+            raise BadInputError(f"{path}: tensor {t.name!r} names no layer a llama.cpp model can have (blk.N. with "
+                                f"N below {LLAMA_MAX_LAYERS})")
 
 
 def _kind(value: Any) -> str:
