@@ -278,3 +278,107 @@ def test_sets_are_named_and_disjoint() -> None:
     """Calibration and evaluation sets partition the entries that are run; the evaluation set is not empty."""
     assert set(CALIBRATED) | set(EVALUATION) == set(SETUP)
     assert not set(CALIBRATED) & set(EVALUATION) and len(EVALUATION) >= 4
+
+
+# --- `advisor estimate DIR --engine vllm` on the same logs: the model given as a checkpoint directory ---------------
+
+def write_checkpoint(d: Path, arch: Architecture, *, bias: bool, tied: bool = False, dtype: str = "BF16",
+                     max_pos: int = 32768) -> Path:
+    """A transformers checkpoint directory without its data: config.json (LlamaConfig / Qwen2Config keys) and one
+    .safetensors file holding only its header (8-byte length + JSON of name -> dtype/shape/data_offsets, the
+    safetensors format), the tensor names and shapes of transformers' LlamaForCausalLM / Qwen2ForCausalLM."""
+    d.mkdir(parents=True, exist_ok=True)
+    a = arch
+    cfg = {"model_type": "qwen2" if bias else "llama", "num_hidden_layers": a.n_layer, "hidden_size": a.n_embd,
+           "num_attention_heads": a.n_head, "num_key_value_heads": a.n_head_kv, "head_dim": a.head_dim_k,
+           "intermediate_size": a.n_ff, "vocab_size": a.vocab_size, "max_position_embeddings": max_pos,
+           "tie_word_embeddings": tied, "torch_dtype": "bfloat16"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    q, kv = a.n_head * a.head_dim_k, a.n_head_kv * a.head_dim_k
+    shapes: dict[str, list[int]] = {"model.embed_tokens.weight": [a.vocab_size, a.n_embd]}
+    for il in range(a.n_layer):
+        p = f"model.layers.{il}."
+        shapes.update({p + "self_attn.q_proj.weight": [q, a.n_embd], p + "self_attn.k_proj.weight": [kv, a.n_embd],
+                       p + "self_attn.v_proj.weight": [kv, a.n_embd], p + "self_attn.o_proj.weight": [a.n_embd, q],
+                       p + "mlp.gate_proj.weight": [a.n_ff, a.n_embd], p + "mlp.up_proj.weight": [a.n_ff, a.n_embd],
+                       p + "mlp.down_proj.weight": [a.n_embd, a.n_ff], p + "input_layernorm.weight": [a.n_embd],
+                       p + "post_attention_layernorm.weight": [a.n_embd]})
+        if bias:
+            shapes.update({p + "self_attn.q_proj.bias": [q], p + "self_attn.k_proj.bias": [kv],
+                           p + "self_attn.v_proj.bias": [kv]})
+    shapes["model.norm.weight"] = [a.n_embd]
+    if not tied:
+        shapes["lm_head.weight"] = [a.vocab_size, a.n_embd]
+    header: dict[str, Any] = {}
+    off = 0
+    for name, shape in shapes.items():
+        n = 2
+        for x in shape:
+            n *= x
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + n]}
+        off += n
+    raw = json.dumps(header).encode()
+    (d / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw)  # the data region is absent
+    return d
+
+
+def _hardware(tmp: Path, n: int, total: int) -> Path:
+    from advisor.probe.profile import Gpu, HardwareProfile
+
+    gpus = [Gpu(index=i, vendor="nvidia", name="NVIDIA A100-SXM4-80GB", backend="cuda", memory_total_bytes=total)
+            for i in range(n)]
+    p = tmp / "hw.json"
+    p.write_text(json.dumps(HardwareProfile(gpus=gpus).to_dict()))
+    return p
+
+
+CLI_ENTRIES = ["v06_qwen2_7b_a100_80g_u025", "v09_qwen2_7b_2xa100_80g_tp2_u025"]
+
+
+@pytest.mark.parametrize("eid", CLI_ENTRIES)
+def test_cli_engine_vllm_from_checkpoint_dir(eid: str, tmp_path: Path) -> None:
+    """advisor estimate DIR --engine vllm --json with the log's settings: weights from the safetensors headers,
+    available KV memory and KV tokens within 5 % of the log (v06 is calibration, v09 evaluation)."""
+    import subprocess
+    import sys
+
+    e = next(x for x in VLLM if x["id"] == eid)
+    s, cfg = SETUP[eid], config_of(e)
+    d = write_checkpoint(tmp_path / "ckpt", s["arch"], bias=True)
+    hw = _hardware(tmp_path, cfg.tensor_parallel_size, total_bytes(e, s))
+    args = [str(d), "--engine", "vllm", "--hardware", str(hw), "--gpu-memory-utilization", str(util_of(e, s)),
+            "--max-model-len", str(e["reported"]["max_concurrency"]["tokens_per_request"]),
+            "--max-num-batched-tokens", str(s["mnbt"]), "--max-num-seqs", str(s["seqs"]),
+            "--tensor-parallel-size", str(cfg.tensor_parallel_size), "--vllm-version", "0.10", "--json"]
+    r = subprocess.run([sys.executable, "-m", "advisor", "estimate", *args], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["engine"] == "vllm" and len(doc["ranks"]) == cfg.tensor_parallel_size
+    rank = doc["ranks"][0]
+    assert set(rank) >= {"rank", "weights_bytes", "activation_peak_bytes", "non_torch_bytes", "kv_cache_bytes",
+                         "kv_tokens"}
+    rep = e["reported"]
+    assert within(rank["weights_bytes"], rep["model_loading_GiB"] * GIB, 0.01)
+    assert within(rank["kv_cache_bytes"], rep["available_kv_cache_GiB"] * GIB, TARGET)
+    assert within(rank["kv_tokens"], rep["gpu_kv_cache_tokens"], TARGET)
+    assert within(doc["max_concurrency"], rep["max_concurrency"]["x"], TARGET)
+
+
+def test_cli_engine_vllm_bad_input(tmp_path: Path) -> None:
+    """Bad input: one line on stderr, exit 2."""
+    import subprocess
+    import sys
+
+    d = write_checkpoint(tmp_path / "ckpt", QWEN2_7B, bias=True)
+    hw = _hardware(tmp_path, 1, 80 * GIB)
+    for extra in (["--vllm-version", "0.6"], ["--gpu-memory-utilization", "1.5"], ["--tensor-parallel-size", "2"],
+                  ["--kv-cache-dtype", "int3"]):
+        r = subprocess.run([sys.executable, "-m", "advisor", "estimate", str(d), "--engine", "vllm", "--hardware",
+                            str(hw), *extra], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (extra, r.stderr)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "advisor", "estimate", str(tmp_path / "bad"), "--engine", "vllm",
+                        "--hardware", str(hw)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

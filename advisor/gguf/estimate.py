@@ -80,6 +80,17 @@ KV_PAD_256_SINCE = 6183
 # first build (June 2025).
 SWIGLU_FUSED_SINCE = 5700
 
+#: Every build-era rule above, by the name ``era`` reports it under.
+ERA_RULES: dict[str, int] = {
+    "moe_batched": MOE_BATCHED_SINCE, "iswa_cache": ISWA_SINCE, "swiglu_fused": SWIGLU_FUSED_SINCE,
+    "kv_streams": KV_STREAMS_SINCE, "output_layer_first": OUTPUT_FIRST_SINCE, "kv_pad_256": KV_PAD_256_SINCE,
+}
+
+
+def era(build: int | None) -> dict[str, bool]:
+    """Which of the build-era rules a llama.cpp build ``bN`` has (None: a current build has them all)."""
+    return {name: build is None or build >= since for name, since in ERA_RULES.items()}
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:

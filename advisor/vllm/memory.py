@@ -115,7 +115,35 @@ def kv_bytes_per_token(a: Arch, tp: int, dtype_bytes: int = 2) -> list[int]:
     return [heads * (a.head_dim_k + a.head_dim_v) * dtype_bytes] * a.n_layer
 
 
+@dataclass(frozen=True)
+class VllmArch:
+    """An Arch read from a transformers config.json (advisor.vllm.config), with the per-layer attention kind where
+    the config lists it (``layer_types``)."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int
+    vocab_size: int
+    sliding_window: int = 0
+    sliding_window_pattern: int = 0
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_expert: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    swa_layers: tuple[bool, ...] = ()  # per layer, from layer_types; () = use sliding_window_pattern
+
+
 def is_swa(a: Arch, il: int) -> bool:
+    """Whether layer ``il`` gets a SlidingWindowSpec: the config's layer_types where given, else llama.cpp-style
+    pattern (il % p < p - 1; p = 1: every layer)."""
+    layers = getattr(a, "swa_layers", ())
+    if layers:
+        return a.sliding_window > 0 and il < len(layers) and layers[il]
     p = a.sliding_window_pattern
     return a.sliding_window > 0 and p > 0 and (p == 1 or il % p < p - 1)
 
