@@ -98,7 +98,7 @@ def test_output_layer_offloaded_first(llama8b):
 
 
 def test_partial_offload_split(llama8b):
-    e = estimate(llama8b, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, n_gpu_layers=15))
+    e = estimate(llama8b, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, n_gpu_layers=15, mmap=False))
     cpu, gpu = e.devices
     layer = llama8b.layer_bytes()[0]
     out = llama8b.tensor("output.weight").nbytes + llama8b.tensor("output_norm.weight").nbytes
@@ -206,3 +206,19 @@ def test_recurrent_state_follows_its_layer(hybrid):
     doc = est.to_dict()
     assert doc["recurrent_bytes"] == est.recurrent_bytes
     assert all("recurrent_bytes" in d for d in doc["devices"])
+
+
+def test_mmapped_cpu_buffer_is_the_file_span(llama8b):
+    """With mmap (the default) the CPU_Mapped buffer is the byte span from the first to the end of the last CPU
+    tensor in the file (llama_model_loader::get_mapping_range): read here with gguf-py's own reader, not the
+    estimator's header parser."""
+    import gguf
+
+    e = estimate(llama8b, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, n_gpu_layers=15))
+    cpu = e.devices[0]
+    r = gguf.GGUFReader(llama8b.path)
+    gpu_layers = set(range(18, 32))
+    spans = [(int(t.data_offset), int(t.data_offset) + int(t.n_bytes)) for t in r.tensors
+             if not t.name.startswith("output") and not any(t.name.startswith(f"blk.{i}.") for i in gpu_layers)]
+    assert cpu.weights_bytes == max(b for _, b in spans) - min(a for a, _ in spans)
+    assert cpu.weights_bytes >= sum(b - a for a, b in spans)

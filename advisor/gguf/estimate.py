@@ -27,8 +27,9 @@ Recurrent state (Mamba, Mamba2, RWKV, LFM2 and the hybrids jamba / granitehybrid
 qwen3next ...): ``recurrent_bytes`` per device, a field of its own (llama.cpp's "RS buffer", not its "KV buffer"), in
 the totals; hybrids keep the KV cache on their attention layers only (``recurrent_bytes``, ``kv_layer_bytes``).
 
-Not modelled: Gemma-3n/4 KV sharing, MLA's V-less cache and DSA indexer
-(2026 builds), CUDA context/pool memory (outside every buffer: rules/backends.toml context_overhead_bytes; llama.cpp
+Also modelled: per-layer head sizes of SWA layers (key_length_swa / value_length_swa), Gemma-3n/4 KV sharing
+(n_layer_kv_from_start), MLA's V-less cache (MLA_V_LESS_SINCE), mmapped model buffers as file spans
+(``mapped_spans``). Not modelled: the DSA indexer cache (2026 builds), CUDA context/pool memory (outside every buffer: rules/backends.toml context_overhead_bytes; llama.cpp
 --fit keeps a 1 GiB margin for it, §2.5), server prompt cache (§2.7).
 """
 
@@ -79,11 +80,21 @@ KV_PAD_256_SINCE = 6183
 # so the GPU FFN phase held 2F instead of 3F (gpu-logs l23, b~4700: 164.01 MiB, below 3F's 236 MiB). Approximate
 # first build (June 2025).
 SWIGLU_FUSED_SINCE = 5700
+# The KQ mask input in f16 with flash attention (build_attn_inp_kq_mask, src/llama-graph.cpp: "flash attention
+# requires an f16 mask"; llama.cpp PR #23764, merged 2026-05-27, between b9263 and b9587): before it the mask was an
+# f32 input cast to f16 for the FA op, so the host side held 4 bytes per cell (gpu-logs l03 b5500: host 96.17 MiB =
+# 4*ub*(E + kv) with FA on). Approximate first build.
+MASK_F16_SINCE = 9350
+# V-less KV cache for MLA models (llama.cpp PR #19067, merged 2026-01-24: "kv-cache : support V-less cache"):
+# before it the cache also held a V tensor of value_length per cell (gpu-logs l18, b5331: K 1098 MiB + V 976 MiB).
+# Approximate first build (b9174 is 2026-05-16 at about 11 builds a day).
+MLA_V_LESS_SINCE = 7950
 
 #: Every build-era rule above, by the name ``era`` reports it under.
 ERA_RULES: dict[str, int] = {
     "moe_batched": MOE_BATCHED_SINCE, "iswa_cache": ISWA_SINCE, "swiglu_fused": SWIGLU_FUSED_SINCE,
     "kv_streams": KV_STREAMS_SINCE, "output_layer_first": OUTPUT_FIRST_SINCE, "kv_pad_256": KV_PAD_256_SINCE,
+    "fa_mask_f16": MASK_F16_SINCE, "mla_v_less": MLA_V_LESS_SINCE,
 }
 
 
@@ -113,6 +124,7 @@ class Settings:
     backend: Backend | None = None  # GPU backend of the n_gpus devices; None: unnamed (no host buffers split out)
     n_cpu_moe: int = 0  # --n-cpu-moe K: experts of the first K layers stay on the CPU; -1 = all (--cpu-moe)
     llama_build: int | None = None  # llama.cpp build number whose placement rules apply; None = current
+    tensor_overrides: bool = False  # -ot/--override-tensor given (beyond --n-cpu-moe): no pipeline parallelism
 
     def resolved_parallel(self) -> tuple[int, bool]:
         """(n_seq_max, kv_unified) after llama-server's auto rule."""
@@ -277,7 +289,8 @@ def _type(name: str) -> int:
     return tid
 
 
-def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: int, tv: int) -> int:
+def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: int, tv: int,
+                   v_less: bool = True) -> int:
     """One layer's K and V tensors: ggml_new_tensor_3d(type, n_embd_{k,v}_gqa(il), cells, n_stream)."""
     hkv = facts.n_head_kv[il]
     if hkv == 0:
@@ -286,8 +299,13 @@ def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: in
         # llama_memory_hybrid gives the KV cache only the layers that are not recurrent (create_memory's
         # filter_attn = !is_recurrent(il), src/llama-model.cpp); purely recurrent models have no KV cache at all.
         return 0
-    k = ggml.row_size(tk, hkv * facts.head_dim_k)
-    v = ggml.row_size(tv, hkv * facts.head_dim_v)
+    if 0 <= facts.n_layer_kv_from_start <= il:
+        return 0  # KV sharing (Gemma 3n / 4): this layer reads an earlier layer's cache (create_memory reuse)
+    dk, dv = facts.head_dims(il)  # per-layer sizes: key_length_swa / value_length_swa on SWA layers
+    k = ggml.row_size(tk, hkv * dk)
+    # MLA GGUFs (attention.key_length_mla set: llama_hparams::is_mla) store one latent per token in K and, since
+    # llama.cpp PR #19067 (2026-01-24), no V tensor (llama_kv_cache constructor: has_v = !is_mla)
+    v = 0 if v_less and facts.key_length_mla and facts.value_length_mla else ggml.row_size(tv, hkv * dv)
     return (k + v) * cells * n_stream
 
 
@@ -404,7 +422,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     if n_layers_here:
         kv_big = kv_cells or swa_cells
         if flash_attn:
-            attn = mask + 4 * E + 2 * Hk + Hq
+            attn = mask + 4 * E + (mla_q_floats(facts) or 2 * Hk + Hq)
         else:
             attn = kv_big * H + mask + (3 if fused_qkv else 5) * E + 2 * Hk
         phases.append(attn)
@@ -467,6 +485,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     n_layers = dict.fromkeys(names, 0)
     cpu_moe = facts.n_layer if s.n_cpu_moe < 0 else s.n_cpu_moe
     cpu_experts: list[int] = []  # bytes of expert tensors kept on the CPU by --n-cpu-moe
+    placed: list[tuple[str, Any]] = []  # (device, tensor)
     for t in facts.tensors:
         if t.layer is not None and t.layer < facts.n_layer:
             dev = layer_dev[t.layer]
@@ -476,20 +495,29 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                 dev = "cpu"
                 if layer_dev[t.layer] != "cpu" or gpus:
                     cpu_experts.append(t.nbytes)
-            weights[dev] += t.nbytes
         elif t.name.startswith("output"):  # output.weight, output_norm.* follow the output layer
-            weights[out_dev] += t.nbytes
+            dev = out_dev
+        elif t.name.startswith(ROPE_TENSORS) and facts.n_layer:
+            dev = layer_dev[0]
         else:
-            weights["cpu"] += t.nbytes  # token_embd and other input-side tensors stay on the CPU (§2.4)
-    if facts.tied_embeddings and out_dev != "cpu":
-        embd = facts.tensor("token_embd.weight")
-        if embd is not None:  # TENSOR_DUPLICATED: a second copy of the embedding for the output (§2.4)
-            weights[out_dev] += embd.nbytes
+            dev = "cpu"  # token_embd and other input-side tensors stay on the CPU (§2.4)
+        weights[dev] += t.nbytes
+        placed.append((dev, t))
+    embd = facts.tensor("token_embd.weight")
+    if facts.tied_embeddings and out_dev != "cpu" and embd is not None:
+        # TENSOR_DUPLICATED: a second copy of the embedding for the output (§2.4)
+        weights[out_dev] += embd.nbytes
+        placed.append((out_dev, embd))
+    if s.mmap and gpus:
+        mapped = ["cpu"] + (gpus if rule.mapped_weights else [])
+        for dev, span in mapped_spans(placed, mapped).items():
+            weights[dev] = span
     iswa = s.llama_build is None or s.llama_build >= ISWA_SINCE
+    v_less = s.llama_build is None or s.llama_build >= MLA_V_LESS_SINCE
     for il in range(facts.n_layer):
         cells = swa_cells if facts.swa_layers[il] and swa_any and iswa else (kv_cells or swa_cells)
         dev = layer_dev[il] if s.offload_kqv else "cpu"
-        kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv)
+        kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv, v_less)
         # the recurrent state is placed like the KV cache: on its layer's device when offload_kqv, else the CPU
         # (llama_memory_recurrent: "dev = ..." per layer, offload ? model.dev_layer(i) : cpu)
         rs[dev] += recurrent_layer_bytes(facts, il, n_seq)
@@ -510,7 +538,8 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         # grow with the context (measured: mamba/mamba2 compute buffer identical at 512 and 32768 cells)
         kv_cells = swa_cells = mask_cells = 0
     all_offloaded = bool(gpus) and all(d != "cpu" for d in layer_dev) and out_dev != "cpu"
-    copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe) else 1
+    copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe
+                           and not s.tensor_overrides) else 1
     compute = dict.fromkeys(names, 0)
     if not gpus:
         compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
@@ -545,7 +574,14 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         # live on the CPU: the token embeddings (get_rows of token_embd on the CPU) and the f32 KQ masks, one per
         # pipeline copy (gpu-logs l02 15.01 MiB = 4*ub*(E + kv); l20 78.02 MiB with 4 copies); with CPU layers their
         # own working set may be larger (CPU coefficients).
-        inputs = 4 * n_ubatch * (facts.n_embd + copies * mask_cells)
+        mask_bytes = 2 if fa and (s.llama_build is None or s.llama_build >= MASK_F16_SINCE) else 4
+        inputs = n_ubatch * (4 * facts.n_embd + mask_bytes * copies * mask_cells)
+        if fa and n_layers["cpu"] and rule.op_offload:
+            # ggml_flash_attn_ext of a CPU layer reads the CPU-resident KV cache, so it runs on the CPU (the
+            # scheduler pins an op to the backend of its weights/KV buffer) and its output (n_head * head_v floats
+            # per token) lives in the CPU side's buffer next to the mask (gpu-logs l24: 48.01 MiB = 4*ub*(E + Hv)
+            # + 2*ub*kv)
+            inputs += 4 * n_ubatch * max(facts.n_head, default=0) * facts.head_dim_v
         cpu_layers = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
                                    flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=out_dev == "cpu",
                                    n_stream=n_stream) if (n_layers["cpu"] or out_dev == "cpu") else 0
@@ -560,6 +596,31 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                     n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices))
 
 
+# Layer-less rope tensors (rope_freqs, rope_factors_long/short) are created inside the layer loop of load_tensors with
+# layer 0's buffer type, TENSOR_DUPLICATED for the others (src/llama-model.cpp create_tensor(tn(LLM_TENSOR_ROPE_FREQS,
+# "weight", i), ..., i != 0 ? TENSOR_DUPLICATED : 0)): they live with the first layer.
+ROPE_TENSORS = ("rope_freqs", "rope_factors")
+
+
+def mapped_spans(placed: list[tuple[str, Any]], devices: list[str]) -> dict[str, int]:
+    """The "model buffer" of each mmapped device: per file, the byte span from the first to the end of the last of
+    its tensors (llama_model_loader::get_mapping_range, then ggml_backend_cpu_buffer_from_ptr for CPU_Mapped or
+    ggml_backend_dev_buffer_from_host_ptr for Metal_Mapped in llama_model::load_tensors), so tensors of other
+    devices lying in between are counted too: the file order decides. Devices with a tensor of unknown offset (facts
+    not read from a GGUF header) keep their tensor sum."""
+    spans: dict[str, dict[int, tuple[int, int]]] = {}
+    unknown: set[str] = set()
+    for dev, t in placed:
+        if dev not in devices:
+            continue
+        if t.offset < 0:
+            unknown.add(dev)
+            continue
+        lo, hi = spans.setdefault(dev, {}).get(t.file_index, (t.offset, t.offset))
+        spans[dev][t.file_index] = (min(lo, t.offset), max(hi, t.offset + t.nbytes))
+    return {dev: sum(hi - lo for lo, hi in files.values()) for dev, files in spans.items() if dev not in unknown}
+
+
 def _backend(s: Settings) -> BackendRule:
     if s.backend is None:
         return GENERIC_GPU if s.n_gpus > 0 else backend_rules()["cpu"]
@@ -567,6 +628,19 @@ def _backend(s: Settings) -> BackendRule:
     if s.backend not in rules:
         raise BadInputError(f"unknown backend {s.backend!r} (one of {', '.join(sorted(rules))})")
     return rules[s.backend]
+
+
+def mla_q_floats(facts: ModelFacts) -> int:
+    """f32 values per token live while an MLA layer builds its absorbed query (llm_build_deepseek2, MLA GGUFs with
+    attn_k_b / attn_v_b: key_length_mla set): the q_b projection (n_head x key_length_mla), q_nope absorbed through
+    wk_b (n_head x kv_lora_rank) and the concatenated query (n_head x (kv_lora_rank + rope) = n_head x head_dim_k),
+    all live at the concat, which is the attention phase's peak with flash attention (its output, n_head x
+    kv_lora_rank, is smaller than the first two). gpu-logs l18 (DeepSeek-V3, ub 1024, kv 16384, FA): 788.00 MiB on
+    each GPU without the output layer = 4*ub*(this + mask/2 + 4E) within 0.5 %. 0 for other models."""
+    if not (facts.key_length_mla and facts.kv_lora_rank):
+        return 0
+    H = max(facts.n_head) if facts.n_head else 0
+    return H * (facts.key_length_mla + facts.kv_lora_rank + facts.head_dim_k)
 
 
 def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_cells: int, flash_attn: bool,
@@ -595,7 +669,9 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
     phases = [0.0]
     if layers:
         if attention:
-            phases.append(mask + 4 * E + 2 * Hk + Hq if flash_attn else kv_cells * H + mask + 4 * E)
+            mla = mla_q_floats(facts)
+            fa_attn = mask + 4 * E + (mla if mla else 2 * Hk + Hq)
+            phases.append(fa_attn if flash_attn else kv_cells * H + mask + 4 * E)
         f_exp = facts.n_ff_exp or max(facts.n_ff)  # 2024 Mixtral GGUFs have no expert_feed_forward_length
         if facts.n_expert:
             ff = (3 * f_exp * facts.n_expert_used if moe_batched else 3 * f_exp) + 2 * facts.n_expert
