@@ -222,3 +222,51 @@ def test_mmapped_cpu_buffer_is_the_file_span(llama8b):
              if not t.name.startswith("output") and not any(t.name.startswith(f"blk.{i}.") for i in gpu_layers)]
     assert cpu.weights_bytes == max(b for _, b in spans) - min(a for a, _ in spans)
     assert cpu.weights_bytes >= sum(b - a for a, b in spans)
+
+
+def test_gemma4_per_layer_head_sizes_and_kv_sharing(tmp_path):
+    """Gemma-4 E4B's KV lines (tests/data/gpu-logs l22, a 2026 build): 42 layers, the last 18 reuse earlier layers'
+    KV (attention.shared_kv_layers = 18), full-attention layers (every 6th) with 512-wide heads, SWA layers with
+    key_length_swa = value_length_swa = 256, 2 KV heads, 32768 cells in both caches: non-SWA 4 layers = 512 MiB,
+    SWA 20 layers = 1280 MiB. The head sizes and sharing come from the header keys llama.cpp reads
+    (llama_model::load_hparams, src/models/gemma4.cpp)."""
+    spec = Spec("gemma3", n_layer=42, n_embd=2560, n_head=8, n_head_kv=2, head_dim=512, n_ff=10240, n_vocab=4096,
+                sliding_window=512, tied=True, n_ctx_train=131072,
+                extra_kv=(("gemma3.attention.key_length_swa", 256), ("gemma3.attention.value_length_swa", 256),
+                          ("gemma3.attention.shared_kv_layers", 18)))
+    facts = read_gguf_facts(ggufgen.write(tmp_path / "g4.gguf", spec, sparse=True))
+    assert facts.n_layer_kv_from_start == 24 and facts.head_dims(0) == (256, 256) and facts.head_dims(5) == (512, 512)
+    e = estimate(facts, Settings(n_ctx=32768, n_parallel=1, swa_full=True))
+    assert e.kv_cache_bytes == (512 + 1280) * MIB
+    # without the keys every layer would have the global head size and its own cache
+    plain = read_gguf_facts(ggufgen.write(tmp_path / "g3.gguf", dataclasses.replace(spec, extra_kv=()),
+                                          sparse=True))
+    assert estimate(plain, Settings(n_ctx=32768, n_parallel=1, swa_full=True)).kv_cache_bytes == 42 * 128 * MIB
+
+
+def test_gemma3n_kv_sharing_starts_at_layer_20(tmp_path):
+    """gemma3n hard-codes n_layer_kv_from_start = 20 (src/models/gemma3n.cpp): layers 20+ own no KV."""
+    import gguf
+
+    from advisor.gguf.facts import KV_FROM_START
+
+    assert KV_FROM_START["gemma3n"] == 20
+    spec = Spec("gemma3", n_layer=30, n_embd=512, n_head=4, n_head_kv=2, head_dim=128, n_ff=1024, n_vocab=2048)
+    path = ggufgen.write(tmp_path / "g.gguf", spec, sparse=True)
+    facts = dataclasses.replace(read_gguf_facts(path), architecture="gemma3n", n_layer_kv_from_start=20)
+    full = estimate(dataclasses.replace(facts, n_layer_kv_from_start=-1), Settings(n_ctx=4096, n_parallel=1))
+    shared = estimate(facts, Settings(n_ctx=4096, n_parallel=1))
+    assert shared.kv_cache_bytes * 30 == full.kv_cache_bytes * 20
+    assert gguf is not None
+
+
+def test_llama_build_eras_reported(llama8b):
+    """--llama-build selects the era rules; era() names every rule and a current build has them all."""
+    from advisor.gguf.estimate import ERA_RULES, era
+
+    assert all(era(None).values()) and set(era(1)) == set(ERA_RULES) and not any(era(1).values())
+    old = estimate(llama8b, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, n_gpu_layers=32, llama_build=5000))
+    new = estimate(llama8b, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, n_gpu_layers=32))
+    # b5000 offloads the output layer only past n_layer; a current build offloads it first
+    assert {d.device: d.n_layers for d in old.devices}["gpu0"] == 32
+    assert {d.device: d.n_layers for d in new.devices}["gpu0"] == 31

@@ -382,3 +382,21 @@ def test_cli_engine_vllm_bad_input(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "advisor", "estimate", str(tmp_path / "bad"), "--engine", "vllm",
                         "--hardware", str(hw)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+from tests.fake_hub import FakeHub, fake_hub_fixture  # noqa: E402,F401 - the fake_hub fixture
+
+
+def test_engine_vllm_from_hub_reads_headers_only(tmp_path: Path, fake_hub: FakeHub, monkeypatch) -> None:
+    """A Hub repo: config.json and the safetensors header by range requests (no weight data), same answer as the
+    local directory."""
+    from advisor.app.estimate import VllmRequest, vllm_estimate
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    d = write_checkpoint(tmp_path / "ckpt", QWEN2_7B, bias=True)
+    fake_hub.add("org/qwen2-7b", {"config.json": d / "config.json", "model.safetensors": d / "model.safetensors"})
+    hw = _hardware(tmp_path, 1, int(79.15 * GIB))
+    hub = vllm_estimate(VllmRequest(model="org/qwen2-7b", hardware=hw, gpu_memory_utilization=0.25))
+    local = vllm_estimate(VllmRequest(model=str(d), hardware=hw, gpu_memory_utilization=0.25))
+    assert hub.ranks == local.ranks and hub.checkpoint.weights_bytes == local.checkpoint.weights_bytes
+    assert "Hub" in hub.checkpoint.source

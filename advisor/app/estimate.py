@@ -127,13 +127,14 @@ def checkpoint_from_dir(d: Path, req: VllmRequest) -> Checkpoint:
 
 def checkpoint_from_hub(repo: str, req: VllmRequest) -> Checkpoint:
     """config.json and the safetensors headers only (range requests; huggingface_hub.get_safetensors_metadata)."""
-    from huggingface_hub import get_safetensors_metadata, hf_hub_download
+    from huggingface_hub import HfApi, hf_hub_download
 
     from advisor.errors import DownloadError
+    from advisor.hub.gguf import endpoint
 
     try:
-        cfg = _read_config(Path(hf_hub_download(repo, "config.json")))
-        meta = get_safetensors_metadata(repo)
+        cfg = _read_config(Path(hf_hub_download(repo, "config.json", endpoint=endpoint())))
+        meta = HfApi(endpoint=endpoint()).get_safetensors_metadata(repo)
     except BadInputError:
         raise
     except Exception as exc:  # huggingface_hub raises many types: one line, exit 4
