@@ -31,8 +31,8 @@ from advisor.gguf.estimate import Settings, estimate  # noqa: E402
 from advisor.gguf.facts import read_gguf_facts  # noqa: E402
 from tests import ggufgen  # noqa: E402
 from tests.test_llamacpp_accuracy import (  # noqa: E402
-    BASE, EVAL_MODELS, EVAL_SETTINGS, MIB, RECURRENT_SETTINGS, RECURRENT_SPECS, SETTINGS, SPECS, eval_gguf, measure,
-    spec_gguf, within)
+    BASE, EVAL_LIVE, EVAL_MODELS, EVAL_SETTINGS, MIB, RECURRENT_SETTINGS, RECURRENT_SPECS, SETTINGS, SPECS, eval_gguf,
+    measure, spec_gguf, within)
 
 REALISTIC: dict[str, Settings] = {
     "c4096": BASE,
@@ -46,14 +46,15 @@ REALISTIC: dict[str, Settings] = {
 }
 
 
-def cases(quick: bool) -> list[tuple[str, str, str, Settings]]:
+def cases(quick: bool, heavy: bool) -> list[tuple[str, str, str, Settings]]:
     """(set, model, setting name, settings)."""
     out: list[tuple[str, str, str, Settings]] = []
     if not quick:
         out += [("calibration", a, n, s) for a in SPECS for n, s in SETTINGS.items()]
         out += [("calibration", "phi3", n, s) for n, s in SETTINGS.items()]
         out += [("calibration", f"rs-{a}", n, s) for a in RECURRENT_SPECS for n, s in RECURRENT_SETTINGS.items()]
-        out += [("evaluation", m, n, s) for m in EVAL_MODELS for n, s in EVAL_SETTINGS.items()]
+        models = EVAL_MODELS if heavy else EVAL_LIVE
+        out += [("evaluation", m, n, s) for m in models for n, s in EVAL_SETTINGS.items()]
     out += [("evaluation", "qwen2-0.5B", n, s) for n, s in REALISTIC.items()]
     return out
 
@@ -68,15 +69,18 @@ def path_of(d: Path, set_name: str, model: str) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="only the realistic-size Qwen2.5-0.5B cases")
-    parser.add_argument("--record", type=Path, help="write llama.cpp's measured buffers to this JSON file")
+    parser.add_argument("--record", type=Path, help="write llama.cpp's measured buffers to this JSON file (rows of "
+                        "cases not measured this time are kept)")
+    parser.add_argument("--heavy", action="store_true", help="also the 10-12 GB MoE evaluation models (mapping them "
+                        "populates that much page cache)")
     args = parser.parse_args()
     import llama_cpp
 
-    rows: list[tuple[str, str, str, str, float, float, bool]] = []
+    rows: list[tuple[str, str, str, float, float, bool]] = []
     recorded: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="advisor-acc-") as tmp:
         d = Path(tmp)
-        for set_name, model, sname, s in cases(args.quick):
+        for set_name, model, sname, s in cases(args.quick, args.heavy):
             path = path_of(d, set_name, model)
             est = estimate(read_gguf_facts(path), s)
             got = measure(path, s)
@@ -109,11 +113,15 @@ def main() -> int:
               f"{len({c for _, c, *_ in sel})} cases")
         print(f"  {'buffer':14} {'median |err| %':>15} {'max |err| %':>12} {'in target':>10}")
         for buf, errs in errors.items():
-            ok = sum(1 for r in sel if r[2] == buf and r[6])
+            ok = sum(1 for r in sel if r[2] == buf and r[5])
             print(f"  {buf:14} {statistics.median(errs):15.2f} {max(errs):12.2f} {ok:>6d}/{len(errs)}")
     print(f"\nout of target (weights/KV/RS/output 0.5 %, compute 5 % or 2 MiB): {failures}")
     if args.record:
         args.record.parent.mkdir(parents=True, exist_ok=True)
+        done = {(r["set"], r["model"], r["setting"]) for r in recorded}
+        if args.record.exists():
+            old = json.loads(args.record.read_text())["rows"]
+            recorded = [r for r in old if (r["set"], r["model"], r["setting"]) not in done] + recorded
         args.record.write_text(json.dumps({"llama_cpp_python": llama_cpp.__version__, "rows": recorded},
                                           indent=1) + "\n")
         print(f"recorded {len(recorded)} cases to {args.record}")

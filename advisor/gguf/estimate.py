@@ -29,8 +29,9 @@ the totals; hybrids keep the KV cache on their attention layers only (``recurren
 
 Also modelled: per-layer head sizes of SWA layers (key_length_swa / value_length_swa), Gemma-3n/4 KV sharing
 (n_layer_kv_from_start), MLA's V-less cache (MLA_V_LESS_SINCE), mmapped model buffers as file spans
-(``mapped_spans``). Not modelled: the DSA indexer cache (2026 builds), CUDA context/pool memory (outside every buffer: rules/backends.toml context_overhead_bytes; llama.cpp
---fit keeps a 1 GiB margin for it, §2.5), server prompt cache (§2.7).
+(``mapped_spans``). Not modelled: the DSA indexer cache (2026 builds), CUDA context/pool memory (outside every
+buffer: rules/backends.toml context_overhead_bytes; llama.cpp --fit keeps a 1 GiB margin for it, §2.5), server
+prompt cache (§2.7).
 """
 
 from __future__ import annotations
