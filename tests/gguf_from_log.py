@@ -374,7 +374,7 @@ BACKEND_OF = {"CUDA": "cuda", "ROCm": "rocm", "Metal": "metal", "Vulkan": "vulka
 # Representative build per log era when the excerpt prints no "build: N" line (log_format of each entry).
 ERA_BUILD = {"old": 2400, "early-2025": 4700, "mid-2025": 5500, "current": None}
 
-# Layer split per GPU. llama.cpp splits by tensor_split, or by each device's free memory at load time (§2.4);
+# Layer split per GPU. llama.cpp splits by tensor_split, or by each device's free memory at load time (llama_model::load_tensors);
 # l18 printed its free memory; l19 and l20 did not (l20's Ollama passed its own split), so their split is read off
 # the per-device KV lines (KV per layer is uniform there): the model-buffer lines are still an independent check.
 TENSOR_SPLIT: dict[str, tuple[tuple[float, ...], str]] = {

@@ -43,7 +43,7 @@ def test_defaults_are_llama_server(llama8b):
 
 
 def test_llama3_8b_kv_is_128_kib_per_token(llama8b):
-    # notes/memory.md §2.3: 32 layers x 8 kv heads x 128 x 2 (K+V) x 2 B = 128 KiB/token; 512 ctx -> 64 MiB
+    # llama_kv_cache: 32 layers x 8 kv heads x 128 x 2 (K+V) x 2 B = 128 KiB/token; 512 ctx -> 64 MiB
     e = estimate(llama8b, Settings(n_ctx=512, n_parallel=1))
     assert e.kv_cache_bytes == 64 * MIB
     q8 = estimate(llama8b, Settings(n_ctx=512, n_parallel=1, cache_type_k="q8_0", cache_type_v="q8_0"))
@@ -51,7 +51,7 @@ def test_llama3_8b_kv_is_128_kib_per_token(llama8b):
 
 
 def test_llama3_8b_logits_compute(llama8b):
-    # notes §2.5: Llama-3-8B ub 512, FA off, ctx 512: compute 258.50 MiB = 4*512*(128256+4096)
+    # a CUDA start-up log of Llama-3-8B ub 512, FA off, ctx 512: compute 258.50 MiB = 4*512*(128256+4096)
     e = estimate(llama8b, Settings(n_ctx=512, n_parallel=1, flash_attn="off"))
     # a CUDA log has V + E (258.50 MiB); the CPU backend keeps one more E-wide row (llama.cpp's own CPU buffers are
     # compared in tests/test_llamacpp_accuracy.py, recorded and live): within 5 %
@@ -65,7 +65,7 @@ def test_llama3_8b_logits_compute(llama8b):
     (1000, 1, False, (1024, 1024, 1)),  # padded to 256
     (4096, 4, True, (4096, 4096, 1)),
     (4096, 4, False, (4096, 1024, 4)),
-    (4096, 10, False, (5120, 512, 10)),  # notes §2.2: -c 4096 -np 10 -> 512 per slot, 5120 cells
+    (4096, 10, False, (5120, 512, 10)),  # llama_context: -c 4096 -np 10 -> 512 per slot, 5120 cells
 ])
 def test_context_padding(llama8b, n_ctx, n_seq, unified, want):
     n, n_seq_ctx, _, _, n_stream = context(llama8b, Settings(n_ctx=n_ctx, n_parallel=n_seq, kv_unified=unified))
@@ -91,7 +91,7 @@ def test_sliding_window_cache(gemma3):
 
 def test_output_layer_offloaded_first(llama8b):
     devs, out = layer_devices(llama8b, Settings(n_gpus=1, n_gpu_layers=15))
-    assert out == "gpu0" and devs.count("gpu0") == 14 and devs[-14:] == ["gpu0"] * 14  # notes §2.4 (-ngl 15)
+    assert out == "gpu0" and devs.count("gpu0") == 14 and devs[-14:] == ["gpu0"] * 14  # llama_model::load_tensors (-ngl 15)
     devs, out = layer_devices(llama8b, Settings(n_gpus=1, n_gpu_layers=1))
     assert out == "gpu0" and "gpu0" not in devs
     devs, out = layer_devices(llama8b, Settings(n_gpus=2, n_gpu_layers=-1))
@@ -129,7 +129,7 @@ def test_quantized_v_needs_flash_attention(llama8b):
 def test_flash_attention_off_grows_with_context(llama8b):
     small = estimate(llama8b, Settings(n_ctx=32768, n_parallel=1, flash_attn="on"))
     big = estimate(llama8b, Settings(n_ctx=32768, n_parallel=1, flash_attn="off"))
-    assert big.compute_bytes - small.compute_bytes > 4 * 512 * 32 * 32768 * 0.9  # the KQ matrix, §2.5
+    assert big.compute_bytes - small.compute_bytes > 4 * 512 * 32 * 32768 * 0.9  # the KQ matrix
 
 
 def test_cli_json(tmp_path):

@@ -59,7 +59,7 @@ GPTOSS = dict(n_embd=2880, n_head=64, n_head_kv=8, head_dim_k=64, n_ff=2880, voc
 #: A100-SXM4-80GB); A100 40GB is 39.39 GiB (torch's total for A100-SXM4-40GB; an assumption, not in the corpus).
 #: sampler: which top-k/top-p path the version runs in the profile (planner/vllm.py SAMPLER_BYTES_PER_LOGIT).
 #: max_num_batched_tokens / max_num_seqs: the log's value, else EngineArgs.get_batch_defaults for `vllm serve`
-#: (H100 >= 70 GiB: 8192 / 1024; A100: 2048 / 256; notes/memory.md §5.3).
+#: (H100 >= 70 GiB: 8192 / 1024; A100: 2048 / 256; vllm/engine/arg_utils.py get_batch_defaults).
 SETUP: dict[str, dict[str, Any]] = {
     "v06_qwen2_7b_a100_80g_u025": dict(arch=QWEN2_7B, fmt=("safetensors", "bf16"), total_gib=79.15, util=0.25,
                                        mnbt=2048, seqs=256, block=16, sampler="flashinfer"),

@@ -1,21 +1,21 @@
 """Memory estimate for llama.cpp from GGUF facts: weights, KV cache, compute and output buffers per device.
 
-Pure functions, no I/O. Each rule cites llama.cpp (file/function) or shared/notes/memory.md (§) or a measurement
+Pure functions, no I/O. Each rule cites llama.cpp (file/function), a recorded log or a measurement
 against llama-cpp-python 0.3.36's llama.cpp on this project's CPU machine (tests/test_llamacpp_accuracy.py,
 benchmarks/estimate_accuracy.py reproduce them).
 
 What is modelled:
-- context: n_ctx 0 = trained context; padded to 256; per-slot (non-unified) or unified cells (§2.2,
-  llama_context::llama_context).
+- context: n_ctx 0 = trained context; padded to 256; per-slot (non-unified) or unified cells
+  (llama_context::llama_context).
 - KV cache: per layer n_stream * cells * (row(type_k, n_head_kv*head_k) + row(type_v, n_head_kv*head_v)),
-  sliding-window layers with the SWA cell count (§2.3, llama_kv_cache / llama_kv_cache_iswa).
+  sliding-window layers with the SWA cell count (llama_kv_cache / llama_kv_cache_iswa).
 - weights per device for n_gpu_layers: token_embd on the CPU, the output layer offloaded first, then the last
-  repeating layers (§2.4, llama_model::load_tensors); a tied output duplicates token_embd on the GPU.
-- output buffer: n_vocab * 4 bytes per sequence (§2.6, llama_context::output_reserve).
+  repeating layers (llama_model::load_tensors); a tied output duplicates token_embd on the GPU.
+- output buffer: n_vocab * 4 bytes per sequence (llama_context::output_reserve).
 - compute buffer: the peak of three phases of one layer's graph (attention, FFN, logits), in floats per ubatch
   token; coefficients measured on the CPU backend (see ``compute_bytes``).
 
-GPU backends (issue 7; checked against the real start-up logs in tests/data/gpu-logs by tests/test_gpu_logs.py and
+GPU backends (checked against the real start-up logs in tests/data/gpu-logs by tests/test_gpu_logs.py and
 benchmarks/gpu_logs.py): each buffer is reported on the device llama.cpp allocates it on: ``gpu0``..``gpuN`` (CUDA0,
 ROCm0, Metal, Vulkan0, SYCL0), ``host`` (the GPU backend's pinned host buffer type, CUDA_Host/ROCm_Host/Vulkan_Host/
 SYCL_Host: the CPU side's compute buffer and the output buffer) and ``cpu`` (weights and KV left on the CPU; on Metal,
@@ -30,8 +30,8 @@ the totals; hybrids keep the KV cache on their attention layers only (``recurren
 Also modelled: per-layer head sizes of SWA layers (key_length_swa / value_length_swa), Gemma-3n/4 KV sharing
 (n_layer_kv_from_start), MLA's V-less cache (MLA_V_LESS_SINCE), mmapped model buffers as file spans
 (``mapped_spans``). Not modelled: the DSA indexer cache (2026 builds), CUDA context/pool memory (outside every
-buffer: rules/backends.toml context_overhead_bytes; llama.cpp --fit keeps a 1 GiB margin for it, §2.5), server
-prompt cache (§2.7).
+buffer: rules/backends.toml context_overhead_bytes; llama.cpp --fit keeps a 1 GiB margin for it), server
+prompt cache.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ FlashAttn = Literal["on", "off", "auto"]
 Backend = Literal["cpu", "cuda", "rocm", "metal", "vulkan", "sycl"]
 BACKENDS: tuple[str, ...] = ("cpu", "cuda", "rocm", "metal", "vulkan", "sycl")
 
-CTX_PAD = 256  # llama_context: cparams.n_ctx = GGML_PAD(n_ctx, 256) (§2.2); SWA cache also padded to 256 (§2.3)
-PARALLEL_AUTO = 4  # llama-server: -np -1 (auto) -> 4 slots with kv_unified = true (§2.1, tools/server/server.cpp)
+CTX_PAD = 256  # llama_context: cparams.n_ctx = GGML_PAD(n_ctx, 256); SWA cache also padded to 256
+PARALLEL_AUTO = 4  # llama-server: -np -1 (auto) -> 4 slots with kv_unified = true (tools/server/server.cpp)
 MIB = 1024 * 1024
 # Build eras (llama.cpp build numbers, "bNNNN"). Each is the first build with the newer behaviour, as closely as the
 # logs pin it down; None in Settings.llama_build means a current build.
 # Output layer offloaded first (n_layer + 1 slots): b6182 still offloaded it only when ngl > n_layer (gpu-logs l06:
 # "-ngl 24" -> "offloaded 24/25"), 2026 builds offload it first (l24: "-ngl 15" -> output + 14 layers);
-# notes/verified.md. The exact first build is not pinned down: anything after b6182.
+# The exact first build is not pinned down: anything after b6182.
 OUTPUT_FIRST_SINCE = 6183
 # Separate SWA cache (llama_kv_cache_unified_iswa, llama.cpp PR #13194, May 2025): b4879 still gave gemma3's SWA
 # layers full-size cells (gpu-logs l11: 26 layers x 8192 cells), b6182 has the iSWA cache (l06: 640 SWA cells).
@@ -75,7 +75,7 @@ PP_COPIES = 4
 # Approximate: somewhere between b5398 and b6182.
 KV_STREAMS_SINCE = 6000
 # KV/SWA cache padding: mid-2025 builds padded to 256 with flash attention and 32 without ("padding = 32", gpu-logs
-# l04/l13; l06 b6182: SWA cache of 640 cells = 128 + 512 padded to 32), current builds always to 256 (§2.2, §2.3).
+# l04/l13; l06 b6182: SWA cache of 640 cells = 128 + 512 padded to 32), current builds always to 256.
 KV_PAD_256_SINCE = 6183
 # Fused SwiGLU (ggml_swiglu_split, one new F-wide tensor): before it the FFN ran silu and mul in place on the gate,
 # so the GPU FFN phase held 2F instead of 3F (gpu-logs l23, b~4700: 164.01 MiB, below 3F's 236 MiB). Approximate
@@ -106,7 +106,7 @@ def era(build: int | None) -> dict[str, bool]:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """llama.cpp run settings; the defaults are llama-server's (notes/memory.md §2.1, common/common.h)."""
+    """llama.cpp run settings; the defaults are llama-server's (common/common.h)."""
 
     n_ctx: int = 0  # -c: 0 = the model's trained context (common.h n_ctx = 0; llama_context constructor)
     n_batch: int = 2048  # -b (common.h n_batch = 2048)
@@ -269,7 +269,7 @@ def kv_pad(s: Settings) -> int:
 
 
 def context(facts: ModelFacts, s: Settings) -> tuple[int, int, int, bool, int]:
-    """(n_ctx, n_ctx_seq, n_seq, unified, n_stream) as llama_context's constructor resolves them (§2.2)."""
+    """(n_ctx, n_ctx_seq, n_seq, unified, n_stream) as llama_context's constructor resolves them."""
     n_seq, unified = s.resolved_parallel()
     if s.llama_build is not None and s.llama_build < KV_STREAMS_SINCE:
         unified = True  # one cache of n_ctx cells shared by every sequence
@@ -333,11 +333,11 @@ def recurrent_layer_bytes(facts: ModelFacts, il: int, n_seq: int) -> int:
 
 
 def layer_devices(facts: ModelFacts, s: Settings) -> tuple[list[str], str]:
-    """Device of each repeating layer and of the output layer (llama_model::load_tensors, §2.4).
+    """Device of each repeating layer and of the output layer (llama_model::load_tensors).
 
     Current llama.cpp counts n_layer + 1 slots, the last being the output layer, and fills them from the end:
     -ngl N puts the output plus the last N-1 repeating layers on the GPU(s). Builds before OUTPUT_FIRST_SINCE start
-    at i_gpu_start = n_layer - N, so the output is offloaded only when N > n_layer (§2.4).
+    at i_gpu_start = n_layer - N, so the output is offloaded only when N > n_layer.
     """
     n = facts.n_layer
     if s.n_gpus <= 0 or s.n_gpu_layers == 0:
@@ -386,7 +386,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
                   n_layers_here: int, has_output: bool, n_stream: int, n_seq: int = 1) -> int:
     """Compute buffer of one backend: the peak over the graph's phases, in f32 values per ubatch token.
 
-    ggml-alloc reuses memory between ops and lets in-place ops share their parent (§2.5), so the buffer is about
+    ggml-alloc reuses memory between ops and lets in-place ops share their parent, so the buffer is about
     the largest working set of one phase plus what stays live across it (the KQ mask, a few residual rows).
     Measured here on the CPU backend (benchmarks/estimate_accuracy.py; E = n_embd, F = n_ff, V = n_vocab,
     H = n_head, Hk = n_head_kv * head_k, kv = cells):
@@ -459,7 +459,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         if blck > 1 and hd % blck:
             raise BadInputError(f"cache type {name} {ggml.type_name(tid).lower()} needs a head size that is a "
                                 f"multiple of {blck}; this model's is {hd}")
-    # causal models cap n_batch at n_ctx and n_ubatch at n_batch (llama_context constructor, §2.1)
+    # causal models cap n_batch at n_ctx and n_ubatch at n_batch (llama_context constructor)
     n_batch = min(n_ctx, s.n_batch)
     n_ubatch = min(n_batch, s.n_ubatch)
 
@@ -469,7 +469,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     swa_cells = 0
     if swa_any:
         # llama_kv_cache_iswa: size_swa = pad(min(size_base, n_swa * (unified ? n_seq : 1) + n_ubatch), 256),
-        # or size_base with swa_full (§2.3)
+        # or size_base with swa_full
         swa_cells = n_ctx_seq if s.swa_full else min(
             n_ctx_seq, pad(facts.sliding_window * (n_seq if unified else 1) + n_ubatch, kv_pad(s)))
     full_any = not swa_any or not all(facts.swa_layers)
@@ -501,12 +501,12 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         elif t.name.startswith(ROPE_TENSORS) and facts.n_layer:
             dev = layer_dev[0]
         else:
-            dev = "cpu"  # token_embd and other input-side tensors stay on the CPU (§2.4)
+            dev = "cpu"  # token_embd and other input-side tensors stay on the CPU
         weights[dev] += t.nbytes
         placed.append((dev, t))
     embd = facts.tensor("token_embd.weight")
     if facts.tied_embeddings and out_dev != "cpu" and embd is not None:
-        # TENSOR_DUPLICATED: a second copy of the embedding for the output (§2.4)
+        # TENSOR_DUPLICATED: a second copy of the embedding for the output
         weights[out_dev] += embd.nbytes
         placed.append((out_dev, embd))
     if s.mmap and gpus:
@@ -525,7 +525,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         n_layers[layer_dev[il]] += 1
 
     # output_reserve: n_vocab floats for each of max(n_outputs, n_seq_max) outputs (n_outputs_max_per_seq = 1),
-    # in the host buffer type of the output device (§2.6; CUDA_Host in gpu-logs l02/l24, CPU when the output layer
+    # in the host buffer type of the output device (CUDA_Host in gpu-logs l02/l24, CPU when the output layer
     # stays on the CPU, l06/l13, and always on Metal, l09); measured: V * 4 * n_seq.
     output = facts.n_vocab * 4 * n_seq
     out_buf = host if out_dev != "cpu" else "cpu"
@@ -647,13 +647,13 @@ def mla_q_floats(facts: ModelFacts) -> int:
 def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_cells: int, flash_attn: bool,
                       layers: bool, output: bool, moe_batched: bool = True, copies: int = 1,
                       attention: bool = True, swiglu_fused: bool = True) -> int:
-    """Compute buffer of one GPU device: the peak over its phases, in f32 values per ubatch token (§2.5).
+    """Compute buffer of one GPU device: the peak over its phases, in f32 values per ubatch token.
 
     Same phases as the CPU's ``compute_bytes`` with the coefficients the GPU logs show (E = n_embd, F = n_ff,
     V = n_vocab, H = n_head, kv = cells of one stream, mask = mask cells of all cache kinds):
-      logits            : V + E (notes §2.5: CUDA/Metal Llama-3-8B 258.50 MiB = 4*ub*(V + E); gpu-logs l02, l04,
+      logits            : V + E (CUDA/Metal Llama-3-8B 258.50 MiB = 4*ub*(V + E); gpu-logs l02, l04,
                           l09, l11 exactly)
-      attention, FA off : kv*H (KQ, soft_max in place) + mask (f32) + 4E (notes §2.5: Mistral-7B 164.00 and
+      attention, FA off : kv*H (KQ, soft_max in place) + mask (f32) + 4E (Mistral-7B 164.00 and
                           2144.00 MiB exactly; gpu-logs l19, l20)
       attention, FA on  : mask/2 (the f16 copy of the mask; the f32 one stays on the host) + 4E + 2Hk + Hq
       FFN               : 3F + mask + 4E (2F before SWIGLU_FUSED_SINCE); MoE 3 * F_exp * n_used + 2 * n_expert;
