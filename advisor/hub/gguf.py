@@ -33,7 +33,15 @@ from urllib.parse import quote
 
 from advisor import settings
 from advisor.errors import BadInputError, DownloadError
-from advisor.gguf.facts import SPLIT_RE, HeaderIncomplete, check_split, ModelFacts, TensorFacts, facts_from_raw, parse_header
+from advisor.gguf.facts import (
+    SPLIT_RE,
+    HeaderIncomplete,
+    check_split,
+    ModelFacts,
+    TensorFacts,
+    facts_from_raw,
+    parse_header,
+)
 
 #: First range read from each shard: most headers fit (a 32k vocabulary takes about 0.5 MiB).
 FIRST_RANGE_BYTES = 2 * 2**20

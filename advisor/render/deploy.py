@@ -51,9 +51,9 @@ class DeployError(BadInputError):
 @dataclass(frozen=True)
 class Target:
     """What the caller resolved for a deployment: ``exe`` the engine's absolute path when it replaces the one the
-    plan's engine names (llama-server, or a Python engine's interpreter); ``env`` variables the service needs (HF_HOME, ADVISOR_HOME); ``api_key_file`` an
-    EnvironmentFile that may hold the key (never the key itself); ``user`` the account to run as; ``hf_home`` the
-    host's model cache to mount into a container."""
+    plan's engine names (llama-server, or a Python engine's interpreter); ``env`` variables the service needs
+    (HF_HOME, ADVISOR_HOME); ``api_key_file`` an EnvironmentFile that may hold the key (never the key itself);
+    ``user`` the account to run as; ``hf_home`` the host's model cache to mount into a container."""
 
     exe: str | None = None
     env: dict[str, str] = field(default_factory=dict)
