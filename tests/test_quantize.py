@@ -313,3 +313,50 @@ def test_quantizer_failure_leaves_nothing_and_llama_quantize_gets_its_arguments(
     assert argv[:2] == ["--imatrix", str(imatrix)] and argv[-2] == "Q4_K_M"
     assert argv[-4].startswith(str(outdir / ".x-F16.gguf.partial"))
     assert _left(outdir) == []
+
+
+
+def test_hub_repo_is_downloaded_then_converted(tmp_path: Path, monkeypatch) -> None:
+    """A Hub repo id goes through advisor's snapshot download (huggingface_hub's cache, progress, resume; the one
+    `advisor run` uses for vLLM) before the converter runs, and the result keeps the repo id as its source. (The
+    download itself is tested with the fake Hub in the run tests; tests/fake_hub.py has no tree listing for
+    snapshot_download, so it stands in here.)"""
+    from advisor.hub import download
+
+    src = _tiny(tmp_path / "snapshot")
+    asked = []
+    monkeypatch.setattr(download, "fetch_snapshot", lambda repo, rev, info: asked.append(repo) or src)
+    _fake_converter(tmp_path, """
+        args = sys.argv[1:]
+        assert os.path.isfile(os.path.join(args[0], "config.json")), args
+        open(args[args.index("--outfile") + 1], "wb").write(b"GGUF f16")
+        """, monkeypatch)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "llama-quantize"
+    tool.write_text(f"#!{sys.executable}\nimport sys\nopen(sys.argv[-3], 'wb').write(b'GGUF q4')\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out" / "t.gguf"
+    out.parent.mkdir()
+    result = q.quantize(q.QuantizeRequest("org/tiny-ckpt", "Q4_K_M", out))
+    assert asked == ["org/tiny-ckpt"]
+    assert result.to_dict() == {"path": str(out), "quant": "Q4_K_M", "size_bytes": 7, "source": "org/tiny-ckpt",
+                                "f16_path": None}
+    assert out.read_bytes() == b"GGUF q4" and _left(out.parent) == ["t.gguf"]
+
+
+def test_setup_converter_dry_run_names_the_engines_version(tmp_path: Path) -> None:
+    """The converter's version is the installed llama-cpp-python's (its distribution metadata); a dry run installs
+    nothing and lists the venv and the source fetch."""
+    import importlib.metadata
+
+    done = run_advisor(["setup", "--converter", "--dry-run", "--json", "--venv", str(tmp_path / "conv")])
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["version"] == importlib.metadata.version("llama_cpp_python")
+    assert plan["fetch_source"] is True and plan["root"] == str(tmp_path / "conv" / f"llama.cpp-{plan['version']}")
+    assert plan["steps"][0]["argv"][1:3] == ["-m", "venv"]
+    assert not (tmp_path / "conv").exists()
+    text = run_advisor(["setup", "--converter", "--dry-run", "--venv", str(tmp_path / "conv")])
+    assert text.returncode == 0 and "pip download --no-deps --no-binary llama-cpp-python" in text.stdout

@@ -191,7 +191,9 @@ def as_catalog_model(model_dir: Path, imatrix: bool) -> Any:
     m = model_from_config_dir(model_dir, model_id=None, tasks=["chat"], date=time.strftime("%Y-%m-%d"))
     tokenizer = "llama" if (model_dir / "tokenizer.model").is_file() else "gpt2"
     rated = {q.name for q in catalog.quants.quant}
-    quants = tuple(q for q in quant_names() if q in rated and (imatrix or q not in NEEDS_IMATRIX))
+    # MXFP4_MOE is for the experts of a MoE model (llama-quant.cpp: other tensors stay Q8_0)
+    quants = tuple(q for q in quant_names() if q in rated and (imatrix or q not in NEEDS_IMATRIX)
+                   and (q != "MXFP4_MOE" or m.arch.n_expert))
     group = GgufGroup(repo=str(model_dir.resolve()), file="{quant}.gguf", quants=quants, imatrix=imatrix,
                       notes="advisor quantize: every quant llama-quantize makes")
     m = dataclasses.replace(m, arch=dataclasses.replace(m.arch, tokenizer=tokenizer), variants=(), gguf=(group,))
@@ -213,7 +215,12 @@ def choose_quant(model_dir: Path, profile: Any, imatrix: bool) -> QuantChoice:
     rec = recommend(profile, catalog, load_rules(), Request(model=model.id, backend=LLAMA_CPP, top=1))
     plan = rec.best()
     quant = plan.model.quant or ""
-    reasons = [f"rejected {r.quant}: {r.message}" for r in rec.rejections if r.quant and r.quant != quant]
+    # the planner may size a variant more than once (approximate, then exact layout): its first reason stands
+    first: dict[str, str] = {}
+    for r in rec.rejections:
+        if r.quant and r.quant != quant:
+            first.setdefault(r.quant, f"rejected {r.quant}: {r.message}")
+    reasons = list(first.values())
     return QuantChoice(quant, [f"chose {quant}: the best-rated quant whose plan fits this machine", *plan.reasons,
                                *reasons])  # fmt: skip
 

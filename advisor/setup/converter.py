@@ -2,9 +2,10 @@
 
 The converter (``convert_hf_to_gguf.py``, its ``conversion/`` package and ``gguf-py``) ships inside the
 llama-cpp-python source distribution (``vendor/llama.cpp``), so the one that matches the engine is fetched from the
-package index by the engine's version (``pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==V``: only that distribution as source;
-``:all:`` would build its build dependencies from source too, minutes of work for nothing). Only those
-files are unpacked, into ``<venv>/llama.cpp-<V>/``: the venv directory holds everything (one directory to cache).
+package index by the engine's version: ``pip download --no-deps --no-binary llama-cpp-python
+llama-cpp-python==V`` (only that distribution as source: ``--no-binary :all:`` also builds the build dependencies
+pip needs to read its metadata from source, minutes of work for nothing, measured here). Only those files are
+unpacked, into ``<venv>/llama.cpp-<V>/``: the venv directory holds everything (one directory to cache).
 The venv gets the converter's own requirements (``requirements/requirements-convert_hf_to_gguf.txt`` and the files
 it includes), with two changes: torch comes from a CPU source first (the converter only reads tensors), and
 ``gguf`` is not installed, because the script puts its vendored ``gguf-py`` first on ``sys.path`` itself
@@ -365,13 +366,19 @@ def ensure_converter(
     if not (plan.root / SCRIPT).is_file():
         fetch_source(plan.python, version, plan.root, runner, say)
     plan = plan_converter(version, venv, env, base_python)
-    _run(plan.steps, runner, say)
     torch_req, rest = requirements(plan.root)
     conv = Converter(version, plan.root, plan.python)
-    found = verify(conv, runner)
-    (venv / MARKER).write_text(json.dumps({"version": version, "requirements": _req_hash(torch_req, rest)}))
-    summary = f"llama.cpp converter of {DIST} {version}: torch {found.get('torch')}, " \
-              f"transformers {found.get('transformers')}"
+    marker = _marker(venv)
+    if plan.steps or force or marker.get("verified") != version:
+        # (a venv complete and verified for this version is not asked again: a run pays no torch import for it)
+        _run(plan.steps, runner, say)
+        found = verify(conv, runner)
+        summary = f"llama.cpp converter of {DIST} {version}: torch {found.get('torch')}, " \
+                  f"transformers {found.get('transformers')}"
+        marker = {"version": version, "requirements": _req_hash(torch_req, rest), "verified": version,
+                  "summary": summary}
+        (venv / MARKER).write_text(json.dumps(marker))
     record.save(CONVERTER, {"backend": CONVERTER, "python": plan.python, "venv": str(venv), "managed": True,
-                            "verified": True, "version": version, "root": str(plan.root), "summary": summary}, env)
+                            "verified": True, "version": version, "root": str(plan.root),
+                            "summary": marker.get("summary", "")}, env)
     return conv
