@@ -28,7 +28,7 @@ def machine(tmp_path) -> Machine:
 
 #: Where the suite keeps llama.cpp's converter between runs (outside the checkout, like pip's cache): a test engines
 #: directory whose ``converter/`` venv `advisor setup --converter` fills once and later runs reuse.
-TEST_ENGINES_DIR = Path(os.environ.get("ADVISOR_TEST_ENGINES_DIR", Path.home() / ".cache" / "advisor-tests"))
+TEST_ENGINES_DIR = Path(os.environ.get("ADVISOR_TEST_CONVERTER_ENGINES_DIR", Path.home() / ".cache" / "advisor-tests"))
 
 
 @pytest.fixture(scope="session")

@@ -467,5 +467,6 @@ def quantize(req: QuantizeRequest, say: Callable[[str], None] = lambda line: Non
             os.replace(f16_tmp, f16_final)
     finally:
         _remove(out_tmp, f16_tmp)
+    say("done: " + ", ".join(f"{k.removesuffix('_s')} {v:g} s" for k, v in timings.items()))
     return QuantizeResult(str(out), choice.quant, out.stat().st_size, req.source,
                           str(f16_final) if keep else None, choice.reasons, timings)
