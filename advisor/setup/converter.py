@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from advisor.errors import EngineMissingError, EngineSetupError, EngineVerifyError
+from advisor.plan import LLAMA_CPP
 from advisor.setup import record
-from advisor.setup.builds import LLAMA_CPP, PYTHON_LEAKS, TORCH_CPU_INDEX, TORCH_INDEX_ENV, Step, venv_python
+from advisor.setup.builds import PYTHON_LEAKS, TORCH_CPU_INDEX, TORCH_INDEX_ENV, Step, venv_python
 from advisor.setup.runner import Runner, SubprocessRunner
 from advisor.setup.verify import parse_marker
 
