@@ -24,7 +24,8 @@ pytestmark = pytest.mark.engine
 
 ADVISOR = str(Path(sys.executable).parent / "advisor")
 
-#: Runs in the converter's venv (torch, transformers, sentencepiece): argv = arch, output directory. The vocabulary
+#: Runs in the converter's venv (torch, transformers, sentencepiece): argv = pairs of arch, output directory (one
+#: process for every checkpoint: torch and transformers are imported once). The SentencePiece vocabulary
 #: has "<|endoftext|>" as Phi-3's does: llama.cpp's vocab loader looks it up by name for a model whose general.name
 #: contains "phi3" (src/llama-vocab.cpp, per-token attributes, token_to_id.at: "unordered_map::at" without it).
 MAKE = r"""
@@ -32,45 +33,48 @@ import sys
 from pathlib import Path
 import sentencepiece as spm
 import torch
-arch, out = sys.argv[1], Path(sys.argv[2])
-out.mkdir(parents=True, exist_ok=True)
-text = out / "corpus.txt"
-words = "the quick brown fox jumps over the lazy dog say ok hello world advisor runs models on this machine".split()
-text.write_text("\n".join(" ".join(words[i:] + words[:i]) for i in range(len(words))) * 20)
-spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(out / "tokenizer"), vocab_size=384,
-    model_type="bpe", byte_fallback=True, hard_vocab_limit=False, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
-    character_coverage=1.0, num_threads=1, minloglevel=2, control_symbols=["<|endoftext|>"])
-text.unlink()
-(out / "tokenizer.vocab").unlink()
-torch.manual_seed(0)
-from transformers import LlamaTokenizer
-tok = LlamaTokenizer(vocab_file=str(out / "tokenizer.model"))
-tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
-tok.save_pretrained(str(out))
-cfg = dict(vocab_size=tok.vocab_size, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2)
-if arch == "llama":
-    from transformers import LlamaConfig as Config, LlamaForCausalLM as Model
-elif arch == "phi3":
-    from transformers import Phi3Config as Config, Phi3ForCausalLM as Model
-    cfg["pad_token_id"] = 0
-Model(Config(**cfg)).save_pretrained(str(out))
-"""
-
-#: A byte-level BPE tokenizer whose pre-tokenizer llama.cpp's converter does not know (get_vocab_base_pre hashes it).
-MAKE_BPE = r"""
-import sys
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-out = sys.argv[1]
-tok = Tokenizer(models.BPE())
-tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-tok.decoder = decoders.ByteLevel()
-tok.train_from_iterator(["hello world say ok"] * 10, trainers.BpeTrainer(vocab_size=512,
-    special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>").save_pretrained(out)
-LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=1,
-                             num_attention_heads=4, num_key_value_heads=2)).save_pretrained(out)
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer, Phi3Config, Phi3ForCausalLM
+from transformers import PreTrainedTokenizerFast
+
+
+def sentencepiece_model(arch, out):
+    out.mkdir(parents=True, exist_ok=True)
+    text = out / "corpus.txt"
+    words = "the quick brown fox jumps over the lazy dog say ok hello world advisor runs models here".split()
+    text.write_text("\n".join(" ".join(words[i:] + words[:i]) for i in range(len(words))) * 20)
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(out / "tokenizer"), vocab_size=384,
+        model_type="bpe", byte_fallback=True, hard_vocab_limit=False, bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+        character_coverage=1.0, num_threads=1, minloglevel=2, control_symbols=["<|endoftext|>"])
+    text.unlink()
+    (out / "tokenizer.vocab").unlink()
+    torch.manual_seed(0)
+    tok = LlamaTokenizer(vocab_file=str(out / "tokenizer.model"))
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    tok.save_pretrained(str(out))
+    cfg = dict(vocab_size=tok.vocab_size, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1,
+               eos_token_id=2)
+    if arch == "llama":
+        LlamaForCausalLM(LlamaConfig(**cfg)).save_pretrained(str(out))
+    else:
+        Phi3ForCausalLM(Phi3Config(**cfg, pad_token_id=0)).save_pretrained(str(out))
+
+
+def bpe_model(out):
+    # a byte-level BPE tokenizer whose pre-tokenizer llama.cpp's converter does not know (get_vocab_base_pre)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["hello world say ok"] * 10, trainers.BpeTrainer(vocab_size=512,
+        special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>").save_pretrained(str(out))
+    LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(str(out))
+
+
+for arch, out in zip(sys.argv[1::2], sys.argv[2::2]):
+    bpe_model(Path(out)) if arch == "bpe" else sentencepiece_model(arch, Path(out))
 """
 
 ARCHES = {"llama": "LlamaForCausalLM", "phi3": "Phi3ForCausalLM"}
@@ -89,12 +93,9 @@ def run_advisor(args: list[str], engines: Path, timeout: float = 600) -> subproc
 def checkpoints(converter_engines_dir: Path, tmp_path_factory) -> dict[str, Path]:
     python = str(converter_engines_dir / "converter" / "bin" / "python")
     root = tmp_path_factory.mktemp("checkpoints")
-    out = {}
-    for arch in ARCHES:
-        subprocess.run([python, "-c", MAKE, arch, str(root / f"tiny-{arch}")], check=True, timeout=300)
-        out[arch] = root / f"tiny-{arch}"
-    subprocess.run([python, "-c", MAKE_BPE, str(root / "tiny-bpe")], check=True, timeout=300)
-    out["bpe"] = root / "tiny-bpe"
+    out = {name: root / f"tiny-{name}" for name in (*ARCHES, "bpe")}
+    subprocess.run([python, "-c", MAKE, *(str(x) for name, d in out.items() for x in (name, d))], check=True,
+                   timeout=600)  # fmt: skip
     return out
 
 
