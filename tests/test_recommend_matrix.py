@@ -13,7 +13,7 @@ import pytest
 from advisor.catalog.load import load_catalog
 from advisor.planner import Request, recommend
 from advisor.planner.machine import build_machine
-from advisor.planner.vllm import kv_need
+from advisor.planner.vllm import KV_DTYPE_BYTES, kv_need
 from advisor.probe import probe
 from advisor.rules import load_rules
 from tests.replay import DATA, Machine
@@ -115,8 +115,8 @@ def _check_plan(plan, machine, catalog):
     if plan.vllm:
         s = plan.vllm
         for mem in plan.memory:  # vLLM's own start-up check
-            assert kv_need(model, s.tensor_parallel_size, s.max_model_len, s.max_num_batched_tokens, 16) \
-                <= mem.kv_cache_bytes
+            assert kv_need(model, s.tensor_parallel_size, s.max_model_len, s.max_num_batched_tokens, 16,
+                           KV_DTYPE_BYTES[s.kv_cache_dtype], s.pipeline_parallel_size) <= mem.kv_cache_bytes
         assert model.arch.n_head % s.tensor_parallel_size == 0
     if plan.llama_cpp and machine.gpus:
         gpu_weights = sum(m.weights_bytes for m in plan.memory if m.device in devs)

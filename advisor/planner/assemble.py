@@ -90,6 +90,10 @@ def sampling_notes(backend: str, sampling: Mapping[str, float]) -> list[str]:
             f"({', '.join(passed)}), applied to requests that do not set them"]
 
 
+#: llama.cpp's smallest context when it fits a model itself (common/common.h fit_params_min_ctx).
+MIN_CTX = 4096
+
+
 def llama_fallbacks(s: LlamaCppSettings, n_layer: int, floor: int) -> list[Fallback]:
     out = []
     if s.ctx // s.parallel > floor:
@@ -98,11 +102,23 @@ def llama_fallbacks(s: LlamaCppSettings, n_layer: int, floor: int) -> list[Fallb
     if s.cache_type_k == "f16":
         out.append(Fallback({"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"},
                             "quantize the KV cache to q8_0 (half its memory; a quantized V needs flash attention)"))
+    elif s.cache_type_k == "q8_0":
+        out.append(Fallback({"cache_type_k": "q4_0", "cache_type_v": "q4_0", "flash_attn": "on"},
+                            "quantize the KV cache further to q4_0 (half again)"))
+    if s.n_cpu_moe is not None and s.n_cpu_moe < n_layer:
+        out.append(Fallback({"n_cpu_moe": min(n_layer, s.n_cpu_moe + max(1, -(-n_layer // 8)))},
+                            "keep the experts of more layers on the CPU: less GPU memory, slower"))
+    if s.parallel > 1:
+        out.append(Fallback({"parallel": s.parallel // 2, "ctx": s.ctx // s.parallel * (s.parallel // 2)},
+                            "half as many slots: each keeps its context, the KV cache halves"))
     if s.n_gpu_layers > 0:
         step = max(1, -(-n_layer // 4))
         out.append(Fallback({"n_gpu_layers": max(0, min(s.n_gpu_layers, n_layer) - step)},
                             f"keep {step} more layers on the CPU: less GPU memory, slower"))
         out.append(Fallback({"n_gpu_layers": 0}, "CPU only: the last resort when the GPU cannot hold a layer"))
+    if not out and s.ctx // s.parallel > MIN_CTX:
+        out.append(Fallback({"ctx": max(MIN_CTX, s.ctx // s.parallel // 2) * s.parallel},
+                            f"halve the context below the planned floor, not below llama.cpp's own {MIN_CTX}"))
     return out
 
 
