@@ -217,6 +217,8 @@ class GpuSpec:
     compute_capability: str | None = None
     #: True for a catch-all row that is no datasheet: the planner prefers what the driver reports, and notes it
     derived: bool = False
+    #: the row applies only to GPUs with at least this many cores (Apple Max chips come in two configurations)
+    cores_at_least: int | None = None
 
 
 @dataclass(frozen=True)
@@ -262,8 +264,10 @@ class Rules:
             raise RuleError(f"no rule sets {', '.join(missing)} for this machine (a catch-all rule is missing)")
         return Resolved(values, chosen)
 
-    def gpu_spec(self, name: str, vendor: str) -> GpuSpec | None:
+    def gpu_spec(self, name: str, vendor: str, cores: int | None = None) -> GpuSpec | None:
         for spec in self.gpus:
+            if spec.cores_at_least and (cores or 0) < spec.cores_at_least:
+                continue
             if spec.vendor in (vendor, "any") and re.search(spec.match, name, re.I):
                 return spec
         return None

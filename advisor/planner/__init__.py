@@ -168,6 +168,15 @@ def slow_penalty(m: Machine, speed: float) -> float:
     return round(m.rules["slow_penalty_per_halving"] * math.log2(target / speed), 2)
 
 
+def rank_key(p: Plan, m: Machine) -> tuple:
+    """Plans best first: by score (quality less the offload and speed penalties); among equal scores (catalog
+    percentiles tie at 100 across benchmarks) a plan at interactive speed first, then the model with more
+    parameters (more knowledge per token at the same benchmark percentile: Kaplan et al. 2020, arXiv 2001.08361),
+    then the faster."""
+    speed = p.predicted.decode_tokens_per_s or 0.0
+    return (-p.score, speed < m.rules["interactive_tokens_per_s"], -(p.model.params or 0), -speed, p.model.id)
+
+
 def _speed_reason(m: Machine, speed: float, penalty: float) -> str:
     target = m.rules["interactive_tokens_per_s"]
     if not penalty:
@@ -429,7 +438,7 @@ def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request:
         if plan is not None:
             plans.append(plan)
     # Exact pass: re-size the best plans with the real per-tensor layout, best first, until `top` exact plans lead.
-    key = lambda p: (-p.score, -(p.predicted.decode_tokens_per_s or 0.0), p.model.id)  # noqa: E731
+    key = lambda p: rank_key(p, machine)  # noqa: E731
     approx_rejections = run.rejections
     run.exact, run.rejections = True, list(rejections)
     exact: list[Plan] = []

@@ -10,6 +10,7 @@ comes off the capacity). A device fits when buffers + overhead <= capacity - hea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -128,7 +129,7 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1, 
     vendor = gpus[0].vendor if gpus else "none"
     brule = gpu_backend(gpus)
     backend = brule.name if brule else cpu_backend(profile)
-    specs = [rules.gpu_spec(g.name, g.vendor) for g in gpus]
+    specs = [rules.gpu_spec(g.name, g.vendor, g.cores) for g in gpus]
     ccs = []
     for g, spec in zip(gpus, specs):
         cc = g.compute_capability or (spec.compute_capability if spec else None)
@@ -211,10 +212,28 @@ def derived_bandwidth(g: Gpu) -> float | None:
     return round(g.memory_bus_width_bits / 8 * g.memory_clock_max_mhz * factor / 1000, 1)
 
 
+def mig_share(g: Gpu) -> float | None:
+    """A MIG instance's share of its GPU's memory bandwidth: its memory slices over the GPU's (each slice has its own
+    memory controllers: NVIDIA MIG user guide, 'Partitioning'), from its memory size over the GPU's named size."""
+    if g.mig_profile is None and g.mig_parent_index is None:
+        return None
+    whole = re.search(r"(\d+)\s*GB", g.name, re.I)
+    mine = re.search(r"\.(\d+)gb", g.mig_profile or g.name, re.I)
+    if whole and (mine or g.memory_total_bytes):
+        size = int(mine.group(1)) if mine else round((g.memory_total_bytes or 0) / GIB)
+        return max(0.05, min(1.0, size / int(whole.group(1))))
+    slices = re.search(r"(\d)g\.", g.mig_profile or g.name)
+    return int(slices.group(1)) / 7 if slices else None
+
+
 def gpu_bandwidth(g: Gpu, spec: GpuSpec | None) -> tuple[float, str]:
     """The GPU's memory bandwidth (GB/s) for the speed estimate and where it comes from: the datasheet row of
     rules/gpus.toml, else what the driver reports (bus width x maximum memory clock), else the table's catch-all
-    row, said so in a note."""
+    row, said so in a note. A MIG instance gets its share of the GPU's bandwidth."""
+    share = mig_share(g)
+    if spec is not None and not spec.derived and share is not None:
+        return round(spec.bandwidth_gbs * share, 1), f"{share:.2f} of the GPU's {spec.bandwidth_gbs:g} GB/s " \
+            f"(a MIG instance has its share of the memory slices; NVIDIA MIG user guide) ({spec.source})"
     if spec is not None and not spec.derived:
         return spec.bandwidth_gbs, spec.source
     derived = derived_bandwidth(g)
