@@ -185,7 +185,7 @@ PARAMETERS: dict[str, type | tuple[type, ...]] = {
     "decode_efficiency": float, "prefill_efficiency": float, "cpu_bandwidth_gbs": float,
     "cpu_gflops_per_core": float, "min_decode_tokens_per_s": float,
     # speed-aware ranking (interactive.toml)
-    "interactive_tokens_per_s": float, "slow_penalty_per_halving": float,
+    "interactive_tokens_per_s": float, "slow_penalty_points": float, "slow_penalty_per_halving": float,
 }
 
 

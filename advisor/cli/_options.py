@@ -22,4 +22,6 @@ TaskOpt = Annotated[str, typer.Option("--task", help="What the model is for: cod
 ContextOpt = Annotated[int | None, typer.Option("--context", help="Context tokens per sequence.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Users served at once.")]
 MaxSizeOpt = Annotated[float | None, typer.Option("--max-size", help="Largest model file, GB.")]
+AssumeIdleOpt = Annotated[bool, typer.Option(
+    "--assume-idle", help="Plan for each GPU's total memory, not what is free now (provisioning a busy box).")]
 LicenseOpt = Annotated[str | None, typer.Option("--license", help="The licence must contain this text.")]

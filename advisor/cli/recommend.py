@@ -12,6 +12,7 @@ import typer
 from advisor.cli._options import (
     ConcurrencyOpt,
     ContextOpt,
+    AssumeIdleOpt,
     HardwareOpt,
     JsonOpt,
     LicenseOpt,
@@ -43,6 +44,7 @@ def recommend(
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
     hardware: HardwareOpt = None,
+    assume_idle: AssumeIdleOpt = False,
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     json_output: JsonOpt = False,
     why_not: Annotated[str | None, typer.Option("--why-not", help="Explain why a model was not chosen.")] = None,
@@ -58,7 +60,8 @@ def recommend(
         raise BadInputError("--concurrency, --top and --context must be at least 1")
     profile = load_hardware(hardware)
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
-                      max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top)
+                      max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top,
+                      assume_idle=assume_idle)
     advice = advise(profile, request)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:

@@ -21,6 +21,7 @@ import typer
 
 from advisor.cli._options import (
     ConcurrencyOpt,
+    AssumeIdleOpt,
     ContextOpt,
     HardwareOpt,
     JsonOpt,
@@ -122,11 +123,12 @@ def _machine() -> tuple[str, bool]:
 
 
 def _request(task: str, context: int | None, concurrency: int, backend: str | None, max_size: float | None,
-             license: str | None):
+             license: str | None, assume_idle: bool = False):
     from advisor.planner import Request
 
     return Request(task=task, context=context, concurrency=concurrency, backend=backend or "auto",
-                   max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=1)
+                   max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=1,
+                   assume_idle=assume_idle)
 
 
 def _plannable(model: str, file: str | None) -> bool:
@@ -245,6 +247,7 @@ def run(
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
     hardware: HardwareOpt = None,
+    assume_idle: AssumeIdleOpt = False,
     setup: Annotated[
         bool, typer.Option("--setup", help="Install the engine build that fits first, if it is missing or unfit.")
     ] = False,
@@ -291,7 +294,7 @@ def run(
         raise BadInputError("--hardware plans for another machine: use it with --auto --dry-run, or with recommend")
     if concurrency < 1 or (context is not None and context < 1):
         raise BadInputError("--concurrency and --context must be at least 1")
-    want = _request(task, context, concurrency, backend, max_size, license)
+    want = _request(task, context, concurrency, backend, max_size, license, assume_idle)
     if auto or (model is not None and _plannable(model, file)):
         from advisor.app.advise import advise, hardware as load_hardware, machine_key
 

@@ -165,7 +165,7 @@ def slow_penalty(m: Machine, speed: float) -> float:
     target = m.rules["interactive_tokens_per_s"]
     if not speed or speed >= target:
         return 0.0
-    return round(m.rules["slow_penalty_per_halving"] * math.log2(target / speed), 2)
+    return round(m.rules["slow_penalty_points"] + m.rules["slow_penalty_per_halving"] * math.log2(target / speed), 2)
 
 
 def rank_key(p: Plan, m: Machine) -> tuple:
@@ -183,7 +183,7 @@ def _speed_reason(m: Machine, speed: float, penalty: float) -> str:
         return f"predicted {speed:g} tokens/s reaches the interactive {target:g} for this task: " \
                f"{m.rules.why('interactive_tokens_per_s')}"
     return (f"score less {penalty:g}: predicted {speed:g} tokens/s is below the interactive {target:g} for this task "
-            f"({m.rules.why('interactive_tokens_per_s')}); {m.rules.why('slow_penalty_per_halving')}")
+            f"({m.rules.why('interactive_tokens_per_s')}); {m.rules.why('slow_penalty_points')}")
 
 
 def _facts(run: _Run, model: Model, v: Variant, q: Quality) -> ModelFacts:
@@ -209,6 +209,15 @@ def _ref(model: Model | None, v: Variant | None, facts: ModelFacts | None = None
                     format=v.format, quant=v.quant, params=int(model.params_total_b * 1e9),
                     active_params=int(model.params_active_b * 1e9) if model.params_active_b else None,
                     size_bytes=v.size_bytes)
+
+
+def memory_basis(m: Machine, req: Request) -> str:
+    """Which GPU memory the plan was sized for (--assume-idle or not)."""
+    if not m.gpus:
+        return "sized for the RAM available now"
+    if req.assume_idle:
+        return "sized for each GPU's total memory (--assume-idle: the box is provisioned before its workload starts)"
+    return "sized for the GPU memory free now (--assume-idle sizes for the total)"
 
 
 def _margin_reasons(m: Machine) -> list[str]:
@@ -276,7 +285,7 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
                + (" as asked" if cx.fixed else f": this task needs {cx.need} ({m.rules.why('task_ctx')}); start "
                   f"{cx.want} ({m.rules.why('default_ctx')}); floor {cx.floor} ({m.rules.why('ctx_floor')}); "
                   f"capped at the trained {native}"))
-    why = [*reasons, *choice.reasons, ctx_why, why_threads,
+    why = [*reasons, *choice.reasons, ctx_why, memory_basis(m, req), why_threads,
            f"flash attention {settings.flash_attn}: {r.why('flash_attn')}",
            *_margin_reasons(m), *assemble.sampling_notes(LLAMA_CPP, sampling)]
     if choice.cache_type != "f16":
@@ -316,7 +325,8 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
     frac = active / (model.params_total_b * 1e9)
     # pipeline stages run one after the other; tensor-parallel ranks and replicas at once
     predicted = predict(choice.memory, m, frac, active, tensor_parallel=choice.settings.pipeline_parallel_size == 1)
-    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, *assemble.sampling_notes(VLLM, sampling)]
+    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, memory_basis(m, req),
+           *assemble.sampling_notes(VLLM, sampling)]
     if not req.model:
         penalty = slow_penalty(m, predicted.decode_tokens_per_s or 0.0)
         score = round(score - penalty, 2)

@@ -163,10 +163,14 @@ def _expert_bytes(facts: ModelFacts) -> dict[int, int]:
 
 
 def read_fractions(facts: ModelFacts, est: Estimate, dense_fraction: float) -> dict[str, float]:
-    """Per device, the share of its weights read per token with --n-cpu-moe: the CPU holds only experts (n_used
-    of n_expert read), the GPU the attention and shared tensors (all read) and the other layers' experts."""
+    """Per device, the share of its weights read per generated token where it is not ``dense_fraction``: the token
+    embedding stays on the CPU (llama.cpp's input layer) but a token reads one row of it (ggml_get_rows); with
+    --n-cpu-moe the CPU holds only experts (n_used of n_expert read), the GPU the attention and shared tensors (all
+    read) and the other layers' experts."""
     if not est.settings.n_cpu_moe or not facts.n_expert:
-        return {}
+        embd = sum(t.nbytes for t in facts.tensors if t.name.startswith("token_embd"))
+        cpu = next((d.weights_bytes for d in est.devices if d.device == "cpu"), 0)
+        return {"cpu": max(0.0, (cpu - embd) * dense_fraction / cpu)} if cpu and embd else {}
     used = facts.n_expert_used / facts.n_expert
     exps = _expert_bytes(facts)
     k = facts.n_layer if est.settings.n_cpu_moe < 0 else est.settings.n_cpu_moe
@@ -244,6 +248,15 @@ def _kv_reason(choice: LlamaChoice, cx: Contexts) -> list[str]:
 
 def plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dense_fraction: float = 1.0,
                speed=None) -> LlamaChoice | Fit:
+    """See ``_plan_llama``; every choice carries the per-device read fractions of the speed estimate."""
+    choice = _plan_llama(facts, m, cx, parallel, dense_fraction, speed)
+    if isinstance(choice, LlamaChoice) and not choice.read_fraction:
+        choice = replace(choice, read_fraction=read_fractions(facts, choice.est, dense_fraction))
+    return choice
+
+
+def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dense_fraction: float = 1.0,
+                speed=None) -> LlamaChoice | Fit:
     """The best llama.cpp settings for ``facts`` on ``m``, or the Fit that says by how much the smallest setting
     misses. ``speed(choice) -> tokens/s`` compares partial placements (layers vs experts on the CPU)."""
     n = facts.n_layer
@@ -288,7 +301,7 @@ def plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dense
         options: list[LlamaChoice] = []
         layers = _layers(facts, m, c, kv, parallel, split)
         if isinstance(layers, LlamaChoice):
-            options.append(layers)
+            options.append(replace(layers, read_fraction=read_fractions(facts, layers.est, dense_fraction)))
         else:
             last = layers
         if facts.n_expert and facts.n_expert_used:
