@@ -24,6 +24,13 @@ from advisor.gguf.facts import ModelFacts
 from advisor.planner.machine import Machine, physical_threads
 
 
+#: Layer offload wins over expert offload (--n-cpu-moe) only when predicted this much faster in decode: with
+#: expert offload every layer's attention and KV cache stay on the GPU, so prompt processing and long contexts run
+#: there (llama.cpp common/arg.cpp --n-cpu-moe: "keep the Mixture of Experts (MoE) weights of the first N layers in
+#: the CPU", an -ot override of the ffn_*_exps tensors only).
+MOE_PREFERENCE = 1.1
+
+
 @dataclass(frozen=True)
 class Fit:
     ok: bool
@@ -313,7 +320,10 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
             continue
         if speed is not None and len(options) > 1:
             rates = [speed(o) for o in options]
-            best = max(range(len(options)), key=lambda j: rates[j])
+            # expert offload keeps attention and the whole KV cache on the GPU (prompt processing, long contexts):
+            # layer offload must be clearly faster in decode to win
+            moe_at = 1 if options[1].n_cpu_moe else 0
+            best = 1 - moe_at if rates[1 - moe_at] > MOE_PREFERENCE * rates[moe_at] else moe_at
             other = 1 - best
             choice = options[best]
             choice = replace(choice, reasons=[*choice.reasons, (
