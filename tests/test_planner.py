@@ -391,3 +391,11 @@ def test_mig_instance_gets_its_share_of_the_bandwidth(rules):
             memory_total_bytes=40 * GIB, memory_free_bytes=40 * GIB, mig_profile="3g.40gb", mig_parent_index=0)
     m = build_machine(HardwareProfile(cpu=Cpu(physical_cores=8), memory=Memory(total_bytes=64 * GIB), gpus=[g]), rules)
     assert m.gpus[0].bandwidth_gbs == pytest.approx(full / 2, rel=0.01)
+
+
+def test_vllm_rocm_targets_agree_with_the_installer(rules):
+    """The planner's vLLM-on-ROCm rule and `advisor setup`'s ROCm wheel targets name the same gfx list."""
+    from advisor.setup.builds import VLLM_ROCM_TARGETS
+
+    rule = next(r for r in rules.rules if r.id == "vllm-rocm-gfx")
+    assert tuple(rule.when["gfx_target_excludes"]) == VLLM_ROCM_TARGETS
