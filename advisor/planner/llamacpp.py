@@ -144,15 +144,25 @@ def _try(facts: ModelFacts, m: Machine, ngl: int, ctx: int, parallel: int, split
 
 def _full(facts: ModelFacts, m: Machine, plan: list[tuple[int, str]], parallel: int,
           split: tuple[float, ...] | None) -> tuple[int, LlamaChoice] | Fit | None:
-    """The first rung at which every layer fits the GPUs, with its index."""
-    last = None
+    """The first rung at which every layer fits the GPUs, with its index. The rungs need less memory one after the
+    other (rungs()), so the first that fits is found by bisection."""
     n = facts.n_layer
-    for i, (c, kv) in enumerate(plan):
+    lo, hi = 0, len(plan) - 1
+    found: tuple[int, LlamaChoice] | None = None
+    miss: tuple[int, Fit] | None = None  # the failing rung that needs the least memory: the closest miss
+    while lo <= hi:
+        i = (lo + hi) // 2
+        c, kv = plan[i]
         est, fit = _try(facts, m, n + 1, c, parallel, split, kv)
         if est is not None and fit.ok:
-            return i, LlamaChoice(est, n + 1, c * parallel, parallel, split, True, [], kv)
-        last = fit if fit.shortfall_bytes else last
-    return last
+            found, hi = (i, LlamaChoice(est, n + 1, c * parallel, parallel, split, True, [], kv)), i - 1
+        else:
+            if fit.shortfall_bytes and (miss is None or i > miss[0]):
+                miss = (i, fit)
+            lo = i + 1
+    if found is not None:
+        return found
+    return miss[1] if miss else None
 
 
 def _one_gpu(m: Machine) -> tuple[Machine, int]:
@@ -280,11 +290,14 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
                 return replace(choice, reasons=why + _kv_reason(choice, cx))
         return Fit(False, 0, "cpu")
     split = _split(m)
-    found = _full(facts, m, plan, parallel, split)
+    alone, index = None, 0
     if len(m.gpus) > 1 and parallel == 1:
         one, index = _one_gpu(m)
         alone = _full(facts, one, plan, parallel, None)
-        if isinstance(alone, tuple) and (not isinstance(found, tuple) or alone[0] <= found[0]):
+    # all GPUs: only the rungs before the one a single GPU reaches can do better
+    found = _full(facts, m, plan[:alone[0]] if isinstance(alone, tuple) else plan, parallel, split)
+    if len(m.gpus) > 1 and parallel == 1:
+        if isinstance(alone, tuple) and not isinstance(found, tuple):
             i, choice = alone
             why = [f"all {n} layers and the output layer on GPU {index} alone (-sm none -mg {index}): the model "
                    "fits one GPU, and for one user splitting it over several only adds transfers between them"]
