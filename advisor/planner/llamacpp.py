@@ -81,7 +81,7 @@ def check(est: Estimate, m: Machine) -> Fit:
         over = used - dev.budget_bytes
         if over > worst.shortfall_bytes:
             worst = Fit(False, over, dev.name, used, dev.budget_bytes)
-    # "host": a GPU backend's pinned host buffers (advisor.gguf.estimate, issue 7) live in RAM as well
+    # "host": a GPU backend's pinned host buffers (advisor.gguf.estimate) live in RAM as well
     cpu_used = sum(d.total_bytes for d in est.devices if d.device in ("cpu", "host")) + (gpu_total if m.unified else 0)
     over = cpu_used - m.cpu.budget_bytes
     if over > worst.shortfall_bytes:
@@ -264,16 +264,17 @@ def _kv_reason(choice: LlamaChoice, cx: Contexts) -> list[str]:
 
 
 def plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dense_fraction: float = 1.0,
-               speed=None) -> LlamaChoice | Fit:
-    """See ``_plan_llama``; every choice carries the per-device read fractions of the speed estimate."""
-    choice = _plan_llama(facts, m, cx, parallel, dense_fraction, speed)
+               speed=None, expert_offload: bool = True) -> LlamaChoice | Fit:
+    """See ``_plan_llama``; every choice carries the per-device read fractions of the speed estimate.
+    ``expert_offload``: the engine can keep MoE experts on the CPU (llama-server's --n-cpu-moe)."""
+    choice = _plan_llama(facts, m, cx, parallel, dense_fraction, speed, expert_offload)
     if isinstance(choice, LlamaChoice) and not choice.read_fraction:
         choice = replace(choice, read_fraction=read_fractions(facts, choice.est, dense_fraction))
     return choice
 
 
 def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dense_fraction: float = 1.0,
-                speed=None) -> LlamaChoice | Fit:
+                speed=None, expert_offload: bool = True) -> LlamaChoice | Fit:
     """The best llama.cpp settings for ``facts`` on ``m``, or the Fit that says by how much the smallest setting
     misses. ``speed(choice) -> tokens/s`` compares partial placements (layers vs experts on the CPU)."""
     n = facts.n_layer
@@ -324,7 +325,7 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
             options.append(replace(layers, read_fraction=read_fractions(facts, layers.est, dense_fraction)))
         else:
             last = layers
-        if facts.n_expert and facts.n_expert_used:
+        if expert_offload and facts.n_expert and facts.n_expert_used:
             moe = _cpu_moe(facts, m, c, kv, parallel, split)
             if moe is not None:
                 moe = replace(moe, read_fraction=read_fractions(facts, moe.est, dense_fraction))
