@@ -246,7 +246,8 @@ def test_slow_penalty_follows_its_rule(rules):
         r = m.rules
         target = r["interactive_tokens_per_s"]
         assert slow_penalty(m, target) == 0 and slow_penalty(m, 2 * target) == 0
-        assert slow_penalty(m, target / 4) == pytest.approx(r["slow_penalty_points"] + 2 * r["slow_penalty_per_halving"])
+        expected = r["slow_penalty_points"] + 2 * r["slow_penalty_per_halving"]
+        assert slow_penalty(m, target / 4) == pytest.approx(expected)
     assert _machine_rules(rules, box(), task="code")["interactive_tokens_per_s"] > \
         _machine_rules(rules, box(), task="chat")["interactive_tokens_per_s"]
 
@@ -309,7 +310,8 @@ def test_a_model_that_fits_one_gpu_stays_on_one_for_one_user(catalog, rules):
     assert plan.args[plan.args.index("-sm") + 1] == "none"
     assert [d.device for d in plan.memory if d.device.startswith("gpu")] == ["gpu0"]
     # eight users of a model too big for one GPU: every GPU holds layers
-    plan = plan_for_model(two, catalog, rules, "qwen2.5-coder-32b-instruct", Request(concurrency=8, backend="llama.cpp"))
+    plan = plan_for_model(two, catalog, rules, "qwen2.5-coder-32b-instruct",
+                          Request(concurrency=8, backend="llama.cpp"))
     assert plan.llama_cpp.split_mode is None and len([d for d in plan.memory if d.device.startswith("gpu")]) == 2
 
 
