@@ -69,7 +69,8 @@ AMD_SMI_ARGV = ("amd-smi", "static", "--json")
 DEVICE_GFX = {
     0x738C: "gfx908", 0x738E: "gfx908",  # Arcturus: Instinct MI100
     0x7408: "gfx90a", 0x740C: "gfx90a", 0x740F: "gfx90a", 0x7410: "gfx90a",  # Aldebaran: MI210/MI250(X)
-    0x74A0: "gfx942", 0x74A1: "gfx942", 0x74A2: "gfx942", 0x74A5: "gfx942", 0x74A9: "gfx942",  # MI300A/X, MI308X, MI325X
+    # MI300A, MI300X, MI308X, MI325X
+    0x74A0: "gfx942", 0x74A1: "gfx942", 0x74A2: "gfx942", 0x74A5: "gfx942", 0x74A9: "gfx942",
     0x75A0: "gfx950", 0x75A3: "gfx950",  # MI350X / MI355X
     0x66A0: "gfx906", 0x66A1: "gfx906", 0x66AF: "gfx906",  # Vega 20: MI50/MI60, Radeon VII
     0x6860: "gfx900", 0x6861: "gfx900", 0x6863: "gfx900", 0x687F: "gfx900",  # Vega 10
