@@ -177,8 +177,9 @@ PARAMETERS: dict[str, type | tuple[type, ...]] = {
     # vllm.toml
     "max_num_batched_tokens": int, "max_num_seqs": int, "gpu_memory_utilization": float,
     "max_gpu_memory_utilization": float, "block_size": int, "cuda_context_mib": int, "cuda_graph_mib": int,
-    "non_torch_mib": int, "redundancy_mib": int, "activation_floats_per_token": float, "vllm_dtype": str,
-    "typical_request_tokens": int, "vllm_kv_cache_dtypes": list,
+    "non_torch_mib": int, "non_torch_tp_mib": int, "sampler_bytes_per_logit": dict, "redundancy_mib": int,
+    "activation_floats_per_token": float, "vllm_dtype": str, "typical_request_tokens": int,
+    "vllm_kv_cache_dtypes": list,
     # llama.toml
     "batch": int, "ubatch": int, "flash_attn": str, "mlock": bool,
     # speed.toml
