@@ -318,6 +318,8 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
     kv = "q8_0" if "q8_0" in kv_types else kv_types[-1]
     targets = [cx.want] if cx.fixed else list(dict.fromkeys([max(min(cx.need, cx.want), min(cx.floor, cx.want)),
                                                              min(cx.floor, cx.want)]))
+    fallback: tuple[int, LlamaChoice] | None = None  # whole layers at the first target, if experts fit nowhere
+    moe_model = expert_offload and bool(facts.n_expert and facts.n_expert_used)
     for c in targets:
         options: list[LlamaChoice] = []
         layers = _layers(facts, m, c, kv, parallel, split)
@@ -332,6 +334,12 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
                 options.append(moe)
         if not options:
             continue
+        if moe_model and len(options) == 1 and c != targets[-1]:
+            # the experts do not fit beside this context's KV cache: a shorter context may keep them there
+            fallback = fallback or (c, options[0])
+            continue
+        if fallback is not None and len(options) == 1:
+            c, options = fallback[0], [fallback[1]]
         if speed is not None and len(options) > 1:
             rates = [speed(o) for o in options]
             # expert offload keeps attention and the whole KV cache on the GPU (prompt processing, long contexts):
@@ -348,6 +356,10 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
         why = list(choice.reasons)
         if c < cx.want:
             why.append(f"context lowered from {cx.want} to {c} tokens per slot")
+        return replace(choice, reasons=why + _kv_reason(choice, cx))
+    if fallback is not None:
+        c, choice = fallback
+        why = [*choice.reasons] + ([f"context lowered from {cx.want} to {c} tokens per slot"] if c < cx.want else [])
         return replace(choice, reasons=why + _kv_reason(choice, cx))
     return last or Fit(False, 0, "gpu0")
 
