@@ -132,6 +132,13 @@ def rungs(cx: Contexts, kv_types: list[str]) -> list[tuple[int, str]]:
     return list(dict.fromkeys(out))
 
 
+def _kv_fits_heads(facts: ModelFacts, kv: str) -> bool:
+    from advisor.gguf import ggml
+
+    block = ggml.block_size(ggml.type_id(kv))[0]
+    return facts.head_dim_k % block == 0 and facts.head_dim_v % block == 0
+
+
 def _try(facts: ModelFacts, m: Machine, ngl: int, ctx: int, parallel: int, split: tuple[float, ...] | None,
          kv: str, n_cpu_moe: int = 0) -> tuple[Estimate | None, Fit]:
     """The estimate and its fit; (None, miss) when llama.cpp refuses the KV type for this model (head size)."""
@@ -278,7 +285,9 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
     """The best llama.cpp settings for ``facts`` on ``m``, or the Fit that says by how much the smallest setting
     misses. ``speed(choice) -> tokens/s`` compares partial placements (layers vs experts on the CPU)."""
     n = facts.n_layer
-    kv_types = list(m.rules["kv_cache_types"])
+    # quantized KV types need a head size that is a multiple of their block (32 for q8_0 / q4_0: llama.cpp
+    # ggml_row_size; the estimator refuses the others, as llama.cpp does)
+    kv_types = [t for t in m.rules["kv_cache_types"] if t == "f16" or _kv_fits_heads(facts, t)]
     plan = rungs(cx, kv_types)
     if not m.gpus:
         for c, kv in plan:  # CPU only

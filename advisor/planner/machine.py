@@ -171,8 +171,6 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1, 
         ))
     if assume_idle and gpus:
         notes.append("--assume-idle: planned for each GPU's total memory, not what is free now")
-    elif gpus:
-        notes.append("planned for the GPU memory free now (--assume-idle plans for the total)")
     mem = profile.memory
     ram = mem.usable_bytes or mem.available_bytes or mem.total_bytes or 0
     reserve = max(res["ram_reserve_mib"] * MIB, int(res["ram_reserve_fraction"] * (mem.total_bytes or ram)))
