@@ -70,6 +70,7 @@ class LlamaCppSettings:
     mmap: bool = True  # --no-mmap when False
     tensor_split: list[float] | None = None  # -ts
     main_gpu: int | None = None  # -mg
+    split_mode: str | None = None  # -sm none|layer|row; None: llama-server's default (layer)
     n_cpu_moe: int | None = None  # --n-cpu-moe: experts of the first N layers stay on the CPU
     fit: bool = False  # newer llama-server fits automatically unless told "--fit off"
 
@@ -83,6 +84,8 @@ class VllmSettings:
     gpu_memory_utilization: float = 0.9
     kv_cache_dtype: str = "auto"
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1  # --pipeline-parallel-size: layers split in stages over GPUs
+    data_parallel_size: int = 1  # --data-parallel-size: replicas of the model, each serving its own requests
     quantization: str | None = None
     dtype: str = "auto"
     enforce_eager: bool = False

@@ -51,6 +51,8 @@ class Subject:
     physical_cores: int = 0
     has_swap: bool = False
     concurrency: int = 1
+    task: str = "chat"  # the request's --task
+    gfx_targets: tuple[str, ...] = ()  # AMD GPUs' LLVM targets (gfx90a, gfx1100...), lower case
 
 
 Predicate = Callable[[Subject, Any], bool]
@@ -138,6 +140,24 @@ def _min_concurrency(s: Subject, arg: Any) -> bool:
     return s.concurrency >= int(arg)
 
 
+@predicate("task_in")
+def _task_in(s: Subject, arg: Any) -> bool:
+    return s.task in _names(arg)
+
+
+@predicate("gfx_target_excludes")
+def _gfx_target_excludes(s: Subject, arg: Any) -> bool:
+    """Some AMD GPU in use has a gfx target outside ``arg`` (or none is known)."""
+    allowed = {a.lower() for a in _names(arg)}
+    return s.gpu_vendor == "amd" and (not s.gfx_targets or any(g not in allowed for g in s.gfx_targets))
+
+
+@predicate("arch_with_integrated_nvidia")
+def _arch_with_integrated_nvidia(s: Subject, arg: Any) -> bool:
+    """An NVIDIA GPU sharing the host's memory on an ARM host (Jetson/Tegra), equal to ``arg``."""
+    return (s.gpu_vendor == "nvidia" and s.unified_memory and s.arch in ("aarch64", "arm64")) == bool(arg)
+
+
 @predicate("min_physical_cores")
 def _min_cores(s: Subject, arg: Any) -> bool:
     return s.physical_cores >= int(arg)
@@ -149,21 +169,24 @@ PARAMETERS: dict[str, type | tuple[type, ...]] = {
     "device_headroom_mib": int, "display_reserve_mib": int, "ram_reserve_mib": int,
     "ram_reserve_fraction": float, "host_footprint_mib": int,
     # context.toml
-    "default_ctx": int, "ctx_floor": int,
+    "default_ctx": int, "ctx_floor": int, "task_ctx": int, "kv_cache_types": list,
     # engines.toml
-    "engines": list,
+    "engines": list, "vllm_runs": bool,
     # quants.toml
     "quant_penalty": dict, "quant_equivalent": dict, "partial_offload_penalty": float,
     # vllm.toml
     "max_num_batched_tokens": int, "max_num_seqs": int, "gpu_memory_utilization": float,
     "max_gpu_memory_utilization": float, "block_size": int, "cuda_context_mib": int, "cuda_graph_mib": int,
     "non_torch_mib": int, "non_torch_tp_mib": int, "sampler_bytes_per_logit": dict, "redundancy_mib": int,
-    "activation_floats_per_token": float, "vllm_dtype": str,
+    "activation_floats_per_token": float, "vllm_dtype": str, "typical_request_tokens": int,
+    "vllm_kv_cache_dtypes": list,
     # llama.toml
     "batch": int, "ubatch": int, "flash_attn": str, "mlock": bool,
     # speed.toml
     "decode_efficiency": float, "prefill_efficiency": float, "cpu_bandwidth_gbs": float,
     "cpu_gflops_per_core": float, "min_decode_tokens_per_s": float,
+    # speed-aware ranking (interactive.toml)
+    "interactive_tokens_per_s": float, "slow_penalty_points": float, "slow_penalty_per_halving": float,
 }
 
 
@@ -193,6 +216,10 @@ class GpuSpec:
     fp16_tflops: float
     source: str
     compute_capability: str | None = None
+    #: True for a catch-all row that is no datasheet: the planner prefers what the driver reports, and notes it
+    derived: bool = False
+    #: the row applies only to GPUs with at least this many cores (Apple Max chips come in two configurations)
+    cores_at_least: int | None = None
 
 
 @dataclass(frozen=True)
@@ -238,8 +265,10 @@ class Rules:
             raise RuleError(f"no rule sets {', '.join(missing)} for this machine (a catch-all rule is missing)")
         return Resolved(values, chosen)
 
-    def gpu_spec(self, name: str, vendor: str) -> GpuSpec | None:
+    def gpu_spec(self, name: str, vendor: str, cores: int | None = None) -> GpuSpec | None:
         for spec in self.gpus:
+            if spec.cores_at_least and (cores or 0) < spec.cores_at_least:
+                continue
             if spec.vendor in (vendor, "any") and re.search(spec.match, name, re.I):
                 return spec
         return None

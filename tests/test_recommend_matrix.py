@@ -13,7 +13,7 @@ import pytest
 from advisor.catalog.load import load_catalog
 from advisor.planner import Request, recommend
 from advisor.planner.machine import build_machine
-from advisor.planner.vllm import kv_need
+from advisor.planner.vllm import KV_DTYPE_BYTES, kv_need
 from advisor.probe import probe
 from advisor.rules import load_rules
 from tests.replay import DATA, Machine
@@ -115,8 +115,8 @@ def _check_plan(plan, machine, catalog):
     if plan.vllm:
         s = plan.vllm
         for mem in plan.memory:  # vLLM's own start-up check
-            assert kv_need(model, s.tensor_parallel_size, s.max_model_len, s.max_num_batched_tokens, 16) \
-                <= mem.kv_cache_bytes
+            assert kv_need(model, s.tensor_parallel_size, s.max_model_len, s.max_num_batched_tokens, 16,
+                           KV_DTYPE_BYTES[s.kv_cache_dtype], s.pipeline_parallel_size) <= mem.kv_cache_bytes
         assert model.arch.n_head % s.tensor_parallel_size == 0
     if plan.llama_cpp and machine.gpus:
         gpu_weights = sum(m.weights_bytes for m in plan.memory if m.device in devs)
@@ -164,3 +164,73 @@ def test_more_memory_never_lowers_the_best_score(profiles, catalog, rules, name,
         best = rec.plans[0].score if rec.plans else 0.0
         assert best >= last - 1e-9, (name, factor, best, last)
         last = best
+
+
+@pytest.fixture(scope="module")
+def picks(profiles, catalog, rules):
+    """The best plan per machine and task (as benchmarks/recommend_matrix.py prints them)."""
+    out = {}
+    for name, profile in profiles.items():
+        for req in TASKS:
+            rec = recommend(profile, catalog, rules, req)
+            out[name, req] = (rec.plans[0] if rec.plans else None, build_machine(profile, rules, req.concurrency,
+                                                                                req.task))
+    return out
+
+
+def _ctx(plan):
+    return plan.llama_cpp.ctx // plan.llama_cpp.parallel if plan.llama_cpp else plan.vllm.max_model_len
+
+
+def test_chat_and_code_picks_reach_an_interactive_speed(picks):
+    """rules/interactive.toml: chat everywhere, code wherever there is a GPU (a CPU's 40-150 GB/s cannot feed a
+    model worth using at 20 tokens/s)."""
+    for (name, req), (plan, m) in picks.items():
+        if plan is None or req.concurrency > 1 or req.context or (req.task == "code" and not m.gpus):
+            continue
+        assert plan.predicted.decode_tokens_per_s >= m.rules["interactive_tokens_per_s"], (name, req.task, plan.model.id)
+
+
+def test_context_per_sequence_is_useful(picks, catalog):
+    """>= 16k tokens per sequence where a GPU (or unified) budget has >= 16 GB, >= 8k elsewhere."""
+    for (name, req), (plan, m) in picks.items():
+        if plan is None:
+            continue
+        big = m.gpus and min(d.total_bytes for d in m.gpus) >= 15 * 2**30
+        floor = min(16384 if big else 8192, catalog.get(plan.model.id).context_native)
+        assert _ctx(plan) >= floor, (name, req, plan.model.id, _ctx(plan))
+
+
+def test_moe_partial_offload_uses_n_cpu_moe(picks, catalog):
+    seen = 0
+    for (name, req), (plan, m) in picks.items():
+        if plan is None or not plan.llama_cpp or not m.gpus or not catalog.get(plan.model.id).arch.n_expert:
+            continue
+        if plan.llama_cpp.n_gpu_layers <= catalog.get(plan.model.id).arch.n_layer:  # whole layers on the CPU
+            raise AssertionError((name, req, plan.model.id, plan.llama_cpp))
+        seen += bool(plan.llama_cpp.n_cpu_moe)
+    assert seen  # the 8-12 GB cards do run MoE models with their experts partly in RAM
+
+
+def test_multi_gpu_boxes_with_eight_users_use_every_gpu(picks):
+    for (name, req), (plan, m) in picks.items():
+        if plan is None or len(m.gpus) < 2 or req.concurrency < 8:
+            continue
+        used = {d.device for d in plan.memory if d.device.startswith("gpu") and d.weights_bytes}
+        assert used == {d.name for d in m.gpus}, (name, plan.model.id, used)
+
+
+def test_80gb_class_machines_run_the_largest_class_for_chat(picks, catalog):
+    large = [mod for mod in catalog.models if "chat" in mod.tasks and mod.params_total_b >= 60]
+    for (name, req), (plan, m) in picks.items():
+        if plan is None or req.task != "chat" or req.context or not m.gpus or m.gpus[0].total_bytes < 75 * 2**30:
+            continue
+        if large:
+            assert catalog.get(plan.model.id).params_total_b >= 60, (name, plan.model.id)
+
+
+def test_vllm_never_planned_where_it_cannot_run(picks):
+    for (name, req), (plan, m) in picks.items():
+        if plan is not None and plan.backend == "vllm":
+            assert m.rules["vllm_runs"], name
+    assert not picks["mi100", TASKS[2]][1].rules["vllm_runs"]  # gfx908 (from its PCI device id)

@@ -69,3 +69,64 @@ def test_gpu_table_gives_compute_capability_by_name():
     assert rules.gpu_spec("NVIDIA A100-SXM4-80GB MIG device 0", "nvidia").compute_capability == "8.0"
     assert rules.gpu_spec("NVIDIA GeForce RTX 3060", "nvidia").compute_capability == "8.6"
     assert all(g.source for g in rules.gpus)
+
+
+#: GPUs of the recordings (tests/data) and the common 2020-2026 GPUs as their drivers name them: each must be
+#: known by a datasheet row of rules/gpus.toml, never by the catch-all.
+COMMON_GPUS = [
+    ("NVIDIA GeForce RTX 2080 SUPER", "nvidia"), ("NVIDIA GeForce RTX 2080", "nvidia"), ("Tesla T4", "nvidia"),
+    ("NVIDIA GeForce RTX 3060", "nvidia"), ("NVIDIA GeForce RTX 3090", "nvidia"), ("NVIDIA L40S", "nvidia"),
+    ("NVIDIA GeForce RTX 4080 SUPER", "nvidia"), ("NVIDIA H100 80GB HBM3", "nvidia"),
+    ("NVIDIA A100-SXM4-80GB MIG device 0", "nvidia"), ("NVIDIA RTX 4000 SFF Ada Generation", "nvidia"),
+    ("NVIDIA GeForce GTX 1660 Ti", "nvidia"), ("Arcturus GL-XL [Instinct MI100]", "amd"),
+    ("Navi 22 [Radeon RX 6700/6700 XT / 6800M]", "amd"), ("Vega 20 WKS GL-XE [Radeon Pro VII]", "amd"),
+    ("Apple M1", "apple"), ("Apple M2", "apple"), ("Apple M3 Max", "apple"),
+    ("NVIDIA GeForce RTX 5090", "nvidia"), ("NVIDIA GeForce RTX 5060 Ti", "nvidia"),
+    ("NVIDIA GeForce RTX 4090 Laptop GPU", "nvidia"), ("NVIDIA GeForce RTX 4060", "nvidia"),
+    ("NVIDIA GeForce RTX 3070", "nvidia"), ("NVIDIA GeForce RTX 2060", "nvidia"), ("NVIDIA RTX A6000", "nvidia"),
+    ("NVIDIA RTX 6000 Ada Generation", "nvidia"), ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "nvidia"),
+    ("NVIDIA A10", "nvidia"), ("NVIDIA L4", "nvidia"), ("NVIDIA A100-PCIE-40GB", "nvidia"),
+    ("NVIDIA H100 PCIe", "nvidia"), ("NVIDIA H200", "nvidia"), ("NVIDIA B200", "nvidia"),
+    ("NVIDIA Jetson AGX Orin", "nvidia"), ("Orin (nvgpu)", "nvidia"), ("NVIDIA Thor", "nvidia"),
+    ("AMD Instinct MI300X", "amd"), ("AMD Instinct MI355X", "amd"), ("AMD Instinct MI250X", "amd"),
+    ("AMD Radeon RX 7900 XTX", "amd"), ("AMD Radeon RX 9070 XT", "amd"), ("AMD Radeon RX 6800 XT", "amd"),
+    ("Intel(R) Arc(TM) B580 Graphics", "intel"), ("Intel(R) Arc(TM) A770 Graphics", "intel"),
+    ("Apple M4 Max", "apple"), ("Apple M4 Pro", "apple"), ("Apple M2 Ultra", "apple"), ("Apple M5", "apple"),
+]
+
+
+@pytest.mark.parametrize("name, vendor", COMMON_GPUS)
+def test_gpu_table_knows_the_recorded_and_common_gpus(name, vendor):
+    spec = load_rules(RULES).gpu_spec(name, vendor)
+    assert spec is not None and not spec.derived and spec.vendor == vendor, (name, spec)
+    assert spec.bandwidth_gbs > 50 and spec.source and "fallback" not in spec.source
+
+
+def test_gpu_table_rows_by_datasheet():
+    """Spot checks against the vendors' pages (rules/gpus.toml sources): the tier and the core count matter."""
+    rules = load_rules(RULES)
+    assert rules.gpu_spec("Apple M4 Max", "apple", cores=40).bandwidth_gbs == 546.0
+    assert rules.gpu_spec("Apple M4 Max", "apple", cores=32).bandwidth_gbs == 410.0
+    assert rules.gpu_spec("Apple M4 Max", "apple").bandwidth_gbs == 410.0  # unknown cores: the lower tier
+    assert rules.gpu_spec("NVIDIA H200", "nvidia").bandwidth_gbs == 4800.0
+    assert rules.gpu_spec("NVIDIA RTX A6000", "nvidia").bandwidth_gbs == 768.0
+    assert rules.gpu_spec("NVIDIA L40", "nvidia").bandwidth_gbs == 864.0  # not L4 (300)
+    assert rules.gpu_spec("NVIDIA L4", "nvidia").bandwidth_gbs == 300.0
+    assert rules.gpu_spec("NVIDIA GeForce RTX 4070 Ti SUPER", "nvidia").bandwidth_gbs == 672.0
+    assert rules.gpu_spec("Navi 22 [Radeon RX 6700/6700 XT / 6800M]", "amd").bandwidth_gbs == 384.0
+
+
+def test_every_gpu_row_is_reachable_and_sourced():
+    """No row hides behind an earlier, more generic one: each row's own first name example (its match with the
+    regex syntax stripped) resolves to a row with the same bandwidth."""
+    import re as _re
+
+    rules = load_rules(RULES)
+    for spec in rules.gpus:
+        assert spec.source.strip()
+        if spec.derived:
+            continue
+        first = _re.sub(r"\[(.)[^\]]*\]", r"\1", spec.match.split("|")[0])  # a class: its first member
+        example = _re.sub(r"\\b|[\\^$()?]", "", first).replace(".*", " ")
+        got = rules.gpu_spec(example, spec.vendor, spec.cores_at_least)
+        assert got is not None and got.bandwidth_gbs == spec.bandwidth_gbs, (spec.match, example, got and got.match)

@@ -80,9 +80,17 @@ def _layer_of(name: str) -> int | None:
     return int(name.split(".", 2)[1])
 
 
-def _with_layers(facts: ModelFacts, globals_: tuple[TensorFacts, ...], per_layer: list[int]) -> ModelFacts:
+def _with_layers(facts: ModelFacts, globals_: tuple[TensorFacts, ...], per_layer: list[int],
+                 experts: list[int] | None = None) -> ModelFacts:
+    """One tensor per layer, and one more for a MoE layer's expert tensors (``blk.N.ffn_exps.all``): --n-cpu-moe
+    places those apart from the rest of the layer (the estimator matches ``_exps`` as llama.cpp's -ot pattern)."""
     layers = tuple(TensorFacts(f"blk.{il}.all", (b,), 24, b) for il, b in enumerate(per_layer))  # 24 = I8: 1 B/elt
-    return dataclasses.replace(facts, tensors=globals_ + layers)
+    exps = tuple(TensorFacts(f"blk.{il}.ffn_exps.all", (b,), 24, b) for il, b in enumerate(experts or []) if b)
+    return dataclasses.replace(facts, tensors=globals_ + layers + exps)
+
+
+def _is_expert(name: str) -> bool:
+    return "_exps" in name
 
 
 def compact_catalog_facts(model: Model, variant: Variant, inventory: list | None = None) -> ModelFacts:
@@ -91,7 +99,7 @@ def compact_catalog_facts(model: Model, variant: Variant, inventory: list | None
     from advisor.gguf import layout as quant_layout
     a = model.arch
     inv = inventory if inventory is not None else quant_layout.tensor_inventory(a)
-    per_layer = [0] * a.n_layer
+    per_layer, experts = [0] * a.n_layer, [0] * a.n_layer
     globals_ = []
     for t, ty in quant_layout.assign_types_to(a, inv, variant.quant, imatrix=variant.imatrix):
         nb = quant_layout.nbytes(ty, t.shape)
@@ -99,15 +107,15 @@ def compact_catalog_facts(model: Model, variant: Variant, inventory: list | None
         if il is None:
             globals_.append(TensorFacts(t.name, t.shape, ggml.type_id(ty), nb))
         elif il < a.n_layer:
-            per_layer[il] += nb
-    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer)
+            (experts if _is_expert(t.name) else per_layer)[il] += nb
+    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer, experts)
 
 
 def approx_catalog_facts(model: Model, variant: Variant, bpw: float, inventory: list) -> ModelFacts:
     """Facts with every tensor at the variant's average bits per weight: for ranking many candidates cheaply.
     Plans are re-sized with ``compact_catalog_facts`` before they are shown."""
     a = model.arch
-    per_layer = [0] * a.n_layer
+    per_layer, experts = [0] * a.n_layer, [0] * a.n_layer
     globals_ = []
     for t in inventory:
         nb = int(t.n_elements * bpw / 8)
@@ -115,8 +123,8 @@ def approx_catalog_facts(model: Model, variant: Variant, bpw: float, inventory: 
         if il is None:
             globals_.append(TensorFacts(t.name, t.shape, 24, nb))
         elif il < a.n_layer:
-            per_layer[il] += nb
-    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer)
+            (experts if _is_expert(t.name) else per_layer)[il] += nb
+    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer, experts)
 
 
 def compact(facts: ModelFacts) -> ModelFacts:
@@ -125,15 +133,15 @@ def compact(facts: ModelFacts) -> ModelFacts:
     The estimator only sums bytes per layer and looks up ``token_embd``/``output*`` by name, so the estimate is
     identical; the planner calls it many times per candidate and this keeps each call cheap.
     """
-    per_layer = [0] * facts.n_layer
+    per_layer, experts = [0] * facts.n_layer, [0] * facts.n_layer
     globals_ = []
     for t in facts.tensors:
         il = _layer_of(t.name)
         if il is None:
             globals_.append(t)
         elif il < facts.n_layer:
-            per_layer[il] += t.nbytes
-    return _with_layers(facts, tuple(globals_), per_layer)
+            (experts if _is_expert(t.name) else per_layer)[il] += t.nbytes
+    return _with_layers(facts, tuple(globals_), per_layer, experts)
 
 
 def expert_fraction(facts: ModelFacts) -> float:

@@ -116,6 +116,8 @@ ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", help="Users served
 #: --max-size: at least one byte, at most 1 PB (far above any model file).
 MaxSizeOpt = Annotated[float | None, typer.Option("--max-size", help="Largest model file, GB.",
                                                   parser=number("--max-size", 1e-9, strict=False, high=1e6))]
+AssumeIdleOpt = Annotated[bool, typer.Option(
+    "--assume-idle", help="Plan for each GPU's total memory, not what is free now (provisioning a busy box).")]
 LicenseOpt = Annotated[str | None, typer.Option("--license", help="The licence must contain this text.")]
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.", parser=host)]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for readiness.",

@@ -14,6 +14,7 @@ from advisor.cli._options import (
     BackendOpt,
     ConcurrencyOpt,
     ContextOpt,
+    AssumeIdleOpt,
     HardwareOpt,
     JsonOpt,
     LicenseOpt,
@@ -41,6 +42,7 @@ def recommend(
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
     hardware: HardwareOpt = None,
+    assume_idle: AssumeIdleOpt = False,
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     json_output: JsonOpt = False,
     why_not: Annotated[str | None, typer.Option("--why-not", help="Explain why a model was not chosen.")] = None,
@@ -60,7 +62,8 @@ def recommend(
         raise BadInputError("--concurrency, --top and --context must be at least 1")
     profile = load_hardware(hardware)
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
-                      max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top)
+                      max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top,
+                      assume_idle=assume_idle)
     advice = advise(profile, request, here=hardware is None)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:

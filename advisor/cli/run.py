@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from advisor.cli._options import (
+    AssumeIdleOpt,
     Backend,
     BackendOpt,
     ConcurrencyOpt,
@@ -88,6 +89,7 @@ def run(
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
     hardware: HardwareOpt = None,
+    assume_idle: AssumeIdleOpt = False,
     setup: Annotated[
         bool, typer.Option("--setup", help="Install the engine build that fits first, if it is missing or unfit.")
     ] = False,
@@ -114,7 +116,7 @@ def run(
     from advisor.planner import Request
 
     want = Request(task=task, context=context, concurrency=concurrency, max_size_bytes=int(max_size * 1e9)
-                   if max_size else None, license=license, top=1)
+                   if max_size else None, license=license, top=1, assume_idle=assume_idle)
     source = serve.Source(model=model, plan_file=plan_file, auto=auto, file=file,
                           backend=None if backend == Backend.auto else backend.value, hardware=hardware,
                           want=want)

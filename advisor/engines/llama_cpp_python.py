@@ -90,6 +90,8 @@ def build_args(settings: LlamaCppSettings, model: list[str], flags: Mapping[str,
         args += ["--n_threads", str(settings.threads)]
     if settings.tensor_split:
         args += ["--tensor_split", *(f"{x:g}" for x in settings.tensor_split)]
+    if settings.split_mode is not None:  # llama.h enum llama_split_mode: NONE 0, LAYER 1, ROW 2
+        args += ["--split_mode", str({"none": 0, "layer": 1, "row": 2}[settings.split_mode])]
     if settings.main_gpu is not None:
         args += ["--main_gpu", str(settings.main_gpu)]
     return args

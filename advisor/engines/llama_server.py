@@ -112,6 +112,8 @@ def build_args(settings: LlamaCppSettings, model: list[str], flags: Mapping[str,
     args += _load_mode(settings, f)
     if settings.tensor_split:
         args += ["-ts", ",".join(f"{x:g}" for x in settings.tensor_split)]
+    if settings.split_mode is not None:
+        args += ["-sm", settings.split_mode]
     if settings.main_gpu is not None:
         args += ["-mg", str(settings.main_gpu)]
     if settings.n_cpu_moe is not None:

@@ -67,6 +67,10 @@ def build_args(settings: VllmSettings, model: list[str], flags: Mapping[str, boo
         "--tensor-parallel-size", str(settings.tensor_parallel_size),
         "--dtype", settings.dtype,
     ]  # fmt: skip
+    if settings.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(settings.pipeline_parallel_size)]
+    if settings.data_parallel_size > 1:
+        args += ["--data-parallel-size", str(settings.data_parallel_size)]
     if settings.quantization:
         args += ["--quantization", settings.quantization]
     if settings.enforce_eager:

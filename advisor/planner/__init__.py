@@ -9,9 +9,10 @@ the quant's quality, less the backend's quant penalty), then predicted speed.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from advisor.catalog.model import Catalog, Model, Variant
@@ -21,7 +22,7 @@ from advisor.gguf.facts import ModelFacts
 from advisor.plan import LLAMA_CPP, VLLM, EngineRef, LlamaCppSettings, ModelRef, Plan
 from advisor.planner import assemble
 from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog_facts, expert_fraction
-from advisor.planner.llamacpp import Fit, plan_llama, threads_for
+from advisor.planner.llamacpp import Contexts, Fit, LlamaChoice, plan_llama, threads_for
 from advisor.planner.machine import Machine, build_machine
 from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend, superseded
 from advisor.planner.speed import predict, quick_decode
@@ -47,6 +48,7 @@ class Request:
     max_size_bytes: int | None = None
     license: str | None = None  # a case-insensitive substring of the licence
     top: int = 5
+    assume_idle: bool = False  # plan for each GPU's total memory, not what is free now
     #: The engines the target machine runs, one per backend (advisor.app.engines chooses them); plans are built
     #: for these, with their flags. A backend with none gets its default engine's current release.
     engines: tuple[EngineRef, ...] = ()
@@ -114,9 +116,15 @@ EXACT_AT_LEAST = 5
 def _engines(m: Machine, request: Request) -> tuple[list[str], str, list[Rejection]]:
     auto = m.rules["engines"]
     if request.backend == "auto":
+        if VLLM in auto and not m.rules["vllm_runs"]:
+            return [e for e in auto if e != VLLM], f"{m.rules.why('engines')}; not vLLM: {m.rules.why('vllm_runs')}", \
+                [Rejection("*", "engine_not_candidate", {"why": m.rules.why("vllm_runs")}, engine=VLLM)]
         return list(auto), m.rules.why("engines"), []
     if request.backend == VLLM and (m.vendor not in ("nvidia", "amd")):
         why = "vLLM needs an NVIDIA or AMD GPU here (" + ("no usable GPU" if not m.gpus else m.vendor) + ")"
+        return [], why, [Rejection("*", "engine_not_candidate", {"why": why}, engine=VLLM)]
+    if request.backend == VLLM and not m.rules["vllm_runs"]:
+        why = m.rules.why("vllm_runs")
         return [], why, [Rejection("*", "engine_not_candidate", {"why": why}, engine=VLLM)]
     return [request.backend], f"asked with --backend {request.backend}", []
 
@@ -151,12 +159,41 @@ def _model_filter(model: Model, request: Request) -> Rejection | None:
     return None
 
 
-def _contexts(run: _Run, native: int) -> tuple[int, int, bool]:
+def _contexts(run: _Run, native: int) -> Contexts:
+    """The context per sequence to aim for, keep and never go below (rules/context.toml), capped at the model's
+    trained context; the user's --context is fixed."""
     r, req = run.machine.rules, run.request
     floor = min(r["ctx_floor"], native)
     if req.context:
-        return req.context, floor, True
-    return min(r["default_ctx"], native), floor, False
+        return Contexts(req.context, req.context, min(floor, req.context), True)
+    need = min(max(r["task_ctx"], floor), native)
+    return Contexts(min(max(r["default_ctx"], need), native), need, floor, False)
+
+
+def slow_penalty(m: Machine, speed: float) -> float:
+    """Quality points a plan loses for decoding below its task's interactive speed (rules/interactive.toml)."""
+    target = m.rules["interactive_tokens_per_s"]
+    if not speed or speed >= target:
+        return 0.0
+    return round(m.rules["slow_penalty_points"] + m.rules["slow_penalty_per_halving"] * math.log2(target / speed), 2)
+
+
+def rank_key(p: Plan, m: Machine) -> tuple:
+    """Plans best first: by score (quality less the offload and speed penalties); among equal scores (catalog
+    percentiles tie at 100 across benchmarks) a plan at interactive speed first, then the model with more
+    parameters (more knowledge per token at the same benchmark percentile: Kaplan et al. 2020, arXiv 2001.08361),
+    then the faster."""
+    speed = p.predicted.decode_tokens_per_s or 0.0
+    return (-p.score, speed < m.rules["interactive_tokens_per_s"], -(p.model.params or 0), -speed, p.model.id)
+
+
+def _speed_reason(m: Machine, speed: float, penalty: float) -> str:
+    target = m.rules["interactive_tokens_per_s"]
+    if not penalty:
+        return f"predicted {speed:g} tokens/s reaches the interactive {target:g} for this task: " \
+               f"{m.rules.why('interactive_tokens_per_s')}"
+    return (f"score less {penalty:g}: predicted {speed:g} tokens/s is below the interactive {target:g} for this task "
+            f"({m.rules.why('interactive_tokens_per_s')}); {m.rules.why('slow_penalty_points')}")
 
 
 def _facts(run: _Run, model: Model, v: Variant, q: Quality) -> ModelFacts:
@@ -184,6 +221,15 @@ def _ref(model: Model | None, v: Variant | None, facts: ModelFacts | None = None
                     size_bytes=v.size_bytes)
 
 
+def memory_basis(m: Machine, req: Request) -> str:
+    """Which GPU memory the plan was sized for (--assume-idle or not)."""
+    if not m.gpus:
+        return "sized for the RAM available now"
+    if req.assume_idle:
+        return "sized for each GPU's total memory (--assume-idle: the box is provisioned before its workload starts)"
+    return "sized for the GPU memory free now (--assume-idle sizes for the total)"
+
+
 def _margin_reasons(m: Machine) -> list[str]:
     """Where each part of a device's margin comes from: the backend's overhead (rules/backends.toml), the headroom
     and display reserve (rules/margins.toml), the RAM reserve and footprint."""
@@ -205,16 +251,33 @@ def _margin_reasons(m: Machine) -> list[str]:
     return out
 
 
+def _llama_memory(choice: LlamaChoice, m: Machine) -> list:
+    """The estimate per device; a single-GPU choice is named after the GPU it runs on."""
+    if choice.main_gpu is None:
+        return assemble.llama_memory(choice.est, m)
+    one = replace(m, gpus=(replace(m.gpus[choice.main_gpu], name="gpu0"),))
+    return [replace(d, device=f"gpu{choice.main_gpu}") if d.device == "gpu0" else d
+            for d in assemble.llama_memory(choice.est, one)]
+
+
 def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelFacts, native: int,
                 score: float, reasons: list[str], frac: float, base_pct: float = 100.0,
                 ctx_cap: int | None = None) -> Plan | Fit:
     m, req = run.machine, run.request
-    want, floor, fixed = _contexts(run, native)
-    if ctx_cap is not None and not fixed:
-        want = max(floor, min(want, ctx_cap))
+    cx = _contexts(run, native)
+    if ctx_cap is not None and not cx.fixed:
+        cap = max(cx.floor, min(cx.want, ctx_cap))
+        cx = Contexts(cap, min(cx.need, cap), cx.floor, False)
+    active = (model.params_active_b or model.params_total_b) * 1e9 if model else facts.weights_bytes / 1.0
+
+    def speed(c: LlamaChoice) -> float:
+        mem = _llama_memory(c, m)
+        return predict(mem, m, frac, active, read_fraction=c.read_fraction).decode_tokens_per_s or 0.0
+
     engine = assemble.engine_for(req.engines, LLAMA_CPP)
     one_slot = not flags_of(engine).get("parallel", True)  # llama-cpp-python serves one request at a time
-    choice = plan_llama(facts, m, want, floor, fixed, 1 if one_slot else max(1, req.concurrency))
+    choice = plan_llama(facts, m, cx, 1 if one_slot else max(1, req.concurrency), frac, speed,
+                        expert_offload=flags_of(engine).get("n_cpu_moe", True))
     if isinstance(choice, Fit):
         return choice
     threads, why_threads = threads_for(m, choice)
@@ -222,18 +285,24 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
     mlock = bool(r["mlock"]) and not m.gpus
     settings = LlamaCppSettings(
         n_gpu_layers=choice.n_gpu_layers, ctx=choice.ctx, parallel=choice.parallel, batch=r["batch"],
-        ubatch=r["ubatch"], flash_attn=r["flash_attn"], threads=threads, mlock=mlock,
-        tensor_split=list(choice.tensor_split) if choice.tensor_split else None, fit=False)
+        ubatch=r["ubatch"], flash_attn="on" if choice.cache_type != "f16" else r["flash_attn"], threads=threads,
+        mlock=mlock, tensor_split=list(choice.tensor_split) if choice.tensor_split else None, fit=False,
+        cache_type_k=choice.cache_type, cache_type_v=choice.cache_type, n_cpu_moe=choice.n_cpu_moe,
+        main_gpu=choice.main_gpu, split_mode="none" if choice.main_gpu is not None else None)
     ref = _ref(model, v, facts)
     sampling = assemble.sampling_of(model)
-    memory = assemble.llama_memory(choice.est, m)
-    active = (model.params_active_b or model.params_total_b) * 1e9 if model else facts.weights_bytes / 1.0
-    predicted = predict(memory, m, frac, active)
-    ctx_why = (f"context {choice.ctx // choice.parallel} tokens per slot x {choice.parallel} slot(s)"
-               + (" as asked" if fixed else f": {m.rules.why('default_ctx')}; capped at the trained {native}"))
-    why = [*reasons, *choice.reasons, ctx_why, why_threads,
+    memory = _llama_memory(choice, m)
+    predicted = predict(memory, m, frac, active, read_fraction=choice.read_fraction)
+    per_slot = choice.ctx // choice.parallel
+    ctx_why = (f"context {per_slot} tokens per slot x {choice.parallel} slot(s)"
+               + (" as asked" if cx.fixed else f": this task needs {cx.need} ({m.rules.why('task_ctx')}); start "
+                  f"{cx.want} ({m.rules.why('default_ctx')}); floor {cx.floor} ({m.rules.why('ctx_floor')}); "
+                  f"capped at the trained {native}"))
+    why = [*reasons, *choice.reasons, ctx_why, memory_basis(m, req), why_threads,
            f"flash attention {settings.flash_attn}: {r.why('flash_attn')}",
            *_margin_reasons(m), *assemble.sampling_notes(engine, sampling)]
+    if choice.cache_type != "f16":
+        why.append(f"KV cache {choice.cache_type}: {r.why('kv_cache_types')}")
     if one_slot and req.concurrency > 1:
         why.append(f"one slot: {engine.name}'s server answers one request at a time (its server serialises "
                    "requests), so the other users wait")
@@ -243,11 +312,15 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
         score = round(score - base_pct * r["partial_offload_penalty"] / 100, 2)
         why.append(f"score less {r['partial_offload_penalty']:g} quality points for partial offload: "
                    f"{r.why('partial_offload_penalty')}")
+    if model is not None and not req.model:
+        penalty = slow_penalty(m, predicted.decode_tokens_per_s or 0.0)
+        score = round(score - penalty, 2)
+        why.append(_speed_reason(m, predicted.decode_tokens_per_s or 0.0, penalty))
     if settings.tensor_split:
         why.append(f"tensor split {settings.tensor_split}: layers shared in proportion to each GPU's free budget")
     return Plan(model=ref, backend=LLAMA_CPP, llama_cpp=settings, engine=engine,
-                args=assemble.plan_args(engine, settings, ref, sampling), memory=memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
-                fallbacks=ladder(settings, floor, facts.n_layer))
+                args=assemble.plan_args(engine, settings, ref, sampling), memory=memory, predicted=predicted,
+                sampling=sampling, score=score, reasons=why, fallbacks=ladder(settings, cx.floor, facts.n_layer))
 
 
 def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
@@ -258,20 +331,27 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
     if isinstance(quant, VllmMiss):
         return quant
     weights = v.size_bytes or quant_layout.checkpoint_bytes(model.arch, v.format, v.quant.lower())
-    want, floor, fixed = _contexts(run, model.context_native)
-    choice = plan_vllm(model, v, weights, m, want, floor, fixed, max(1, req.concurrency), quant[0])
+    cx = _contexts(run, model.context_native)
+    choice = plan_vllm(model, v, weights, m, cx, max(1, req.concurrency), quant[0])
     if isinstance(choice, VllmMiss):
         return choice
     ref = _ref(model, v)
     sampling = assemble.sampling_of(model)
     active = (model.params_active_b or model.params_total_b) * 1e9
     frac = active / (model.params_total_b * 1e9)
-    predicted = predict(choice.memory, m, frac, active, tensor_parallel=True)
+    # pipeline stages run one after the other; tensor-parallel ranks and replicas at once
+    predicted = predict(choice.memory, m, frac, active, tensor_parallel=choice.settings.pipeline_parallel_size == 1)
     engine = assemble.engine_for(req.engines, VLLM)
-    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, *assemble.sampling_notes(engine, sampling)]
+    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, memory_basis(m, req),
+           *assemble.sampling_notes(engine, sampling)]
+    if not req.model:
+        penalty = slow_penalty(m, predicted.decode_tokens_per_s or 0.0)
+        score = round(score - penalty, 2)
+        why.append(_speed_reason(m, predicted.decode_tokens_per_s or 0.0, penalty))
     return Plan(model=ref, backend=VLLM, vllm=choice.settings, engine=engine,
-                args=assemble.plan_args(engine, choice.settings, ref, sampling), memory=choice.memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
-                fallbacks=ladder(choice.settings, floor))
+                args=assemble.plan_args(engine, choice.settings, ref, sampling), memory=choice.memory,
+                predicted=predicted, sampling=sampling, score=score, reasons=why,
+                fallbacks=ladder(choice.settings, cx.floor))
 
 
 def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) -> Plan | None:
@@ -334,18 +414,21 @@ def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) ->
                                                 plan.shortfall_bytes))
                 continue
             speed = plan.predicted.decode_tokens_per_s or 0.0
-            if floor_speed and speed < floor_speed and plan.llama_cpp and not req.context:
+            if plan.llama_cpp and not req.context and (speed < floor_speed or slow_penalty(m, speed)):
                 # Each generated token reads the whole KV cache: a default context that grew with memory must not
-                # make a variant too slow that the smaller context of a smaller machine kept (more memory never
-                # lowers the plan). Retry at the context floor before rejecting.
-                floor_ctx = _contexts(run, model.context_native)[1]
-                if plan.llama_cpp.ctx // plan.llama_cpp.parallel > floor_ctx:
+                # make a variant slower than the smaller context of a smaller machine kept it (more memory never
+                # lowers the plan). Retry at the context the task needs, then at the floor.
+                cx = _contexts(run, model.context_native)
+                for cap in dict.fromkeys((cx.need, cx.floor)):
+                    if plan.llama_cpp.ctx // plan.llama_cpp.parallel <= cap:
+                        continue
                     shorter = _llama_plan(run, model, v, _facts(run, model, v, q), model.context_native, score,
-                                          why, frac, base, ctx_cap=floor_ctx)
-                    if isinstance(shorter, Plan) and (shorter.predicted.decode_tokens_per_s or 0.0) >= floor_speed:
+                                          why, frac, base, ctx_cap=cap)
+                    if isinstance(shorter, Plan) and (shorter.score, shorter.predicted.decode_tokens_per_s or 0.0) \
+                            > (plan.score, speed):
                         plan, speed = shorter, shorter.predicted.decode_tokens_per_s or 0.0
-                        plan.reasons.append(f"context {floor_ctx} tokens per slot, not the default for this "
-                                            f"machine: a longer one would decode below {floor_speed:g} tokens/s")
+                        plan.reasons.append(f"context {cap} tokens per slot, not the default for this machine: a "
+                                            "longer one would decode slower")
             if floor_speed and speed < floor_speed:
                 placement = "" if not plan.llama_cpp else (
                     f" with {plan.llama_cpp.n_gpu_layers} layers on the GPU" if m.gpus else " on the CPU")
@@ -368,7 +451,7 @@ def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request:
     ``learned`` maps a model id to what advisor.store.state.learned_settings returned for it on this machine."""
     if request.backend not in BACKEND_CHOICES:
         raise BadInputError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, not {request.backend!r}")
-    machine = build_machine(profile, rules, max(1, request.concurrency))
+    machine = build_machine(profile, rules, max(1, request.concurrency), request.task, request.assume_idle)
     engines, why, rejections = _engines(machine, request)
     run = _Run(profile, catalog, machine, request, engines, why, learned or {}, rejections)
     models, repo, quant = _select(catalog, request)
@@ -385,7 +468,7 @@ def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request:
     plans, dropped = superseded(plans, catalog, bool(request.model))
     run.rejections += [Rejection(mid, "superseded", {"successor": succ, "why": why}) for mid, succ, why in dropped]
     # Exact pass: re-size the best plans with the real per-tensor layout, best first, until `top` exact plans lead.
-    key = lambda p: (-p.score, -(p.predicted.decode_tokens_per_s or 0.0), p.model.id)  # noqa: E731
+    key = lambda p: rank_key(p, machine)  # noqa: E731
     approx_rejections = run.rejections
     run.exact, run.rejections = True, list(rejections)
     exact: list[Plan] = []
@@ -420,7 +503,7 @@ def plan_for_model(profile: HardwareProfile, catalog: Catalog, rules: Rules, mod
 
 def plan_for_gguf(profile: HardwareProfile, rules: Rules, facts: ModelFacts, request: Request = Request()) -> Plan:
     """The llama.cpp plan for a local GGUF file (its facts read by the caller). Raises NothingFitsError."""
-    machine = build_machine(profile, rules, max(1, request.concurrency))
+    machine = build_machine(profile, rules, max(1, request.concurrency), request.task, request.assume_idle)
     run = _Run(profile, None, machine, request, [LLAMA_CPP], "a local GGUF file runs on llama.cpp", {})  # type: ignore[arg-type]
     native = facts.n_ctx_train or 4096
     if request.context and request.context > native:

@@ -10,12 +10,13 @@ comes off the capacity). A device fits when buffers + overhead <= capacity - hea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import cast
 
 from advisor.gguf.estimate import Backend, BackendRule, backend_rules
 from advisor.probe.profile import Gpu, HardwareProfile
-from advisor.rules import Resolved, Rules, Subject
+from advisor.rules import GpuSpec, Resolved, Rules, Subject
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -120,12 +121,15 @@ def gpu_backend(gpus: list[Gpu]) -> BackendRule | None:
     return table[name]
 
 
-def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1) -> Machine:
+def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1, task: str = "chat",
+                  assume_idle: bool = False) -> Machine:
+    """``assume_idle``: plan for each GPU's total memory rather than what is free now (provisioning a box before
+    its workload starts)."""
     gpus, notes = _pick_gpus(profile)
     vendor = gpus[0].vendor if gpus else "none"
     brule = gpu_backend(gpus)
     backend = brule.name if brule else cpu_backend(profile)
-    specs = [rules.gpu_spec(g.name, g.vendor) for g in gpus]
+    specs = [rules.gpu_spec(g.name, g.vendor, g.cores) for g in gpus]
     ccs = []
     for g, spec in zip(gpus, specs):
         cc = g.compute_capability or (spec.compute_capability if spec else None)
@@ -142,7 +146,8 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1) 
         mig=any(g.mig_parent_index is not None for g in gpus),
         physical_cores=cpu.physical_cores or cpu.logical_cores or 0,
         has_swap=bool(profile.memory.swap_total_bytes),
-        concurrency=concurrency,
+        concurrency=concurrency, task=task,
+        gfx_targets=tuple((g.gfx_target or "").lower() for g in gpus if g.vendor == "amd" and g.gfx_target),
     )
     res = rules.resolve(subject)
     headroom = res["device_headroom_mib"] * MIB
@@ -151,16 +156,21 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1) 
     devices = []
     for i, (g, spec, cc) in enumerate(zip(gpus, specs, ccs)):
         total = g.memory_total_bytes or 0
-        offered = g.memory_free_bytes if g.memory_free_bytes is not None else total
+        offered = g.memory_free_bytes if g.memory_free_bytes is not None and not assume_idle else total
         capacity = max(0, min(offered, total - display))
-        if g.compute_capability is None and cc is not None:
+        if g.compute_capability is None and cc is not None and spec is not None:
             notes.append(f"GPU {g.index}: compute capability {cc:.1f} looked up by name ({spec.source.split(';')[0]})")
+        bw, bw_source = gpu_bandwidth(g, spec)
+        if spec is None or spec.derived:
+            notes.append(f"GPU {g.index} ({g.name}): not in rules/gpus.toml; {bw_source}")
         devices.append(Device(
             name=f"gpu{i}", capacity_bytes=capacity, headroom_bytes=headroom, total_bytes=total,
             overhead_bytes=overhead,
-            free_bytes=g.memory_free_bytes, gpu=g, bandwidth_gbs=spec.bandwidth_gbs if spec else 0.0,
-            tflops=spec.fp16_tflops if spec else 0.0, compute_capability=cc, spec_source=spec.source if spec else "",
+            free_bytes=g.memory_free_bytes, gpu=g, bandwidth_gbs=bw,
+            tflops=spec.fp16_tflops if spec else 0.0, compute_capability=cc, spec_source=bw_source,
         ))
+    if assume_idle and gpus:
+        notes.append("--assume-idle: planned for each GPU's total memory, not what is free now")
     mem = profile.memory
     ram = mem.usable_bytes or mem.available_bytes or mem.total_bytes or 0
     reserve = max(res["ram_reserve_mib"] * MIB, int(res["ram_reserve_fraction"] * (mem.total_bytes or ram)))
@@ -174,6 +184,63 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1) 
         notes.append("memory size unknown: planning as if no RAM were free")
     return Machine(profile=profile, gpus=tuple(devices), cpu=cpu_dev, backend=backend, vendor=vendor,
                    unified=subject.unified_memory, subject=subject, rules=res, notes=tuple(notes), backend_rule=brule)
+
+
+#: Data transfers per reported memory clock cycle, by vendor and memory type, to turn what the driver reports
+#: (bus width, maximum memory clock) into a peak bandwidth = bus bits / 8 x clock x this. NVIDIA (NVML
+#: nvmlDeviceGetMaxClockInfo(NVML_CLOCK_MEM), nvidia-smi clocks.max.memory) reports half the data rate for every
+#: memory type: A100 40GB 1215 MHz x 5120 bit x 2 = 1555 GB/s, RTX 4090 10501 MHz x 384 bit x 2 = 1008 GB/s, both as
+#: the datasheets. AMD's pp_dpm_mclk / KFD mem_clk_max report HBM at half its data rate (MI100 1200 MHz x 4096 bit x 2
+#: = 1229 GB/s) and GDDR6 at 1/16 of it (RX 6700 XT 1000 MHz x 192 bit x 16 = 384 GB/s).
+TRANSFERS_PER_CLOCK = {("nvidia", None): 2.0, ("amd", "hbm"): 2.0, ("amd", "gddr6"): 16.0}
+
+
+def derived_bandwidth(g: Gpu) -> float | None:
+    """Peak memory bandwidth in GB/s from what the driver reports, or None when it does not say enough."""
+    if not g.memory_bus_width_bits or not g.memory_clock_max_mhz:
+        return None
+    kind = None
+    if g.vendor == "amd":
+        mtype = (g.memory_type or "").lower()
+        kind = "hbm" if mtype.startswith("hbm") or g.memory_bus_width_bits >= 1024 else \
+            "gddr6" if mtype.startswith("gddr6") or (not mtype and g.memory_bus_width_bits <= 512) else None
+    factor = TRANSFERS_PER_CLOCK.get((g.vendor, kind))
+    if factor is None:
+        return None
+    return round(g.memory_bus_width_bits / 8 * g.memory_clock_max_mhz * factor / 1000, 1)
+
+
+def mig_share(g: Gpu) -> float | None:
+    """A MIG instance's share of its GPU's memory bandwidth: its memory slices over the GPU's (each slice has its own
+    memory controllers: NVIDIA MIG user guide, 'Partitioning'), from its memory size over the GPU's named size."""
+    if g.mig_profile is None and g.mig_parent_index is None:
+        return None
+    whole = re.search(r"(\d+)\s*GB", g.name, re.I)
+    mine = re.search(r"\.(\d+)gb", g.mig_profile or g.name, re.I)
+    if whole and (mine or g.memory_total_bytes):
+        size = int(mine.group(1)) if mine else round((g.memory_total_bytes or 0) / GIB)
+        return max(0.05, min(1.0, size / int(whole.group(1))))
+    slices = re.search(r"(\d)g\.", g.mig_profile or g.name)
+    return int(slices.group(1)) / 7 if slices else None
+
+
+def gpu_bandwidth(g: Gpu, spec: GpuSpec | None) -> tuple[float, str]:
+    """The GPU's memory bandwidth (GB/s) for the speed estimate and where it comes from: the datasheet row of
+    rules/gpus.toml, else what the driver reports (bus width x maximum memory clock), else the table's catch-all
+    row, said so in a note. A MIG instance gets its share of the GPU's bandwidth."""
+    share = mig_share(g)
+    if spec is not None and not spec.derived and share is not None:
+        return round(spec.bandwidth_gbs * share, 1), f"{share:.2f} of the GPU's {spec.bandwidth_gbs:g} GB/s " \
+            f"(a MIG instance has its share of the memory slices; NVIDIA MIG user guide) ({spec.source})"
+    if spec is not None and not spec.derived:
+        return spec.bandwidth_gbs, spec.source
+    derived = derived_bandwidth(g)
+    if derived:
+        return derived, (f"memory bandwidth {derived:g} GB/s derived from the driver's memory bus width "
+                         f"({g.memory_bus_width_bits} bit) and maximum memory clock ({g.memory_clock_max_mhz} MHz)")
+    bw = spec.bandwidth_gbs if spec else 0.0
+    return bw, (f"memory bandwidth unknown (the driver reported no bus width and memory clock): the speed estimate "
+                f"assumes {bw:g} GB/s ({spec.source if spec else 'no table row'})")
 
 
 def physical_threads(profile: HardwareProfile) -> int:

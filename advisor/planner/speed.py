@@ -5,6 +5,8 @@ rules/gpus.toml and rules/speed.toml; the efficiencies from rules/speed.toml.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from advisor.plan import DeviceMemory, Predicted
 from advisor.planner.machine import Machine
 
@@ -14,8 +16,11 @@ BASIS = ("estimate: decode = efficiency x memory bandwidth / bytes read per toke
 
 
 def predict(memory: list[DeviceMemory], m: Machine, active_fraction: float, active_params: float,
-            tensor_parallel: bool = False) -> Predicted:
+            tensor_parallel: bool = False, read_fraction: Mapping[str, float] | None = None) -> Predicted:
+    """``read_fraction``: per device, the share of its weights read per token where it differs from
+    ``active_fraction`` (--n-cpu-moe: the CPU holds only experts)."""
     r = m.rules
+    read_fraction = read_fraction or {}
     bw = {d.name: d.bandwidth_gbs for d in m.gpus}
     fl = {d.name: d.tflops for d in m.gpus}
     bw["cpu"] = m.cpu.bandwidth_gbs
@@ -24,7 +29,7 @@ def predict(memory: list[DeviceMemory], m: Machine, active_fraction: float, acti
     seconds = 0.0
     gpu_bytes = 0
     for d in memory:
-        read = d.weights_bytes * active_fraction + d.kv_cache_bytes * 0.5
+        read = d.weights_bytes * read_fraction.get(d.device, active_fraction) + d.kv_cache_bytes * 0.5
         if d.device != "cpu":
             gpu_bytes += d.weights_bytes
         b = bw.get(d.device, 0.0) or 1.0

@@ -63,6 +63,24 @@ ROCM_SMI_ARGV = (
 ROCM_SMI_ARGV_MINIMAL = ("rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json")
 AMD_SMI_ARGV = ("amd-smi", "static", "--json")
 
+#: PCI device id -> LLVM gfx target, for when no tool or KFD node names the target (rocm-smi 5.x JSON has only
+#: "GPU ID"). Chips from the Linux kernel's amdgpu_drv.c pciidlist and libdrm data/amdgpu.ids, targets from LLVM's
+#: AMDGPUUsage "Processors" table.
+DEVICE_GFX = {
+    0x738C: "gfx908", 0x738E: "gfx908",  # Arcturus: Instinct MI100
+    0x7408: "gfx90a", 0x740C: "gfx90a", 0x740F: "gfx90a", 0x7410: "gfx90a",  # Aldebaran: MI210/MI250(X)
+    # MI300A, MI300X, MI308X, MI325X
+    0x74A0: "gfx942", 0x74A1: "gfx942", 0x74A2: "gfx942", 0x74A5: "gfx942", 0x74A9: "gfx942",
+    0x75A0: "gfx950", 0x75A3: "gfx950",  # MI350X / MI355X
+    0x66A0: "gfx906", 0x66A1: "gfx906", 0x66AF: "gfx906",  # Vega 20: MI50/MI60, Radeon VII
+    0x6860: "gfx900", 0x6861: "gfx900", 0x6863: "gfx900", 0x687F: "gfx900",  # Vega 10
+    0x73A5: "gfx1030", 0x73AF: "gfx1030", 0x73BF: "gfx1030",  # Navi 21: RX 6800/6900, W6800
+    0x73DF: "gfx1031", 0x73FF: "gfx1032",  # Navi 22: RX 6700 (XT); Navi 23: RX 6600 (XT)
+    0x744C: "gfx1100", 0x7448: "gfx1100", 0x745E: "gfx1100",  # Navi 31: RX 7900 XT(X), W7900/W7800
+    0x747E: "gfx1101", 0x7480: "gfx1102",  # Navi 32: RX 7800/7700 XT; Navi 33: RX 7600
+    0x7550: "gfx1201", 0x7551: "gfx1201", 0x7590: "gfx1200",  # Navi 48: RX 9070 (XT), AI PRO R9700; Navi 44
+}
+
 _CARD_RE = re.compile(r"card(\d+)$")
 _BDF_RE = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
 _GFX_RE = re.compile(r"^gfx([0-9a-f]+)$")
@@ -145,6 +163,8 @@ class ToolGpu:
     device_id: int | None = None
     compute_units: int | None = None
     driver_version: str | None = None
+    mem_bus_width: int | None = None
+    mem_type: str | None = None
 
 
 @dataclass
@@ -304,6 +324,9 @@ def parse_amd_smi_json(text: str) -> ToolReport:
                 device_id=_int(asic.get("device_id")),
                 compute_units=_int(asic.get("num_compute_units")),
                 driver_version=drv,
+                mem_bus_width=_int(vram.get("bit_width")) if not isinstance(vram.get("bit_width"), dict)
+                else _int(vram["bit_width"].get("value")),
+                mem_type=_version(vram.get("type")),
             )
         )
     return report
@@ -328,11 +351,24 @@ class _Card:
     gfx_version: int | None = None
     gfx_target: str | None = None  # from a tool when no KFD version is known
     cores: int | None = None
+    mem_bus_width: int | None = None  # bits: KFD mem_banks "width", amd-smi vram bit_width
+    mem_clock_max: int | None = None  # MHz: pp_dpm_mclk top level, KFD mem_banks "mem_clk_max"
+    mem_type: str | None = None  # amd-smi vram type
     render_minor: int | None = None
     kfd_node: int | None = None
     driver_version: str | None = None
     in_drm: bool = False
     source: str = "sysfs"
+
+
+_DPM_RE = re.compile(r"^\s*\d+:\s*(\d+)\s*mhz", re.I | re.M)
+
+
+def top_dpm_clock(text: str) -> int | None:
+    """The highest level of an amdgpu ``pp_dpm_*`` file ("0: 96Mhz\n1: 1000Mhz *"), MHz (docs.kernel.org
+    gpu/amdgpu/thermal "pp_dpm_sclk pp_dpm_mclk ...")."""
+    levels = [int(x) for x in _DPM_RE.findall(text)]
+    return max(levels) if levels else None
 
 
 def _read_int(system: System, path: str) -> int | None:
@@ -364,6 +400,7 @@ def _drm_cards(system: System, notes: list[str]) -> list[_Card]:
         card.gtt_total = _read_int(system, f"{dev}/mem_info_gtt_total")
         card.gtt_used = _read_int(system, f"{dev}/mem_info_gtt_used")
         card.discrete_files = system.exists(f"{dev}/mem_info_vram_vendor") or system.exists(f"{dev}/board_info")
+        card.mem_clock_max = top_dpm_clock(system.read_text(f"{dev}/pp_dpm_mclk") or "")
         # product_name is the board FRU, present on server cards only (docs.kernel.org amdgpu driver-misc).
         card.name = _name(system.read_first_line(f"{dev}/product_name"))
         # unique_id is hex in DRM sysfs, decimal in the KFD properties (ollama discover/amd_linux.go).
@@ -423,6 +460,8 @@ def _kfd_nodes(system: System, notes: list[str]) -> tuple[list[_Card], bool]:
             )
             if bank_props.get("heap_type") in (1, 2):
                 fb += bank_props.get("size_in_bytes", 0)
+                card.mem_bus_width = bank_props.get("width") or card.mem_bus_width
+                card.mem_clock_max = bank_props.get("mem_clk_max") or card.mem_clock_max
         card.vram_total = fb or None
         gpus.append(card)
     if masked:
@@ -573,6 +612,8 @@ def _card_from_tool(t: ToolGpu, source: str) -> _Card:
         gfx_target=t.gfx_target,
         cores=t.compute_units,
         driver_version=t.driver_version,
+        mem_bus_width=t.mem_bus_width,
+        mem_type=t.mem_type,
         source=source,
     )
 
@@ -588,6 +629,8 @@ def _enrich(card: _Card, t: ToolGpu) -> None:
     card.pci_bus_id = card.pci_bus_id or t.pci_bus_id
     card.cores = card.cores or t.compute_units
     card.driver_version = card.driver_version or t.driver_version
+    card.mem_bus_width = card.mem_bus_width or t.mem_bus_width
+    card.mem_type = card.mem_type or t.mem_type
     if card.gfx_version is None and t.gfx_target:
         card.gfx_version = gfx_version_from_target(t.gfx_target)
         card.gfx_target = t.gfx_target
@@ -722,7 +765,12 @@ def detect(system: System) -> Found:
     for position, card in enumerate(cards + orphans):
         rocm_visible = position < len(cards)
         target = gfx_target_from_version(card.gfx_version) if card.gfx_version else card.gfx_target
-        version = card.gfx_version
+        if target is None and rocm_visible and card.device_id in DEVICE_GFX:
+            target = DEVICE_GFX[card.device_id]
+            note = f"amd: gfx target {target} of PCI device id 0x{card.device_id:04x} from the amdgpu device table"
+            if note not in notes:
+                notes.append(note)
+        version = card.gfx_version or (gfx_version_from_target(target) if target else None)
         label = card.name or (f"AMD GPU 0x{card.device_id:04x}" if card.device_id else "AMD GPU")
         if override_target and rocm_visible:
             notes.append(
@@ -775,6 +823,9 @@ def detect(system: System) -> Found:
                 pci_bus_id=card.pci_bus_id,
                 cores=card.cores,
                 source=card.source,
+                memory_bus_width_bits=card.mem_bus_width,
+                memory_clock_max_mhz=card.mem_clock_max,
+                memory_type=card.mem_type,
             )
         )
     found.gpus = gpus

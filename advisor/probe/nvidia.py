@@ -46,6 +46,7 @@ QUERY_FIELDS: tuple[str, ...] = (
     "driver_version",
     "pci.bus_id",
     "mig.mode.current",
+    "clocks.max.memory",
 )
 #: Fields old drivers already know; asked for when an error does not say which field was refused. An unknown field
 #: fails the whole command (notes/probe.md §1.7: whichllm and llmfit retry with fewer fields).
@@ -129,6 +130,10 @@ class GpuRecord:
     #: Memory shared with the CPU (NVML memory queries NotSupported, or addressing mode ATS; notes/probe.md §1.4).
     unified_memory: bool = False
     mig: list[MigRecord] = field(default_factory=list)
+    #: Maximum memory clock, MHz (clocks.max.memory, -q "Max Clocks / Memory", NVML max NVML_CLOCK_MEM).
+    mem_clock_max_mhz: int | None = None
+    #: Memory bus width, bits (NVML nvmlDeviceGetMemoryBusWidth; nvidia-smi does not print it).
+    mem_bus_width_bits: int | None = None
 
 
 @dataclass
@@ -188,6 +193,12 @@ def _mig_profile(name: str | None) -> str | None:
 
 
 # -- nvidia-smi outputs -------------------------------------------------------------------------------------------
+def _mhz(value: object) -> int | None:
+    """ "2619 MHz" / "2619" -> 2619; N/A and the like -> None."""
+    match = re.match(r"^\s*(\d+)(?:\s*MHz)?\s*$", str(value or ""), re.I)
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+
+
 def parse_query_csv(text: str) -> list[GpuRecord]:
     """Rows of ``nvidia-smi --query-gpu=... --format=csv[,nounits]`` (with its header line) as records.
 
@@ -216,6 +227,7 @@ def parse_query_csv(text: str) -> list[GpuRecord]:
                 compute_capability=_compute_capability(values.get("compute_cap")),
                 driver_version=_version(values.get("driver_version")),
                 mig_enabled=(_value(values.get("mig.mode.current")) or "").lower() == "enabled",
+                mem_clock_max_mhz=_mhz(values.get("clocks.max.memory")),
             )
         )
     return records
@@ -257,6 +269,7 @@ def parse_xml(text: str) -> SmiLog | None:
                 mig_enabled=(_value(gpu.findtext("mig_mode/current_mig")) or "").lower() == "enabled",
                 unified_memory=(_value(gpu.findtext("addressing_mode")) or "").upper() == "ATS",
                 mig=mig,
+                mem_clock_max_mhz=_mhz(gpu.findtext("max_clocks/mem_clock")),
             )
         )
     return log
@@ -328,6 +341,7 @@ def parse_q(text: str) -> SmiLog:
                 free_bytes=_bytes(gpu.text("FB Memory Usage", "Free")),
                 mig_enabled=(_value(gpu.text("MIG Mode", "Current")) or "").lower() == "enabled",
                 unified_memory=(_value(gpu.text("Addressing Mode")) or "").upper() == "ATS",
+                mem_clock_max_mhz=_mhz(gpu.text("Max Clocks", "Memory")),
                 mig=mig,
             )
         )
@@ -364,7 +378,8 @@ def _match(record: GpuRecord, position: int, others: Sequence[GpuRecord]) -> Gpu
 
 def _fill(record: GpuRecord, other: GpuRecord) -> None:
     """Take from ``other`` what ``record`` does not know."""
-    for name in ("name", "uuid", "pci_bus_id", "total_bytes", "free_bytes", "compute_capability", "driver_version"):
+    for name in ("name", "uuid", "pci_bus_id", "total_bytes", "free_bytes", "compute_capability", "driver_version",
+                 "mem_clock_max_mhz", "mem_bus_width_bits"):
         if getattr(record, name) is None:
             setattr(record, name, getattr(other, name))
     record.mig_enabled = record.mig_enabled or other.mig_enabled
@@ -417,6 +432,10 @@ def _str(value: Any) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return _value(value) if isinstance(value, str) else None
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _try(fn: Callable[..., Any] | None, *args: Any, **kwargs: Any) -> Any:
@@ -535,6 +554,10 @@ def read_nvml(nvml: Any) -> tuple[list[GpuRecord], str | None, str | None, list[
                     mig_enabled=mig_enabled,
                     unified_memory=unified,
                     mig=_nvml_mig(nvml, handle) if mig_enabled else [],
+                    # NVML_CLOCK_MEM = 2 (nvml.h nvmlClockType_t)
+                    mem_clock_max_mhz=_positive(_try(getattr(nvml, "nvmlDeviceGetMaxClockInfo", None), handle,
+                                                     getattr(nvml, "NVML_CLOCK_MEM", 2))),
+                    mem_bus_width_bits=_positive(_try(getattr(nvml, "nvmlDeviceGetMemoryBusWidth", None), handle)),
                 )
             )
         return records, driver, cuda, notes
@@ -656,6 +679,8 @@ def _entries(records: Iterable[GpuRecord], source: str, driver: str | None) -> t
             uuid=record.uuid,
             pci_bus_id=record.pci_bus_id,
             source=source,
+            memory_bus_width_bits=record.mem_bus_width_bits,
+            memory_clock_max_mhz=record.mem_clock_max_mhz,
         )
         if not record.mig_enabled:
             entries.append(_Entry(whole, parent_index, record.uuid))

@@ -78,6 +78,13 @@ class Gpu:
     cores: int | None = None
     #: Where the facts came from: nvml, nvidia-smi, sysfs, rocm-smi, amdsmi, sysctl, metal, ...
     source: str | None = None
+    #: Memory interface as the driver reports it (NVML nvmlDeviceGetMemoryBusWidth, KFD mem_banks width), bits.
+    memory_bus_width_bits: int | None = None
+    #: Maximum memory clock as the driver reports it, MHz (NVML max MEM clock / nvidia-smi clocks.max.memory,
+    #: AMD pp_dpm_mclk top level / KFD mem_clk_max / rocm-smi mclk). The planner turns both into a bandwidth.
+    memory_clock_max_mhz: int | None = None
+    #: Memory technology where the driver names it (amd-smi vram type: "HBM2", "GDDR6"...).
+    memory_type: str | None = None
 
 
 @dataclass(frozen=True)

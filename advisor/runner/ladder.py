@@ -15,6 +15,9 @@ Settings = LlamaCppSettings | VllmSettings
 #: The shortest context a rung halves to when the plan gives no floor (below it a chat or a code session does not
 #: hold its prompt; the planner passes its own floor from rules/context.toml).
 CTX_FLOOR = 2048
+#: llama.cpp's own smallest context when it fits a model (common/common.h fit_params_min_ctx): the last rung of a
+#: CPU plan already at its floor with the most compact KV cache.
+MIN_CTX = 4096
 
 
 def ladder(settings: Settings, floor: int = CTX_FLOOR, n_layer: int | None = None) -> list[Fallback]:
@@ -32,6 +35,12 @@ def ladder(settings: Settings, floor: int = CTX_FLOOR, n_layer: int | None = Non
     if settings.cache_type_k == "f16":
         rungs.append(Fallback({"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"},
                               "quantize the KV cache to q8_0 (half its memory; a quantized V needs flash attention)"))
+    elif settings.cache_type_k == "q8_0":
+        rungs.append(Fallback({"cache_type_k": "q4_0", "cache_type_v": "q4_0", "flash_attn": "on"},
+                              "quantize the KV cache further to q4_0 (half again)"))
+    if settings.n_cpu_moe is not None and n_layer and settings.n_cpu_moe < n_layer:
+        rungs.append(Fallback({"n_cpu_moe": min(n_layer, settings.n_cpu_moe + max(1, -(-n_layer // 8)))},
+                              "keep the experts of more layers on the CPU: less GPU memory, slower"))
     if slots > 1:
         rungs.append(Fallback({"parallel": 1, "ctx": settings.ctx // slots}, "one slot: one sequence's KV cache"))
     if settings.n_gpu_layers > 0:
@@ -40,6 +49,9 @@ def ladder(settings: Settings, floor: int = CTX_FLOOR, n_layer: int | None = Non
         rungs.append(Fallback({"n_gpu_layers": max(0, on_gpu - step)},
                               f"keep {step} more layers on the CPU: less GPU memory, slower"))
         rungs.append(Fallback({"n_gpu_layers": 0}, "CPU only: the last resort when the GPU cannot hold a layer"))
+    if not rungs and settings.ctx // slots > MIN_CTX:
+        rungs.append(Fallback({"ctx": max(MIN_CTX, settings.ctx // slots // 2) * slots},
+                              f"halve the context below the planned floor, not below llama.cpp's own {MIN_CTX}"))
     return rungs
 
 

