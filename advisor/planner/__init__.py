@@ -23,7 +23,7 @@ from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog
 from advisor.planner.llamacpp import Fit, plan_llama, threads_for
 from advisor.planner.machine import Machine, build_machine
 from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend
-from advisor.planner.speed import predict, quick_decode
+from advisor.planner.speed import active_params_of, model_speed, predict, quick_decode
 from advisor.planner.vllm import VllmMiss, plan_vllm, quantization_for
 from advisor.planner.whynot import Rejection
 from advisor.probe.profile import HardwareProfile
@@ -215,8 +215,9 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
     ref = _ref(model, v, facts)
     sampling = assemble.sampling_of(model)
     memory = assemble.llama_memory(choice.est, m)
-    active = (model.params_active_b or model.params_total_b) * 1e9 if model else facts.weights_bytes / 1.0
-    predicted = predict(memory, m, frac, active)
+    active = (model.params_active_b or model.params_total_b) * 1e9 if model else active_params_of(facts)
+    predicted = predict(memory, m, frac, active, model=model_speed(facts, v.quant if v else None, frac),
+                        threads=threads)
     ctx_why = (f"context {choice.ctx // choice.parallel} tokens per slot x {choice.parallel} slot(s)"
                + (" as asked" if fixed else f": {m.rules.why('default_ctx')}; capped at the trained {native}"))
     why = [*reasons, *choice.reasons, ctx_why, why_threads,
@@ -251,7 +252,7 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
     sampling = assemble.sampling_of(model)
     active = (model.params_active_b or model.params_total_b) * 1e9
     frac = active / (model.params_total_b * 1e9)
-    predicted = predict(choice.memory, m, frac, active, tensor_parallel=True)
+    predicted = predict(choice.memory, m, frac, active, tensor_parallel=True, model=model_speed(None, v.quant, frac))
     why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, *assemble.sampling_notes(VLLM, sampling)]
     return Plan(model=ref, backend=VLLM, vllm=choice.settings, args=assemble.vllm_args(choice.settings, ref, sampling),
                 memory=choice.memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
