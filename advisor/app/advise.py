@@ -67,9 +67,19 @@ class Advice:
     notes: list[str] = field(default_factory=list)
 
 
-def advise(profile: HardwareProfile, request: Any) -> Advice:
+def advise(profile: HardwareProfile, request: Any, measurements: bool = True) -> Advice:
     """Plans for ``request`` (an advisor.planner.Request) on ``profile``, best first; raises NothingFitsError when
-    a single model was asked for and does not fit. A local .gguf file is planned from its own header."""
+    a single model was asked for and does not fit. A local .gguf file is planned from its own header. With
+    ``measurements``, speeds come from what ``advisor bench`` measured on this machine where it did
+    (advisor.app.bench.apply_measurements)."""
+    advice = _advise(profile, request)
+    if measurements and advice.plans:
+        from advisor.app.bench import apply_measurements
+        advice.plans = apply_measurements(profile, advice.plans)
+    return advice
+
+
+def _advise(profile: HardwareProfile, request: Any) -> Advice:
     from advisor.planner import plan_for_gguf
     from advisor.planner import recommend as plan_recommend
     from advisor.rules import load_rules
