@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from advisor.planner import speed  # noqa: E402
-from advisor.rules import Subject, load_rules  # noqa: E402
+from advisor.planner import speed
+from advisor.rules import Subject, load_rules
 
 DATA = ROOT / "tests" / "data" / "llama-bench"
 GIB = 1 << 30
@@ -151,7 +151,7 @@ def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dic
     if not sel:
         return dict(c._pick(c.decode_efficiency, backend)), c._pick(c.layer_overhead_us, backend)
     best = None
-    for us in [x * 2.5 for x in range(0, 41)]:
+    for us in [x * 2.5 for x in range(41)]:
         effs = {}
         for group in DECODE_GROUPS:
             imp = []

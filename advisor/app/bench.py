@@ -100,8 +100,9 @@ def _llama(path: Path, plan: Plan, n_ctx: int) -> Any:
                                  hint="pip install 'llama-cpp-python' (or 'advisor setup')") from None
     s = plan.llama_cpp
     assert s is not None
-    kwargs: dict[str, Any] = dict(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_ubatch=min(512, n_ctx),
-                                  n_gpu_layers=s.n_gpu_layers, use_mmap=s.mmap, seed=0, verbose=False)
+    kwargs: dict[str, Any] = {"model_path": str(path), "n_ctx": n_ctx, "n_batch": min(512, n_ctx),
+                              "n_ubatch": min(512, n_ctx), "n_gpu_layers": s.n_gpu_layers, "use_mmap": s.mmap,
+                              "seed": 0, "verbose": False}
     if s.threads:
         kwargs.update(n_threads=s.threads, n_threads_batch=s.threads)
     if s.flash_attn == "on":
@@ -128,7 +129,7 @@ def _depth(opts: BenchOptions, n_ctx_train: int, plan_ctx: int) -> int:
 def _measure(llm: Any, opts: BenchOptions, depth: int, progress: Progress) -> list[store.Sample]:
     rng = random.Random(0)
     n_vocab = llm.n_vocab()
-    toks = lambda n: [rng.randrange(n_vocab) for _ in range(n)]  # noqa: E731
+    toks = lambda n: [rng.randrange(n_vocab) for _ in range(n)]
     pp: list[float] = []
     tg: list[float] = []
     llm.reset()  # warm-up, untimed (llama-bench's own warm-up run): first-touch of the weights, kernel setup

@@ -215,7 +215,7 @@ def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list
         return "cpu"
     if backend == "vulkan" and vendor == "nvidia":
         return "vulkan_nvidia"
-    if gpu_name and any(re.search(p, gpu_name, re.I) for p in hbm_match):
+    if gpu_name and any(re.search(p, gpu_name, re.IGNORECASE) for p in hbm_match):
         return f"{backend}_hbm"
     return backend
 
@@ -304,7 +304,7 @@ def quick_decode(size_bytes: int, active_fraction: float, m: Machine) -> float:
     c = Constants.from_rules(m.rules)
     on_gpu = min(size_bytes, m.gpu_budget_bytes) if m.gpus else 0
     bw_gpu = max((d.bandwidth_gbs for d in m.gpus), default=0.0) * (len(m.gpus) or 1)
-    best = lambda b: max(c._pick(c.decode_efficiency, b).values())  # noqa: E731
+    best = lambda b: max(c._pick(c.decode_efficiency, b).values())
     seconds = (size_bytes - on_gpu) * active_fraction / (m.cpu.bandwidth_gbs * 1e9 * best("cpu"))
     if on_gpu and bw_gpu:
         seconds += on_gpu * active_fraction / (bw_gpu * 1e9 * best(speed_backend(m.backend, m.vendor)))
