@@ -9,6 +9,7 @@ evaluation: held out, devices chosen by the rule in SOURCES.md), backend and tes
     python benchmarks/speed_accuracy.py            # the table
     python benchmarks/speed_accuracy.py --rows     # every row: predicted, measured, ratio
     python benchmarks/speed_accuracy.py --fit      # constants fitted on the calibration set, as TOML
+    python benchmarks/speed_accuracy.py --baseline # also the estimate advisor used before, on the same rows
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,25 @@ def predicted(case: Case, c: speed.Constants) -> float:
     return 1.0 / speed.prefill_seconds(case.parts, case.active_params, case.ms, c, case.depth)
 
 
+def previous(case: Case) -> float:
+    """The speed estimate advisor used before this model (for comparison, --baseline): every weight on a device read
+    per token at 60 % of its bandwidth, the token-embedding table from RAM at 40 GB/s (60 GB/s on a Mac, 150 GB/s
+    on 24+ cores), MoE weights scaled by the active share; prefill at 35 % of the FP16 TFLOPs (CPU: 50 GFLOPS per
+    core), whatever the quant or backend."""
+    apple = case.row["backend"] == "Metal" or case.row["device"].startswith("Apple")
+    ram = 60.0 if apple else 40.0
+    frac = case.ms.read_fraction
+    if case.test == "tg":
+        t = 0.0
+        for p in case.parts:
+            bw = p.bandwidth_gbs if p.backend != "cpu" else (150.0 if p.threads >= 24 else ram)
+            t += p.weights_bytes * frac / (bw * 1e9 * 0.6)
+        return 1.0 / t
+    gpu = [p for p in case.parts if p.backend != "cpu"]
+    flops = gpu[0].tflops * 1e12 if gpu else case.parts[0].threads * 50e9
+    return flops * 0.35 / (2 * case.active_params)
+
+
 def load() -> list[Case]:
     models = {m["model"]: m for m in _csv("models.csv")}
     hw = {h["device"]: h for h in _csv("hardware.csv")}
@@ -107,7 +128,10 @@ def constants() -> speed.Constants:
     return speed.Constants.from_rules(_resolved())
 
 
-def summary(cases: list[Case], c: speed.Constants) -> list[tuple[str, str, str, int, float, float, float]]:
+def summary(cases: list[Case], c: speed.Constants,
+            model: Callable[[Case, speed.Constants], float] | None = None
+            ) -> list[tuple[str, str, str, int, float, float, float]]:
+    predicted_ = model or predicted
     out = []
     for split in ("calibration", "evaluation"):
         for backend in (*FITTED, "all"):
@@ -116,7 +140,7 @@ def summary(cases: list[Case], c: speed.Constants) -> list[tuple[str, str, str, 
                        and (backend == "all" or k.backend == backend)]
                 if not sel:
                     continue
-                ratios = [predicted(k, c) / k.measured for k in sel]
+                ratios = [predicted_(k, c) / k.measured for k in sel]
                 errs = [abs(r - 1) for r in ratios]
                 within = sum(e <= 0.25 for e in errs) / len(errs)
                 out.append((split, backend, "pp512" if test == "pp" else "tg", len(sel), within,
@@ -124,10 +148,11 @@ def summary(cases: list[Case], c: speed.Constants) -> list[tuple[str, str, str, 
     return out
 
 
-def print_table(cases: list[Case], c: speed.Constants) -> None:
+def print_table(cases: list[Case], c: speed.Constants,
+                model: Callable[[Case, speed.Constants], float] | None = None) -> None:
     print(f"{'set':<12} {'backend':<8} {'test':<6} {'rows':>5} {'within 25%':>11} {'median err':>11} "
           f"{'median pred/meas':>17}")
-    for split, backend, test, n, within, med, ratio in summary(cases, c):
+    for split, backend, test, n, within, med, ratio in summary(cases, c, model):
         print(f"{split:<12} {backend:<8} {test:<6} {n:>5} {within:>10.0%} {med:>10.0%} {ratio:>17.2f}")
 
 
@@ -247,6 +272,10 @@ def main(argv: list[str]) -> int:
     print(f"{len(cases)} public llama-bench results ({DATA.relative_to(ROOT)}/results.csv); "
           "pp512 = prefill, tg = decode (tg128/tg512)")
     print_table(cases, c)
+    if "--baseline" in argv:
+        print("\nThe estimate advisor used before (one efficiency, the embedding table read from RAM, prefill from "
+              "TFLOPs at 35 %):")
+        print_table(cases, c, lambda k, _c: previous(k))
     return 0
 
 

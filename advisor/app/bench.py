@@ -264,7 +264,11 @@ def _scaled(p: Predicted, dec: float | None, pre: float | None, why: str) -> Pre
 
 def _cpu_ratio(plan: Plan, profile: HardwareProfile, gbs: float) -> float | None:
     """Decode speed with the measured CPU bandwidth over that with the rules' default, for plans whose layers
-    (not just the token-embedding table) sit partly on the CPU."""
+    (not just the token-embedding table) sit partly on the CPU. The default is a peak (channels x transfer rate)
+    that rules/speed.toml's cpu decode efficiency scales down; a streaming read measures what the CPU reaches
+    already, so it stands for peak x efficiency (decode cannot read faster than a streaming read; the CPU rows of
+    tests/data/llama-bench reach about the streaming rate, e.g. a Raspberry Pi 5 decodes Qwen3-30B-A3B at ~8 GB/s
+    of weights)."""
     cpu = sum(d.weights_bytes for d in plan.memory if d.device == "cpu")
     total = sum(d.weights_bytes for d in plan.memory) or 1
     if cpu / total < 0.1:
@@ -273,9 +277,10 @@ def _cpu_ratio(plan: Plan, profile: HardwareProfile, gbs: float) -> float | None
     from advisor.planner.machine import build_machine
     from advisor.rules import load_rules
     m = build_machine(profile, load_rules())
-    measured = dataclasses.replace(m, cpu=dataclasses.replace(m.cpu, bandwidth_gbs=gbs))
     frac = (plan.model.active_params or 1) / (plan.model.params or plan.model.active_params or 1)
     ms = speed.ModelSpeed(quant=plan.model.quant, read_fraction=min(1.0, frac))
+    eff = speed.Constants.from_rules(m.rules).decode_eff("cpu", ms.family)
+    measured = dataclasses.replace(m, cpu=dataclasses.replace(m.cpu, bandwidth_gbs=gbs / eff))
     a = speed.predict(plan.memory, m, frac, 0, model=ms).decode_tokens_per_s
     b = speed.predict(plan.memory, measured, frac, 0, model=ms).decode_tokens_per_s
     return b / a if a and b else None
