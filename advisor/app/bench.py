@@ -86,7 +86,7 @@ def plan_for(profile: HardwareProfile, model: str | None, plan_file: Path | None
         return load_plan_file(plan_file)
     from advisor.app.advise import advise
     from advisor.planner import Request
-    advice = advise(profile, Request(model=model, top=1), measurements=False)  # the speed model's own figures
+    advice = advise(profile, Request(model=model, top=1), here=True, measurements=False)  # the model's own figures
     return advice.plans[0] if advice.plans else advice.recommendation.best()
 
 
