@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from advisor.cli._options import HardwareOpt, JsonOpt
+from advisor.cli._options import HardwareOpt, JsonOpt, model_name
 
 
 class BackendChoice(str, Enum):
@@ -34,7 +34,7 @@ class FlashAttnChoice(str, Enum):
 ModelArg = Annotated[str, typer.Argument(help="A local .gguf file (for a split model, any of its shards), or a "
                                          "Hub GGUF: org/repo with --file or --quant, org/repo:QUANT, or "
                                          "org/repo/file.gguf (only its header is read, by range requests).",
-                                         show_default=False)]
+                                         show_default=False, parser=model_name)]
 FileOpt = Annotated[str | None, typer.Option("--file", help="The .gguf file in the Hub repository (any shard of a "
                                              "split model).", show_default=False)]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="Pick the repository's .gguf of this quantization, "
@@ -158,102 +158,31 @@ def estimate(
         else:
             _render_vllm(est)
         return
-    from pathlib import Path
+    from advisor.app.estimate_llama import LlamaRequest, llama_estimate
 
-    from advisor.errors import BadInputError
-    from advisor.gguf.estimate import Settings, era
-    from advisor.gguf.estimate import estimate as run_estimate
-    from advisor.gguf.facts import read_gguf_facts
-    from advisor.hub.gguf import hub_facts, looks_like_hub_ref, parse_ref
-
-    for name, value in (("--batch", batch), ("--ubatch", ubatch)):
-        if value < 1:
-            raise BadInputError(f"{name} must be at least 1, got {value}")
-    if ctx < 0:
-        raise BadInputError(f"--ctx must be 0 (trained context) or more, got {ctx}")
-    if gpus < 0:
-        raise BadInputError(f"--gpus must be 0 or more, got {gpus}")
-    if n_cpu_moe < -1:
-        raise BadInputError(f"--n-cpu-moe must be -1 (all) or more, got {n_cpu_moe}")
-    from advisor.app.estimate import llama_build as resolve_build
-
-    be = backend.value if backend is not None else None
-    split: tuple[float, ...] | None = None
-    profile = None
-    if hardware is not None:
-        from advisor.app.advise import load_profile
-
-        profile = load_profile(hardware)
-        if profile.gpus:
-            gpus = gpus or len(profile.gpus)
-            be = be or profile.gpus[0].backend
-            free = [g.memory_free_bytes or g.memory_total_bytes or 0 for g in profile.gpus[:gpus]]
-            if all(free):  # llama.cpp's default split: each device's free memory at load time (src/llama-model.cpp,
-            # llama_model::load_tensors)
-                split = tuple(float(f) for f in free)
-        else:
-            be = be or "cpu"
-    if tensor_split is not None:
-        try:
-            split = tuple(float(x) for x in tensor_split.split(","))
-        except ValueError:
-            raise BadInputError(f"--tensor-split takes numbers separated by commas, got {tensor_split!r}") from None
-        if any(x < 0 for x in split) or not any(split):
-            raise BadInputError(f"--tensor-split needs non-negative numbers, not all 0, got {tensor_split!r}")
-        gpus = gpus or len(split)
-    if be == "cpu":
-        gpus = 0
-    elif be is not None and gpus == 0:
-        gpus = 1  # a GPU backend named without --gpus: one device
-    hub = None
-    if not Path(model).exists() and (file or quant or revision or looks_like_hub_ref(model)):
-        hub = hub_facts(parse_ref(model, file, quant, revision))
-        facts = hub.facts
-    else:
-        if file or quant or revision:
-            raise BadInputError(f"{model}: --file, --quant and --revision are for a Hub reference (org/repo), "
-                                "not a local file")
-        facts = read_gguf_facts(model)
-    build, build_why = resolve_build(llama_build, profile)
-    settings = Settings(n_ctx=ctx, n_batch=batch, n_ubatch=ubatch, n_parallel=parallel,
-                        flash_attn=flash_attn.value, cache_type_k=cache_type_k.lower(),
-                        cache_type_v=cache_type_v.lower(), n_gpu_layers=gpu_layers, n_gpus=gpus, swa_full=swa_full,
-                        backend=be, tensor_split=split, n_cpu_moe=n_cpu_moe,  # type: ignore[arg-type]
-                        llama_build=build)
-    est = run_estimate(facts, settings)
+    found = llama_estimate(LlamaRequest(
+        model=model, ctx=ctx, gpu_layers=gpu_layers, gpus=gpus, parallel=parallel, batch=batch, ubatch=ubatch,
+        cache_type_k=cache_type_k, cache_type_v=cache_type_v, flash_attn=flash_attn.value, swa_full=swa_full,
+        backend=backend.value if backend is not None else None, tensor_split=tensor_split, n_cpu_moe=n_cpu_moe,
+        hardware=hardware, file=file, quant=quant, revision=revision, llama_build=llama_build))
     if json_output:
-        doc = est.to_dict()
-        doc["engine"] = "llama.cpp"
-        doc["llama_build"] = {"build": build, "source": build_why, "era": era(build)}
-        doc["backend"] = be
-        doc["context_overhead_bytes_per_gpu"] = _overhead(be)
-        doc["model"] = {"path": facts.path, "architecture": facts.architecture, "name": facts.name,
-                        "n_layer": facts.n_layer, "n_ctx_train": facts.n_ctx_train, "files": list(facts.files)}
-        if hub is not None:
-            doc["model"].update(repo=hub.repo, revision=hub.revision, commit=hub.commit, repo_files=list(hub.files))
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n")
         return
-    _render(facts, est)
+    _render(found)
 
 
-def _overhead(backend: str | None) -> int:
-    """Per-GPU memory no llama.cpp buffer reports (rules/backends.toml context_overhead_bytes); 0 when unknown."""
-    if backend is None:
-        return 0
-    from advisor.gguf.estimate import backend_rules
-
-    rule = backend_rules().get(backend)
-    return rule.context_overhead_bytes if rule else 0
-
-
-def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
+def _render(found) -> None:  # type: ignore[no-untyped-def]
     from rich.console import Console
     from rich.table import Table
 
     def mib(n: int) -> str:
         return f"{n / 2**20:,.1f} MiB"
 
-    title = (f"{facts.name or facts.architecture} ({facts.architecture}, {facts.n_layer} layers): ctx {est.n_ctx}"
+    facts, est = found.facts, found.estimate
+    from advisor.render.text import shown  # the name comes from the file's metadata: text, never markup or escapes
+
+    title = (f"{shown(facts.name or facts.architecture)} ({shown(facts.architecture)}, {facts.n_layer} layers): "
+             f"ctx {est.n_ctx}"
              f" ({est.n_seq} seq, {'unified' if est.kv_unified else 'per-slot'} KV), ubatch {est.n_ubatch}, "
              f"flash attention {'on' if est.flash_attn else 'off'}")
     table = Table(title=title)
@@ -273,7 +202,7 @@ def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
                       mib(est.total_bytes), style="bold")
     console = Console()
     console.print(table)
-    over = _overhead(est.settings.backend)
+    over = found.overhead_bytes
     if over and any(d.device.startswith("gpu") for d in est.devices):
         console.print(f"plus about {mib(over)} per GPU that no llama.cpp buffer reports ({est.settings.backend} "
                       "context, workspaces, pools: rules/backends.toml)")
