@@ -106,11 +106,21 @@ class DeviceMemory:
 
 @dataclass(frozen=True)
 class Predicted:
-    """Speeds estimated from memory bandwidth and compute: an estimate, never a measurement."""
+    """Decode and prefill speed of the plan (advisor.planner.speed) with the range it is expected within.
+
+    ``basis`` says where the figures come from: ``model`` (the speed model and the hardware's datasheet figures),
+    ``measured`` (``advisor bench`` measured this model, quant and engine on this machine) or ``calibrated`` (the
+    model scaled by what ``advisor bench`` measured on this machine for another model or for its memory); plans
+    written before carry a sentence there. ``note`` says how the figures were obtained."""
 
     decode_tokens_per_s: float | None = None
     prefill_tokens_per_s: float | None = None
     basis: str | None = None
+    decode_low: float | None = None
+    decode_high: float | None = None
+    prefill_low: float | None = None
+    prefill_high: float | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,9 @@ def test_moe_offload_reads_only_active_experts_from_ram(catalog, rules):
     a = catalog.get("gpt-oss-20b").arch
     cpu = next(d for d in plan.memory if d.device == "cpu")
     bw = build_machine(box("NVIDIA GeForce RTX 3060", 12288), rules).cpu.bandwidth_gbs
-    eff = _machine_rules(rules, box("NVIDIA GeForce RTX 3060", 12288))["decode_efficiency"]
+    from advisor.planner.speed import quant_family
+    table = _machine_rules(rules, box("NVIDIA GeForce RTX 3060", 12288))["decode_bandwidth_efficiency"]
+    eff = table["cpu"][quant_family(plan.model.quant)]
     cpu_seconds = cpu.weights_bytes * a.n_expert_used / a.n_expert / (bw * 1e9 * eff)
     assert plan.llama_cpp.n_cpu_moe
     assert plan.predicted.decode_tokens_per_s <= 1 / cpu_seconds + 0.1  # the CPU part alone bounds it

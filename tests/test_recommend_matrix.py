@@ -139,7 +139,7 @@ def test_matrix(profiles, catalog, rules, name):
         for plan in rec.plans:
             _check_plan(plan, machine, catalog)
             assert plan.args and plan.reasons and plan.fallbacks
-            assert plan.predicted.decode_tokens_per_s and plan.predicted.basis.startswith("estimate")
+            assert plan.predicted.decode_tokens_per_s and plan.predicted.basis == "model"
 
 
 def _more_memory(profile, factor):

@@ -76,10 +76,21 @@ def with_engines(request: Request, profile: HardwareProfile, here: bool, python:
     return dataclasses.replace(request, engines=engines.choose(profile, here=here, python=python))
 
 
-def advise(profile: HardwareProfile, request: Request, here: bool = False, python: str | None = None) -> Advice:
+def advise(profile: HardwareProfile, request: Request, here: bool = False, python: str | None = None,
+           measurements: bool = True) -> Advice:
     """Plans for ``request`` on ``profile`` (``here``: this machine, probed now), best first; raises
     NothingFitsError when a single model was asked for and does not fit. A local .gguf file is planned from its own
-    header. Plans are built for the engines the machine runs (``with_engines``)."""
+    header. Plans are built for the engines the machine runs (``with_engines``). With ``measurements``, speeds come
+    from what ``advisor bench`` measured on this machine where it did (advisor.app.bench.apply_measurements)."""
+    advice = _advise(profile, request, here, python)
+    if measurements and advice.plans:
+        from advisor.app.bench import apply_measurements
+        import dataclasses
+        advice = dataclasses.replace(advice, plans=apply_measurements(profile, advice.plans))
+    return advice
+
+
+def _advise(profile: HardwareProfile, request: Request, here: bool, python: str | None) -> Advice:
     from advisor.planner import plan_for_gguf
     from advisor.planner import recommend as plan_recommend
     from advisor.rules import load_rules

@@ -8,6 +8,7 @@ import typer
 
 from advisor import __version__
 from advisor.cli import _errors
+from advisor.cli import bench as bench_cmd
 from advisor.cli import catalog as catalog_cmd
 from advisor.cli import estimate as estimate_cmd
 from advisor.cli import probe as probe_cmd
@@ -47,6 +48,7 @@ app.command("run")(run_cmd.run)
 app.command("quantize")(quantize_cmd.quantize)
 app.command("ps")(run_cmd.ps)
 app.command("stop")(run_cmd.stop)
+app.command("bench")(bench_cmd.bench)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog
 from advisor.planner.llamacpp import Contexts, Fit, LlamaChoice, plan_llama, threads_for
 from advisor.planner.machine import Machine, build_machine
 from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend, superseded
-from advisor.planner.speed import predict, quick_decode
+from advisor.planner.speed import active_params_of, model_speed, predict, quick_decode
 from advisor.planner.vllm import VllmMiss, plan_vllm, quantization_for
 from advisor.planner.whynot import Rejection
 from advisor.probe.profile import HardwareProfile
@@ -268,11 +268,12 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
     if ctx_cap is not None and not cx.fixed:
         cap = max(cx.floor, min(cx.want, ctx_cap))
         cx = Contexts(cap, min(cx.need, cap), cx.floor, False)
-    active = (model.params_active_b or model.params_total_b) * 1e9 if model else facts.weights_bytes / 1.0
+    active = (model.params_active_b or model.params_total_b) * 1e9 if model else active_params_of(facts)
+    ms = model_speed(facts, v.quant if v else None, frac)
 
     def speed(c: LlamaChoice) -> float:
         mem = _llama_memory(c, m)
-        return predict(mem, m, frac, active, read_fraction=c.read_fraction).decode_tokens_per_s or 0.0
+        return predict(mem, m, frac, active, model=ms, read_fraction=c.read_fraction).decode_tokens_per_s or 0.0
 
     engine = assemble.engine_for(req.engines, LLAMA_CPP)
     one_slot = not flags_of(engine).get("parallel", True)  # llama-cpp-python serves one request at a time
@@ -292,7 +293,7 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
     ref = _ref(model, v, facts)
     sampling = assemble.sampling_of(model)
     memory = _llama_memory(choice, m)
-    predicted = predict(memory, m, frac, active, read_fraction=choice.read_fraction)
+    predicted = predict(memory, m, frac, active, model=ms, threads=threads, read_fraction=choice.read_fraction)
     per_slot = choice.ctx // choice.parallel
     ctx_why = (f"context {per_slot} tokens per slot x {choice.parallel} slot(s)"
                + (" as asked" if cx.fixed else f": this task needs {cx.need} ({m.rules.why('task_ctx')}); start "
@@ -340,7 +341,8 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
     active = (model.params_active_b or model.params_total_b) * 1e9
     frac = active / (model.params_total_b * 1e9)
     # pipeline stages run one after the other; tensor-parallel ranks and replicas at once
-    predicted = predict(choice.memory, m, frac, active, tensor_parallel=choice.settings.pipeline_parallel_size == 1)
+    predicted = predict(choice.memory, m, frac, active, tensor_parallel=choice.settings.pipeline_parallel_size == 1,
+                        model=model_speed(None, v.quant, frac))
     engine = assemble.engine_for(req.engines, VLLM)
     why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, memory_basis(m, req),
            *assemble.sampling_notes(engine, sampling)]

@@ -1,62 +1,320 @@
-"""Predicted speed, an estimate: decode is memory-bound (every weight read once per token, KV cache read for
-the context), prefill compute-bound (2 FLOPs per active parameter per token). Bandwidths and TFLOPs come from
-rules/gpus.toml and rules/speed.toml; the efficiencies from rules/speed.toml.
+"""Predicted speed of one llama.cpp (or vLLM) configuration, per backend, from the hardware and the model.
+
+Decode (one token) is memory-bound: every device reads, per token, the weights it holds that the token uses, and
+the time is the sum over devices (llama.cpp runs the layers one device after the other; tensor-parallel ranks work
+at once, so their time is the largest one's):
+
+    bytes_d = layer weights on d x read fraction (MoE: shared tensors and n_used of n_expert experts)
+              + one row of the token-embedding table (llama.cpp's get_rows, src/llama-graph.cpp build_inp_embd; the
+                table lives in host memory, llama-model.cpp puts LLM_TENSOR_LAYER_INPUT on the CPU)
+              + the KV cache of the tokens already in context (attention reads all of it)
+    t_decode = sum_d bytes_d / (bandwidth_d x efficiency[backend_d][quant family]) + n_layer x per-layer overhead
+
+Prefill is compute-bound: 2 FLOPs per active parameter per token plus attention (4 x n_layer x n_embd x depth),
+on the GPUs' FP16 tensor throughput (or the CPU's cores) times an efficiency per backend and quant family. The
+quantized matrix kernels (ggml-cuda mmq.cu, ggml-metal's mul_mm) dequantize to the same FP16/INT8 math, so an F16
+model is not slower to prefill than a Q4_0 one: the file size does not enter prefill.
+
+Efficiencies, overheads and the range a prediction carries are in rules/speed.toml, fitted on the calibration part
+of tests/data/llama-bench/results.csv (public llama-bench results; the evaluation part is held out, see
+benchmarks/speed_accuracy.py). Bandwidth and TFLOPs come from the planner's Machine (rules/gpus.toml, the probe, or
+a measurement by ``advisor bench --memory``). Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from advisor.plan import DeviceMemory, Predicted
 from advisor.planner.machine import Machine
 
-BASIS = ("estimate: decode = efficiency x memory bandwidth / bytes read per token (weights, MoE: active experts "
-         "only, plus half the KV cache); prefill = efficiency x FP16 throughput / (2 x active parameters) "
-         "[rules/speed.toml, rules/gpus.toml]")
+#: Quant families the efficiencies are given for (rules/speed.toml); every GGUF type maps to one.
+FAMILIES = ("f16", "q8_0", "q4_0", "k", "iq", "mxfp4")
+#: llama-bench's tg128 averages over contexts 0..127, pp512 over 0..511: the depth a plan's figure is quoted at.
+DEFAULT_DEPTH = 64
+BASIS_MODEL = "model"
+BASIS_MEASURED = "measured"
+BASIS_CALIBRATED = "calibrated"
+
+
+def quant_family(quant: str | None) -> str:
+    """The efficiency family of a quant name (GGUF file type or vLLM quantization): F16/BF16/F32 -> f16, Q8_0 and
+    FP8 -> q8_0, the legacy block quants Q4_0..Q5_1 and AWQ/GPTQ int4 -> q4_0, K-quants (and Unsloth's UD-*_XL) -> k,
+    i-quants -> iq, MXFP4 -> mxfp4."""
+    q = (quant or "").upper().replace("UD-", "")
+    if not q or q in ("F16", "BF16", "F32", "FP16", "AUTO", "BFLOAT16", "FLOAT16"):
+        return "f16"
+    if q.startswith("IQ"):
+        return "iq"
+    if "MXFP4" in q:
+        return "mxfp4"
+    if q.startswith(("Q8_0", "FP8", "Q8")) and "_K" not in q:
+        return "q8_0"
+    if re.match(r"^Q\d_K", q) or q.startswith("TQ"):
+        return "k"
+    return "q4_0"
+
+
+@dataclass(frozen=True)
+class ModelSpeed:
+    """What the speed model needs to know of a model, besides where its weights sit."""
+
+    quant: str | None = None
+    embd_bytes: int = 0  # the input token-embedding table (read one row per token)
+    n_vocab: int = 0
+    n_layer: int = 0
+    n_embd: int = 0
+    kv_bytes_per_token: float = 0.0  # KV cache bytes per token of context, all layers (f16)
+    read_fraction: float = 1.0  # share of the layer weights a token reads (MoE: < 1)
+
+    @property
+    def family(self) -> str:
+        return quant_family(self.quant)
+
+
+def dominant_type(facts: Any) -> str | None:
+    """The GGML type holding most of the layer weights of a GGUF (its quant when no name is given)."""
+    by_type: dict[str, int] = {}
+    for t in facts.tensors:
+        if t.name.startswith("blk.") and not t.name.endswith(".all") and len(t.shape) >= 2:
+            by_type[t.type_name] = by_type.get(t.type_name, 0) + t.nbytes
+    return max(by_type, key=lambda k: by_type[k]) if by_type else None
+
+
+def active_params_of(facts: Any) -> float:
+    """Parameters a token multiplies by, counted from a GGUF's tensor shapes: every weight but the token-embedding
+    table (a lookup), MoE expert tensors at n_used / n_expert."""
+    import math
+    total = 0.0
+    for t in facts.tensors:
+        if t.name == "token_embd.weight" or t.name.endswith(".all"):
+            continue
+        n = float(math.prod(t.shape))
+        if "_exps." in t.name and facts.n_expert:
+            n *= facts.n_expert_used / facts.n_expert
+        total += n
+    return total
+
+
+def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1.0) -> ModelSpeed:
+    """A ModelSpeed from advisor.gguf.facts.ModelFacts (or None: a neutral one)."""
+    if facts is None:
+        return ModelSpeed(quant=quant, read_fraction=active_fraction)
+    quant = quant or dominant_type(facts)
+    embd = next((t.nbytes for t in facts.tensors if t.name == "token_embd.weight"), 0)
+    kv_heads = facts.n_head_kv[0] if facts.n_head_kv else 0
+    kv = facts.n_layer * kv_heads * (facts.head_dim_k + facts.head_dim_v) * 2
+    return ModelSpeed(quant=quant, embd_bytes=embd, n_vocab=facts.n_vocab, n_layer=facts.n_layer,
+                      n_embd=facts.n_embd, kv_bytes_per_token=float(kv), read_fraction=active_fraction)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One device's share of a configuration."""
+
+    backend: str  # cuda | rocm | metal | vulkan | sycl | cpu
+    bandwidth_gbs: float
+    tflops: float  # dense FP16 tensor/matrix throughput (GPUs); the CPU's is computed from its cores
+    weights_bytes: float  # model weights held on the device (the CPU's include the token-embedding table)
+    layer_share: float  # share of the layers (and of the prefill FLOPs) computed on this device
+    threads: int = 0  # CPU only
+    isa: str = ""  # CPU only: avx512 | avx2 | neon_i8mm | neon_dotprod | neon
+    read_fraction: float | None = None  # overrides the model's read fraction on this device
+
+
+@dataclass(frozen=True)
+class Constants:
+    decode_efficiency: dict[str, dict[str, float]]
+    layer_overhead_us: dict[str, float]
+    prefill_efficiency: dict[str, dict[str, float]]
+    cpu_gflops_per_core: dict[str, float]
+    ranges: dict[str, dict[str, list[float]]]
+
+    @classmethod
+    def from_rules(cls, r: Any) -> Constants:
+        return cls(r["decode_bandwidth_efficiency"], r["decode_layer_overhead_us"], r["prefill_compute_efficiency"],
+                   r["cpu_prefill_gflops_per_core"], r["prediction_range"])
+
+    def _pick(self, table: dict[str, Any], backend: str) -> Any:
+        """A backend's entry; a backend without one (vulkan_nvidia -> vulkan, anything else -> vulkan) falls back."""
+        return table.get(backend) or table.get(backend.split("_")[0]) or table["vulkan" if backend != "cpu" else "cpu"]
+
+    def decode_eff(self, backend: str, family: str) -> float:
+        t = self._pick(self.decode_efficiency, backend)
+        return float(t.get(family, t["q4_0"]))
+
+    def prefill_eff(self, backend: str, family: str) -> float:
+        t = self._pick(self.prefill_efficiency, backend)
+        return float(t.get(family, t["q4_0"]))
+
+    def overhead_s(self, backend: str, n_layer: int) -> float:
+        return float(self._pick(self.layer_overhead_us, backend)) * 1e-6 * n_layer
+
+    def range_of(self, backend: str, test: str) -> tuple[float, float]:
+        lo, hi = self._pick(self.ranges, backend)[test]
+        return float(lo), float(hi)
+
+
+def decode_seconds(parts: list[Part], ms: ModelSpeed, c: Constants, depth: int = DEFAULT_DEPTH,
+                   tensor_parallel: bool = False) -> float:
+    """Seconds per generated token at ``depth`` tokens of context."""
+    fam = ms.family
+    row = ms.embd_bytes / ms.n_vocab if ms.n_vocab else 0.0
+    times = []
+    for p in parts:
+        w = p.weights_bytes
+        embd_here = min(ms.embd_bytes, w) if p.backend == "cpu" else 0.0
+        frac = ms.read_fraction if p.read_fraction is None else p.read_fraction
+        read = (w - embd_here) * frac + (row if embd_here else 0.0)
+        read += ms.kv_bytes_per_token * depth * p.layer_share
+        if read <= 0:
+            continue
+        bw = p.bandwidth_gbs * 1e9 * c.decode_eff(p.backend, fam)
+        times.append(read / bw if bw > 0 else float("inf"))
+    if not times:
+        return 0.0
+    main = next((p.backend for p in parts if p.layer_share > 0 and p.backend != "cpu"), "cpu")
+    compute = max(times) if tensor_parallel else sum(times)
+    return compute + c.overhead_s(main, ms.n_layer)
+
+
+def _cpu_flops(p: Part, c: Constants) -> float:
+    per_core = c.cpu_gflops_per_core.get(p.isa) or c.cpu_gflops_per_core["default"]
+    return max(1, p.threads) * per_core * 1e9
+
+
+def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: Constants,
+                    depth: int = 256, tensor_parallel: bool = False) -> float:
+    """Seconds per prompt token (a 512-token batch averages 256 tokens of context: ``depth``)."""
+    fam = ms.family
+    flops = 2.0 * active_params + 4.0 * ms.n_layer * ms.n_embd * depth
+    gpu = [p for p in parts if p.backend != "cpu" and p.layer_share > 0]
+    if tensor_parallel and gpu:
+        rate = sum(p.tflops * 1e12 * c.prefill_eff(p.backend, fam) for p in gpu)
+        return flops / rate if rate > 0 else float("inf")
+    total = 0.0
+    for p in parts:
+        if p.layer_share <= 0:
+            continue
+        if p.backend == "cpu":
+            rate = _cpu_flops(p, c) * c.prefill_eff("cpu", fam)
+        else:
+            rate = p.tflops * 1e12 * c.prefill_eff(p.backend, fam)
+        total += flops * p.layer_share / rate if rate > 0 else float("inf")
+    return total
+
+
+def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list[str] | tuple[str, ...] = ()) -> str:
+    """The key of rules/speed.toml's tables: the llama.cpp backend, with Vulkan on NVIDIA apart (ggml-vulkan runs
+    its matrix multiplications on the tensor cores there through NV_cooperative_matrix2 / KHR_cooperative_matrix,
+    ggml/src/ggml-vulkan/ggml-vulkan.cpp; on GPUs without them it uses the shader cores) and HBM GPUs apart
+    (``<backend>_hbm``: one token's matrix-vector products keep too few bytes in flight to cover HBM's latency, so
+    they reach a smaller share of its bandwidth; rules/speed.toml hbm_gpu_match names them). A key without an
+    entry falls back to the backend's own."""
+    if backend.startswith("cpu"):
+        return "cpu"
+    if backend == "vulkan" and vendor == "nvidia":
+        return "vulkan_nvidia"
+    if gpu_name and any(re.search(p, gpu_name, re.IGNORECASE) for p in hbm_match):
+        return f"{backend}_hbm"
+    return backend
+
+
+def cpu_isa(features: list[str] | tuple[str, ...]) -> str:
+    f = set(features)
+    if "avx512f" in f:
+        return "avx512"
+    if "avx2" in f:
+        return "avx2"
+    if "i8mm" in f:
+        return "neon_i8mm"
+    if "dotprod" in f or "asimddp" in f:
+        return "neon_dotprod"
+    if "neon" in f or "asimd" in f:
+        return "neon"
+    return "default"
+
+
+def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
+             read_fraction: Mapping[str, float] | None = None) -> list[Part]:
+    """The plan's devices as speed-model Parts; a device's layer share is its share of the weights."""
+    gpus = {d.name: d for d in m.gpus}
+    total = sum(d.weights_bytes for d in memory) or 1
+    hbm = m.rules["hbm_gpu_match"]
+    rf = read_fraction or {}
+    out = []
+    cpu = m.profile.cpu
+    for d in memory:
+        if d.device in gpus:
+            g = gpus[d.device]
+            key = speed_backend(m.backend, m.vendor, g.gpu.name if g.gpu else "", hbm)
+            out.append(Part(key, g.bandwidth_gbs or 0.0, g.tflops or 0.0, d.weights_bytes, d.weights_bytes / total,
+                            read_fraction=rf.get(d.device)))
+        elif d.device == "cpu":
+            t = threads or cpu.performance_cores or cpu.physical_cores or cpu.logical_cores or 1
+            out.append(Part("cpu", m.cpu.bandwidth_gbs, 0.0, d.weights_bytes, d.weights_bytes / total,
+                            threads=t, isa=cpu_isa(cpu.features), read_fraction=rf.get("cpu")))
+    return out
+
+
+def _fix_cpu_share(parts: list[Part], ms: ModelSpeed) -> list[Part]:
+    """The CPU's token-embedding table is not a layer: it computes nothing (its layer share leaves it out)."""
+    import dataclasses
+    rest = sum(p.weights_bytes for p in parts) - ms.embd_bytes
+    if rest <= 0:
+        return parts
+    out = []
+    for p in parts:
+        w = p.weights_bytes - (min(ms.embd_bytes, p.weights_bytes) if p.backend == "cpu" else 0.0)
+        out.append(dataclasses.replace(p, layer_share=max(0.0, w) / rest))
+    return out
 
 
 def predict(memory: list[DeviceMemory], m: Machine, active_fraction: float, active_params: float,
-            tensor_parallel: bool = False, read_fraction: Mapping[str, float] | None = None) -> Predicted:
-    """``read_fraction``: per device, the share of its weights read per token where it differs from
-    ``active_fraction`` (--n-cpu-moe: the CPU holds only experts)."""
-    r = m.rules
-    read_fraction = read_fraction or {}
-    bw = {d.name: d.bandwidth_gbs for d in m.gpus}
-    fl = {d.name: d.tflops for d in m.gpus}
-    bw["cpu"] = m.cpu.bandwidth_gbs
-    fl["cpu"] = m.cpu.tflops
-    # Sequential layers: the times add up; tensor parallel ranks work at once (each reads its share).
-    seconds = 0.0
-    gpu_bytes = 0
-    for d in memory:
-        read = d.weights_bytes * read_fraction.get(d.device, active_fraction) + d.kv_cache_bytes * 0.5
-        if d.device != "cpu":
-            gpu_bytes += d.weights_bytes
-        b = bw.get(d.device, 0.0) or 1.0
-        part = read / (b * 1e9 * r["decode_efficiency"])
-        seconds = max(seconds, part) if tensor_parallel else seconds + part
-    decode = 1.0 / seconds if seconds > 0 else None
-    on_gpu = [d for d in memory if d.device != "cpu" and d.weights_bytes]
-    if on_gpu:
-        tflops = sum(fl.get(d.device, 0.0) for d in on_gpu) if tensor_parallel or len(on_gpu) > 1 else \
-            fl.get(on_gpu[0].device, 0.0)
-    else:
-        tflops = fl["cpu"]
-    prefill = tflops * 1e12 * r["prefill_efficiency"] / (2 * active_params) if active_params and tflops else None
+            tensor_parallel: bool = False, model: ModelSpeed | None = None, depth: int = DEFAULT_DEPTH,
+            threads: int | None = None, read_fraction: Mapping[str, float] | None = None) -> Predicted:
+    """Decode and prefill tokens/s of the plan whose weights sit as ``memory`` says, with a low-high range.
+
+    ``read_fraction``: per device, the share of its layer weights a token reads where it differs from the model's
+    (with --n-cpu-moe the CPU holds only expert tensors, of which a token reads n_used / n_expert)."""
+    ms = model or ModelSpeed(read_fraction=active_fraction)
+    if model is not None and model.read_fraction == 1.0 and active_fraction != 1.0:
+        import dataclasses
+        ms = dataclasses.replace(model, read_fraction=active_fraction)
+    c = Constants.from_rules(m.rules)
+    parts = _fix_cpu_share(parts_of(memory, m, threads, read_fraction), ms)
+    main = next((p.backend for p in parts if p.backend != "cpu" and p.layer_share > 0), "cpu")
+    sd = decode_seconds(parts, ms, c, depth, tensor_parallel)
+    sp = prefill_seconds(parts, active_params, ms, c, tensor_parallel=tensor_parallel) if active_params else 0.0
+    decode = 1.0 / sd if sd > 0 else None
+    prefill = 1.0 / sp if sp > 0 and sp != float("inf") else None
+    dlo, dhi = c.range_of(main, "decode")
+    plo, phi = c.range_of(main, "prefill")
     return Predicted(
-        decode_tokens_per_s=round(decode, 1) if decode else None,
-        prefill_tokens_per_s=round(prefill, 0) if prefill else None,
-        basis=BASIS,
+        decode_tokens_per_s=_r(decode, 1), prefill_tokens_per_s=_r(prefill, 0), basis=BASIS_MODEL,
+        decode_low=_r(decode * dlo, 1) if decode else None, decode_high=_r(decode * dhi, 1) if decode else None,
+        prefill_low=_r(prefill * plo, 0) if prefill else None, prefill_high=_r(prefill * phi, 0) if prefill else None,
+        note=(f"speed model [{main}, {ms.family}]: decode = bytes read per token / (bandwidth x efficiency) + "
+              f"per-layer overhead; prefill = FLOPs / (throughput x efficiency) [rules/speed.toml]"),
     )
+
+
+def _r(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(x, nd)
 
 
 def quick_decode(size_bytes: int, active_fraction: float, m: Machine) -> float:
     """An upper bound of the decode speed of a ``size_bytes`` model: as much of it as the GPUs' budget allows on
-    the GPUs, the rest on the CPU (used to skip variants that cannot reach the minimum speed without sizing them)."""
-    r = m.rules
+    the GPUs (at their best quant family's efficiency), the rest on the CPU (used to skip variants that cannot
+    reach the minimum speed without sizing them)."""
+    c = Constants.from_rules(m.rules)
     on_gpu = min(size_bytes, m.gpu_budget_bytes) if m.gpus else 0
     bw_gpu = max((d.bandwidth_gbs for d in m.gpus), default=0.0) * (len(m.gpus) or 1)
-    seconds = (size_bytes - on_gpu) * active_fraction / (m.cpu.bandwidth_gbs * 1e9 * r["decode_efficiency"])
+    best = lambda b: max(c._pick(c.decode_efficiency, b).values())
+    seconds = (size_bytes - on_gpu) * active_fraction / (m.cpu.bandwidth_gbs * 1e9 * best("cpu"))
     if on_gpu and bw_gpu:
-        seconds += on_gpu * active_fraction / (bw_gpu * 1e9 * r["decode_efficiency"])
+        seconds += on_gpu * active_fraction / (bw_gpu * 1e9 * best(speed_backend(m.backend, m.vendor)))
     return 1.0 / seconds if seconds > 0 else float("inf")

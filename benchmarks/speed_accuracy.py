@@ -1,0 +1,283 @@
+"""Predicted vs measured speed over public llama-bench results (tests/data/llama-bench/results.csv).
+
+For every row the speed model of advisor/planner/speed.py predicts the row's test (pp512: prefill; tg128/tg512:
+decode at the test's average depth) from the device's datasheet figures (tests/data/llama-bench/hardware.csv) and
+the model's shape (models.csv). The table shows, per set (calibration: the rows rules/speed.toml was fitted on;
+evaluation: held out, devices chosen by the rule in SOURCES.md), backend and test, how many predictions fall within
++-25 % of the measurement and the median error.
+
+    python benchmarks/speed_accuracy.py            # the table
+    python benchmarks/speed_accuracy.py --rows     # every row: predicted, measured, ratio
+    python benchmarks/speed_accuracy.py --fit      # constants fitted on the calibration set, as TOML
+    python benchmarks/speed_accuracy.py --baseline # also the estimate advisor used before, on the same rows
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from advisor.planner import speed
+from advisor.rules import Subject, load_rules
+
+DATA = ROOT / "tests" / "data" / "llama-bench"
+GIB = 1 << 30
+BACKENDS = {"CUDA": "cuda", "ROCm": "rocm", "Vulkan": "vulkan", "Metal": "metal", "CPU": "cpu", "SYCL": "sycl"}
+FITTED = ("cuda", "cuda_hbm", "rocm", "vulkan", "vulkan_nvidia", "metal", "cpu")
+#: Families fitted together (too few rows per family): 8-16-bit types stream at one rate, 4-bit block types at
+#: another; prefill: F16 (cuBLAS/hipBLAS/mul_mm in F16) apart from every quantized type (MMQ / dequantize+mul_mm).
+DECODE_GROUPS = (("f16", "q8_0"), ("q4_0", "k", "iq", "mxfp4"))
+PREFILL_GROUPS = (("f16",), ("q8_0", "q4_0", "k", "iq", "mxfp4"))
+
+
+def _csv(name: str) -> list[dict[str, str]]:
+    with open(DATA / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@dataclass(frozen=True)
+class Case:
+    row: dict[str, str]
+    backend: str
+    test: str  # pp | tg
+    depth: int
+    measured: float
+    parts: list[speed.Part]
+    ms: speed.ModelSpeed
+    active_params: float
+
+
+def depth_of(test: str) -> tuple[str, int]:
+    """llama-bench's tgN generates N tokens from an empty context (average depth N/2); ppN processes N tokens in
+    one batch (attention over N/2 on average)."""
+    n = int(test[2:])
+    return test[:2], n // 2
+
+
+def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str, dict[str, str]]) -> Case:
+    mdl, dev = models[row["model"]], hw[row["device"]]
+    params, active = float(mdl["params_b"]) * 1e9, float(mdl["active_b"]) * 1e9
+    size = float(row["size_gib"]) * GIB
+    embd_params = int(mdl["n_vocab"]) * int(mdl["n_embd"])
+    embd = size / params * embd_params
+    tied = mdl["tied_embeddings"] == "true"
+    read_fraction = 1.0 if active >= params else (active - embd_params) / (params - embd_params)
+    kv = 2 * int(mdl["n_layer"]) * int(mdl["n_kv_embd"]) * 2.0
+    ms = speed.ModelSpeed(quant=row["quant"], embd_bytes=int(embd), n_vocab=int(mdl["n_vocab"]),
+                          n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]), kv_bytes_per_token=kv,
+                          read_fraction=read_fraction)
+    backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM)
+    bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)
+    if backend == "cpu":
+        parts = [speed.Part("cpu", bw, 0.0, size, 1.0, threads=int(row["threads"] or dev["cores"]), isa=dev["isa"])]
+    else:
+        n = int(row["n_gpus"] or 1)
+        on_gpu = size if tied else size - embd  # a tied output layer is a GPU copy of the table
+        parts = [speed.Part(backend, bw, tf, on_gpu / n, 1.0 / n) for _ in range(n)]
+        parts.append(speed.Part("cpu", 50.0, 0.0, embd, 0.0, threads=1))
+    test, depth = depth_of(row["test"])
+    return Case(row, backend, test, depth, float(row["tps"]), parts, ms, active)
+
+
+def predicted(case: Case, c: speed.Constants) -> float:
+    if case.test == "tg":
+        return 1.0 / speed.decode_seconds(case.parts, case.ms, c, case.depth)
+    return 1.0 / speed.prefill_seconds(case.parts, case.active_params, case.ms, c, case.depth)
+
+
+def previous(case: Case) -> float:
+    """The speed estimate advisor used before this model (for comparison, --baseline): every weight on a device read
+    per token at 60 % of its bandwidth, the token-embedding table from RAM at 40 GB/s (60 GB/s on a Mac, 150 GB/s
+    on 24+ cores), MoE weights scaled by the active share; prefill at 35 % of the FP16 TFLOPs (CPU: 50 GFLOPS per
+    core), whatever the quant or backend."""
+    apple = case.row["backend"] == "Metal" or case.row["device"].startswith("Apple")
+    ram = 60.0 if apple else 40.0
+    frac = case.ms.read_fraction
+    if case.test == "tg":
+        t = 0.0
+        for p in case.parts:
+            bw = p.bandwidth_gbs if p.backend != "cpu" else (150.0 if p.threads >= 24 else ram)
+            t += p.weights_bytes * frac / (bw * 1e9 * 0.6)
+        return 1.0 / t
+    gpu = [p for p in case.parts if p.backend != "cpu"]
+    flops = gpu[0].tflops * 1e12 if gpu else case.parts[0].threads * 50e9
+    return flops * 0.35 / (2 * case.active_params)
+
+
+def load() -> list[Case]:
+    models = {m["model"]: m for m in _csv("models.csv")}
+    hw = {h["device"]: h for h in _csv("hardware.csv")}
+    return [case_of(r, models, hw) for r in _csv("results.csv")]
+
+
+def _resolved():
+    return load_rules(ROOT / "rules").resolve(Subject())
+
+
+HBM = tuple(_resolved()["hbm_gpu_match"])
+
+
+def constants() -> speed.Constants:
+    return speed.Constants.from_rules(_resolved())
+
+
+def summary(cases: list[Case], c: speed.Constants,
+            model: Callable[[Case, speed.Constants], float] | None = None
+            ) -> list[tuple[str, str, str, int, float, float, float]]:
+    predicted_ = model or predicted
+    out = []
+    for split in ("calibration", "evaluation"):
+        for backend in (*FITTED, "all"):
+            for test in ("pp", "tg"):
+                sel = [k for k in cases if k.row["split"] == split and k.test == test
+                       and (backend == "all" or k.backend == backend)]
+                if not sel:
+                    continue
+                ratios = [predicted_(k, c) / k.measured for k in sel]
+                errs = [abs(r - 1) for r in ratios]
+                within = sum(e <= 0.25 for e in errs) / len(errs)
+                out.append((split, backend, "pp512" if test == "pp" else "tg", len(sel), within,
+                            statistics.median(errs), statistics.median(ratios)))
+    return out
+
+
+def print_table(cases: list[Case], c: speed.Constants,
+                model: Callable[[Case, speed.Constants], float] | None = None) -> None:
+    print(f"{'set':<12} {'backend':<8} {'test':<6} {'rows':>5} {'within 25%':>11} {'median err':>11} "
+          f"{'median pred/meas':>17}")
+    for split, backend, test, n, within, med, ratio in summary(cases, c, model):
+        print(f"{split:<12} {backend:<8} {test:<6} {n:>5} {within:>10.0%} {med:>10.0%} {ratio:>17.2f}")
+
+
+def print_rows(cases: list[Case], c: speed.Constants) -> None:
+    for k in cases:
+        p = predicted(k, c)
+        r = k.row
+        print(f"{r['split'][:4]} {k.backend:<6} {r['device'][:28]:<28} {r['model']:<16} {r['quant']:<8} "
+              f"{r['test']:<6} n{r['n_gpus'] or 1} pred {p:9.1f} meas {k.measured:9.1f} ratio {p / k.measured:5.2f}")
+
+
+# --- fitting (calibration set only) -----------------------------------------------------------------------------
+
+def _median_or(values: list[float], default: float) -> float:
+    return statistics.median(values) if values else default
+
+
+def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dict[str, float], float]:
+    """Per-layer overhead by a grid, then each family's efficiency as the median implied by its rows."""
+    sel = [k for k in cases if k.backend == backend and k.test == "tg"]
+    if not sel:
+        return dict(c._pick(c.decode_efficiency, backend)), c._pick(c.layer_overhead_us, backend)
+    best = None
+    for us in [x * 2.5 for x in range(41)]:
+        effs = {}
+        for group in DECODE_GROUPS:
+            imp = []
+            for k in sel:
+                if k.ms.family not in group:
+                    continue
+                t = 1.0 / k.measured - us * 1e-6 * k.ms.n_layer
+                unit = speed.decode_seconds(k.parts, k.ms, _unit(c), k.depth) - _unit(c).overhead_s(backend, 0)
+                if t > 0:
+                    imp.append(unit / t)
+            if imp:
+                effs.update({fam: min(0.98, statistics.median(imp)) for fam in group})
+        trial = _with(c, backend, effs, us)
+        err = statistics.median(abs(predicted(k, trial) / k.measured - 1) for k in sel)
+        if best is None or err < best[0]:
+            best = (err, effs, us)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _unit(c: speed.Constants) -> speed.Constants:
+    ones = {b: {f: 1.0 for f in speed.FAMILIES} for b in (*c.decode_efficiency, *FITTED)}
+    return speed.Constants(ones, {b: 0.0 for b in (*c.layer_overhead_us, *FITTED)}, c.prefill_efficiency,
+                           c.cpu_gflops_per_core, c.ranges)
+
+
+def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -> speed.Constants:
+    table = {b: dict(v) for b, v in c.decode_efficiency.items()}
+    table.setdefault(backend, dict(c._pick(c.decode_efficiency, backend))).update(effs)
+    over = dict(c.layer_overhead_us)
+    over[backend] = us
+    return speed.Constants(table, over, c.prefill_efficiency, c.cpu_gflops_per_core, c.ranges)
+
+
+def fit_prefill(cases: list[Case], c: speed.Constants, backend: str) -> dict[str, float]:
+    sel = [k for k in cases if k.backend == backend and k.test == "pp"]
+    ones = {b: {f: 1.0 for f in speed.FAMILIES} for b in (*c.prefill_efficiency, *FITTED)}
+    unit = speed.Constants(c.decode_efficiency, c.layer_overhead_us, ones, c.cpu_gflops_per_core, c.ranges)
+    effs = {}
+    for group in PREFILL_GROUPS:
+        imp = [k.measured * speed.prefill_seconds(k.parts, k.active_params, k.ms, unit, k.depth)
+               for k in sel if k.ms.family in group]
+        if imp:
+            effs.update({fam: statistics.median(imp) for fam in group})
+    return effs
+
+
+def _fill(effs: dict[str, float], fallback: dict[str, float]) -> dict[str, float]:
+    """Families of a group without rows: the other group's value (the backend's only measurement), else the
+    previous value."""
+    other = next(iter(effs.values()), None)
+    return {fam: effs.get(fam, other if other is not None else fallback[fam]) for fam in speed.FAMILIES}
+
+
+def _pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    i = min(len(v) - 1, max(0, round(q * (len(v) - 1))))
+    return v[i]
+
+
+def fit(cases: list[Case], c: speed.Constants) -> str:
+    cal = [k for k in cases if k.row["split"] == "calibration"]
+    dec, over, pre = {}, {}, {}
+    for b in FITTED:
+        effs, us = fit_decode(cal, c, b)
+        dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
+        pre[b] = _fill(fit_prefill(cal, c, b), c._pick(c.prefill_efficiency, b))
+    fitted = speed.Constants(dec, over, pre, c.cpu_gflops_per_core, c.ranges)
+    ranges = {}
+    for b in FITTED:  # pooled over backends: a single backend's few rows would give a falsely narrow range
+        ranges[b] = {}
+        for test, key in (("tg", "decode"), ("pp", "prefill")):
+            rs = [k.measured / predicted(k, fitted) for k in cal if k.test == test]
+            ranges[b][key] = [round(_pct(rs, 0.05), 2), round(_pct(rs, 0.95), 2)]
+    lines = ["[rule.set.decode_bandwidth_efficiency]"]
+    lines += [f"{b} = {{ " + ", ".join(f"{f} = {v:.2f}" for f, v in dec[b].items()) + " }" for b in dec]
+    lines += ["", "[rule.set.decode_layer_overhead_us]"] + [f"{b} = {v:.1f}" for b, v in over.items()]
+    lines += ["", "[rule.set.prefill_compute_efficiency]"]
+    lines += [f"{b} = {{ " + ", ".join(f"{f} = {v:.3f}" for f, v in pre[b].items()) + " }" for b in pre]
+    lines += ["", "[rule.set.prediction_range]"]
+    lines += [f"{b} = {{ decode = {r['decode']}, prefill = {r['prefill']} }}" for b, r in ranges.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    cases, c = load(), constants()
+    if "--fit" in argv:
+        print(fit(cases, c))
+        return 0
+    if "--rows" in argv:
+        print_rows(cases, c)
+        print()
+    print(f"{len(cases)} public llama-bench results ({DATA.relative_to(ROOT)}/results.csv); "
+          "pp512 = prefill, tg = decode (tg128/tg512)")
+    print_table(cases, c)
+    if "--baseline" in argv:
+        print("\nThe estimate advisor used before (one efficiency, the embedding table read from RAM, prefill from "
+              "TFLOPs at 35 %):")
+        print_table(cases, c, lambda k, _c: previous(k))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
