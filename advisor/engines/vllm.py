@@ -63,6 +63,10 @@ def build_args(settings: VllmSettings, model_path: str, sampling: Mapping[str, f
         args += ["--enforce-eager"]
     if settings.max_num_batched_tokens is not None:
         args += ["--max-num-batched-tokens", str(settings.max_num_batched_tokens)]
+    if settings.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(settings.pipeline_parallel_size)]
+    if settings.distributed_executor_backend:
+        args += ["--distributed-executor-backend", settings.distributed_executor_backend]
     return args + sampling_args(sampling)
 
 
