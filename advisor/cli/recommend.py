@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +13,6 @@ import typer
 from advisor.cli._options import (
     ConcurrencyOpt,
     ContextOpt,
-    HardwareOpt,
     JsonOpt,
     LicenseOpt,
     MaxSizeOpt,
@@ -26,6 +26,7 @@ class Format(str, Enum):
     shell = "shell"
     systemd = "systemd"
     compose = "compose"
+    k8s = "k8s"
 
 
 class Backend(str, Enum):
@@ -42,7 +43,12 @@ def recommend(
     model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.")] = None,
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
-    hardware: HardwareOpt = None,
+    hardware: Annotated[list[Path] | None, typer.Option(
+        "--hardware", dir_okay=False, help="A profile from 'advisor probe --json' instead of probing this machine; "
+        "repeat it for a plan across machines (the first is the head).")] = None,
+    hardware_dir: Annotated[Path | None, typer.Option(
+        "--hardware-dir", file_okay=False, help="Plan every *.json profile in this folder on its own: one JSON "
+        "object per machine per line.")] = None,
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     json_output: JsonOpt = False,
     why_not: Annotated[str | None, typer.Option("--why-not", help="Explain why a model was not chosen.")] = None,
@@ -56,9 +62,22 @@ def recommend(
 
     if concurrency < 1 or top < 1 or (context is not None and context < 1):
         raise BadInputError("--concurrency, --top and --context must be at least 1")
-    profile = load_hardware(hardware)
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
                       max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top)
+    if hardware_dir is not None:
+        if hardware:
+            raise BadInputError("give --hardware-dir or --hardware, not both")
+        from advisor.app.cluster import advise_fleet
+
+        for line in advise_fleet(hardware_dir, request):
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+        return
+    hardware = hardware or []
+    if len(hardware) > 1:
+        _cluster(hardware, request, why_not, json_output or fmt == Format.json, fmt)
+        return
+    profile = load_hardware(hardware[0] if hardware else None)
     advice = advise(profile, request)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:
@@ -84,8 +103,40 @@ def recommend(
         sys.stdout.write(formats.systemd(best))
     elif fmt == Format.compose:
         sys.stdout.write(formats.compose(best, vendor))
+    elif fmt == Format.k8s:
+        from advisor.render import cluster as cluster_formats
+
+        sys.stdout.write(cluster_formats.k8s(best))
     else:
         _table(plans)
+
+
+def _cluster(paths: list[Path], request, why_not: str | None, as_json: bool, fmt: Format) -> None:  # type: ignore[no-untyped-def]
+    """Plans across the machines of ``paths`` (the first is the head)."""
+    from advisor.app.advise import load_profile
+    from advisor.app.cluster import advise_cluster
+    from advisor.errors import BadInputError
+    from advisor.render import cluster as cluster_formats
+
+    profiles = [load_profile(p) for p in paths]
+    rec = advise_cluster(profiles, request)
+    if why_not is not None:
+        print("\n".join(rec.why_not(why_not) or [f"{why_not}: not considered (not in the catalog, or filtered out)"]))
+        return
+    for note in rec.notes:
+        print(f"note: {note}", file=sys.stderr)
+    best = rec.best()  # raises NothingFitsError naming the closest candidate
+    if as_json:
+        sys.stdout.write(json.dumps({"hardware": [p.to_dict() for p in profiles],
+                                     "plans": [p.to_dict() for p in rec.plans]}, indent=2) + "\n")
+    elif fmt == Format.shell:
+        sys.stdout.write(cluster_formats.shell(best))
+    elif fmt == Format.k8s:
+        sys.stdout.write(cluster_formats.k8s(best))
+    elif fmt == Format.table:
+        _table(rec.plans)
+    else:
+        raise BadInputError(f"--format {fmt.value} describes one machine; for several use shell, k8s or json")
 
 
 def _table(plans) -> None:  # type: ignore[no-untyped-def]
@@ -107,9 +158,13 @@ def _table(plans) -> None:  # type: ignore[no-untyped-def]
             brief = f"ngl {s.n_gpu_layers} ctx {s.ctx} np {s.parallel}"
         else:
             brief = f"len {s.max_model_len} seqs {s.max_num_seqs} util {s.gpu_memory_utilization:g} tp " \
-                    f"{s.tensor_parallel_size}"
+                    f"{s.tensor_parallel_size}" + (f" pp {s.pipeline_parallel_size}" if s.pipeline_parallel_size > 1
+                                                   else "")
+        if p.nodes:
+            brief += f" ({len(p.nodes)} nodes)"
         ram = sum(d.total_bytes for d in p.memory if d.device in ("cpu", "host"))
-        mem = " ".join([f"{d.device} {gib(d.total_bytes)}" for d in p.memory if d.device.startswith("gpu")]
+        mem = " ".join([f"{d.device} {gib(d.total_bytes)}" for d in p.memory
+                        if d.device.startswith("gpu") or ".gpu" in d.device or ".cpu" in d.device]
                        + ([f"ram {gib(ram)}"] if ram else []))
         table.add_row(str(i), p.model.id, p.model.quant or "", p.backend, brief, mem,
                       f"{p.predicted.decode_tokens_per_s or '?'}", f"{p.score:g}")

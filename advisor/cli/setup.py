@@ -48,6 +48,8 @@ def setup(
     venv: VenvOpt = None,
     python: PythonOpt = None,
     force: ForceOpt = False,
+    rpc: Annotated[bool, typer.Option("--rpc", help="Build llama.cpp's RPC parts (rpc-server, llama-cpp-python "
+                                      "with RPC) from the tree of the installed llama-cpp-python.")] = False,
 ) -> None:
     """Install the engine build that fits the hardware, in a virtualenv advisor manages, and verify it.
 
@@ -59,6 +61,9 @@ def setup(
     if backend not in CHOICES:
         raise BadInputError(f"--backend {backend!r} is not one of {', '.join(CHOICES)}")
     chosen = "llama.cpp" if backend == AUTO else backend
+    if rpc:
+        _setup_rpc(dry_run, yes)
+        return
     if hardware is not None:
         from advisor.app.advise import load_profile
 
@@ -95,3 +100,16 @@ def setup(
     if verification is not None:
         line += f"; {verification.summary}"
     sys.stdout.write(line + "\n")
+
+
+def _setup_rpc(dry_run: bool, yes: bool) -> None:
+    from advisor.setup import rpc as rpc_setup
+
+    steps = rpc_setup.steps(rpc_setup.installed_version())
+    if dry_run:
+        sys.stdout.write(rpc_setup.script(steps))
+        return
+    if not yes and not all(s.done.exists() for s in steps):
+        raise BadInputError("setup --rpc builds and installs software", hint="add --yes, or --dry-run to see how")
+    rpc_setup.run(steps, say=_err)
+    sys.stdout.write(rpc_setup.verify(say=lambda _: None) + "\n")
