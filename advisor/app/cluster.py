@@ -34,10 +34,17 @@ WAIT_S = 600.0
 # -- planning -------------------------------------------------------------------------------------------------------
 def advise_cluster(profiles: list[HardwareProfile], request: Any) -> Any:
     """The planner's Recommendation for these machines (node 0 first)."""
+    from advisor.app.advise import is_local_gguf
     from advisor.catalog.load import load_catalog
-    from advisor.planner.cluster import recommend_cluster
+    from advisor.planner import Recommendation
+    from advisor.planner.cluster import plan_gguf_cluster, recommend_cluster
     from advisor.rules import load_rules
 
+    if is_local_gguf(request.model):
+        from advisor.gguf.facts import read_gguf_facts
+
+        plan = plan_gguf_cluster(profiles, load_rules(), read_gguf_facts(request.model), request)
+        return Recommendation([plan], [], [plan])
     return recommend_cluster(profiles, load_catalog(), load_rules(), request)
 
 
@@ -139,6 +146,7 @@ class NodeRun:
     info: Callable[[str], None]
     procs: list[subprocess.Popen] = field(default_factory=list)
     log_dir: Path | None = None
+    keep: bool = False  # --detach after a good check: what the node started outlives advisor
 
     def _env(self, env: dict[str, str]) -> dict[str, str]:
         return {**os.environ, "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0"), **env}
@@ -290,3 +298,63 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
+
+
+def _rpc_head_path() -> None:
+    """The RPC head runs llama-server (the one ``advisor setup --rpc`` built goes first on PATH): llama-cpp-python's
+    server accepts ``rpc_servers`` but 0.3.36 never hands it to llama.cpp (advisor.setup.rpc)."""
+    from advisor.setup.rpc import server_path
+
+    exe = server_path()
+    os.environ["PATH"] = f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def start_node(plan: Plan, index: int, info: Callable[[str], None], timeout: float | None = None,
+               log_dir: Path | None = None, check: bool = False, detach: bool = False, engine: bool = True,
+               json_output: bool = False) -> NodeRun | None:
+    """Start node ``index``'s part of ``plan``. Returns the running head when the engine is to follow (the caller
+    starts and checks it, then calls ``stop()`` unless it detaches); otherwise handles the whole part itself:
+    ``check`` starts, verifies and stops, ``detach`` leaves it running, else it serves until Ctrl-C / SIGTERM."""
+    part = node_part(plan, index)
+    run = NodeRun(plan, part, info, log_dir=log_dir)
+    wait = timeout or WAIT_S
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    keep = False
+    try:
+        t0 = time.monotonic()
+        run.start(wait)
+        if part.role == "head":
+            run.wait_for_workers(wait)
+        ready_s = round(time.monotonic() - t0, 3)
+        info(f"node {index} ({part.role}, {part.host}) ready in {ready_s:.1f} s")
+        if part.role == "head" and engine:
+            os.environ.update(run.engine_env())
+            if plan.llama_cpp is not None and plan.llama_cpp.rpc_servers:
+                _rpc_head_path()
+            keep = True  # the caller owns it from here
+            return run
+        if json_output:
+            sys.stdout.write(json.dumps({"node": index, "role": part.role, "host": part.host, "ready_s": ready_s,
+                                         "steps": [s.kind for s in part.steps if s.kind != "engine"],
+                                         "pids": [p.pid for p in run.procs]}) + "\n")
+            sys.stdout.flush()
+        if check:
+            return None
+        if detach:
+            keep = True
+            info(f"left running: pids {', '.join(str(p.pid) for p in run.procs)}")
+            return None
+        info("serving until Ctrl-C")
+        run.block()
+        return None
+    except KeyboardInterrupt:
+        info(f"node {index}: stopping")
+        return None
+    finally:
+        if not keep:
+            run.stop()
+            signal.signal(signal.SIGTERM, old)  # a head that goes on to its engine keeps Ctrl-C-like SIGTERM

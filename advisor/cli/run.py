@@ -262,6 +262,10 @@ def run(
     ] = None,
     max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="Starts to try, backing off.")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for readiness.")] = None,
+    node: Annotated[int | None, typer.Option("--node", help="Run this node's part of a multi-node --plan "
+                                             "(0 is the head).")] = None,
+    no_engine: Annotated[bool, typer.Option("--no-engine", help="With --node 0: form the cluster, start no "
+                                            "engine.")] = False,
 ) -> None:
     """Start an engine for a model or a plan, check it with a test prompt, and keep it running (or stop: --check).
 
@@ -292,6 +296,19 @@ def run(
     if concurrency < 1 or (context is not None and context < 1):
         raise BadInputError("--concurrency and --context must be at least 1")
     want = _request(task, context, concurrency, backend, max_size, license)
+    node_run = None
+    if node is not None:
+        if plan_file is None or dry_run:
+            raise BadInputError("--node runs a node's part of a multi-node plan: give --plan FILE (no --dry-run)")
+        import atexit
+
+        from advisor.app import cluster as cluster_app
+
+        node_run = cluster_app.start_node(_load_plan(plan_file), node, _err, timeout, state.logs_dir(), check_only,
+                                          detach, engine=not no_engine, json_output=json_output)
+        if node_run is None:
+            return
+        atexit.register(lambda: None if getattr(node_run, "keep", False) else node_run.stop())
     if auto or (model is not None and _plannable(model, file)):
         from advisor.app.advise import advise, hardware as load_hardware, machine_key
 
@@ -383,6 +400,8 @@ def run(
         _print_result(result, json_output)
         if detach:
             keep = True
+            if node_run is not None:
+                node_run.keep = True
             reporter.info(f"left running: {result.base_url} (stop it with 'advisor stop {record.id}')")
             return
         reporter.info(f"serving at {result.base_url}/v1 — press Ctrl-C to stop")

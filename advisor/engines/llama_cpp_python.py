@@ -75,8 +75,6 @@ def build_args(settings: LlamaCppSettings, model_path: str, sampling: Mapping[st
         args += ["--tensor_split", *(f"{x:g}" for x in settings.tensor_split)]
     if settings.main_gpu is not None:
         args += ["--main_gpu", str(settings.main_gpu)]
-    if settings.rpc_servers:  # llama_cpp/server/settings.py rpc_servers: "comma separated list of rpc servers"
-        args += ["--rpc_servers", ",".join(settings.rpc_servers)]
     return args
 
 

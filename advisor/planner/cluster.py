@@ -415,3 +415,30 @@ def _device_label(device: str, names: list[str]) -> str:
 
 
 __all__ = ["recommend_cluster", "rank_weights", "stage_layers", "rpc_machine", "ray_nodes", "host_of"]
+
+
+def plan_gguf_cluster(profiles: list[HardwareProfile], rules: Rules, facts: Any, request: Request = Request()) -> Plan:
+    """A local GGUF file (its header's facts) across machines: on node 0 alone when it fits there, else through
+    llama.cpp's RPC backend over every node. Raises NothingFitsError when even all nodes together miss."""
+    from advisor.catalog.facts import compact, expert_fraction
+    from advisor.errors import NothingFitsError
+    from advisor.planner import Fit, _llama_plan, plan_for_gguf
+
+    try:
+        plan = plan_for_gguf(profiles[0], rules, facts, request)
+        host = host_of(profiles[0], 0)
+        return replace(plan, reasons=[f"one node is enough: fits node 0 ({host}) alone", *plan.reasons])
+    except NothingFitsError:
+        if len(profiles) == 1:
+            raise
+    conc = max(1, request.concurrency)
+    nodes = [ClusterNode(i, p, host_of(p, i), build_machine(p, rules, conc)) for i, p in enumerate(profiles)]
+    m = rpc_machine(nodes)
+    run = _Run(profiles[0], None, m, request, [LLAMA_CPP], "a local GGUF file runs on llama.cpp", {})  # type: ignore[arg-type]
+    native = facts.n_ctx_train or 4096
+    plan = _llama_plan(run, None, None, compact(facts), native, 0.0, [f"local file {facts.path}"],
+                       expert_fraction(facts))
+    if isinstance(plan, Fit):
+        raise NothingFitsError(f"{facts.path}: needs {plan.need_bytes >> 20} MiB on {plan.where} even across the "
+                               f"{len(nodes)} nodes, which has {plan.have_bytes >> 20} MiB after its margins")
+    return _rpc_plan(nodes, m, plan)

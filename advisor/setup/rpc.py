@@ -3,12 +3,13 @@
 ``ggml/src/ggml-rpc``.
 
 - ``ggml-rpc-server`` for the workers: cmake with ``-DGGML_RPC=ON`` (tools/rpc/README.md), only that target.
-- llama-cpp-python for the head, compiled with ``CMAKE_ARGS="-DGGML_RPC=on"`` (its CMakeLists installs ggml-rpc);
-  its server then takes ``--rpc_servers`` (llama_cpp/server/settings.py). pip's wheel cache is keyed by the source,
-  not by CMAKE_ARGS, so the wheel is built from the unpacked tree with ``--no-cache-dir``.
+- ``llama-server`` for the head, from the same tree, whose ``--rpc host:port,...`` registers the RPC devices
+  (common/arg.cpp add_rpc_devices). llama-cpp-python's server is no head: 0.3.36's ServerSettings has
+  ``rpc_servers`` and passes it to ``Llama(...)``, whose ``__init__`` takes it into ``**kwargs`` and never uses it
+  (llama_cpp/llama.py; checked here: the model loaded without one RPC buffer).
 
 Every step is skipped when its output is already there, so a second run costs seconds. Everything lives under
-``$ADVISOR_ENGINES_DIR/llama.cpp-rpc`` (``src``, ``build``, ``bin``, ``wheels``, ``venv``). The builds are CPU-only
+``$ADVISOR_ENGINES_DIR/llama.cpp-rpc`` (``src``, ``build``, ``bin``). The builds are CPU-only
 unless ``gpu_args`` adds the backend's own cmake flags.
 """
 
@@ -46,10 +47,6 @@ def rpc_server_path() -> str:
                              hint="build it with 'advisor setup --rpc --yes'")
 
 
-def rpc_python() -> Path:
-    return root() / "venv" / "bin" / "python"
-
-
 def installed_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -76,30 +73,20 @@ def steps(version: str, python: str = sys.executable, gpu_args: tuple[str, ...] 
     llama = tree / "vendor" / "llama.cpp"
     build = r / "build"
     cmake = ["cmake", "-S", str(llama), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_RPC=ON",
-             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON",
              "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF", *gpu_args]
     if shutil.which("ninja"):
         cmake += ["-G", "Ninja"]
     jobs = str(max(1, os.cpu_count() or 1))
-    venv_python = r / "venv" / "bin" / "python"
     return [
         Step("download the llama-cpp-python source", [python, "-m", "pip", "download", "--no-deps", "--no-binary",
              ":all:", f"{PACKAGE}=={version}", "-d", str(r / "src")], sdist),
         Step("unpack it", ["tar", "-xzf", str(sdist), "-C", str(r / "src")], llama / "tools" / "rpc"),
         Step("configure llama.cpp with GGML_RPC=ON", cmake, build / "CMakeCache.txt"),
-        Step("build ggml-rpc-server", ["cmake", "--build", str(build), "--target", "ggml-rpc-server", "-j", jobs],
-             build / "bin" / "ggml-rpc-server"),
-        Step("keep it (with its ggml libraries)", ["cp", "-a", str(build / "bin") + "/.", str(r / "bin")],
-             r / "bin" / "ggml-rpc-server"),
-        Step("build llama-cpp-python with RPC", [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w",
-             str(r / "wheels"), str(tree)], r / "wheels" / f"llama_cpp_python-{version}-built",
-             env={"CMAKE_ARGS": " ".join(["-DGGML_RPC=on", "-DLLAMA_OPENSSL=OFF", *gpu_args]),
-                  "CMAKE_BUILD_PARALLEL_LEVEL": jobs}),
-        Step("create its virtualenv", [python, "-m", "venv", str(r / "venv")], venv_python),
-        Step("install it with its server", [str(venv_python), "-m", "pip", "install", "--no-index", "--find-links",
-             str(r / "wheels"), "--no-deps", PACKAGE], r / "venv" / "installed"),
-        Step("install the server's dependencies", [str(venv_python), "-m", "pip", "install",
-             f"{PACKAGE}[server]=={version}", "--find-links", str(r / "wheels")], r / "venv" / "server-deps"),
+        Step("build ggml-rpc-server and llama-server", ["cmake", "--build", str(build), "--target", "ggml-rpc-server",
+             "llama-server", "-j", jobs], build / "bin" / "llama-server"),
+        Step("keep them (with their ggml libraries)", ["cp", "-a", str(build / "bin") + "/.", str(r / "bin")],
+             r / "bin" / "llama-server"),
     ]
 
 
@@ -114,9 +101,6 @@ def script(all_steps: list[Step]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_MARKERS = ("built", "installed", "server-deps")
-
-
 def run(all_steps: list[Step], say: Callable[[str], None]) -> None:
     """Run the steps not done yet; a failing one raises with the tail of its output."""
     for s in all_steps:
@@ -129,20 +113,29 @@ def run(all_steps: list[Step], say: Callable[[str], None]) -> None:
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
             raise EngineSetupError(f"rpc setup: '{s.what}' failed (exit {done.returncode}):\n{tail}")
-        if s.done.name.endswith(_MARKERS) or s.done.name in _MARKERS:
-            s.done.write_text("ok\n")
+
+
+def server_path() -> str:
+    """llama-server for an RPC head: the one ``advisor setup --rpc`` built (it has RPC), else PATH's."""
+    built = root() / "bin" / "llama-server"
+    if built.exists():
+        return str(built)
+    found = shutil.which("llama-server")
+    if found:
+        return found
+    raise EngineMissingError("no llama-server for the RPC head", hint="build it with 'advisor setup --rpc --yes'")
 
 
 def verify(say: Callable[[str], None]) -> str:
-    """Both parts answer: the server prints its usage, the head's llama_cpp says RPC is compiled in."""
+    """Both parts answer: the rpc-server prints its usage, llama-server lists --rpc (compiled with RPC)."""
     server = rpc_server_path()
     done = subprocess.run([server, "--help"], capture_output=True, text=True, timeout=30)
     if "--port" not in done.stdout + done.stderr:
         raise EngineMissingError(f"{server} --help did not print its options")
-    probe = "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_rpc() else 3)"
-    done = subprocess.run([str(rpc_python()), "-c", probe], capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise EngineMissingError(f"{rpc_python()}: llama_cpp has no RPC backend")
-    line = f"rpc: {server} and {rpc_python()} (llama_supports_rpc() true)"
+    head = server_path()
+    done = subprocess.run([head, "--help"], capture_output=True, text=True, timeout=60)
+    if "--rpc" not in done.stdout + done.stderr:
+        raise EngineMissingError(f"{head} has no --rpc option: it was built without GGML_RPC")
+    line = f"rpc: {server} and {head} (with --rpc)"
     say(line)
     return line
