@@ -323,6 +323,9 @@ def run(
     elif plan_file is not None:
         machine, _ = _machine()
         plan = _load_plan(plan_file)
+        if plan.nodes and node is None and not dry_run:
+            raise BadInputError(f"this plan spans {len(plan.nodes)} machines: run each one's part with "
+                                "'advisor run --plan FILE --node N' (0 is the head)")
     else:
         assert model is not None
         machine, has_gpu = _machine()
