@@ -218,3 +218,46 @@ def test_cli_multi_hardware_shell_and_bad_format(tmp_path):
     assert [next(t for t in c if "=" not in t) for c in cmds] == ["ray", "ray", "vllm"]
     done = subprocess.run([*base, "--format", "compose"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def _rpc_plan(tmp_path: Path) -> Path:
+    from advisor.plan import LlamaCppSettings, ModelRef, NodePart, NodeStep, Plan
+
+    plan = Plan(model=ModelRef(id="m", path=str(tmp_path / "m.gguf")), backend="llama.cpp",
+                llama_cpp=LlamaCppSettings(rpc_servers=["127.0.0.1:1"]),
+                nodes=[NodePart(0, "head", "127.0.0.1", 0, [NodeStep("engine")]),
+                       NodePart(1, "worker", "127.0.0.1", 0, [NodeStep("rpc-server", ["ggml-rpc-server", "-H",
+                                                                                      "127.0.0.1", "-p", "1"],
+                                                                       {}, 1)])])
+    f = tmp_path / "plan.json"
+    f.write_text(json.dumps(plan.to_dict()))
+    return f
+
+
+@pytest.mark.parametrize("extra, text", [
+    ([], "run each one's part"),
+    (["--node", "5"], "--node 5: the plan has nodes 0, 1"),
+])
+def test_run_node_bad_input(tmp_path, extra, text):
+    done = subprocess.run([ADVISOR, "run", "--plan", str(_rpc_plan(tmp_path)), *extra], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and text in done.stderr and "Traceback" not in done.stderr
+
+
+def test_worker_whose_server_never_listens_is_stopped(tmp_path):
+    """A fake rpc-server that never opens its port: the worker gives up after --timeout, exits 5, and the process
+    it started is gone."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ggml-rpc-server"
+    pid_file = tmp_path / "pid"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    fake.chmod(0o755)
+    env = {**__import__("os").environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin"}
+    done = subprocess.run([ADVISOR, "run", "--plan", str(_rpc_plan(tmp_path)), "--node", "1", "--timeout", "2"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 5 and "gave up waiting for rpc-server" in done.stderr, done.stderr
+    pid = int(pid_file.read_text())
+    import psutil
+
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
