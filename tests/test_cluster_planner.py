@@ -261,3 +261,12 @@ def test_worker_whose_server_never_listens_is_stopped(tmp_path):
     import psutil
 
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_infiniband_everywhere_is_said_and_plans_round_trip(machine, catalog, rules):
+    from advisor.plan import Plan
+
+    nodes = [node(f"10.0.0.{i + 1}", [recorded_h100(machine)] * 8, ib=True) for i in range(2)]
+    plan = recommend_cluster(nodes, catalog, rules, Request(model=f"{ID_405B}:bf16", backend="vllm")).best()
+    assert any("InfiniBand" in r and "TP 16" in r for r in plan.reasons)
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
