@@ -59,7 +59,7 @@ def recommend(
     profile = load_hardware(hardware)
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
                       max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top)
-    advice = advise(profile, request)
+    advice = advise(profile, request, here=hardware is None)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:
         lines = rec.why_not(why_not) if rec else []
