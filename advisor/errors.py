@@ -48,11 +48,9 @@ class DownloadError(AdvisorError):
 
 
 class EngineError(AdvisorError):
-    """The engine could not be started, or did not become ready. ``result`` holds the attempts made so far (a
-    ``advisor.runner.execute.RunResult``) so that ``--json`` can still print them."""
+    """The engine could not be started, or did not become ready."""
 
     exit_code = 5
-    result: object | None = None
 
 
 class EngineMissingError(EngineError):

@@ -300,15 +300,6 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _rpc_head_path() -> None:
-    """The RPC head runs llama-server (the one ``advisor setup --rpc`` built goes first on PATH): llama-cpp-python's
-    server accepts ``rpc_servers`` but 0.3.36 never hands it to llama.cpp (advisor.setup.rpc)."""
-    from advisor.setup.rpc import server_path
-
-    exe = server_path()
-    os.environ["PATH"] = f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -333,8 +324,6 @@ def start_node(plan: Plan, index: int, info: Callable[[str], None], timeout: flo
         info(f"node {index} ({part.role}, {part.host}) ready in {ready_s:.1f} s")
         if part.role == "head" and engine:
             os.environ.update(run.engine_env())
-            if plan.llama_cpp is not None and plan.llama_cpp.rpc_servers:
-                _rpc_head_path()
             keep = True  # the caller owns it from here
             return run
         if json_output:
@@ -358,3 +347,54 @@ def start_node(plan: Plan, index: int, info: Callable[[str], None], timeout: flo
         if not keep:
             run.stop()
             signal.signal(signal.SIGTERM, old)  # a head that goes on to its engine keeps Ctrl-C-like SIGTERM
+
+
+def head_engine(plan: Plan, python: str | None) -> Plan:
+    """The plan with the engine this head machine runs for it: an RPC head's llama-server (the one ``advisor setup
+    --rpc`` built, else PATH's; llama-cpp-python's server accepts ``rpc_servers`` but 0.3.36 never hands it to
+    llama.cpp), or this machine's vLLM."""
+    from dataclasses import replace
+
+    from advisor import engines
+    from advisor.app import engines as engine_choice
+    from advisor.app.advise import hardware
+
+    if plan.llama_cpp is not None and plan.llama_cpp.rpc_servers:
+        from advisor.setup.rpc import server_path
+
+        ref = engine_choice._llama_server(server_path())
+    else:
+        llama, vllm = engine_choice.choose(hardware(None), here=True, python=python)
+        ref = vllm if plan.vllm is not None else llama
+    return replace(plan, engine=ref, args=engines.argv(ref, plan.settings, plan.model, plan.sampling))
+
+
+def run_node(source: Any, opts: Any, index: int, no_engine: bool, report: Any, show: Callable[[Any], None],
+             json_output: bool) -> None:
+    """``advisor run --plan PLAN --node N``: the node's services, then (head) the engine, checked as on one machine
+    (advisor.app.serve.start); what the node started is stopped when the engine stops, unless it is left running."""
+    from advisor.app import serve
+    from advisor.app.advise import hardware, machine_key
+    from advisor.store import state
+
+    if source.plan_file is None or opts.dry_run:
+        raise BadInputError("--node runs a node's part of a multi-node plan: give --plan FILE (no --dry-run)")
+    plan = serve.load_plan(source.plan_file)
+    node_part(plan, index)  # a bad --node is bad input before anything starts
+    run = start_node(plan, index, report.info, opts.timeout, state.logs_dir(), opts.check_only, opts.detach,
+                     engine=not no_engine, json_output=json_output)
+    if run is None:
+        return
+    result = None
+    try:
+        plan = head_engine(plan, opts.python)
+        result = serve.start(plan, machine_key(hardware(None)), opts, report, show)
+        if result.error is not None:
+            if json_output and not result.ok and result.process is None:
+                print(json.dumps(result.to_dict(), indent=2))
+            raise result.error
+    except KeyboardInterrupt:
+        report.info(f"node {index}: stopping")
+    finally:
+        if not (opts.detach and result is not None and result.ok):
+            run.stop()

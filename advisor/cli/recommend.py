@@ -78,7 +78,7 @@ def recommend(
         _cluster(hardware, request, why_not, json_output or fmt == Format.json, fmt)
         return
     profile = load_hardware(hardware[0] if hardware else None)
-    advice = advise(profile, request)
+    advice = advise(profile, request, here=not hardware)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:
         lines = rec.why_not(why_not) if rec else []
