@@ -40,6 +40,11 @@ def advise_cluster(profiles: list[HardwareProfile], request: Any) -> Any:
     from advisor.planner.cluster import plan_gguf_cluster, recommend_cluster
     from advisor.rules import load_rules
 
+    from dataclasses import replace
+
+    from advisor.app.engines import choose
+
+    request = replace(request, engines=choose(profiles[0], here=False))  # planned for the head's engines
     if is_local_gguf(request.model):
         from advisor.gguf.facts import read_gguf_facts
 

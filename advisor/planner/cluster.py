@@ -27,7 +27,17 @@ from typing import Any
 
 from advisor.catalog.model import Catalog, Model, Variant
 from advisor.errors import BadInputError
-from advisor.plan import LLAMA_CPP, VLLM, DeviceMemory, NodePart, NodeStep, Plan, VllmSettings
+from advisor.plan import (
+    LLAMA_CPP,
+    LLAMA_SERVER,
+    VLLM,
+    DeviceMemory,
+    EngineRef,
+    NodePart,
+    NodeStep,
+    Plan,
+    VllmSettings,
+)
 from advisor.planner import (
     ENGINE_FORMATS,
     Recommendation,
@@ -266,12 +276,14 @@ def _vllm_cluster(nodes: list[ClusterNode], catalog: Catalog, model: Model, requ
                         f"PP {pp})"}, v.quant, VLLM, fit))
                 continue
             score = round(base * qs[id(v)].effective / 100, 2)
-            return _vllm_plan(nodes, used, model, v, fit, score, [model_why, f"quantization: {q[1]}"]), misses
+            engine = assemble.engine_for(request.engines, VLLM)
+            return _vllm_plan(nodes, used, model, v, fit, score, [model_why, f"quantization: {q[1]}"],
+                              engine), misses
     return None, misses
 
 
 def _vllm_plan(nodes: list[ClusterNode], used: list[ClusterNode], model: Model, v: Variant, fit: _Fit,
-               score: float, why: list[str]) -> Plan:
+               score: float, why: list[str], engine: EngineRef) -> Plan:
     s = fit.settings
     tp, pp = s.tensor_parallel_size, s.pipeline_parallel_size
     ref = _ref(model, v)
@@ -304,8 +316,9 @@ def _vllm_plan(nodes: list[ClusterNode], used: list[ClusterNode], model: Model, 
                        f"work (TP {tp * pp}); pipeline parallelism across nodes is kept (less traffic between nodes)")
     if len(nodes) > pp:
         reasons.append(f"{pp} of the {len(nodes)} nodes are enough; the others are not used")
-    reasons += assemble.sampling_notes(VLLM, sampling)
-    plan = Plan(model=ref, backend=VLLM, vllm=s, args=assemble.vllm_args(s, ref, sampling), memory=fit.memory,
+    reasons += assemble.sampling_notes(engine, sampling)
+    plan = Plan(model=ref, backend=VLLM, vllm=s, engine=engine, args=assemble.plan_args(engine, s, ref, sampling),
+                memory=fit.memory,
                 predicted=predicted, sampling=sampling, score=score, reasons=reasons)
     return replace(plan, nodes=ray_nodes(used, tp))
 
@@ -404,8 +417,14 @@ def _rpc_plan(nodes: list[ClusterNode], m: Machine, plan: Plan) -> Plan:
         parts.append(NodePart(n.index, "worker", n.host, len(n.machine.gpus), [NodeStep("rpc-server", argv,
                                                                                           {}, RPC_PORT)]))
     memory = [replace(d, device=_device_label(d.device, names)) for d in plan.memory]
-    return replace(plan, llama_cpp=settings, args=assemble.llama_args(settings, plan.model, plan.sampling),
-                   reasons=reasons, nodes=parts, memory=memory)
+    engine = plan.engine_ref
+    if engine.name != LLAMA_SERVER:
+        engine = EngineRef(LLAMA_SERVER, source="the RPC head runs llama-server with --rpc ('advisor setup --rpc' "
+                           "builds one): llama-cpp-python's server takes rpc_servers but never hands it to llama.cpp")
+        reasons.append(f"engine llama-server, not {plan.engine_ref.name}: {engine.source}")
+    return replace(plan, llama_cpp=settings, engine=engine,
+                   args=assemble.plan_args(engine, settings, plan.model, plan.sampling), reasons=reasons,
+                   nodes=parts, memory=memory)
 
 
 def _device_label(device: str, names: list[str]) -> str:
