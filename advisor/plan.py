@@ -189,6 +189,11 @@ class Plan:
         return self.engine or EngineRef(DEFAULT_ENGINE[self.backend])
 
     @property
+    def engine_ref(self) -> EngineRef:
+        """The engine the plan names, or the backend's default engine for a plan that names none."""
+        return self.engine or EngineRef(DEFAULT_ENGINE[self.backend])
+
+    @property
     def settings(self) -> LlamaCppSettings | VllmSettings:
         chosen = self.llama_cpp if self.backend == LLAMA_CPP else self.vllm
         if chosen is None:

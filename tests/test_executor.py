@@ -14,7 +14,7 @@ import pytest
 
 from advisor.runner import execute as executor
 from advisor.runner.check import CheckError
-from advisor.runner.ladder import default_ladder, settings_dict
+from advisor.runner.ladder import ladder, settings_dict
 from advisor.runner import seams as seams_mod
 from advisor.runner.seams import Seams
 
@@ -182,13 +182,13 @@ def test_executor_argv_matches_the_plans_args(tmp_path: Path) -> None:
 
 
 def test_default_ladder_when_the_plan_has_none(tmp_path: Path) -> None:
-    rungs = default_ladder(LlamaCppSettings(ctx=8192, parallel=4, n_gpu_layers=40))
+    rungs = ladder(LlamaCppSettings(ctx=32768, parallel=4, n_gpu_layers=40))
     assert [r.settings for r in rungs] == [
-        {"ctx": 4096}, {"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"}, {"parallel": 1},
-        {"n_gpu_layers": 30}, {"n_gpu_layers": 0},
+        {"ctx": 16384}, {"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"},
+        {"parallel": 1, "ctx": 8192}, {"n_gpu_layers": 30}, {"n_gpu_layers": 0},
     ]  # fmt: skip
-    assert [r.settings for r in default_ladder(VllmSettings(max_model_len=8192, max_num_seqs=8))] == [
-        {"max_num_seqs": 4}, {"enforce_eager": True}, {"max_model_len": 4096}
+    assert [r.settings for r in ladder(VllmSettings(max_model_len=8192, max_num_seqs=8))] == [
+        {"enforce_eager": True}, {"max_model_len": 4096}, {"max_num_seqs": 4}, {"gpu_memory_utilization": 0.85}
     ]
     script = Script([(OOM, 1, 0), ("ok", None, 0)])
     clock = FakeClock()

@@ -128,10 +128,10 @@ def require(ref: EngineRef) -> None:
     if ref.exe is None or (ref.name == LLAMA_SERVER and not os.path.exists(ref.exe)):
         raise EngineMissingError(f"{ref.name} is not installed here ({ref.source or 'no executable'})",
                                  hint=f"install it with 'advisor setup --backend {ref.backend}'")
-    if ref.name != LLAMA_SERVER:
-        module = "llama_cpp" if ref.name == LLAMA_CPP_PYTHON else "vllm"
-        if not present(ref.exe, module):
-            hint = f"install it with 'advisor setup --backend {ref.backend}'"
-            if ref.name == VLLM_SERVER:
-                hint += f", or point --python / {VLLM_PYTHON_ENV} at an interpreter that has it"
-            raise EngineMissingError(f"{ref.exe} cannot import {module} ({ref.name})", hint=hint)
+    if ref.name == LLAMA_CPP_PYTHON and not present(ref.exe, "llama_cpp"):
+        raise EngineMissingError(f"no llama.cpp engine: {ref.exe} cannot import llama_cpp",
+                                 hint="install one with 'advisor setup --backend llama.cpp'")
+    if ref.name == VLLM_SERVER and not present(ref.exe, "vllm"):
+        raise EngineMissingError(f"vLLM is not installed for {ref.exe}",
+                                 hint=f"install it with 'advisor setup --backend vllm', or point --python / "
+                                      f"{VLLM_PYTHON_ENV} at an interpreter that has it")

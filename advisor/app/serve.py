@@ -142,27 +142,23 @@ def default_plan(model: ModelRef, engine: EngineRef, has_gpu: bool, model_path: 
                  learned: Mapping[str, Any] | None = None) -> Plan:
     """The plan for a model the planner cannot size (a model directory, a Hub file outside the catalog).
 
-    Settings that worked before on this machine win. Otherwise: llama.cpp with every layer on the GPU when there is
-    one (999 = "all": llama.cpp clamps -ngl to the layer count) and a 4096 context; vLLM with its defaults, the
-    context capped at the model's own limit, and on a CPU bfloat16, 4 sequences and 1 GiB of KV cache (what
-    vLLM's CPU build starts with here: tests/test_run_engine.py).
+    llama.cpp with every layer on the GPU when there is one (999 = "all": llama.cpp clamps -ngl to the layer count)
+    and a 4096 context; vLLM with its defaults, the context capped at the model's own limit, and on a CPU bfloat16,
+    4 sequences and 1 GiB of KV cache (what vLLM's CPU build starts with here: tests/test_run_engine.py). Settings
+    that worked before on this machine win, as they do for planned models (advisor.planner.assemble.apply_learned).
     """
+    from advisor.planner.assemble import apply_learned
+
     backend = engine.backend
-    key = "llama_cpp" if backend == LLAMA_CPP else "vllm"
-    settings: LlamaCppSettings | VllmSettings | None = None
-    if learned and learned.get("backend") == backend and isinstance(learned.get("settings"), dict):
-        kind = LlamaCppSettings if backend == LLAMA_CPP else VllmSettings
-        try:
-            settings = kind(**learned["settings"])
-        except TypeError:
-            settings = None
-    reasons = ["settings that worked here before"] if settings is not None else []
-    if settings is None and backend == LLAMA_CPP:
+    settings: LlamaCppSettings | VllmSettings
+    if backend == LLAMA_CPP:
         settings = LlamaCppSettings(n_gpu_layers=999 if has_gpu else 0)
-    elif settings is None:
+    else:
         settings = _vllm_defaults(model_path, has_gpu)
-    plan = Plan(model=model, backend=backend, engine=engine, reasons=reasons, **{key: settings})
-    return replace(plan, args=engines.argv(engine, settings, model, plan.sampling))
+    key = "llama_cpp" if backend == LLAMA_CPP else "vllm"
+    plan = Plan(model=model, backend=backend, engine=engine, **{key: settings})
+    plan = replace(plan, args=engines.argv(engine, settings, model, plan.sampling))
+    return apply_learned(plan, learned)
 
 
 def _vllm_defaults(model_path: Path | None, has_gpu: bool) -> VllmSettings:

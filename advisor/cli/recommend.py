@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 
 from advisor.cli._options import (
+    Backend,
+    BackendOpt,
     ConcurrencyOpt,
     ContextOpt,
     JsonOpt,
@@ -29,17 +31,11 @@ class Format(str, Enum):
     k8s = "k8s"
 
 
-class Backend(str, Enum):
-    auto = "auto"
-    llama_cpp = "llama.cpp"
-    vllm = "vllm"
-
-
 def recommend(
     task: TaskOpt = "chat",
     context: ContextOpt = None,
     concurrency: ConcurrencyOpt = 1,
-    backend: Annotated[Backend, typer.Option("--backend")] = Backend.auto,
+    backend: BackendOpt = Backend.auto,
     model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.")] = None,
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
@@ -73,8 +69,7 @@ def recommend(
             sys.stdout.write(json.dumps(line) + "\n")
             sys.stdout.flush()
         return
-    hardware = hardware or []
-    if len(hardware) > 1:
+    if hardware and len(hardware) > 1:
         _cluster(hardware, request, why_not, json_output or fmt == Format.json, fmt)
         return
     profile = load_hardware(hardware[0] if hardware else None)
@@ -140,35 +135,8 @@ def _cluster(paths: list[Path], request, why_not: str | None, as_json: bool, fmt
 
 
 def _table(plans) -> None:  # type: ignore[no-untyped-def]
-    from rich.console import Console
-    from rich.table import Table
+    from advisor.render.plans import table
 
-    def gib(n: int) -> str:
-        return f"{n / 2**30:.1f}G"
-
-    table = Table(title="Recommended (speeds are estimates)")
-    table.add_column("#")
-    table.add_column("model", no_wrap=True)  # ids are what the user types next: never cut them
-    table.add_column("quant", no_wrap=True)
-    for col in ("engine", "settings", "memory", "t/s", "score"):
-        table.add_column(col)
-    for i, p in enumerate(plans, 1):
-        s = p.settings
-        if p.backend == "llama.cpp":
-            brief = f"ngl {s.n_gpu_layers} ctx {s.ctx} np {s.parallel}"
-        else:
-            brief = f"len {s.max_model_len} seqs {s.max_num_seqs} util {s.gpu_memory_utilization:g} tp " \
-                    f"{s.tensor_parallel_size}" + (f" pp {s.pipeline_parallel_size}" if s.pipeline_parallel_size > 1
-                                                   else "")
-        if p.nodes:
-            brief += f" ({len(p.nodes)} nodes)"
-        ram = sum(d.total_bytes for d in p.memory if d.device in ("cpu", "host"))
-        mem = " ".join([f"{d.device} {gib(d.total_bytes)}" for d in p.memory
-                        if d.device.startswith("gpu") or ".gpu" in d.device or ".cpu" in d.device]
-                       + ([f"ram {gib(ram)}"] if ram else []))
-        table.add_row(str(i), p.model.id, p.model.quant or "", p.backend, brief, mem,
-                      f"{p.predicted.decode_tokens_per_s or '?'}", f"{p.score:g}")
-    Console().print(table)
-    err = Console(stderr=True)
+    sys.stdout.write(table(plans))
     for line in plans[0].reasons:
-        err.print(f"why: {line}", highlight=False, markup=False, soft_wrap=True)
+        print(f"why: {line}", file=sys.stderr)

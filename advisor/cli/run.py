@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from advisor.cli._options import (
+    Backend,
+    BackendOpt,
     ConcurrencyOpt,
     ContextOpt,
     HardwareOpt,
@@ -26,9 +28,6 @@ from advisor.cli._options import (
     TaskOpt,
 )
 
-BackendOpt = Annotated[
-    str | None, typer.Option("--backend", help="llama.cpp or vllm (default: from the plan, or from MODEL).")
-]
 
 
 def _err(message: str) -> None:
@@ -89,7 +88,7 @@ def run(
         bool, typer.Option("--setup", help="Install the engine build that fits first, if it is missing or unfit.")
     ] = False,
     file: Annotated[str | None, typer.Option("--file", help="The GGUF file in the Hub repository MODEL.")] = None,
-    backend: BackendOpt = None,
+    backend: BackendOpt = Backend.auto,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option("--port", help="Port (default: a free one).")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="Require this key from clients.")] = None,
@@ -116,7 +115,8 @@ def run(
 
     want = Request(task=task, context=context, concurrency=concurrency, max_size_bytes=int(max_size * 1e9)
                    if max_size else None, license=license, top=1)
-    source = serve.Source(model=model, plan_file=plan_file, auto=auto, file=file, backend=backend, hardware=hardware,
+    source = serve.Source(model=model, plan_file=plan_file, auto=auto, file=file,
+                          backend=None if backend == Backend.auto else backend.value, hardware=hardware,
                           want=want)
     opts = serve.Options(host=host, port=port, api_key=api_key, check_only=check_only, detach=detach,
                          dry_run=dry_run, python=python, max_attempts=max_attempts, timeout=timeout, setup=setup)

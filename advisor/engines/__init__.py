@@ -78,6 +78,16 @@ class Http(Protocol):
         ...
 
 
+class ArgsBuilder(Protocol):
+    def __call__(self, settings: Any, model: list[str], flags: Mapping[str, bool] | None = None,
+                 sampling: Sampling | None = None) -> list[str]: ...
+
+
+class CommandBuilder(Protocol):
+    def __call__(self, exe: str | None, args: list[str], settings: Any, host: str, port: int, api_key: str | None,
+                 flags: Mapping[str, bool], offline: bool = True) -> Launch: ...
+
+
 @dataclass(frozen=True)
 class Engine:
     """One engine.
@@ -93,9 +103,9 @@ class Engine:
 
     name: str
     backend: str
-    args: Callable[[Any, list[str], Mapping[str, bool], Sampling | None], list[str]]
+    args: ArgsBuilder
     model_args: Callable[[ModelRef, str | None], list[str]]
-    command: Callable[..., Launch]
+    command: CommandBuilder
     ready: Callable[[Http, str, Mapping[str, str]], Ready]
     classify: Callable[[str], Failure | None]
     flags: Mapping[str, bool] = field(default_factory=dict)
@@ -147,9 +157,9 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-# Out-of-memory texts from ollama's classifier (ollama/ollama:llm/status.go@fb30760, notes/exec.md §0 table), plus
+# Out-of-memory texts from ollama's classifier (ollama/ollama:llm/status.go@fb30760), plus
 # ggml's CPU allocator line (`ggml_aligned_malloc: insufficient memory`, seen here with an oversized --n_ctx) and
-# llama.cpp's weight-load line (`unable to allocate CUDA0 buffer`, notes/exec.md §1.3).
+# llama.cpp's weight-load line (`unable to allocate CUDA0 buffer`, src/llama-model-loader.cpp).
 OOM_MARKERS = (
     "unable to allocate",
     "out of memory",
@@ -165,7 +175,7 @@ OOM_MARKERS = (
 )
 
 # Bind failures: uvicorn/asyncio (`[Errno 98] ... address already in use`), llama-server (`exiting due to HTTP server
-# error`, notes/exec.md §0 table), vLLM (`Address already in use`).
+# error`, tools/server/server.cpp), vLLM (`Address already in use`).
 PORT_MARKERS = ("address already in use", "exiting due to http server error", "error while attempting to bind")
 
 

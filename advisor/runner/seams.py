@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from advisor.engines import Launch
+from advisor.engines import Http, Launch
 from advisor.errors import EngineMissingError
 from advisor.runner.check import stream_chat
 
@@ -101,7 +101,7 @@ class UrllibHttp:
 @dataclass
 class Seams:
     start: Callable[[Launch, Path], Process] = spawn
-    http: Any = field(default_factory=UrllibHttp)
+    http: Http = field(default_factory=UrllibHttp)
     stream: Callable[..., Iterator[tuple[float, dict[str, Any]]]] = stream_chat
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
