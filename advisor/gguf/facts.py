@@ -59,6 +59,8 @@ FULL_ATTN_INTERVAL_DEFAULT = 4
 # - falcon-h1 runs attention and SSM side by side in every layer: all layers recurrent and all have KV
 #   (falcon-h1 load_hparams: std::fill(recurrent_layer_arr, true)).
 HYBRID_ALL_LAYERS = frozenset({"falcon-h1"})
+# Architectures whose KV sharing starts at a fixed layer (llama_hparams::n_layer_kv_from_start set in load_hparams).
+KV_FROM_START = {"gemma3n": 20}
 # llama_hparams default when {arch}.token_shift_count is absent (src/llama-hparams.h: token_shift_count = 2).
 TOKEN_SHIFT_COUNT_DEFAULT = 2
 
@@ -73,6 +75,7 @@ class TensorFacts:
     type_id: int
     nbytes: int  # ggml_nbytes
     file_index: int = 0  # which shard holds it
+    offset: int = -1  # byte offset of its data in its shard (data section start + tensor info offset); -1: unknown
 
     @property
     def type_name(self) -> str:
@@ -131,6 +134,19 @@ class ModelFacts:
     token_shift_count: int = 0
     shortconv_l_cache: int = 0
     recurrent_layers: tuple[bool, ...] = ()  # True where the layer keeps a recurrent state; () = none
+    # Head sizes of the sliding-window layers ({arch}.attention.key_length_swa / value_length_swa; llama_hparams
+    # n_embd_head_{k,v}_swa, default the full layers' sizes: llama_model::load_hparams); 0 = same as head_dim_k/v.
+    head_dim_k_swa: int = 0
+    head_dim_v_swa: int = 0
+    # KV sharing (Gemma 3n / Gemma 4): layers from this index on reuse an earlier layer's KV cache and own none
+    # (llama_hparams::n_layer_kv_from_start; create_memory's reuse callback); -1 = every layer has its own.
+    n_layer_kv_from_start: int = -1
+
+    def head_dims(self, il: int) -> tuple[int, int]:
+        """(key, value) head size of layer ``il`` (llama_hparams::n_embd_head_k(il) / n_embd_head_v(il))."""
+        if il < len(self.swa_layers) and self.swa_layers[il] and self.sliding_window:
+            return self.head_dim_k_swa or self.head_dim_k, self.head_dim_v_swa or self.head_dim_v
+        return self.head_dim_k, self.head_dim_v
 
     @property
     def n_embd_r(self) -> int:
@@ -410,7 +426,7 @@ def facts_from_raw(path: str, files: list[str], raws: list[_RawFile]) -> ModelFa
             if end > raw.file_size:
                 raise BadInputError(f"{f}: truncated: tensor {name!r} ends at byte {end} but the file has "
                                     f"{raw.file_size} bytes")
-            tensors.append(TensorFacts(name, shape, ttype, nb, i))
+            tensors.append(TensorFacts(name, shape, ttype, nb, i, raw.data_offset + offset))
     return _facts(path, files, raws[0].version, kv, tensors, raws[0].data_offset,
                   sum(r.file_size for r in raws))
 
@@ -421,6 +437,11 @@ def _per_layer(v: Any, n_layer: int, what: str, path: str) -> tuple[int, ...]:
             raise BadInputError(f"{path}: {what} has {len(v)} entries for {n_layer} layers")
         return tuple(int(x) for x in v)
     return (int(v),) * n_layer
+
+
+def _dim(v: Any) -> int:
+    """A head size key: a non-negative int below 2**16 (anything else is ignored: 0)."""
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**16 else 0
 
 
 def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensors: list[TensorFacts],
@@ -473,6 +494,12 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
         swa_layers = tuple(period == 0 or il % period < period - 1 for il in range(n_layer))
 
     recurrent = _recurrent_layers(arch, n_layer, n_head_kv, get)
+    # KV sharing: gemma3n hard-codes n_layer_kv_from_start = 20 (src/models/gemma3n.cpp); gemma4 shares the last
+    # {arch}.attention.shared_kv_layers layers (src/models/gemma4.cpp)
+    kv_from = KV_FROM_START.get(arch, -1)
+    shared = get("attention.shared_kv_layers")
+    if isinstance(shared, int) and 0 < shared < n_layer:
+        kv_from = n_layer - shared
     shift = int(get("token_shift_count", TOKEN_SHIFT_COUNT_DEFAULT) or 0) if get("wkv.head_size") else 0
 
     names = {t.name for t in tensors}
@@ -497,6 +524,9 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
         ssm_d_conv=int(get("ssm.conv_kernel", 0) or 0), ssm_d_inner=int(get("ssm.inner_size", 0) or 0),
         ssm_d_state=int(get("ssm.state_size", 0) or 0), ssm_dt_rank=int(get("ssm.time_step_rank", 0) or 0),
         ssm_n_group=int(get("ssm.group_count", 0) or 0), wkv_head_size=int(get("wkv.head_size", 0) or 0),
+        head_dim_k_swa=_dim(get("attention.key_length_swa", 0)),
+        head_dim_v_swa=_dim(get("attention.value_length_swa", 0)),
+        n_layer_kv_from_start=kv_from if 0 < kv_from < n_layer else -1,
         token_shift_count=shift, shortconv_l_cache=int(get("shortconv.l_cache", 0) or 0),
         recurrent_layers=recurrent,
     )

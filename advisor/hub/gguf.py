@@ -43,7 +43,7 @@ GROWTH = 2
 #: a branch may move, and a day-old listing only risks a day-old size).
 REF_TTL_S = 24 * 3600
 #: Cache format; bump when the stored JSON changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^(?:hf://|hf\.co/|https://huggingface\.co/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
                       r"(?P<path>(?:/[^:]+)*?)(?::(?P<quant>[\w.-]+))?$")
@@ -175,7 +175,7 @@ def facts_to_json(f: ModelFacts) -> dict[str, Any]:
     for fld in dataclasses.fields(f):
         v = getattr(f, fld.name)
         if fld.name == "tensors":
-            v = [[t.name, list(t.shape), t.type_id, t.nbytes, t.file_index] for t in v]
+            v = [[t.name, list(t.shape), t.type_id, t.nbytes, t.file_index, t.offset] for t in v]
         elif isinstance(v, tuple):
             v = list(v)
         d[fld.name] = v
@@ -187,7 +187,7 @@ def facts_from_json(d: dict[str, Any]) -> ModelFacts:
     for fld in dataclasses.fields(ModelFacts):
         v = d[fld.name]
         if fld.name == "tensors":
-            v = tuple(TensorFacts(n, tuple(s), t, nb, i) for n, s, t, nb, i in v)
+            v = tuple(TensorFacts(n, tuple(s), t, nb, i, off) for n, s, t, nb, i, off in v)
         elif isinstance(v, list) and fld.name != "metadata":
             v = tuple(v)
         kw[fld.name] = v

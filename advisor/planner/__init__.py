@@ -23,7 +23,7 @@ from advisor.planner import assemble
 from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog_facts, expert_fraction
 from advisor.planner.llamacpp import Fit, plan_llama, threads_for
 from advisor.planner.machine import Machine, build_machine
-from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend
+from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend, superseded
 from advisor.planner.speed import predict, quick_decode
 from advisor.planner.vllm import VllmMiss, plan_vllm, quantization_for
 from advisor.planner.whynot import Rejection
@@ -382,6 +382,8 @@ def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request:
         plan = _plan_model(run, model, repo, quant)
         if plan is not None:
             plans.append(plan)
+    plans, dropped = superseded(plans, catalog, bool(request.model))
+    run.rejections += [Rejection(mid, "superseded", {"successor": succ, "why": why}) for mid, succ, why in dropped]
     # Exact pass: re-size the best plans with the real per-tensor layout, best first, until `top` exact plans lead.
     key = lambda p: (-p.score, -(p.predicted.decode_tokens_per_s or 0.0), p.model.id)  # noqa: E731
     approx_rejections = run.rejections
