@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from advisor.catalog.load import load_catalog
-from advisor.catalog.model import load_model_file
 from advisor.errors import NothingFitsError
 from advisor.planner import Request, recommend
 from advisor.planner.cluster import RAY_PORT, RPC_PORT, recommend_cluster, stage_layers
@@ -32,7 +31,6 @@ from tests.replay import DATA
 GIB, MIB = 1 << 30, 1 << 20
 ADVISOR = str(Path(sys.executable).parent / "advisor")
 ID_405B = "llama-3.1-405b-instruct"
-EXTRA = Path(__file__).parent / "data" / "cluster" / "llama-3.1-405b.toml"
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +40,7 @@ def rules():
 
 @pytest.fixture(scope="module")
 def catalog():
-    """The packaged catalog, with the test-only Llama-3.1-405B entry where the catalog has none."""
-    cat = load_catalog(overlay=False)
-    if any(m.id == ID_405B for m in cat.models):
-        return cat
-    return dataclasses.replace(cat, models=cat.models + tuple(load_model_file(EXTRA).model))
+    return load_catalog(overlay=False)
 
 
 def recorded_h100(machine) -> Gpu:
