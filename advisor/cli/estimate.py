@@ -7,13 +7,14 @@ command.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from enum import Enum
 from typing import Annotated
 
 import typer
 
-from advisor.cli._options import HardwareOpt, JsonOpt
+from advisor.cli._options import HardwareOpt, JsonOpt, model_name
 
 
 class BackendChoice(str, Enum):
@@ -34,7 +35,7 @@ class FlashAttnChoice(str, Enum):
 ModelArg = Annotated[str, typer.Argument(help="A local .gguf file (for a split model, any of its shards), or a "
                                          "Hub GGUF: org/repo with --file or --quant, org/repo:QUANT, or "
                                          "org/repo/file.gguf (only its header is read, by range requests).",
-                                         show_default=False)]
+                                         show_default=False, parser=model_name)]
 FileOpt = Annotated[str | None, typer.Option("--file", help="The .gguf file in the Hub repository (any shard of a "
                                              "split model).", show_default=False)]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="Pick the repository's .gguf of this quantization, "
@@ -169,10 +170,19 @@ def estimate(
     for name, value in (("--batch", batch), ("--ubatch", ubatch)):
         if value < 1:
             raise BadInputError(f"{name} must be at least 1, got {value}")
+    if parallel == 0 or parallel < -1:
+        raise BadInputError(f"--parallel must be -1 (auto) or at least 1, got {parallel}")
+    if gpu_layers < -1:
+        raise BadInputError(f"--gpu-layers must be -1 (all) or more, got {gpu_layers}")
     if ctx < 0:
         raise BadInputError(f"--ctx must be 0 (trained context) or more, got {ctx}")
-    if gpus < 0:
-        raise BadInputError(f"--gpus must be 0 or more, got {gpus}")
+    from advisor.plan import MAX_DEVICES, MAX_UINT32
+
+    if not 0 <= gpus <= MAX_DEVICES:  # llama.cpp's llama_max_devices()
+        raise BadInputError(f"--gpus must be 0 to {MAX_DEVICES} (llama.cpp's device limit), got {gpus}")
+    for name, value in (("--ctx", ctx), ("--batch", batch), ("--ubatch", ubatch), ("--parallel", parallel)):
+        if value > MAX_UINT32:  # uint32_t in llama_context_params
+            raise BadInputError(f"{name} must be at most {MAX_UINT32}, got {value}")
     if n_cpu_moe < -1:
         raise BadInputError(f"--n-cpu-moe must be -1 (all) or more, got {n_cpu_moe}")
     from advisor.app.estimate import llama_build as resolve_build
@@ -185,7 +195,7 @@ def estimate(
 
         profile = load_profile(hardware)
         if profile.gpus:
-            gpus = gpus or len(profile.gpus)
+            gpus = gpus or min(len(profile.gpus), MAX_DEVICES)
             be = be or profile.gpus[0].backend
             free = [g.memory_free_bytes or g.memory_total_bytes or 0 for g in profile.gpus[:gpus]]
             if all(free):  # llama.cpp's default split: each device's free memory at load time (src/llama-model.cpp,
@@ -198,7 +208,7 @@ def estimate(
             split = tuple(float(x) for x in tensor_split.split(","))
         except ValueError:
             raise BadInputError(f"--tensor-split takes numbers separated by commas, got {tensor_split!r}") from None
-        if any(x < 0 for x in split) or not any(split):
+        if len(split) > MAX_DEVICES or not all(math.isfinite(x) and x >= 0 for x in split) or not any(split):
             raise BadInputError(f"--tensor-split needs non-negative numbers, not all 0, got {tensor_split!r}")
         gpus = gpus or len(split)
     if be == "cpu":
@@ -253,7 +263,10 @@ def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
     def mib(n: int) -> str:
         return f"{n / 2**20:,.1f} MiB"
 
-    title = (f"{facts.name or facts.architecture} ({facts.architecture}, {facts.n_layer} layers): ctx {est.n_ctx}"
+    from advisor.render.text import shown  # the name comes from the file's metadata: text, never markup or escapes
+
+    title = (f"{shown(facts.name or facts.architecture)} ({shown(facts.architecture)}, {facts.n_layer} layers): "
+             f"ctx {est.n_ctx}"
              f" ({est.n_seq} seq, {'unified' if est.kv_unified else 'per-slot'} KV), ubatch {est.n_ubatch}, "
              f"flash attention {'on' if est.flash_attn else 'off'}")
     table = Table(title=title)
