@@ -42,10 +42,10 @@ def recommend(
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
     hardware: Annotated[list[Path] | None, typer.Option(
-        "--hardware", dir_okay=False, help="A profile from 'advisor probe --json' instead of probing this machine; "
+        "--hardware", help="A profile from 'advisor probe --json' instead of probing this machine; "
         "repeat it for a plan across machines (the first is the head).")] = None,
     hardware_dir: Annotated[Path | None, typer.Option(
-        "--hardware-dir", file_okay=False, help="Plan every *.json profile in this folder on its own: one JSON "
+        "--hardware-dir", help="Plan every *.json profile in this folder on its own: one JSON "
         "object per machine per line.")] = None,
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     json_output: JsonOpt = False,
