@@ -73,6 +73,8 @@ class LlamaCppSettings:
     split_mode: str | None = None  # -sm none|layer|row; None: llama-server's default (layer)
     n_cpu_moe: int | None = None  # --n-cpu-moe: experts of the first N layers stay on the CPU
     fit: bool = False  # newer llama-server fits automatically unless told "--fit off"
+    #: RPC backend: the workers' ``rpc-server`` endpoints, host:port (--rpc); their devices come first in the split
+    rpc_servers: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class VllmSettings:
     max_num_batched_tokens: int | None = None
     #: CPU build only: KV cache space in GiB (env VLLM_CPU_KVCACHE_SPACE).
     cpu_kv_cache_gib: int | None = None
+    #: Pipeline stages (one per node in a multi-node plan) and the executor that spans the nodes ("ray", "mp").
+    pipeline_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,28 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class NodeStep:
+    """One command a node runs, in order: ``ray-head``, ``ray-worker``, ``rpc-server`` or ``engine`` (the plan's
+    engine itself, on the head: its argv comes from ``Plan.args``). ``port`` is what the step listens on."""
+
+    kind: str
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class NodePart:
+    """A multi-node plan's part for one machine: node 0 is the head."""
+
+    index: int
+    role: str  # head | worker
+    host: str  # the address the other nodes reach it by (its profile's hostname, else node<i>)
+    gpus: int = 0
+    steps: list[NodeStep] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Plan:
     model: ModelRef
     backend: str
@@ -168,6 +195,13 @@ class Plan:
     reasons: list[str] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
     schema: int = PLAN_SCHEMA
+    #: Multi-node plans only: what each machine runs (empty: one machine).
+    nodes: list[NodePart] = field(default_factory=list)
+
+    @property
+    def engine_ref(self) -> EngineRef:
+        """The engine the plan names, or the backend's default engine for a plan that names none."""
+        return self.engine or EngineRef(DEFAULT_ENGINE[self.backend])
 
     @property
     def engine_ref(self) -> EngineRef:

@@ -206,6 +206,9 @@ def plan_for(source: Source, opts: Options, say: Callable[[str], None]) -> tuple
     profile = advice.hardware(None)
     if source.plan_file is not None:
         plan = load_plan(source.plan_file)
+        if plan.nodes and not opts.dry_run:
+            raise BadInputError(f"this plan spans {len(plan.nodes)} machines: run each one's part with "
+                                "'advisor run --plan FILE --node N' (0 is the head)")
         if plan.engine is None:  # a plan that names no engine runs on this machine's engine for its backend
             llama, vllm = engine_choice.choose(profile, here=True, python=opts.python)
             engine = llama if plan.backend == LLAMA_CPP else vllm

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +16,6 @@ from advisor.cli._options import (
     ConcurrencyOpt,
     ContextOpt,
     AssumeIdleOpt,
-    HardwareOpt,
     JsonOpt,
     LicenseOpt,
     MaxSizeOpt,
@@ -30,6 +30,7 @@ class Format(str, Enum):
     shell = "shell"
     systemd = "systemd"
     compose = "compose"
+    k8s = "k8s"
 
 
 def recommend(
@@ -41,7 +42,12 @@ def recommend(
                                               parser=model_name)] = None,
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
-    hardware: HardwareOpt = None,
+    hardware: Annotated[list[Path] | None, typer.Option(
+        "--hardware", help="A profile from 'advisor probe --json' instead of probing this machine; "
+        "repeat it for a plan across machines (the first is the head).")] = None,
+    hardware_dir: Annotated[Path | None, typer.Option(
+        "--hardware-dir", help="Plan every *.json profile in this folder on its own: one JSON "
+        "object per machine per line.")] = None,
     assume_idle: AssumeIdleOpt = False,
     top: Annotated[int, typer.Option("--top", help="How many plans to show.")] = 5,
     json_output: JsonOpt = False,
@@ -60,11 +66,23 @@ def recommend(
 
     if concurrency < 1 or top < 1 or (context is not None and context < 1):
         raise BadInputError("--concurrency, --top and --context must be at least 1")
-    profile = load_hardware(hardware)
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
                       max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top,
                       assume_idle=assume_idle)
-    advice = advise(profile, request, here=hardware is None)
+    if hardware_dir is not None:
+        if hardware:
+            raise BadInputError("give --hardware-dir or --hardware, not both")
+        from advisor.app.cluster import advise_fleet
+
+        for line in advise_fleet(hardware_dir, request):
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+        return
+    if hardware and len(hardware) > 1:
+        _cluster(hardware, request, why_not, json_output or fmt == Format.json, fmt)
+        return
+    profile = load_hardware(hardware[0] if hardware else None)
+    advice = advise(profile, request, here=not hardware)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:
         lines = rec.why_not(why_not) if rec else []
@@ -92,8 +110,40 @@ def recommend(
         jetson = formats.is_jetson([g.name for g in profile.gpus if g.vendor == "nvidia"], profile.arch)
         sys.stdout.write(formats.compose(best, vendor, deploy_target(),
                                          os_name=profile.os, jetson=jetson))
+    elif fmt == Format.k8s:
+        from advisor.render import cluster as cluster_formats
+
+        sys.stdout.write(cluster_formats.k8s(best))
     else:
         _table(plans)
+
+
+def _cluster(paths: list[Path], request, why_not: str | None, as_json: bool, fmt: Format) -> None:  # type: ignore[no-untyped-def]
+    """Plans across the machines of ``paths`` (the first is the head)."""
+    from advisor.app.advise import load_profile
+    from advisor.app.cluster import advise_cluster
+    from advisor.errors import BadInputError
+    from advisor.render import cluster as cluster_formats
+
+    profiles = [load_profile(p) for p in paths]
+    rec = advise_cluster(profiles, request)
+    if why_not is not None:
+        print("\n".join(rec.why_not(why_not) or [f"{why_not}: not considered (not in the catalog, or filtered out)"]))
+        return
+    for note in rec.notes:
+        print(f"note: {note}", file=sys.stderr)
+    best = rec.best()  # raises NothingFitsError naming the closest candidate
+    if as_json:
+        sys.stdout.write(json.dumps({"hardware": [p.to_dict() for p in profiles],
+                                     "plans": [p.to_dict() for p in rec.plans]}, indent=2) + "\n")
+    elif fmt == Format.shell:
+        sys.stdout.write(cluster_formats.shell(best))
+    elif fmt == Format.k8s:
+        sys.stdout.write(cluster_formats.k8s(best))
+    elif fmt == Format.table:
+        _table(rec.plans)
+    else:
+        raise BadInputError(f"--format {fmt.value} describes one machine; for several use shell, k8s or json")
 
 
 def _table(plans) -> None:  # type: ignore[no-untyped-def]

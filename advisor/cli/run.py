@@ -107,6 +107,10 @@ def run(
     ] = None,
     max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="Starts to try, backing off.")] = None,
     timeout: TimeoutOpt = None,
+    node: Annotated[int | None, typer.Option("--node", help="Run this node's part of a multi-node --plan "
+                                             "(0 is the head).")] = None,
+    no_engine: Annotated[bool, typer.Option("--no-engine", help="With --node 0: form the cluster, start no "
+                                            "engine.")] = False,
 ) -> None:
     """Start an engine for a model or a plan, check it with a test prompt, and keep it running (or stop: --check).
 
@@ -123,6 +127,12 @@ def run(
     opts = serve.Options(host=host, port=port, api_key=api_key, check_only=check_only, detach=detach,
                          dry_run=dry_run, python=python, max_attempts=max_attempts, timeout=timeout, setup=setup)
     serve.validate(source, opts)
+    if node is not None:
+        from advisor.app import cluster
+
+        cluster.run_node(source, opts, node, no_engine, _Reporter(), lambda r: _print_result(r, json_output),
+                         json_output)
+        return
     plan, machine = serve.plan_for(source, opts, _err)
     if dry_run:
         shown = serve.dry_run(plan, opts)

@@ -41,6 +41,8 @@ def setup(
     venv: VenvOpt = None,
     python: PythonOpt = None,
     force: ForceOpt = False,
+    rpc: Annotated[bool, typer.Option("--rpc", help="Build llama.cpp's RPC parts (rpc-server, llama-server with "
+                                      "--rpc) from the tree of the installed llama-cpp-python.")] = False,
     converter: ConverterOpt = False,
 ) -> None:
     """Install the engine build that fits the hardware, in a virtualenv advisor manages, and verify it.
@@ -55,6 +57,9 @@ def setup(
     # auto installs llama.cpp: it has a build for every profile (CUDA, ROCm, Metal, Vulkan, SYCL, CPU), while vLLM is
     # Linux-only; `advisor run --auto --setup` passes the backend its plan chose instead.
     chosen = "llama.cpp" if backend == Backend.auto else backend.value
+    if rpc:
+        _setup_rpc(dry_run, yes)
+        return
     if hardware is not None:
         from advisor.app.advise import load_profile
 
@@ -91,6 +96,19 @@ def setup(
     if verification is not None:
         line += f"; {verification.summary}"
     sys.stdout.write(line + "\n")
+
+
+def _setup_rpc(dry_run: bool, yes: bool) -> None:
+    from advisor.setup import rpc as rpc_setup
+
+    steps = rpc_setup.steps(rpc_setup.installed_version())
+    if dry_run:
+        sys.stdout.write(rpc_setup.script(steps))
+        return
+    if not yes and not all(s.done.exists() for s in steps):
+        raise BadInputError("setup --rpc builds and installs software", hint="add --yes, or --dry-run to see how")
+    rpc_setup.run(steps, say=_err)
+    sys.stdout.write(rpc_setup.verify(say=lambda _: None) + "\n")
 
 
 def _converter(dry_run: bool, yes: bool, json_output: bool, venv: Path | None, python: str | None,

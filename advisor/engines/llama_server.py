@@ -118,6 +118,8 @@ def build_args(settings: LlamaCppSettings, model: list[str], flags: Mapping[str,
         args += ["-mg", str(settings.main_gpu)]
     if settings.n_cpu_moe is not None:
         args += ["--n-cpu-moe", str(settings.n_cpu_moe)]
+    if settings.rpc_servers:  # common/arg.cpp "--rpc SERVERS": comma-separated host:port list
+        args += ["--rpc", ",".join(settings.rpc_servers)]
     return args + sampling_args(sampling)
 
 

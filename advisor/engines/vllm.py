@@ -42,9 +42,15 @@ SAMPLING_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k
                  "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_new_tokens"}
 
 
+#: Integers in vLLM's SamplingParams (top_k: int, max_tokens: int): written as integers, so that a plan read back
+#: from JSON (where every sampling value is a float) builds the same arguments.
+INTEGER_KEYS = ("top_k", "max_new_tokens")
+
+
 def sampling_args(sampling: Mapping[str, float] | None) -> list[str]:
     """``--override-generation-config '{"temperature": 0.7, ...}'`` (sorted keys), or nothing."""
-    config = {SAMPLING_KEYS[k]: v for k, v in (sampling or {}).items() if k in SAMPLING_KEYS and v is not None}
+    config = {SAMPLING_KEYS[k]: int(v) if k in INTEGER_KEYS and float(v).is_integer() else v
+              for k, v in (sampling or {}).items() if k in SAMPLING_KEYS and v is not None}
     return ["--override-generation-config", json.dumps(config, sort_keys=True)] if config else []
 
 
@@ -77,6 +83,10 @@ def build_args(settings: VllmSettings, model: list[str], flags: Mapping[str, boo
         args += ["--enforce-eager"]
     if settings.max_num_batched_tokens is not None:
         args += ["--max-num-batched-tokens", str(settings.max_num_batched_tokens)]
+    if settings.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(settings.pipeline_parallel_size)]
+    if settings.distributed_executor_backend:
+        args += ["--distributed-executor-backend", settings.distributed_executor_backend]
     return args + sampling_args(sampling)
 
 

@@ -213,7 +213,9 @@ def _facts(run: _Run, model: Model, v: Variant, q: Quality) -> ModelFacts:
 def _ref(model: Model | None, v: Variant | None, facts: ModelFacts | None = None) -> ModelRef:
     if model is None or v is None:
         assert facts is not None
-        return ModelRef(id=facts.name or facts.path, files=list(facts.files), path=facts.path, format="gguf",
+        # a local file: ``path`` names it; ``files`` its parts by name (beside it), as a plan file may hold them
+        return ModelRef(id=facts.name or facts.path, files=[f.replace("\\", "/").rsplit("/", 1)[-1]
+                                                            for f in facts.files], path=facts.path, format="gguf",
                         size_bytes=facts.file_bytes)
     return ModelRef(id=model.id, repo=v.repo, files=list(v.files) if v.format == "gguf" else [],
                     format=v.format, quant=v.quant, params=int(model.params_total_b * 1e9),

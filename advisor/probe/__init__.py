@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from advisor.probe.profile import Cpu, Disk, Found, Gpu, HardwareProfile, Memory, Runtimes
+from advisor.probe.profile import Cpu, Disk, Found, Gpu, HardwareProfile, Interconnect, Memory, Runtimes
 from advisor.system import System
 
 
@@ -61,6 +61,11 @@ def probe(system: System | None = None) -> HardwareProfile:
         notes += found.notes
 
     runtimes_info: Runtimes = _guard("runtimes", runtimes.detect, Runtimes(), notes, system)
+    from advisor.probe import network
+
+    n_nvidia = sum(1 for g in gpus if g.vendor == "nvidia" and g.mig_parent_index is None)
+    host, link, link_notes = _guard("network", network.detect, (None, Interconnect(), []), notes, system, n_nvidia)
+    notes += link_notes
     return HardwareProfile(
         os=system.os_name,
         arch=cpu.effective_arch(system, cpu_info),
@@ -72,4 +77,6 @@ def probe(system: System | None = None) -> HardwareProfile:
         drivers=drivers,
         environment=environment,
         notes=notes,
+        hostname=host,
+        interconnect=link,
     )

@@ -108,6 +108,20 @@ class Runtimes:
 
 
 @dataclass(frozen=True)
+class Interconnect:
+    """How this machine's GPUs talk to each other and to other machines, where the platform says (every field None
+    or empty when it cannot tell: an older profile, another OS, no driver)."""
+
+    #: Whether GPUs of this machine are linked by NVLink ("NV#" entries of ``nvidia-smi topo -m``); None: unknown.
+    nvlink: bool | None = None
+    #: InfiniBand/RoCE adapters under /sys/class/infiniband (``mlx5_0``...), and those with a port in state ACTIVE.
+    infiniband: list[str] = field(default_factory=list)
+    infiniband_active: list[str] = field(default_factory=list)
+    #: The network interface of the default route (/proc/net/route): where NCCL and Gloo sockets must go.
+    default_interface: str | None = None
+
+
+@dataclass(frozen=True)
 class HardwareProfile:
     schema: int = SCHEMA_VERSION
     os: str = "linux"
@@ -123,6 +137,9 @@ class HardwareProfile:
     environment: list[str] = field(default_factory=list)
     #: Why something was not found or is uncertain, one line each (a missing driver is a note, not an error).
     notes: list[str] = field(default_factory=list)
+    #: The machine's host name (what the other nodes of a multi-node plan reach it by); None in older profiles.
+    hostname: str | None = None
+    interconnect: Interconnect = field(default_factory=Interconnect)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -30,10 +30,16 @@ def settings_line(plan: Plan) -> str:
                  f"util {v.gpu_memory_utilization:g}"]
         if v.kv_cache_dtype != "auto":
             parts.append(f"kv {v.kv_cache_dtype}")
+        if v.pipeline_parallel_size > 1:
+            parts.insert(3, f"pp {v.pipeline_parallel_size}")
     else:
         parts = []
     ram = sum(d.total_bytes for d in plan.memory if d.device in ("cpu", "host"))
     mem = [f"{d.device} {_gib(d.total_bytes)}" for d in plan.memory if d.device.startswith("gpu")]
+    if plan.nodes:  # a multi-node plan's devices (node0.gpu0, host.cpu...): how many, and the largest need
+        remote = [d.total_bytes for d in plan.memory if "." in d.device]
+        parts.append(f"{len(plan.nodes)} nodes")
+        mem += [f"{len(remote)} devices up to {_gib(max(remote))}"] if remote else []
     mem += [f"ram {_gib(ram)}"] if ram else []
     return ", ".join(parts) + ("; " + " ".join(mem) if mem else "")
 

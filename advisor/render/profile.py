@@ -43,6 +43,13 @@ def render_profile(profile: HardwareProfile) -> None:
         f"{human_bytes(mem.usable_bytes)} usable for models",
     )
     table.add_row("Model cache", f"{disk.path} ({human_bytes(disk.free_bytes)} free)")
+    link = profile.interconnect
+    parts = [f"host {profile.hostname}" if profile.hostname else "",
+             {True: "NVLink between GPUs", False: "GPUs over PCIe", None: ""}[link.nvlink],
+             f"InfiniBand {', '.join(link.infiniband)} ({len(link.infiniband_active)} active)" if link.infiniband
+             else "", f"default route via {link.default_interface}" if link.default_interface else ""]
+    if any(parts):
+        table.add_row("Network", ", ".join(x for x in parts if x))
     out.print(table)
 
     if profile.gpus:

@@ -5,6 +5,7 @@ NVSMI_QUERY_CSV  a recorded ``--query-gpu=<fields> --format=csv`` output: header
 NVSMI_XML        a recorded ``nvidia-smi -q -x``
 NVSMI_Q          a recorded ``nvidia-smi -q``
 NVSMI_L          a recorded ``nvidia-smi -L``
+NVSMI_TOPO       a recorded ``nvidia-smi topo -m``
 NVSMI_REJECT     comma-separated fields to refuse as an older driver does
 NVSMI_BEHAVIOUR  "hang" (never answers), "fail" (driver not loaded), "garbage" (exit 0 with nonsense)
 NVSMI_CALLS      a file to which each command line is appended
@@ -101,6 +102,8 @@ def main(argv: list[str]) -> int:
         text = _recording("NVSMI_Q")
     elif options == {"-L"}:
         text = _recording("NVSMI_L")
+    elif argv == ["topo", "-m"]:
+        text = _recording("NVSMI_TOPO")
     else:
         text = None
     if text is None:
