@@ -15,6 +15,7 @@ NEW_HELP = """
 -fit,  --fit [on|off]                   whether to adjust unset arguments to fit in device memory
 --offline                               Offline mode
 --no-webui                              Disable the Web UI
+-lm,   --load-mode MODE                 model loading mode (default: auto)
 """
 OLD_HELP = """
 -fa,   --flash-attn                     enable Flash Attention (default: disabled)
@@ -28,8 +29,8 @@ def test_llama_server_build_args_current_build() -> None:
     args = llama_server.build_args(s, "/m/x.gguf")
     assert args[:2] == ["-m", "/m/x.gguf"]
     joined = " ".join(args)
-    for part in ("-c 8192", "-np 2", "-ngl 33", "-ctk q8_0", "-ctv q8_0", "-fa on", "-t 8", "--no-mmap",
-                 "-ts 3,1", "--fit off"):  # fmt: skip
+    for part in ("-c 8192", "-np 2", "-ngl 33", "-ctk q8_0", "-ctv q8_0", "-fa on", "-t 8",
+                 "--load-mode none", "-ts 3,1", "--fit off"):  # fmt: skip
         assert part in joined
     assert "--host" not in args and "--port" not in args and "--api-key" not in args
 
@@ -41,9 +42,12 @@ def test_llama_server_fit_on_leaves_layers_to_llama_cpp() -> None:
 
 def test_llama_server_old_build_features() -> None:
     features = llama_server.Features.from_help(OLD_HELP)
-    assert features == llama_server.Features(fit=False, flash_attn_value=False, offline=False, no_webui=False)
+    assert features == llama_server.Features(fit=False, flash_attn_value=False, offline=False, no_webui=False,
+                                             load_mode=False)
     args = llama_server.build_args(LlamaCppSettings(flash_attn="on"), "m.gguf", features)
     assert "--fit" not in args and args[-1] == "-fa"
+    old = llama_server.build_args(LlamaCppSettings(mlock=True, mmap=False), "m.gguf", features)
+    assert "--mlock" in old and "--no-mmap" in old and "--load-mode" not in old
     assert "-fa" not in llama_server.build_args(LlamaCppSettings(flash_attn="auto"), "m.gguf", features)
     assert llama_server.Features.from_help(NEW_HELP) == llama_server.Features()
 

@@ -52,6 +52,9 @@ class Features:
     flash_attn_value: bool = True  # -fa, --flash-attn [on|off|auto]; older builds: bare -fa
     offline: bool = True  # --offline: never reach the Hub (advisor downloads itself)
     no_webui: bool = True  # --no-webui
+    #: -lm, --load-mode MODE (none|mmap|mlock|mmap+mlock|...) replaced --mlock and --no-mmap in current builds
+    #: (common/arg.cpp of the llama.cpp that llama-cpp-python 0.3.36 vendors has no --mlock or --no-mmap left)
+    load_mode: bool = True
 
     @classmethod
     def from_help(cls, text: str) -> Features:
@@ -63,6 +66,7 @@ class Features:
             flash_attn_value=re.search(r"--flash-attn\s+\[?on\|off", text) is not None,
             offline="--offline" in text,
             no_webui="--no-webui" in text,
+            load_mode="--load-mode" in text,
         )
 
 
@@ -96,10 +100,11 @@ def build_args(settings: LlamaCppSettings, model_path: str, features: Features |
         args += ["-fa"]
     if settings.threads is not None:
         args += ["-t", str(settings.threads)]
-    if settings.mlock:
-        args += ["--mlock"]
-    if not settings.mmap:
-        args += ["--no-mmap"]
+    if f.load_mode and (settings.mlock or not settings.mmap):
+        args += ["--load-mode", ("mmap+mlock" if settings.mmap else "mlock") if settings.mlock else "none"]
+    elif not f.load_mode:
+        args += ["--mlock"] if settings.mlock else []
+        args += [] if settings.mmap else ["--no-mmap"]
     if settings.tensor_split:
         args += ["-ts", ",".join(f"{x:g}" for x in settings.tensor_split)]
     if settings.main_gpu is not None:
