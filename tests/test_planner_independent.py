@@ -364,3 +364,20 @@ def test_llama_cpp_python_server_parses_every_planned_command(catalog, rules):
         seen += 1
     assert seen >= 8
     assert checkers.llama_cpp_python_argv_problems(["--model", "x.gguf", "--n_ctx", "lots"])
+
+
+@pytest.mark.parametrize("profile", [cpu_box(64), None], ids=["cpu", "apple"])
+def test_vllm_is_not_planned_without_an_nvidia_or_amd_gpu(catalog, rules, profile):
+    """vLLM's GPU builds run on CUDA and ROCm (docs.vllm.ai 'GPU' installation: NVIDIA CUDA, AMD ROCm); asked for it
+    on a machine without such a GPU, nothing is planned and the answer says why."""
+    if profile is None:
+        profile = HardwareProfile(cpu=Cpu(physical_cores=8, logical_cores=8, usable_cores=8),
+                                  memory=Memory(total_bytes=64 * GIB, usable_bytes=60 * GIB), os="darwin",
+                                  arch="arm64", gpus=[Gpu(index=0, vendor="apple", name="Apple M2 Max",
+                                                          backend="metal", memory_total_bytes=48 * GIB,
+                                                          unified_memory=True)])
+    rec = recommend(profile, catalog, rules, Request(backend="vllm"))
+    assert not rec.plans
+    why = " ".join(r.message for r in rec.rejections)
+    assert "vLLM needs an NVIDIA or AMD GPU here" in why
+    assert ("no usable GPU" if not profile.gpus else "apple") in why
