@@ -119,3 +119,42 @@ def test_logits_and_output_buffer(facts):
         est = estimate(facts, Settings(n_ctx=4096 * parallel, n_parallel=parallel, n_gpu_layers=0))
         assert est.output_bytes == N_VOCAB * 4 * parallel
         assert est.compute_bytes >= 4 * 512 * N_VOCAB
+
+
+def test_partial_offload_split_over_two_gpus(facts):
+    """-ngl 17 -ts 1,1: the GPU slots are the last 17 of the 33 (i_gpu_start = 33 - 17 = 16: layers 16-31 and the
+    output); slot il goes to GPU 0 while (il - 16) / 17 < 0.5, i.e. layers 16-24 (9) on GPU 0, layers 25-31 (7) and
+    the output on GPU 1, layers 0-15 (16) on the CPU."""
+    ctx = 4096
+    est = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=17, n_gpus=2, tensor_split=(1.0, 1.0)))
+    per_layer = KV_LAYER_PER_TOKEN * ctx
+    assert (kv_on(est, "gpu0"), kv_on(est, "gpu1"), kv_on(est, "cpu")) == (9 * per_layer, 7 * per_layer,
+                                                                           16 * per_layer)
+
+
+def test_builds_before_output_first_count_the_output_slot_last(facts):
+    """Before llama.cpp moved the output layer to the first offloaded slot, i_gpu_start was n_layer - N: -ngl 1
+    offloaded the last repeating layer and kept the output on the CPU; from that build on (OUTPUT_FIRST_SINCE, the
+    build the estimator names for the change) -ngl 1 offloads the output layer alone."""
+    from advisor.gguf import estimate as est_module
+
+    since = est_module.OUTPUT_FIRST_SINCE
+    ctx = 4096
+    old = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=1, n_gpus=1, llama_build=since - 1))
+    new = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=1, n_gpus=1, llama_build=since))
+    assert kv_on(old, "gpu0") == KV_LAYER_PER_TOKEN * ctx and kv_on(new, "gpu0") == 0
+    output = sum(t.nbytes for t in facts.tensors if t.name.startswith("output"))
+    assert dev(new, "gpu0").weights_bytes == output
+
+
+def test_moe_ffn_holds_every_used_experts_activations():
+    """Qwen3-30B-A3B (config.json: 48 layers, 128 experts, 8 used, moe_intermediate_size 768): llama.cpp's
+    build_moe_ffn computes up and gate for each used expert (ggml_mul_mat_id: [768, 8, n_tokens] each) and their
+    SwiGLU product, so a device that runs MoE layers holds at least 3 x 768 x 8 floats per ubatch token: the GPU with
+    9 of the layers (-ngl 10). (The CPU side's big batches run on the GPU too on CUDA: ggml_backend_sched offload_op.)"""
+    model = load_catalog().get("qwen3-30b-a3b")
+    variant = next(v for v in model.all_variants() if v.quant == "Q4_K_M")
+    facts = compact_catalog_facts(model, variant, layout.tensor_inventory(model.arch))
+    est = estimate(facts, Settings(n_ctx=4096, n_parallel=1, n_gpu_layers=10, n_gpus=1, backend="cuda"))
+    floor = 4 * 512 * 3 * 768 * 8
+    assert dev(est, "gpu0").compute_bytes >= floor
