@@ -48,6 +48,22 @@ GROUPS: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]] = {
     ),
 }
 
+#: Mutants reviewed as equivalent (no input can tell them from the original), keyed by (file, function, the stripped
+#: source line, change) so that the key survives line shifts; they are reported apart and left out of the share.
+EQUIVALENT: dict[tuple[str, str, str, str], str] = {
+    ("advisor/gguf/estimate.py", "layer_devices",
+     "req = n + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers  # llama_model_default_params: 999 = everything",
+     "< -> <="): "n_gpu_layers == 0 returned earlier",
+    ("advisor/gguf/estimate.py", "layer_devices",
+     "split = list(s.tensor_split) if s.tensor_split else [1.0] * s.n_gpus", "1.0 -> 1.08"):
+        "an even split is normalised: any equal weights give the same fractions",
+    ("advisor/gguf/estimate.py", "estimate", "if blck > 1 and hd % blck:", "> -> >="):
+        "hd % 1 is always 0",
+    ("advisor/gguf/estimate.py", "estimate",
+     'n_stream=n_stream) if (n_layers["cpu"] or out_dev == "cpu") else 0', "== -> !="):
+        "without CPU layers or output the CPU graph has no phase: 0 either way",
+}
+
 FLIP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
         ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
 SYMBOL = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in",
@@ -62,6 +78,11 @@ class Site:
     index: int  # the site's position in the function's walk order
     line: int
     change: str
+    text: str = ""  # the stripped source line
+
+    @property
+    def equivalent(self) -> str | None:
+        return EQUIVALENT.get((self.path, self.function, self.text, self.change))
 
 
 def _functions(tree: ast.Module, names: tuple[str, ...]) -> list[ast.FunctionDef]:
@@ -102,12 +123,15 @@ def sites(group: str) -> list[Site]:
     files, _ = GROUPS[group]
     out = []
     for path, names in files.items():
-        tree = ast.parse((ROOT / path).read_text())
+        source = (ROOT / path).read_text()
+        lines = source.splitlines()
+        tree = ast.parse(source)
         seen: dict[str, int] = {}
         for fn in _functions(tree, names):
             k = seen[fn.name] = seen.get(fn.name, -1) + 1
             for i, (node, _, change) in enumerate(_sites_in(fn)):
-                out.append(Site(path, fn.name, k, i, getattr(node, "lineno", fn.lineno), change))
+                line = getattr(node, "lineno", fn.lineno)
+                out.append(Site(path, fn.name, k, i, line, change, lines[line - 1].strip()))
     return out
 
 
@@ -207,6 +231,9 @@ def run_group(group: str, sample: list[Site], copy: Path, timeout: float, deadli
     _, tests = GROUPS[group]
     results = []
     for site in sample:
+        if site.equivalent:
+            results.append((site, None, f"equivalent: {site.equivalent}"))
+            continue
         if time.monotonic() > deadline:
             results.append((site, None, "not run: budget spent"))
             continue
@@ -266,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         for group, results in report:
             for site, killed, why in results:
                 if not killed:
-                    state = "not run" if killed is None else "SURVIVED"
-                    print(f"  {state}: {group} {site.path}:{site.line} {site.function}: {site.change}")
+                    state = ("equivalent" if site.equivalent else "not run") if killed is None else "SURVIVED"
+                    print(f"  {state}: {group} {site.path}:{site.line} {site.function}: {site.change}"
+                          + (f" ({site.equivalent})" if site.equivalent else ""))
     print(f"total {time.monotonic() - start:.0f} s; threshold {args.threshold:.0%} per group")
     return status
 

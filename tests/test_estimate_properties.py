@@ -145,6 +145,7 @@ def test_builds_before_output_first_count_the_output_slot_last(facts):
     assert kv_on(old, "gpu0") == KV_LAYER_PER_TOKEN * ctx and kv_on(new, "gpu0") == 0
     output = sum(t.nbytes for t in facts.tensors if t.name.startswith("output"))
     assert dev(new, "gpu0").weights_bytes == output
+    assert dev(new, "gpu0").compute_bytes >= 4 * 512 * N_VOCAB  # the logits are computed where the output layer is
 
 
 def test_moe_ffn_holds_every_used_experts_activations():

@@ -159,6 +159,11 @@ def test_recorded_rtx3060_deployment_fully_offloads(catalog, rules):
     plan = plan_for_model(box("NVIDIA GeForce RTX 3060", 12_288, free_mib=10_958, cc="8.6"), catalog, rules,
                           "qwen2.5-coder-7b-instruct:Q4_K_M", Request(context=4096))
     assert plan.llama_cpp.n_gpu_layers == 28 + 1 and plan.llama_cpp.ctx == 4096
+    # and it counts what llama.cpp allocated there: "CPU_Mapped model buffer size = 292.36 MiB" (the token
+    # embeddings), "CUDA0 model buffer size = 4168.09 MiB", "CUDA0 KV buffer size = 224.00 MiB"
+    mem = {d.device: d for d in plan.memory}
+    assert round(mem["cpu"].weights_bytes / MIB, 2) == 292.36 and mem["cpu"].kv_cache_bytes == 0
+    assert round(mem["gpu0"].weights_bytes / MIB, 2) == 4168.09 and mem["gpu0"].kv_cache_bytes == 224 * MIB
 
 
 def test_recorded_rtx2060_deployment_is_a_partial_offload(catalog, rules):
