@@ -62,6 +62,9 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("advisor/gguf/estimate.py", "estimate",
      'n_stream=n_stream) if (n_layers["cpu"] or out_dev == "cpu") else 0', "== -> !="):
         "without CPU layers or output the CPU graph has no phase: 0 either way",
+    ("advisor/gguf/estimate.py", "estimate",
+     'n_stream=n_stream) if (n_layers["cpu"] or out_dev == "cpu") else 0', "0 -> 1"):
+        "max(inputs, 1) == inputs, and op-offload backends take 0 anyway",
 }
 
 FLIP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,

@@ -159,3 +159,16 @@ def test_moe_ffn_holds_every_used_experts_activations():
     est = estimate(facts, Settings(n_ctx=4096, n_parallel=1, n_gpu_layers=10, n_gpus=1, backend="cuda"))
     floor = 4 * 512 * 3 * 768 * 8
     assert dev(est, "gpu0").compute_bytes >= floor
+
+
+def test_every_layer_sliding_window(facts):
+    """A model whose every layer attends through a sliding window of 4096 tokens (sliding_window in its config, every
+    layer local): llama_kv_cache_iswa sizes that cache at pad(n_swa + n_ubatch, 256) = 4608 cells whatever the
+    context, and without flash attention the KQ scores span those cells: [4608, n_ubatch, n_head] f32."""
+    import dataclasses
+
+    swa = dataclasses.replace(facts, sliding_window=4096, swa_layers=(True,) * N_LAYER)
+    est = estimate(swa, Settings(n_ctx=32768, n_parallel=1, flash_attn="off", n_gpu_layers=0))
+    cells = 4608
+    assert est.kv_cache_bytes == N_LAYER * KV_LAYER_PER_TOKEN * cells
+    assert est.compute_bytes >= 4 * 512 * N_HEAD * cells
