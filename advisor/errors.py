@@ -34,7 +34,7 @@ class ProbeError(AdvisorError):
     exit_code = 1
 
 
-# -- executor (issue 6): downloading, starting and checking an engine ---------------------------------------------
+# -- runner: downloading, starting and checking an engine ---------------------------------------------
 
 
 class ModelNotFoundError(BadInputError):
@@ -48,11 +48,9 @@ class DownloadError(AdvisorError):
 
 
 class EngineError(AdvisorError):
-    """The engine could not be started, or did not become ready. ``result`` holds the attempts made so far (a
-    ``advisor.runner.execute.RunResult``) so that ``--json`` can still print them."""
+    """The engine could not be started, or did not become ready."""
 
     exit_code = 5
-    result: object | None = None
 
 
 class EngineMissingError(EngineError):
@@ -75,7 +73,7 @@ class ModelFileError(BadInputError):
     hint = "the file may be truncated or corrupt (download it again), or need a newer engine"
 
 
-# -- planner (issue 5): recommend ---------------------------------------------------------------------------------
+# -- planner: recommend ------------------------------------------------------------------------------------------
 
 
 class NothingFitsError(AdvisorError):
@@ -86,7 +84,7 @@ class NothingFitsError(AdvisorError):
     hint = "allow a smaller model or shorter context, or give --max-size / --context / --backend differently"
 
 
-# -- setup (issue 8): installing the engine build that fits -------------------------------------------------------
+# -- setup: installing the engine build that fits -----------------------------------------------------------------
 
 
 class EngineUnsupportedError(BadInputError):

@@ -21,6 +21,14 @@ LLAMA_CPP = "llama.cpp"
 VLLM = "vllm"
 BACKENDS = (LLAMA_CPP, VLLM)
 
+#: The engines a plan can name (advisor.engines has one argv builder each), and each one's backend.
+LLAMA_SERVER = "llama-server"
+LLAMA_CPP_PYTHON = "llama-cpp-python"
+VLLM_SERVER = "vllm"
+ENGINE_BACKEND = {LLAMA_SERVER: LLAMA_CPP, LLAMA_CPP_PYTHON: LLAMA_CPP, VLLM_SERVER: VLLM}
+#: The engine a plan that names none is for (plans written before plans named their engine).
+DEFAULT_ENGINE = {LLAMA_CPP: LLAMA_SERVER, VLLM: VLLM_SERVER}
+
 
 class PlanFileError(BadInputError):
     hint = "write a plan with 'advisor recommend --json' and pass one of its plans"
@@ -101,6 +109,27 @@ class Predicted:
 
 
 @dataclass(frozen=True)
+class EngineRef:
+    """The engine a plan is for, on the machine it was planned for, and what that engine's build accepts.
+
+    ``exe`` is llama-server's path, or the interpreter of a Python engine; None when the engine is not installed
+    there yet (the command then names it the conventional way: ``llama-server``, ``python3``). ``flags`` is the
+    flag support decided once, from the installed build's ``--help`` or from the engine's current release
+    (advisor.engines.<engine>.FLAGS names each one); ``source`` says which.
+    """
+
+    name: str
+    exe: str | None = None
+    version: str | None = None
+    flags: dict[str, bool] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def backend(self) -> str:
+        return ENGINE_BACKEND[self.name]
+
+
+@dataclass(frozen=True)
 class Fallback:
     """One rung of the back-off ladder: the settings to use instead, and why that rung exists."""
 
@@ -114,7 +143,9 @@ class Plan:
     backend: str
     llama_cpp: LlamaCppSettings | None = None
     vllm: VllmSettings | None = None
+    #: The engine's arguments as they run, without the executable, host, port and API key (advisor.engines.argv).
     args: list[str] = field(default_factory=list)
+    engine: EngineRef | None = None
     memory: list[DeviceMemory] = field(default_factory=list)
     predicted: Predicted = field(default_factory=Predicted)
     sampling: dict[str, float] = field(default_factory=dict)
@@ -122,6 +153,11 @@ class Plan:
     reasons: list[str] = field(default_factory=list)
     fallbacks: list[Fallback] = field(default_factory=list)
     schema: int = PLAN_SCHEMA
+
+    @property
+    def engine_ref(self) -> EngineRef:
+        """The engine the plan names, or the backend's default engine for a plan that names none."""
+        return self.engine or EngineRef(DEFAULT_ENGINE[self.backend])
 
     @property
     def settings(self) -> LlamaCppSettings | VllmSettings:
@@ -149,6 +185,12 @@ class Plan:
             raise PlanFileError(f"{where}: backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         settings = data.pop("settings", None)
         data["llama_cpp" if backend == LLAMA_CPP else "vllm"] = settings
+        engine = data.get("engine")
+        if isinstance(engine, dict) and engine.get("name") not in ENGINE_BACKEND:
+            raise PlanFileError(f"{where}: engine.name must be one of {', '.join(ENGINE_BACKEND)}, "
+                                f"not {engine.get('name')!r}")
+        if isinstance(engine, dict) and ENGINE_BACKEND[engine["name"]] != backend:
+            raise PlanFileError(f"{where}: engine {engine['name']} does not run the {backend} backend")
         key = "llama_cpp" if backend == LLAMA_CPP else "vllm"
         try:
             return build(cls, data, where, PlanFileError)

@@ -9,6 +9,9 @@ instead of being half-read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 import sys
 import types
 import typing
@@ -98,11 +101,53 @@ def _dataclass(cls: Any, table: dict[str, Any], where: str, error: type[BadInput
 
 
 def read_toml(path: Path, error: type[BadInputError] = BadInputError) -> dict[str, Any]:
-    """A TOML file's table, or one line naming the file: unreadable, or not valid TOML (with tomllib's place)."""
+    """A TOML file's table, or one line naming the file: unreadable, or not valid TOML (with tomllib's place).
+
+    Parsed tables are kept as JSON under ADVISOR_HOME/cache, keyed by the file's path, size and modification time:
+    tomllib is pure Python (about 20 ms for the shipped catalog and rules on a 2-core machine) while ``json.loads``
+    reads the same data in about 1 ms, and every command that plans reads them all. A cache that cannot be read or
+    written is ignored; a table JSON cannot hold (TOML dates) is not cached.
+    """
     try:
+        stat = Path(path).stat()
+        cached = _cache_file(path, stat.st_size, stat.st_mtime_ns)
+        if cached is not None:
+            try:
+                return json.loads(cached.read_text())  # type: ignore[no-any-return]
+            except (OSError, ValueError):
+                pass
         with Path(path).open("rb") as fh:
-            return tomllib.load(fh)
+            data = tomllib.load(fh)
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: not valid TOML ({exc})") from None
+    _store(path, stat.st_size, stat.st_mtime_ns, data)
+    return data
+
+
+def _cache_key(path: Path, size: int, mtime_ns: int) -> Path:
+    from advisor.settings import home_dir
+
+    digest = hashlib.sha256(f"{Path(path).resolve()}\0{size}\0{mtime_ns}".encode()).hexdigest()[:32]
+    return home_dir() / "cache" / "toml" / f"{digest}.json"
+
+
+def _cache_file(path: Path, size: int, mtime_ns: int) -> Path | None:
+    found = _cache_key(path, size, mtime_ns)
+    return found if found.is_file() else None
+
+
+def _store(path: Path, size: int, mtime_ns: int, data: dict[str, Any]) -> None:
+    try:
+        text = json.dumps(data)
+    except (TypeError, ValueError):
+        return  # a value JSON has no type for (a TOML date): read with tomllib each time
+    target = _cache_key(path, size, mtime_ns)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)  # whole or not at all: a reader never sees half a file
+    except OSError:
+        pass

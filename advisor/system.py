@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from advisor import settings
 #: Seconds an external tool may take. nvidia-smi can take seconds to initialise the driver when persistence mode is
-#: off (notes/probe.md §1.7 recommends 5 s); the other tools answer in well under a second.
+#: off (NVIDIA's nvidia-smi documentation on persistence mode); the other tools answer in well under a second.
 DEFAULT_TIMEOUT_S = 5.0
 
 T = TypeVar("T")
@@ -135,7 +135,7 @@ class System:
         return shutil.which(name, path=self.env.get("PATH", os.defpath))
 
     def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT_S) -> Completed:
-        """Run a tool found on PATH with a C locale (localised output has decimal commas: notes/probe.md §7).
+        """Run a tool found on PATH with a C locale (localised output has decimal commas, e.g. nvidia-smi's CSV under a German locale).
 
         Never raises: a missing tool, a timeout or an OS error come back with ``returncode`` None.
         """

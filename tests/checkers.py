@@ -282,10 +282,10 @@ def shell_problems(text: str) -> list[str]:
 
 
 def llama_server_flags() -> dict[str, int]:
-    """Every flag llama-server accepts -> how many values follow it (tests/data/engine-args/llama-server-flags.txt,
+    """Every flag llama-server accepts -> how many values follow it (tests/data/engine-args/llama-server-args.tsv,
     from llama.cpp common/arg.cpp). Negated forms (--no-...) take none."""
     flags: dict[str, int] = {}
-    for line in (ENGINE_ARGS / "llama-server-flags.txt").read_text().splitlines():
+    for line in (ENGINE_ARGS / "llama-server-args.tsv").read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         arity, names, neg, _hint = line.split("\t")

@@ -7,6 +7,9 @@ Endpoints, as huggingface_hub 2.4 calls them:
   "lfs": {"size", "sha256", "pointerSize"}}]}``;
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` (``hf_hub_url``; ``get_hf_file_metadata`` reads ``X-Repo-Commit``,
   ``ETag``/``X-Linked-Etag`` and ``Content-Length``/``X-Linked-Size``); ``GET`` honours ``Range: bytes=a-b`` with 206;
+- ``GET /api/models?author=A&sort=createdAt|downloads&limit=N`` (``HfApi.list_models``): the repositories of
+  author ``A`` as ``[{"id", "modelId", "createdAt", "downloads", "likes", "tags", "private"}]``, sorted by the key,
+  largest first, as the Hub does; no ``Link`` header, so huggingface_hub's paginator stops after one page;
 - errors carry ``X-Error-Code`` (RepoNotFound, RevisionNotFound, EntryNotFound) as ``hf_raise_for_status``
   (utils/_http.py) maps them.
 
@@ -37,6 +40,8 @@ class Request:
 class FakeRepo:
     files: dict[str, Path]  # path in repo -> local file
     sha: str = "a" * 40
+    created_at: str = "2025-01-01T00:00:00.000Z"
+    downloads: int = 0
 
 
 class FakeHub:
@@ -73,8 +78,10 @@ class FakeHub:
         self.server.server_close()
         self._thread.join(5)
 
-    def add(self, repo: str, files: dict[str, Path], sha: str | None = None) -> None:
-        self.repos[repo] = FakeRepo(dict(files), sha or hashlib.sha1(repo.encode()).hexdigest())
+    def add(self, repo: str, files: dict[str, Path], sha: str | None = None, created_at: str | None = None,
+            downloads: int = 0) -> None:
+        self.repos[repo] = FakeRepo(dict(files), sha or hashlib.sha1(repo.encode()).hexdigest(),
+                                    created_at or "2025-01-01T00:00:00.000Z", downloads)
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -105,6 +112,8 @@ class FakeHub:
         path = unquote(url.path)
         with self._lock:
             self.requests.append(Request(h.command, path, h.headers.get("Range")))
+        if path == "/api/models":
+            return self._list(h, url.query, head)
         m = re.match(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$", path)
         if m:
             return self._info(h, m.group("repo"), m.group("rev"), head)
@@ -134,6 +143,22 @@ class FakeHub:
                              "lfs": {"size": size, "sha256": _etag(p), "pointerSize": 134}})
         body = json.dumps({"id": repo, "modelId": repo, "sha": r.sha, "private": False,
                            "siblings": siblings}).encode()
+        self._send(h, 200, body, {"Content-Type": "application/json"}, head)
+
+    def _list(self, h: BaseHTTPRequestHandler, query: str, head: bool) -> None:
+        from urllib.parse import parse_qs
+
+        q = parse_qs(query)
+        author = (q.get("author") or [""])[0]
+        sort = (q.get("sort") or ["createdAt"])[0]
+        limit = int((q.get("limit") or ["1000"])[0])
+        mine = [(name, r) for name, r in self.repos.items() if name.split("/", 1)[0] == author]
+        key = {"createdAt": lambda x: x[1].created_at, "downloads": lambda x: x[1].downloads}.get(sort)
+        if key is None:
+            return self._send(h, 400, b'{"error": "bad sort"}', {"Content-Type": "application/json"}, head)
+        mine.sort(key=key, reverse=True)
+        body = json.dumps([{"id": name, "modelId": name, "createdAt": r.created_at, "downloads": r.downloads,
+                            "likes": 0, "tags": ["gguf"], "private": False} for name, r in mine[:limit]]).encode()
         self._send(h, 200, body, {"Content-Type": "application/json"}, head)
 
     def _resolve(self, h: BaseHTTPRequestHandler, repo: str, rev: str, name: str, head: bool) -> None:

@@ -297,4 +297,5 @@ def test_cli_reads_advisor_data_dir(tmp_path):
     r = run("catalog", "list", "--json", env={**os.environ, "ADVISOR_DATA_DIR": str(d.parent)})
     assert r.returncode == 0, r.stderr
     assert {m["id"] for m in json.loads(r.stdout)["models"]} == {
-        "phi-3-mini-4k-instruct", "phi-3.5-mini-instruct", "phi-4-mini-instruct", "phi-4"}
+        "phi-3-mini-4k-instruct", "phi-3.5-mini-instruct", "phi-4-mini-instruct", "phi-4", "phi-4-reasoning",
+        "phi-4-mini-reasoning"}

@@ -169,3 +169,41 @@ def test_malformed_overlay_is_one_clear_line(text: str, expect: str) -> None:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(p) in lines[0] and "Traceback" not in r.stderr, r.stderr
     assert expect in lines[0].lower() or expect in lines[0], lines[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Discovery: new repositories of trusted publishers from the Hub's model list (tests/fake_hub.py /api/models)
+
+
+def test_refresh_discovers_new_publisher_repos(tmp_path: Path, fake_hub: FakeHub) -> None:
+    new = ggufgen.write(tmp_path / "new.gguf", ggufgen.TINY["llama"])
+    odd = ggufgen.write(tmp_path / "odd.gguf", ggufgen.TINY["gemma2"])
+    fake_hub.add("bartowski/Brand-New-1B-GGUF", {"Brand-New-1B-Q8_0.gguf": new, "Brand-New-1B-Q4_K_M.gguf": new},
+                 created_at="2026-03-02T10:00:00.000Z", downloads=5)
+    fake_hub.add("bartowski/No-Gguf-Here", {"README.md": new}, created_at="2026-02-01T00:00:00.000Z")
+    fake_hub.add("bartowski/Odd-Arch-GGUF", {"Odd-Arch-Q8_0.gguf": odd}, created_at="2025-12-01T00:00:00.000Z",
+                 downloads=900)
+    known = next(v.repo for v in load_catalog(overlay=False).get("qwen3-4b-instruct-2507").all_variants()
+                 if v.repo.startswith("bartowski/"))
+    fake_hub.add(known, {"x-Q8_0.gguf": new}, created_at="2026-04-01T00:00:00.000Z")
+    env = {"HF_ENDPOINT": fake_hub.url, "ADVISOR_HOME": str(tmp_path / "home")}
+    env.pop("HF_HUB_OFFLINE", None)
+    r = run("catalog", "refresh", "--no-sizes", "--discover", "--publisher", "bartowski", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    out = {o["repo"]: o for o in json.loads(r.stdout)["discovered"]}
+    assert out["bartowski/Brand-New-1B-GGUF"]["status"] == "added"
+    assert out["bartowski/No-Gguf-Here"]["status"] == "skipped"
+    assert known not in out  # the catalog has it already
+    # the Hub was asked for the list newest-first and by downloads, and only headers were read
+    lists = [q for q in fake_hub.requests if q.path == "/api/models"]
+    assert len(lists) == 2
+    assert all(q.range for q in fake_hub.range_gets)
+    r = run("catalog", "list", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    row = next(m for m in json.loads(r.stdout)["models"] if m["id"] == out["bartowski/Brand-New-1B-GGUF"]["model_id"])
+    assert row["from_hub"] and row["fetched"] and row["released"] == "2026-03"
+    chat = row["scores"]["chat"]
+    assert chat["imputed"] and chat["method"] == "size-date" and 0 < chat["normalized"] < 100
+    r = run("catalog", "show", row["id"], "--json", env=env)
+    variants = {v["quant"]: v for v in json.loads(r.stdout)["variants"]}
+    assert set(variants) == {"Q8_0", "Q4_K_M"} and variants["Q8_0"]["size_bytes"] == new.stat().st_size

@@ -6,8 +6,8 @@ import pytest
 
 from advisor import engines
 from advisor.engines import llama_cpp_python, llama_server, vllm
-from advisor.runner.execute import UrllibHttp
-from advisor.plan import LlamaCppSettings, VllmSettings
+from advisor.plan import EngineRef, LlamaCppSettings, ModelRef, Plan, PlanFileError, VllmSettings
+from advisor.runner.seams import UrllibHttp
 from tests.fake_openai import FakeOpenAI
 
 NEW_HELP = """
@@ -16,6 +16,7 @@ NEW_HELP = """
 --offline                               Offline mode
 --no-webui                              Disable the Web UI
 -lm,   --load-mode MODE                 model loading mode (default: auto)
+-ncmoe, --n-cpu-moe N                   keep the MoE weights of the first N layers in the CPU
 """
 OLD_HELP = """
 -fa,   --flash-attn                     enable Flash Attention (default: disabled)
@@ -23,38 +24,55 @@ OLD_HELP = """
 """
 
 
+def largs(settings: LlamaCppSettings, path: str, flags: dict[str, bool] | None = None,
+          sampling: dict[str, float] | None = None) -> list[str]:
+    return llama_server.build_args(settings, ["-m", path], flags, sampling)
+
+
 def test_llama_server_build_args_current_build() -> None:
     s = LlamaCppSettings(n_gpu_layers=33, ctx=8192, parallel=2, cache_type_k="q8_0", cache_type_v="q8_0",
                          flash_attn="on", threads=8, mmap=False, tensor_split=[3.0, 1.0])  # fmt: skip
-    args = llama_server.build_args(s, "/m/x.gguf")
+    args = largs(s, "/m/x.gguf")
     assert args[:2] == ["-m", "/m/x.gguf"]
     joined = " ".join(args)
-    for part in ("-c 8192", "-np 2", "-ngl 33", "-ctk q8_0", "-ctv q8_0", "-fa on", "-t 8",
-                 "--load-mode none", "-ts 3,1", "--fit off"):  # fmt: skip
+    for part in ("-c 8192", "-np 2", "-ngl 33", "-ctk q8_0", "-ctv q8_0", "-fa on", "-t 8", "--load-mode none",
+                 "-ts 3,1", "--fit off"):  # fmt: skip
         assert part in joined
+    assert "--no-mmap" not in args and "--mlock" not in args  # gone from common/arg.cpp: --load-mode took over
     assert "--host" not in args and "--port" not in args and "--api-key" not in args
 
 
+def test_llama_server_load_mode_spellings() -> None:
+    """common/arg.cpp -lm/--load-mode: auto|none|mmap|mlock|mmap+mlock; older builds had --mlock and --no-mmap."""
+    old = llama_server.flags_from_help(OLD_HELP)
+    cases = {(True, False): ([], []), (True, True): (["--load-mode", "mmap+mlock"], ["--mlock"]),
+             (False, True): (["--load-mode", "mlock"], ["--mlock", "--no-mmap"]),
+             (False, False): (["--load-mode", "none"], ["--no-mmap"])}
+    for (mmap, mlock), (new_args, old_args) in cases.items():
+        s = LlamaCppSettings(mmap=mmap, mlock=mlock)
+        assert llama_server._load_mode(s, llama_server.FLAGS) == new_args
+        assert llama_server._load_mode(s, old) == old_args
+
+
 def test_llama_server_fit_on_leaves_layers_to_llama_cpp() -> None:
-    args = llama_server.build_args(LlamaCppSettings(n_gpu_layers=99, fit=True), "m.gguf")
+    args = largs(LlamaCppSettings(n_gpu_layers=99, fit=True), "m.gguf")
     assert "-ngl" not in args and args[args.index("--fit") + 1] == "on"
 
 
 def test_llama_server_old_build_features() -> None:
-    features = llama_server.Features.from_help(OLD_HELP)
-    assert features == llama_server.Features(fit=False, flash_attn_value=False, offline=False, no_webui=False,
-                                             load_mode=False)
-    args = llama_server.build_args(LlamaCppSettings(flash_attn="on"), "m.gguf", features)
+    flags = llama_server.flags_from_help(OLD_HELP)
+    assert not any(flags[k] for k in ("fit", "flash_attn_value", "offline", "no_webui", "load_mode", "n_cpu_moe"))
+    args = largs(LlamaCppSettings(flash_attn="on"), "m.gguf", flags)
     assert "--fit" not in args and args[-1] == "-fa"
-    old = llama_server.build_args(LlamaCppSettings(mlock=True, mmap=False), "m.gguf", features)
-    assert "--mlock" in old and "--no-mmap" in old and "--load-mode" not in old
-    assert "-fa" not in llama_server.build_args(LlamaCppSettings(flash_attn="auto"), "m.gguf", features)
-    assert llama_server.Features.from_help(NEW_HELP) == llama_server.Features()
+    assert "-fa" not in largs(LlamaCppSettings(flash_attn="auto"), "m.gguf", flags)
+    assert llama_server.flags_from_help(NEW_HELP) == llama_server.FLAGS
+    assert llama_server.flags_from_help("") == llama_server.FLAGS
 
 
 def test_llama_server_command_keeps_key_off_argv() -> None:
-    launch = llama_server.command("/bin/llama-server", "m.gguf", LlamaCppSettings(), "127.0.0.1", 8123, "sekret",
-                                  help_text=NEW_HELP)  # fmt: skip
+    flags = llama_server.flags_from_help(NEW_HELP)
+    launch = llama_server.command("/bin/llama-server", ["-m", "m.gguf"], LlamaCppSettings(), "127.0.0.1", 8123,
+                                  "sekret", flags)  # fmt: skip
     assert launch.argv[0] == "/bin/llama-server"
     assert launch.argv[launch.argv.index("--port") + 1] == "8123"
     assert "--offline" in launch.argv and "--no-webui" in launch.argv
@@ -65,19 +83,32 @@ def test_llama_server_command_keeps_key_off_argv() -> None:
 
 def test_llama_cpp_python_flags() -> None:
     s = LlamaCppSettings(n_gpu_layers=-1, ctx=2048, cache_type_k="q8_0", cache_type_v="q4_0", flash_attn="auto",
-                         parallel=4, n_cpu_moe=3)  # fmt: skip
-    args = llama_cpp_python.build_args(s, "/m.gguf")
+                         parallel=4)  # fmt: skip
+    args = llama_cpp_python.build_args(s, ["--model", "/m.gguf"])
     joined = " ".join(args)
     assert "--model /m.gguf" in joined and "--n_ctx 2048" in joined and "--n_gpu_layers -1" in joined
     assert "--type_k 8" in joined and "--type_v 2" in joined  # ggml.h enum ggml_type ids
     assert "--flash_attn true" in joined  # quantized V needs flash attention
     assert "--use_mlock false" in joined
-    assert "parallel" not in joined and "moe" not in joined
-    launch = llama_cpp_python.command("/py", "/m.gguf", s, "127.0.0.1", 9000, "k")
+    assert "parallel" not in joined
+    launch = llama_cpp_python.command("/py", args, s, "127.0.0.1", 9000, "k", {})
     assert launch.argv[:3] == ["/py", "-m", "llama_cpp.server"]
     assert launch.env == {"API_KEY": "k"} and "HOST" in launch.unset and "PORT" in launch.unset
-    with pytest.raises(ValueError):
-        llama_cpp_python.build_args(LlamaCppSettings(cache_type_k="q3_zz"), "m")
+    with pytest.raises(PlanFileError):
+        llama_cpp_python.build_args(LlamaCppSettings(cache_type_k="q3_zz"), ["--model", "m"])
+    with pytest.raises(PlanFileError, match="n_cpu_moe"):  # the server has no such setting: never dropped silently
+        llama_cpp_python.build_args(LlamaCppSettings(n_cpu_moe=3), ["--model", "m"])
+
+
+def test_model_arguments_per_engine() -> None:
+    hub = ModelRef(id="x", repo="org/x-GGUF", files=["x-Q4_K_M.gguf"], revision="abc")
+    assert llama_server.model_args(hub, None) == ["-hfr", "org/x-GGUF", "-hff", "x-Q4_K_M.gguf"]
+    assert llama_server.model_args(hub, "/c/x.gguf") == ["-m", "/c/x.gguf"]
+    assert llama_cpp_python.model_args(hub, None) == ["--hf_model_repo_id", "org/x-GGUF", "--model", "x-Q4_K_M.gguf"]
+    assert llama_cpp_python.model_args(hub, "/c/x.gguf") == ["--model", "/c/x.gguf"]
+    st = ModelRef(id="y", repo="org/y", revision="abc", format="safetensors")
+    assert vllm.model_args(st, None) == ["--model", "org/y", "--revision", "abc"]
+    assert vllm.model_args(st, "/snap/y") == ["--model", "/snap/y"]
 
 
 SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repetition_penalty": 1.05,
@@ -85,48 +116,58 @@ SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0, "repet
 
 
 def test_llama_server_sampling_defaults() -> None:
-    """issue 5: the model's sampling as llama-server's defaults (README --temp/--top-p/--top-k/--min-p/
-    --repeat-penalty); max_new_tokens is not passed (-n would cap every request)."""
-    args = llama_server.build_args(LlamaCppSettings(), "m.gguf", sampling=SAMPLING)
+    """The model's sampling as llama-server's defaults (README --temp/--top-p/--top-k/--min-p/--repeat-penalty);
+    max_new_tokens is not passed (-n would cap every request)."""
+    args = largs(LlamaCppSettings(), "m.gguf", sampling=SAMPLING)
     assert args[-10:] == ["--temp", "0.6", "--top-p", "0.95", "--top-k", "20", "--min-p", "0",
                           "--repeat-penalty", "1.05"]
     assert "-n" not in args and "--n-predict" not in args
-    assert llama_server.build_args(LlamaCppSettings(), "m.gguf") == llama_server.build_args(
-        LlamaCppSettings(), "m.gguf", sampling={})
-    launch = llama_server.command("llama-server", "m.gguf", LlamaCppSettings(), "127.0.0.1", 8123, None,
-                                  sampling={"temperature": 0.2})
-    assert launch.argv[launch.argv.index("--temp") + 1] == "0.2"
+    assert largs(LlamaCppSettings(), "m.gguf") == largs(LlamaCppSettings(), "m.gguf", sampling={})
 
 
 def test_llama_cpp_python_has_no_sampling_flags() -> None:
     """``python -m llama_cpp.server --help`` (0.3.36) has no sampling-default flags: nothing is invented."""
     assert llama_cpp_python.SAMPLING_FLAGS == {}
-    plain = llama_cpp_python.build_args(LlamaCppSettings(), "/m.gguf")
-    assert llama_cpp_python.build_args(LlamaCppSettings(), "/m.gguf", sampling=SAMPLING) == plain
-    launch = llama_cpp_python.command("/py", "/m.gguf", LlamaCppSettings(), "127.0.0.1", 9000, None, sampling=SAMPLING)
-    assert not any("temp" in a for a in launch.argv)
+    plain = llama_cpp_python.build_args(LlamaCppSettings(), ["--model", "/m.gguf"])
+    assert llama_cpp_python.build_args(LlamaCppSettings(), ["--model", "/m.gguf"], sampling=SAMPLING) == plain
 
 
 def test_vllm_sampling_defaults_as_generation_config() -> None:
     import json
 
-    args = vllm.build_args(VllmSettings(), "/models/tiny", sampling=SAMPLING)
+    args = vllm.build_args(VllmSettings(), ["--model", "/models/tiny"], sampling=SAMPLING)
     config = json.loads(args[args.index("--override-generation-config") + 1])
     assert config == SAMPLING  # vLLM's own keys: get_diff_sampling_param reads exactly these
-    assert "--override-generation-config" not in vllm.build_args(VllmSettings(), "/models/tiny")
-    launch = vllm.command("/py", "/models/tiny", VllmSettings(), "127.0.0.1", 8001, None, sampling={"top_k": 20})
-    assert launch.argv[launch.argv.index("--override-generation-config") + 1] == '{"top_k": 20}'
+    assert "--override-generation-config" not in vllm.build_args(VllmSettings(), ["--model", "/models/tiny"])
 
 
 def test_vllm_command() -> None:
     s = VllmSettings(max_model_len=512, max_num_seqs=4, dtype="bfloat16", cpu_kv_cache_gib=1, enforce_eager=True)
-    launch = vllm.command("/venv/bin/python", "/models/tiny", s, "127.0.0.1", 8001, "k")
+    launch = vllm.command("/venv/bin/python", vllm.build_args(s, ["--model", "/models/tiny"]), s, "127.0.0.1", 8001,
+                          "k", {})
     assert launch.argv[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     joined = " ".join(launch.argv)
     for part in ("--model /models/tiny", "--max-model-len 512", "--max-num-seqs 4", "--dtype bfloat16",
                  "--enforce-eager", "--host 127.0.0.1", "--port 8001", "--gpu-memory-utilization 0.9"):  # fmt: skip
         assert part in joined
     assert launch.env == {"HF_HUB_OFFLINE": "1", "VLLM_API_KEY": "k", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def test_one_builder_for_plan_and_run() -> None:
+    """engines.launch (what runs) extends engines.argv (what the plan holds) with the executable, host and port;
+    with the model on disk only the model's arguments change."""
+    ref = ModelRef(id="x", repo="org/x-GGUF", files=["x.gguf"])
+    for engine in (EngineRef("llama-server", exe="/bin/llama-server"), EngineRef("llama-cpp-python", exe="/py")):
+        s = LlamaCppSettings(ctx=8192, threads=4)
+        plan = Plan(model=ref, backend="llama.cpp", llama_cpp=s, engine=engine,
+                    args=engines.argv(engine, s, ref, {}))
+        argv = engines.launch(plan, "127.0.0.1", 8080).argv
+        start = argv.index(plan.args[0])
+        assert argv[0] == engine.exe and argv[start:start + len(plan.args)] == plan.args
+        local = engines.launch(plan, "127.0.0.1", 8080, local_path="/c/x.gguf").argv
+        model = engines.get(engine.name).model_args(ref, None)
+        rest = [a for a in plan.args if a not in model]
+        assert all(a in local for a in rest) and "/c/x.gguf" in local
 
 
 KV_V1 = (

@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 
 from advisor.runner import execute as executor
+from advisor.runner.check import CheckError
+from advisor.runner.ladder import ladder, settings_dict
+from advisor.runner import seams as seams_mod
+from advisor.runner.seams import Seams
 
 from advisor.hub import download as hub
 
@@ -85,18 +89,23 @@ class Script:
 
 
 def fake_engine(script: Script, classify: Any = llama_cpp_python.classify, backend: str = LLAMA_CPP) -> Engine:
-    def command(exe: str, path: str, settings: Any, host: str, port: int, key: str | None, help_text: str = "",
-                sampling: Any = None):
-        return Launch([exe, path, json.dumps(executor.settings_dict(settings)), json.dumps(sampling)])
+    """An engine whose command is [exe, model, settings as JSON, sampling as JSON]."""
 
-    return Engine("fake", backend, command, script.ready, classify)
+    def args(settings: Any, model: list[str], flags: Any, sampling: Any) -> list[str]:
+        return [*model, json.dumps(settings_dict(settings)), json.dumps(sampling)]
+
+    def command(exe: Any, argv: list[str], settings: Any, host: str, port: int, key: Any, flags: Any,
+                offline: bool = True) -> Launch:
+        return Launch([exe or "engine", *argv])
+
+    return Engine("fake", backend, args, lambda model, path: [path or ""], command, script.ready, classify)
 
 
-def seams_for(script: Script, clock: FakeClock, stream: Any = None) -> executor.Seams:
+def seams_for(script: Script, clock: FakeClock, stream: Any = None) -> Seams:
     def no_stream(*args: Any) -> Any:
         yield clock(), {"choices": [{"delta": {"content": "OK"}}], "usage": {"completion_tokens": 1}}
 
-    return executor.Seams(
+    return Seams(
         start=script.start, http=None, stream=stream or no_stream, clock=clock, sleep=clock.sleep,
         killpg=script.killpg, port_free=lambda h, p: True, group_alive=lambda pgid: False,
     )  # fmt: skip
@@ -108,8 +117,8 @@ class FakeModels:
 
 
 def request(tmp_path: Path, engine: Engine, plan: Plan, **kw: Any) -> executor.RunRequest:
-    return executor.RunRequest(plan=plan, model_path="/m.gguf", engine=engine, exe="engine", host="127.0.0.1",
-                               port=8999, log_dir=tmp_path / "logs", **kw)  # fmt: skip
+    return executor.RunRequest(plan=plan, model_path="/m.gguf", host="127.0.0.1", port=8999,
+                               log_dir=tmp_path / "logs", engine=engine, **kw)  # fmt: skip
 
 
 def llama_plan(**kw: Any) -> Plan:
@@ -155,27 +164,31 @@ def test_plan_sampling_reaches_the_engine_and_the_test_prompt_stays_greedy(tmp_p
 
 
 def test_executor_argv_matches_the_plans_args(tmp_path: Path) -> None:
-    """One builder: what the executor runs for a local file is the plan's args plus host and port."""
-    from advisor.engines import llama_server
+    """One builder: what runs for a local file is the plan's args (built by the planner's assemble step) wrapped in
+    the executable, host and port."""
+    from advisor import engines
+    from advisor.plan import EngineRef
     from advisor.planner import assemble
 
     settings = LlamaCppSettings(n_gpu_layers=29, ctx=4096, threads=8)
     ref = ModelRef(id="x", path="/m.gguf")
     sampling = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05, "max_new_tokens": 512}
-    plan_args = assemble.llama_args(settings, ref, sampling)
-    launch = llama_server.command("llama-server", "/m.gguf", settings, "127.0.0.1", 8080, None, sampling=sampling)
-    assert launch.argv[1:1 + len(plan_args)] == plan_args
-    assert plan_args[-8:] == ["--temp", "0.7", "--top-p", "0.8", "--top-k", "20", "--repeat-penalty", "1.05"]
+    engine = EngineRef("llama-server", exe="/bin/llama-server")
+    plan = Plan(model=ref, backend=LLAMA_CPP, llama_cpp=settings, engine=engine, sampling=sampling,
+                args=assemble.plan_args(engine, settings, ref, sampling))
+    launch = engines.launch(plan, "127.0.0.1", 8080, local_path="/m.gguf")
+    assert launch.argv[1:1 + len(plan.args)] == plan.args
+    assert plan.args[-8:] == ["--temp", "0.7", "--top-p", "0.8", "--top-k", "20", "--repeat-penalty", "1.05"]
 
 
 def test_default_ladder_when_the_plan_has_none(tmp_path: Path) -> None:
-    rungs = executor.default_ladder(LlamaCppSettings(ctx=8192, parallel=4, n_gpu_layers=40))
+    rungs = ladder(LlamaCppSettings(ctx=32768, parallel=4, n_gpu_layers=40))
     assert [r.settings for r in rungs] == [
-        {"ctx": 4096}, {"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"}, {"parallel": 1},
-        {"n_gpu_layers": 30}, {"n_gpu_layers": 0},
+        {"ctx": 16384}, {"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"},
+        {"parallel": 1, "ctx": 8192}, {"n_gpu_layers": 30}, {"n_gpu_layers": 0},
     ]  # fmt: skip
-    assert [r.settings for r in executor.default_ladder(VllmSettings(max_model_len=8192, max_num_seqs=8))] == [
-        {"max_num_seqs": 4}, {"enforce_eager": True}, {"max_model_len": 4096}
+    assert [r.settings for r in ladder(VllmSettings(max_model_len=8192, max_num_seqs=8))] == [
+        {"enforce_eager": True}, {"max_model_len": 4096}, {"max_num_seqs": 4}, {"gpu_memory_utilization": 0.85}
     ]
     script = Script([(OOM, 1, 0), ("ok", None, 0)])
     clock = FakeClock()
@@ -201,19 +214,18 @@ def test_vllm_kv_error_uses_the_engines_estimate(tmp_path: Path) -> None:
 def test_gives_up_after_max_attempts_with_all_attempts(tmp_path: Path) -> None:
     script = Script([(OOM, 1, 0)] * 3)
     clock = FakeClock()
-    with pytest.raises(EngineError) as info:
-        executor.execute(request(tmp_path, fake_engine(script), llama_plan(ctx=65536), max_attempts=3),
-                         seams_for(script, clock))  # fmt: skip
-    result = info.value.result
-    assert result is not None and not result.ok and len(result.attempts) == 3  # type: ignore[attr-defined]
-    assert "3 attempts" in info.value.message
+    result = executor.execute(request(tmp_path, fake_engine(script), llama_plan(ctx=65536), max_attempts=3),
+                              seams_for(script, clock))  # fmt: skip
+    assert isinstance(result.error, EngineError) and not result.ok
+    assert len(result.attempts) == 3
+    assert "3 attempts" in result.error.message
 
 
 def test_corrupt_model_is_not_retried(tmp_path: Path) -> None:
     log = "llama_model_load: error loading model: tensor 'x' data is not within the file bounds\n"
     script = Script([(log, 1, 0)])
-    with pytest.raises(ModelFileError):
-        executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams_for(script, FakeClock()))
+    result = executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams_for(script, FakeClock()))
+    assert isinstance(result.error, ModelFileError) and not result.ok
     assert len(script.launches) == 1
 
 
@@ -229,11 +241,11 @@ def test_unknown_exit_during_load_backs_off_with_the_last_line(tmp_path: Path) -
 def test_readiness_timeout_stops_the_engine(tmp_path: Path) -> None:
     script = Script([("still loading", None, 0)], ready_after=10**9)
     clock = FakeClock()
-    with pytest.raises(EngineError) as info:
-        executor.execute(request(tmp_path, fake_engine(script), llama_plan(), timeout_s=30),
-                         seams_for(script, clock))  # fmt: skip
-    assert "not ready after 30 s" in info.value.message and "still loading" in info.value.message
+    result = executor.execute(request(tmp_path, fake_engine(script), llama_plan(), timeout_s=30),
+                                      seams_for(script, clock))  # fmt: skip
+    assert "not ready after 30 s" in result.error.message and "still loading" in result.error.message
     assert script.killed[0] == (script.procs[0].pid, signal.SIGTERM)
+    assert isinstance(result.error, EngineError) and not result.ok
     assert 30 <= clock.now < 32  # polled up to the limit, not beyond
 
 
@@ -256,14 +268,14 @@ def test_check_failure_on_a_live_engine_is_exit_6(tmp_path: Path) -> None:
     clock = FakeClock()
 
     def broken(*args: Any) -> Any:
-        raise executor.CheckError("/v1/chat/completions answered 500: boom")
+        raise CheckError("/v1/chat/completions answered 500: boom")
         yield  # pragma: no cover
 
     seams = seams_for(script, clock, stream=broken)
     seams.http = FakeModels()
-    with pytest.raises(CheckFailedError) as info:
-        executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams)
-    assert info.value.exit_code == 6 and "500" in info.value.message
+    result = executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams)
+    assert isinstance(result.error, CheckFailedError) and not result.ok
+    assert result.error.exit_code == 6 and "500" in result.error.message
     assert script.killed and script.killed[0][1] == signal.SIGTERM
 
 
@@ -276,9 +288,9 @@ def test_an_empty_answer_is_a_failed_check(tmp_path: Path) -> None:
 
     seams = seams_for(script, clock, stream=silent)
     seams.http = FakeModels()
-    with pytest.raises(CheckFailedError) as info:
-        executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams)
-    assert "no tokens" in info.value.message
+    result = executor.execute(request(tmp_path, fake_engine(script), llama_plan()), seams)
+    assert isinstance(result.error, CheckFailedError) and not result.ok
+    assert "no tokens" in result.error.message
 
 
 def test_an_engine_that_dies_right_after_answering_is_not_ok(tmp_path: Path) -> None:
@@ -303,27 +315,27 @@ def test_an_engine_that_dies_right_after_answering_is_not_ok(tmp_path: Path) -> 
 
 def test_a_stream_cut_before_done_is_a_check_error() -> None:
     with FakeOpenAI(tokens=3, done=False) as fake:
-        with pytest.raises(executor.CheckError, match="before \\[DONE\\]"):
-            executor.check(fake.url, {}, executor.Seams())
+        with pytest.raises(CheckError, match="before \\[DONE\\]"):
+            executor.check(fake.url, {}, Seams())
 
 
 def test_check_measures_from_a_real_stream() -> None:
     timings = {"predicted_n": 5, "predicted_per_second": 123.4}
     with FakeOpenAI(timings=timings, api_key="k") as fake:
-        result = executor.check(fake.url, {"Authorization": "Bearer k"}, executor.Seams())
+        result = executor.check(fake.url, {"Authorization": "Bearer k"}, Seams())
         body = fake.requests[-1][3]
     assert result.completion_tokens == 5 and result.tokens_per_s == 123.4 and result.tokens_per_s_source == "engine"
     assert result.text == "t0 t1 t2 t3 t4 " and result.ttft_s is not None and result.latency_s >= result.ttft_s
     assert body["model"] == "tiny" and body["temperature"] == 0 and body["stream"] is True
     with FakeOpenAI(tokens=4) as fake:
-        result = executor.check(fake.url, {}, executor.Seams())
+        result = executor.check(fake.url, {}, Seams())
     assert result.tokens_per_s_source == "client" and result.completion_tokens == 4
 
 
 def test_stop_group_escalates_to_sigkill() -> None:
     sent: list[int] = []
     clock = FakeClock()
-    executor.stop_group(123, lambda t: False, lambda pid, sig: sent.append(sig), clock, clock.sleep, grace=1.0,
+    seams_mod.stop_group(123, lambda t: False, lambda pid, sig: sent.append(sig), clock, clock.sleep, grace=1.0,
                         alive=lambda pgid: True)  # fmt: skip
     assert sent == [signal.SIGTERM, signal.SIGKILL]
 
@@ -335,8 +347,8 @@ def test_port_helpers() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         taken = sock.getsockname()[1]
-        assert not executor.port_free("127.0.0.1", taken)
-    assert executor.port_free("127.0.0.1", executor.free_port("127.0.0.1"))
+        assert not seams_mod.port_free("127.0.0.1", taken)
+    assert seams_mod.port_free("127.0.0.1", seams_mod.free_port("127.0.0.1"))
 
 
 # -- state ------------------------------------------------------------------------------------------------------------
@@ -356,14 +368,19 @@ def test_learned_settings_round_trip() -> None:
 
 
 def test_default_plan_prefers_learned_settings(tmp_path: Path) -> None:
+    from advisor.app.serve import default_plan
+    from advisor.plan import EngineRef
+
     ref = ModelRef(id="m", path="/m.gguf")
-    learned = {"backend": LLAMA_CPP, "settings": executor.settings_dict(LlamaCppSettings(ctx=1234))}
-    assert executor.default_plan(ref, LLAMA_CPP, False, None, learned).settings.ctx == 1234
-    assert executor.default_plan(ref, LLAMA_CPP, True).settings.n_gpu_layers == 999
+    server, vllm_engine = EngineRef("llama-server", exe="llama-server"), EngineRef("vllm", exe="/py")
+    learned = {"backend": LLAMA_CPP, "settings": settings_dict(LlamaCppSettings(ctx=1234))}
+    assert default_plan(ref, server, False, None, learned).settings.ctx == 1234
+    plan = default_plan(ref, server, True)
+    assert plan.settings.n_gpu_layers == 999 and plan.args[:2] == ["-m", "/m.gguf"] and plan.engine == server
     model_dir = tmp_path / "tiny"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
-    plan = executor.default_plan(ModelRef(id="t", path=str(model_dir)), VLLM, False, model_dir)
+    plan = default_plan(ModelRef(id="t", path=str(model_dir)), vllm_engine, False, model_dir)
     assert plan.settings.max_model_len == 512 and plan.settings.dtype == "bfloat16"
 
 

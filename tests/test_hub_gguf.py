@@ -169,5 +169,7 @@ def test_recommend_plans_a_hub_gguf_outside_the_catalog(tmp_path: Path, fake_hub
     assert model is not None, r.stdout[:500]
     assert model["repo"] == "someone/not-in-catalog-GGUF" and model["files"] == ["tiny-Q8_0.gguf"]
     assert model["path"] is None and model["revision"] == fake_hub.repos["someone/not-in-catalog-GGUF"].sha
-    args = json.loads(r.stdout)["plans"][0]["args"]  # the engine command names the Hub file, not a local path
-    assert args[:4] == ["-hfr", "someone/not-in-catalog-GGUF", "-hff", "tiny-Q8_0.gguf"]
+    plan = json.loads(r.stdout)["plans"][0]  # the engine command names the Hub file, not a local path
+    hub_file = {"llama-server": ["-hfr", "someone/not-in-catalog-GGUF", "-hff", "tiny-Q8_0.gguf"],
+                "llama-cpp-python": ["--hf_model_repo_id", "someone/not-in-catalog-GGUF", "--model", "tiny-Q8_0.gguf"]}
+    assert plan["args"][:4] == hub_file[plan["engine"]["name"]]

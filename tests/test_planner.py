@@ -6,6 +6,7 @@ import pytest
 
 from advisor.catalog.load import load_catalog
 from advisor.errors import NothingFitsError
+from advisor.plan import EngineRef
 from advisor.planner import Request, plan_for_model, recommend
 from advisor.catalog.facts import compact, facts_from_catalog
 from advisor.planner.machine import build_machine
@@ -173,5 +174,12 @@ def test_plan_args_carry_the_models_sampling_through_the_engine_builder(catalog,
     from advisor.engines import llama_server
 
     plan = plan_for_model(box("NVIDIA GeForce RTX 2080", 8192), catalog, rules, "qwen2.5-coder-7b-instruct")
+    assert plan.engine_ref.name == "llama-server"
     assert plan.args[-len(llama_server.sampling_args(plan.sampling)):] == llama_server.sampling_args(plan.sampling)
-    assert any("llama-cpp-python" in r and "no flags for sampling" in r for r in plan.reasons)
+    assert any("llama-server gets --temp" in r for r in plan.reasons)
+    # The same model planned for llama-cpp-python's server: no sampling flags exist there, and the plan says so.
+    python_engine = Request(engines=(EngineRef("llama-cpp-python", exe="/py"),))
+    plan = plan_for_model(box("NVIDIA GeForce RTX 2080", 8192), catalog, rules, "qwen2.5-coder-7b-instruct",
+                          python_engine)
+    assert plan.engine_ref.name == "llama-cpp-python" and "--temp" not in plan.args
+    assert any("no flags for sampling" in r and "client must send them" in r for r in plan.reasons)

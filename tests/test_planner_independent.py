@@ -335,7 +335,7 @@ def _llama_plans(catalog, rules):
 def test_llama_server_accepts_every_planned_command(catalog, rules):
     """Every flag of the rendered command (advisor.render.deploy.argv: what `recommend --format shell` prints) and of
     the executor's llama-server launch is one llama-server accepts, with its values: llama.cpp common/arg.cpp
-    (tests/data/engine-args/llama-server-flags.txt)."""
+    (tests/data/engine-args/llama-server-args.tsv)."""
     from advisor.engines import llama_server
     from advisor.render import deploy
 

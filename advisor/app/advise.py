@@ -8,11 +8,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import HardwareFileError
 from advisor.plan import Plan
 from advisor.probe.profile import HardwareProfile
+
+if TYPE_CHECKING:  # the planner loads when a command plans, not when this module is imported
+    from advisor.planner import Recommendation, Request
+    from advisor.rules import Rules
 
 
 def load_profile(path: Path) -> HardwareProfile:
@@ -59,21 +63,34 @@ def is_local_gguf(model: str | None) -> bool:
     return bool(model) and (model.endswith(".gguf") or Path(model).is_file())
 
 
-@dataclass
+@dataclass(frozen=True)
 class Advice:
     plans: list[Plan]
     #: The planner's full answer for catalog models (None for a local GGUF file): rejections, why-not, notes.
-    recommendation: Any = None
+    recommendation: Recommendation | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def advise(profile: HardwareProfile, request: Any) -> Advice:
-    """Plans for ``request`` (an advisor.planner.Request) on ``profile``, best first; raises NothingFitsError when
-    a single model was asked for and does not fit. A local .gguf file is planned from its own header."""
+def with_engines(request: Request, profile: HardwareProfile, here: bool, python: str | None = None) -> Request:
+    """``request`` with the engines of the machine planned for (advisor.app.engines), unless it names its own."""
+    import dataclasses
+
+    from advisor.app import engines
+
+    if request.engines:
+        return request
+    return dataclasses.replace(request, engines=engines.choose(profile, here=here, python=python))
+
+
+def advise(profile: HardwareProfile, request: Request, here: bool = False, python: str | None = None) -> Advice:
+    """Plans for ``request`` on ``profile`` (``here``: this machine, probed now), best first; raises
+    NothingFitsError when a single model was asked for and does not fit. A local .gguf file is planned from its own
+    header. Plans are built for the engines the machine runs (``with_engines``)."""
     from advisor.planner import plan_for_gguf
     from advisor.planner import recommend as plan_recommend
     from advisor.rules import load_rules
 
+    request = with_engines(request, profile, here, python)
     rules = load_rules()
     if is_local_gguf(request.model):
         from advisor.gguf.facts import read_gguf_facts
@@ -101,7 +118,7 @@ def _hub_gguf_outside_catalog(catalog: Any, model: str) -> bool:
                    for m in catalog.models)
 
 
-def _plan_hub_gguf(profile: HardwareProfile, rules: Any, request: Any) -> Plan:
+def _plan_hub_gguf(profile: HardwareProfile, rules: Rules, request: Request) -> Plan:
     """plan_for_gguf over the header read from the Hub; the plan's ModelRef then names the repo, its files and the
     resolved commit instead of a path (advisor.hub.download.resolve fetches them at run time)."""
     import dataclasses
@@ -115,7 +132,7 @@ def _plan_hub_gguf(profile: HardwareProfile, rules: Any, request: Any) -> Plan:
 
     ref = dataclasses.replace(plan.model, id=hub.repo, path=None, repo=hub.repo, files=list(hub.files),
                               revision=hub.commit)
-    args = assemble.llama_args(plan.settings, ref, plan.sampling)  # the engine is told the repo and file now
+    args = assemble.plan_args(plan.engine_ref, plan.settings, ref, plan.sampling)  # the engine names the Hub file
     return dataclasses.replace(plan, model=ref, args=args, reasons=[r.replace(f"local file {hub.facts.path}",
                                                                    f"Hub file {hub.facts.path}")
                                                          for r in plan.reasons])

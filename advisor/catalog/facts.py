@@ -21,6 +21,31 @@ def _swa_layers(n_layer: int, window: int, pattern: int) -> tuple[bool, ...]:
     return tuple(il % pattern < pattern - 1 or pattern == 1 for il in range(n_layer))
 
 
+def _kv_heads(model: Model) -> tuple[int, ...]:
+    """KV heads per layer as llama.cpp sees them: 0 on the recurrent layers of hybrids (their load_hparams: "a layer
+    is recurrent IFF n_head_kv is 0"), and 0 on Gemma 3n's layers from n_layer_kv_from_start on, which reuse an
+    earlier layer's KV cache instead of having their own (llama_hparams::has_kv, src/llama-model.cpp)."""
+    from advisor.gguf import layout as quant_layout
+    a = model.arch
+    out = []
+    for il in range(a.n_layer):
+        shared = a.n_layer_kv_from_start and il >= a.n_layer_kv_from_start
+        out.append(0 if shared or quant_layout.is_recurrent_layer(a, il) else a.n_head_kv)
+    return tuple(out)
+
+
+def _recurrent(model: Model) -> dict:
+    """ModelFacts' recurrent-state fields (GGUF {arch}.ssm.*, as convert_hf_to_gguf writes them)."""
+    from advisor.gguf import layout as quant_layout
+    a = model.arch
+    layers = tuple(quant_layout.is_recurrent_layer(a, il) for il in range(a.n_layer))
+    if not any(layers):
+        return {}
+    inner = a.ssm_d_inner or a.ssm_d_state * a.ssm_dt_rank  # qwen3next: ssm.inner_size = value heads x head dim
+    return dict(ssm_d_conv=a.ssm_d_conv, ssm_d_inner=inner, ssm_d_state=a.ssm_d_state, ssm_dt_rank=a.ssm_dt_rank,
+                ssm_n_group=a.ssm_n_group, recurrent_layers=layers)
+
+
 def _skeleton(model: Model, variant: Variant, tensors: tuple[TensorFacts, ...] = (), file_bytes: int = 0) -> ModelFacts:
     a = model.arch
     n = a.n_layer
@@ -28,12 +53,13 @@ def _skeleton(model: Model, variant: Variant, tensors: tuple[TensorFacts, ...] =
     return ModelFacts(
         path=f"catalog:{model.id}/{variant.quant}", files=variant.files, gguf_version=3, architecture=a.name,
         name=model.name, file_type=None, n_layer=n, n_embd=a.n_embd, n_head=(a.n_head,) * n,
-        n_head_kv=(a.n_head_kv,) * n, head_dim_k=a.head_dim_k, head_dim_v=a.head_dim_v,
+        n_head_kv=_kv_heads(model), head_dim_k=a.head_dim_k, head_dim_v=a.head_dim_v,
         n_ff=n_ff if any(n_ff) else (a.n_ff,) * n, n_vocab=a.vocab_size, n_ctx_train=model.context_native,
         sliding_window=a.sliding_window, swa_layers=_swa_layers(n, a.sliding_window, a.sliding_window_pattern),
         n_expert=a.n_expert, n_expert_used=a.n_expert_used, n_ff_exp=a.n_ff_expert,
         n_expert_shared=a.n_expert_shared, kv_lora_rank=a.kv_lora_rank, key_length_mla=0, value_length_mla=0,
         tied_embeddings=a.tied_embeddings, tensors=tensors, data_offset=0, file_bytes=file_bytes,
+        **_recurrent(model),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from advisor.catalog import overlay as user_overlay
 from advisor.catalog.model import Catalog, CatalogError, Model, QuantFile, _build, _read_toml, load_model_file
 from advisor import settings
+from advisor.catalog.scale import ScaleFile
 
 
 def load_catalog(data_dir: Path | None = None, overlay: bool = True) -> Catalog:
@@ -25,6 +26,10 @@ def load_catalog(data_dir: Path | None = None, overlay: bool = True) -> Catalog:
                 raise CatalogError(f"{path.name}: model id {m.id!r} already defined in {ids[m.id]}")
             ids[m.id] = path.name
             models.append(m)
+    for m in models:
+        for succ in m.superseded_by:
+            if succ not in ids:
+                raise CatalogError(f"{ids[m.id]}: {m.id} is superseded_by {succ!r}, which is not a catalog model")
     quants = _build(QuantFile, _read_toml(d / "quants.toml"), "quants.toml")
     user_ids: frozenset[str] = frozenset()
     if overlay:
@@ -33,4 +38,16 @@ def load_catalog(data_dir: Path | None = None, overlay: bool = True) -> Catalog:
             ov = user_overlay.load_overlay(path)
             if ov is not None:
                 models, user_ids = user_overlay.apply(models, ov, str(path))
-    return Catalog(models=tuple(models), quants=quants, data_dir=d, user_ids=user_ids)
+    return Catalog(models=tuple(models), quants=quants, data_dir=d, user_ids=user_ids, scales=_scales(d))
+
+
+def _scales(d: Path) -> ScaleFile:
+    """catalog/scales.toml: one quality scale per task (advisor.catalog.scale)."""
+    sf: ScaleFile = _build(ScaleFile, _read_toml(d / "scales.toml"), "scales.toml")
+    tasks = {s.task for s in sf.scale}
+    for s in sf.scale:
+        if bool(s.primary) == bool(s.same_as):
+            raise CatalogError(f"scales.toml: scale {s.task!r} needs either primary metrics or same_as")
+        if s.same_as and s.same_as not in tasks:
+            raise CatalogError(f"scales.toml: scale {s.task!r} borrows {s.same_as!r}, which has no scale")
+    return sf

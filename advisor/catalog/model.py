@@ -9,12 +9,17 @@ demand from the architecture by advisor.gguf.layout (imported lazily: it needs g
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from advisor.errors import BadInputError
 from advisor.strict import build, read_toml
+
+if TYPE_CHECKING:
+    from advisor.catalog.scale import ScaleFile, Scores, TaskScore
 
 #: Environment variable naming a data root that holds ``catalog/`` (and ``rules/``), overriding the packaged data.
 
@@ -24,9 +29,9 @@ Format = Literal["gguf", "safetensors", "awq", "gptq", "fp8", "mxfp4"]
 SizeSource = Literal["measured", "derived"]
 Task = Literal["code", "chat", "reasoning", "completion", "math", "tools", "vision"]
 
-#: Which score stands for a task when a model has several, best first (notes/catalog.md §5: LiveCodeBench is
-#: contamination-aware; Arena-Hard numbers come from one harness, the Qwen3 technical report). Scores of different
-#: metrics are never compared directly: see ``Catalog.normalized_score``.
+#: The raw benchmark that ``Model.score`` returns for a task, best first (LiveCodeBench is contamination-aware, Jain et
+#: al. arXiv 2403.07974). Ranking does not use it: every task has one scale (catalog/scales.toml,
+#: ``Catalog.task_score``).
 METRIC_PRIORITY: dict[str, tuple[str, ...]] = {
     "code": ("livecodebench_v5", "livecodebench", "humaneval_plus", "humaneval"),
     "chat": ("arena_hard", "open_llm_leaderboard_v2", "mmlu_pro", "mmlu"),
@@ -72,6 +77,25 @@ class Architecture:
     qk_nope_head_dim: int = 0
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
+    # Multi-token-prediction (NextN) blocks stored after the trunk (GLM-4.5): in the file, skipped by llama.cpp.
+    n_layer_nextn: int = 0
+    n_ff_shexp: int = 0  # shared-expert FFN width when it is not n_ff_expert x n_expert_shared (qwen3next, granite)
+    moe_layer_step: int = 0  # llama4: every step-th layer is MoE (interleave_moe_layer_step); 0/1 = every layer
+    attn_bias: bool = True  # glm4moe: q/k/v biases (config attention_bias)
+    # Hybrid recurrent layers (GGUF {arch}.ssm.*): Mamba2 (granitehybrid) or gated delta net (qwen3next).
+    ssm_d_conv: int = 0
+    ssm_d_inner: int = 0
+    ssm_d_state: int = 0
+    ssm_dt_rank: int = 0  # SSM heads (Mamba2) / value heads (gated delta net)
+    ssm_n_group: int = 0  # groups (Mamba2) / key heads (gated delta net)
+    full_attention_interval: int = 0  # qwen3next: every interval-th layer is full attention
+    attention_layers: tuple[int, ...] = ()  # granitehybrid: the attention layers; all others are Mamba2
+    # Gemma 3n: per-layer embeddings, AltUp, LAuReL; KV shared from layer n_layer_kv_from_start on.
+    n_embd_per_layer: int = 0
+    vocab_size_per_layer: int = 0
+    n_altup: int = 0
+    laurel_rank: int = 0
+    n_layer_kv_from_start: int = 0
     notes: str = ""
 
 
@@ -141,6 +165,14 @@ class Model:
     scores_missing: str = ""  # why there is no score, when there is none
     gguf: tuple[GgufGroup, ...] = ()
     variants: tuple[Variant, ...] = ()
+    released: str = ""  # "YYYY-MM": first public release of these weights
+    released_source: str = ""
+    # Newer models of the same family that replace this one (ids); the planner does not pick this model where one of
+    # them fits the same request, unless it is asked for by name.
+    superseded_by: tuple[str, ...] = ()
+    superseded_reason: str = ""
+    # Set for models found by 'advisor catalog refresh' on the Hub: "publisher listing YYYY-MM-DD".
+    discovered: str = ""
     notes: str = ""
 
     def all_variants(self) -> tuple[Variant, ...]:
@@ -214,6 +246,7 @@ class Catalog:
     data_dir: Path
     #: Models added by ``advisor catalog add`` (from the user overlay, advisor.catalog.overlay).
     user_ids: frozenset[str] = frozenset()
+    scales: "ScaleFile | None" = None  # catalog/scales.toml
 
     def get(self, model_id: str) -> Model:
         for m in self.models:
@@ -229,18 +262,27 @@ class Catalog:
                 return q
         return None
 
-    def normalized_score(self, model: Model, task: str) -> float | None:
-        """The model's task score on one 0-100 scale: its percentile among the catalog models scored with the
-        same metric (catalog/README.md, "Scores"). Raw values of different metrics are never compared."""
-        s = model.score(task)
+    def task_score(self, model: Model, task: str) -> "TaskScore | None":
+        """The model's value on ``task``'s quality scale (catalog/scales.toml, advisor.catalog.scale), with the
+        method that gave it (measured, mapped, cross-task, size-date); None only for a task with no scale or a user
+        model without a release date."""
+        s = self.scores.get(model.id, task)
         if s is None:
-            return None
-        peers = [p.value for m in self.models for p in m.scores if p.task == task and p.metric == s.metric]
-        if len(peers) < 2:
-            return 50.0
-        below = sum(1 for v in peers if v < s.value)
-        equal = sum(1 for v in peers if v == s.value)
-        return round(100.0 * (below + 0.5 * (equal - 1)) / (len(peers) - 1), 1)
+            from advisor.catalog.scale import estimate_for
+            return estimate_for(self.scores, model, task)
+        return s
+
+    def normalized_score(self, model: Model, task: str) -> float | None:
+        """The model's ``task`` score on the task's one scale (the primary benchmark's percent)."""
+        s = self.task_score(model, task)
+        return None if s is None else round(s.value, 1)
+
+    @functools.cached_property
+    def scores(self) -> "Scores":
+        from advisor.catalog.scale import ScaleFile, Scores, compute
+        if self.scales is None:
+            return Scores({}, (), {})
+        return compute(self.models, self.scales)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -270,6 +312,13 @@ def _validate_model(m: Model, where: str) -> None:
         raise CatalogError(f"{where}: no scores and no 'scores_missing' saying why")
     if m.arch.n_expert and not m.params_active_b:
         raise CatalogError(f"{where}: a MoE model needs params_active_b")
+    if m.released and not _RELEASED.match(m.released):
+        raise CatalogError(f"{where}: released must be 'YYYY-MM', not {m.released!r}")
+    if m.superseded_by and not m.superseded_reason:
+        raise CatalogError(f"{where}: superseded_by needs a superseded_reason")
+
+
+_RELEASED = re.compile(r"^(19|20)\d\d-(0[1-9]|1[0-2])$")
 
 
 def _check_gguf_quant(q: str, where: str) -> None:

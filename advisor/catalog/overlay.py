@@ -1,4 +1,4 @@
-"""The user-level catalog overlay (issue 4): sizes measured by ``advisor catalog refresh`` and models added by
+"""The user-level catalog overlay: sizes measured by ``advisor catalog refresh`` and models added by
 ``advisor catalog add``, merged over the packaged catalog by ``advisor.catalog.model.load_catalog``. The packaged files are
 never written.
 

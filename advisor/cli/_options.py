@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+class Backend(str, Enum):
+    """The engine family: llama.cpp (llama-server, llama-cpp-python) or vLLM; auto lets the rules choose."""
+
+    auto = "auto"
+    llama_cpp = "llama.cpp"
+    vllm = "vllm"
+
+
+BackendOpt = Annotated[
+    Backend,
+    typer.Option("--backend", help="Engine family: llama.cpp or vllm; auto: the plan's (recommend, run) or llama.cpp, "
+                 "which has a build for every machine (setup)."),
+]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a table.")]
 HardwareOpt = Annotated[

@@ -26,11 +26,16 @@ TaskOpt = Annotated[
 ]
 
 
+def _score_entry(ts: Any) -> dict[str, Any]:
+    return {"metric": ts.metric or None, "value": ts.raw, "normalized": round(ts.value, 1), "imputed": ts.imputed,
+            "method": ts.method, "scale": ts.scale, "source": ts.source}
+
+
 def _model_summary(cat: Any, m: Any) -> dict[str, Any]:
     scores = {}
-    for task in sorted({s.task for s in m.scores}):
-        s = m.score(task)
-        scores[task] = {"metric": s.metric, "value": s.value, "normalized": cat.normalized_score(m, task)}
+    for task in m.tasks:  # every task the model is tagged with, on that task's one scale (catalog/scales.toml)
+        ts = cat.task_score(m, task)
+        scores[task] = None if ts is None else _score_entry(ts)
     return {
         "id": m.id,
         "name": m.name,
@@ -44,7 +49,11 @@ def _model_summary(cat: Any, m: Any) -> dict[str, Any]:
         "architecture": m.arch.name,
         "quants": sorted({v.quant for v in m.all_variants()}),
         "scores": scores,
+        "released": m.released or None,
+        "superseded_by": list(m.superseded_by),
         "user": m.id in cat.user_ids,
+        "from_hub": bool(m.discovered),
+        "fetched": m.discovered or None,
     }
 
 
@@ -69,22 +78,25 @@ def list_models(task: TaskOpt = None, json_output: JsonOpt = False) -> None:
 
     table = Table(title=f"{len(rows)} models" + (f" for {task}" if task else ""), title_justify="left")
     table.add_column("id", no_wrap=True)  # ids are what `catalog show` takes: never cut them
-    for col in ("params", "ctx", "tasks", "licence", "code score", "chat score"):
+    for col in ("params", "ctx", "released", "tasks", "licence", "code", "chat"):
         table.add_column(col)
     for r in rows:
         active = r["params_active_b"]
         params = f"{r['params_total_b']:.1f}B" + (f" ({active:.1f}B active)" if active else "")
-        table.add_row(r["id"] + (" (user)" if r["user"] else ""), params, f"{r['context_native'] // 1024}K", " ".join(r["tasks"]), r["license"],
-                      _score_cell(r["scores"].get("code")), _score_cell(r["scores"].get("chat")))
+        tag = " (hub " + r["fetched"] + ")" if r["from_hub"] else (" (user)" if r["user"] else "")
+        table.add_row(r["id"] + tag, params, f"{r['context_native'] // 1024}K", r["released"] or "",
+                      " ".join(r["tasks"]), r["license"], _score_cell(r["scores"].get("code")),
+                      _score_cell(r["scores"].get("chat")))
     Console().print(table)
-    Console(stderr=True).print("scores: metric value (percentile among catalog models with that metric)",
+    Console(stderr=True).print("scores: the task's one scale (chat: MMLU-Pro %, code: LiveCodeBench %; "
+                               "catalog/scales.toml); ~ marks a value mapped or estimated from other data",
                                highlight=False, markup=False)
 
 
 def _score_cell(s: dict[str, Any] | None) -> str:
     if not s:
         return ""
-    return f"{s['metric']} {s['value']:g} (p{s['normalized']:.0f})"
+    return ("~" if s["imputed"] else "") + f"{s['normalized']:.1f}"
 
 
 @catalog_app.command("show")
@@ -117,8 +129,11 @@ def show(model_id: Annotated[str, typer.Argument(metavar="ID", help="A model id 
         "context_native": m.context_native, "context_source": m.context_source,
         "architecture": dataclasses.asdict(m.arch),
         "sampling": dataclasses.asdict(m.sampling),
-        "scores": [dict(dataclasses.asdict(s), normalized=cat.normalized_score(m, s.task) if m.score(s.task) == s
-                        else None) for s in m.scores],
+        "scores": [dataclasses.asdict(s) for s in m.scores],
+        "task_scores": {t: (None if (ts := cat.task_score(m, t)) is None else _score_entry(ts)) for t in m.tasks},
+        "released": m.released or None, "released_source": m.released_source or None,
+        "superseded_by": list(m.superseded_by), "superseded_reason": m.superseded_reason or None,
+        "from_hub": bool(m.discovered), "fetched": m.discovered or None,
         "scores_missing": m.scores_missing or None,
         "user": m.id in cat.user_ids,
         "variants": variants,
@@ -160,16 +175,26 @@ def _render_show(d: dict[str, Any]) -> None:
     head.add_row("Sampling", samp or "engine defaults")
     out.print(head)
 
-    scores = Table(title="Scores (compare only within one metric)", title_justify="left")
-    for col in ("task", "metric", "value", "percentile", "source"):
+    scores = Table(title="Benchmarks", title_justify="left")
+    for col in ("task", "metric", "value", "source"):
         scores.add_column(col)
     for sc in d["scores"]:
-        pct = "" if sc["normalized"] is None else f"{sc['normalized']:.0f}"
-        scores.add_row(sc["task"], sc["metric"], f"{sc['value']:g}", pct, sc["source"])
+        scores.add_row(sc["task"], sc["metric"], f"{sc['value']:g}", sc["source"])
     if d["scores"]:
         out.print(scores)
     else:
-        out.print(f"[bold]Scores[/bold]  none: {d['scores_missing']}")
+        out.print(f"[bold]Benchmarks[/bold]  none: {d['scores_missing']}")
+    tasks = Table(title="Quality per task (one scale per task: catalog/scales.toml)", title_justify="left")
+    for col in ("task", "score", "how"):
+        tasks.add_column(col)
+    for t, ts in d["task_scores"].items():
+        if ts is None:
+            tasks.add_row(t, "", "no scale")
+            continue
+        how = ts["method"] + (f" from {ts['metric']} {ts['value']:.1f}" if ts["metric"] and ts["value"] is not None
+                              else "")
+        tasks.add_row(t, f"{ts['normalized']:.1f}", how)
+    out.print(tasks)
 
     variants = Table(title="Variants", title_justify="left")
     for col in ("format", "quant", "size", "size source", "quality"):
@@ -205,14 +230,28 @@ def refresh(
     headers: Annotated[bool, typer.Option("--headers/--no-headers", help="Also read one GGUF header per repo "
                                           "(range requests) and report where it disagrees with the catalog's "
                                           "architecture.")] = True,
+    discover: Annotated[bool | None, typer.Option("--discover/--no-discover", help="Also list the trusted "
+                                                  "publishers' repositories (newest, then most downloaded) and add "
+                                                  "the new ones to the overlay (default: when no ID is given).",
+                                                  show_default=False)] = None,
+    publishers: Annotated[list[str] | None, typer.Option("--publisher", metavar="ORG", help="A Hub user or organisation to "
+                                                         "discover from (repeatable; default ggml-org, bartowski, "
+                                                         "unsloth).", show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Repositories listed per publisher and "
+                                       "order.")] = 10,
+    measure: Annotated[bool, typer.Option("--sizes/--no-sizes", help="Measure the catalog's GGUF sizes from the "
+                                          "Hub listings.")] = True,
     json_output: JsonOpt = False,
 ) -> None:
-    """Measure GGUF variant sizes from the Hub's file listing into the user overlay.
+    """Measure GGUF variant sizes from the Hub's file listing into the user overlay, and discover new GGUF
+    repositories of trusted publishers (their facts from one header read by range requests, sizes from the listing,
+    quality estimated and marked imputed); 'catalog list' marks them (hub DATE).
 
     One listing call per repository (huggingface_hub model_info with file metadata); the packaged catalog is never
     written. With HF_HUB_OFFLINE set it changes nothing and exits 4 (nothing could be measured). A repository that
     fails is reported and the others are still recorded; the exit status is then 4.
     """
+    import dataclasses
     import datetime
 
     from rich.console import Console
@@ -230,6 +269,8 @@ def refresh(
                                        hint="unset HF_HUB_OFFLINE to read the Hub listing")
     cat = load_catalog()
     models = [cat.get(i) for i in ids] if ids else [m for m in cat.models if m.id not in cat.user_ids]
+    if not measure:
+        models = []
     by_repo: dict[str, list[tuple[Any, Any]]] = {}
     for m in models:
         for sv in sized_variants(m):
@@ -278,17 +319,60 @@ def refresh(
                         if bad:
                             mismatches.append({"id": m.id, "repo": repo, "file": v.files[0], "differences": bad})
             progress.advance(task)
+    found, outcomes = [], []
+    if discover if discover is not None else not ids:
+        found, outcomes = _discover(cat, publishers or None, limit, today, errors, err)
     path = catalog_overlay.overlay_path()
-    if sizes:
-        path = catalog_overlay.save_overlay(catalog_overlay.with_sizes(catalog_overlay.load_overlay(), sizes))
+    if sizes or found:
+        ov = catalog_overlay.with_sizes(catalog_overlay.load_overlay(), sizes)
+        for m in found:
+            ov = catalog_overlay.with_model(ov, m, replace=True)
+        path = catalog_overlay.save_overlay(ov)
     if json_output:
         sys.stdout.write(json.dumps({"schema": 1, "overlay": str(path), "date": today, "variants": rows,
-                                     "architecture_mismatches": mismatches, "errors": errors}, indent=2) + "\n")
+                                     "architecture_mismatches": mismatches,
+                                     "discovered": [dataclasses.asdict(o) for o in outcomes], "errors": errors},
+                                    indent=2) + "\n")
     else:
-        _render_refresh(err, rows, mismatches, errors, str(path) if sizes else None)
+        _render_refresh(err, rows, mismatches, errors, str(path) if sizes or found else None)
+        for o in outcomes:
+            err.print(f"hub: {o.repo}: {o.status}" + (f" as {o.model_id}" if o.model_id else "")
+                      + (f" ({o.reason})" if o.reason else ""), highlight=False, markup=False)
     if errors:
         raise DownloadError(f"{len(errors)} repositor{'y' if len(errors) == 1 else 'ies'} or header(s) could not "
                             f"be read: {errors[0]['repo']}: {errors[0]['error']}")
+
+
+def _discover(cat: Any, publishers: list[str] | None, limit: int, today: str, errors: list[dict[str, str]],
+              err: Any) -> tuple[list[Any], list[Any]]:
+    """New repositories of the trusted publishers as user models (advisor.catalog.discover); failures go to
+    ``errors`` and the others are still added."""
+    from advisor.catalog import discover as disc
+    from advisor.catalog.model import _GGUF_QUANTS
+    from advisor.errors import AdvisorError
+
+    known = {m.repo for m in cat.models} | {v.repo for m in cat.models for v in m.all_variants()}
+    pubs = tuple(publishers) if publishers else disc.TRUSTED_PUBLISHERS
+    try:
+        cands = disc.list_candidates(pubs, limit, known)
+    except AdvisorError as exc:
+        errors.append({"repo": ", ".join(pubs), "error": exc.message})
+        return [], []
+    found, outcomes = [], []
+    ids = {m.id for m in cat.models if m.id not in cat.user_ids}
+    for c in cands:
+        try:
+            m, o = disc.discover_one(c, today, _GGUF_QUANTS)
+        except AdvisorError as exc:
+            errors.append({"repo": c.repo, "error": exc.message})
+            outcomes.append(disc.Outcome(c.repo, "failed", exc.message))
+            continue
+        if m is not None and m.id in ids:
+            m, o = None, disc.Outcome(c.repo, "skipped", f"id {m.id!r} is a packaged catalog model")
+        if m is not None:
+            found.append(m)
+        outcomes.append(o)
+    return found, outcomes
 
 
 def _render_refresh(err: Any, rows: list[dict[str, Any]], mismatches: list[dict[str, Any]],

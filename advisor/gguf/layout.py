@@ -7,8 +7,9 @@ Sources (read, not copied):
   ``convert_hf_to_gguf.py``; shapes are written ggml-style, ``ne0`` (the row length) first.
 - The recipe: llama.cpp ``src/llama-quant.cpp`` (``llama_tensor_get_type_impl``, ``tensor_allows_quantization``,
   ``tensor_type_fallback``, ``llama_ftype_get_default_type``, ``init_quantize_state_counters``) at upstream commit
-  007dbbf3fd17eefe9b47fee45f48f7ba5e62b714. notes/verified.md confirms the Q4_K_M and Q8_0 recipes against real load
-  logs to 0.01 MiB.
+  007dbbf3fd17eefe9b47fee45f48f7ba5e62b714, re-read in the llama.cpp vendored by llama-cpp-python 0.3.36 for the
+  newer architectures (src/models/<arch>.cpp). tests/test_catalog.py checks the recipes against real load logs
+  (tests/data/gpu-logs) and llama.cpp's tools/quantize/README.md table.
 - Type sizes: ``gguf.constants.GGML_QUANT_SIZES`` (block size, bytes per block) from the installed ``gguf`` package;
   no type table is kept here.
 - Iteration order matters (the attn_v / ffn_down counters): llama.cpp's model loader keeps tensors in a map ordered
@@ -60,6 +61,14 @@ class ArchFacts(Protocol):
     qk_rope_head_dim: int
     v_head_dim: int
     tokenizer: str
+    # Newer architectures read the fields below with getattr(a, name, 0) (see _opt), so older fact holders without
+    # them keep working: n_layer_nextn, n_ff_shexp, ssm_d_conv, ssm_d_inner, ssm_d_state, ssm_dt_rank, ssm_n_group,
+    # full_attention_interval, attention_layers, n_embd_per_layer, n_altup, laurel_rank, attn_bias.
+
+
+def _opt(a: ArchFacts, name: str, default: Any = 0) -> Any:
+    """An optional architecture fact (the newer hybrid / MTP / per-layer-embedding fields)."""
+    return getattr(a, name, default)
 
 
 @dataclass(frozen=True)
@@ -141,8 +150,8 @@ def _experts(a: ArchFacts, p: str, *, bias: bool = False) -> list[Tensor]:
             Tensor(f"{p}ffn_up_exps.bias", (f, x)),
             Tensor(f"{p}ffn_down_exps.bias", (e, x)),
         ]
-    if a.n_expert_shared:
-        s = f * a.n_expert_shared
+    if a.n_expert_shared or _opt(a, "n_ff_shexp"):
+        s = _opt(a, "n_ff_shexp") or f * a.n_expert_shared
         out += [
             Tensor(f"{p}ffn_gate_shexp.weight", (e, s)),
             Tensor(f"{p}ffn_up_shexp.weight", (e, s)),
@@ -154,7 +163,7 @@ def _experts(a: ArchFacts, p: str, *, bias: bool = False) -> list[Tensor]:
 def _layer(a: ArchFacts, i: int) -> list[Tensor]:
     p, e, arch = f"blk.{i}.", a.n_embd, a.name
     norm = [Tensor(f"{p}attn_norm.weight", (e,))]
-    if arch in ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "granite", "mistral3"):
+    if arch in ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "granite", "mistral3", "smollm3"):
         t = norm + _dense_attention(a, p, bias=arch == "qwen2", qk_norm=arch in ("qwen3", "gemma3"))
         t += [Tensor(f"{p}ffn_norm.weight", (e,))] + _gated_ffn(a, p, a.n_ff)
         if arch in ("gemma2", "gemma3"):
@@ -182,6 +191,8 @@ def _layer(a: ArchFacts, i: int) -> list[Tensor]:
             Tensor(f"{p}ffn_down.weight", (a.n_ff, e)),
             Tensor(f"{p}ffn_down.bias", (e,)),
         ]
+    if arch == "deepseek2" and a.q_lora_rank:  # DeepSeek-V3/R1 (src/models/deepseek2.cpp, is_mla: split k_b / v_b)
+        return _deepseek_v3_layer(a, p, i)
     if arch == "deepseek2":  # MLA without q-LoRA (V2-Lite); attn_kv_b unsplit as in 2024 conversions
         qk = a.qk_nope_head_dim + a.qk_rope_head_dim
         t = norm + [
@@ -199,7 +210,126 @@ def _layer(a: ArchFacts, i: int) -> list[Tensor]:
             Tensor(f"{p}attn_sinks.weight", (a.n_head,)),
             Tensor(f"{p}post_attention_norm.weight", (e,)),
         ] + _experts(a, p, bias=True)
+    if arch == "glm4moe":  # src/models/glm4-moe.cpp: q/k/v biases, dense lead layers, shared expert, expert bias
+        t = norm + _dense_attention(a, p, bias=bool(_opt(a, "attn_bias", 1)), qk_norm=False) + [
+            Tensor(f"{p}post_attention_norm.weight", (e,))]
+        if i < a.n_layer_dense_lead:
+            return t + _gated_ffn(a, p, a.n_ff)
+        t += _experts(a, p) + [Tensor(f"{p}exp_probs_b.bias", (a.n_expert,))]
+        if i >= a.n_layer:  # the NextN / MTP block (convert_hf_to_gguf keeps it; llama.cpp skips it unless asked)
+            t += [Tensor(f"{p}nextn.eh_proj.weight", (2 * e, e)), Tensor(f"{p}nextn.enorm.weight", (e,)),
+                  Tensor(f"{p}nextn.hnorm.weight", (e,)), Tensor(f"{p}nextn.shared_head_norm.weight", (e,))]
+        return t
+    if arch in ("qwen3next", "qwen35", "qwen35moe"):
+        return _qwen3next_layer(a, p, i)
+    if arch == "granitehybrid":
+        return _granite_hybrid_layer(a, p, i)
+    if arch == "gemma3n":
+        return _gemma3n_layer(a, p)
+    if arch == "llama4":  # src/models/llama4.cpp: every n_moe_layer_step-th layer MoE with one shared expert
+        t = norm + _dense_attention(a, p, bias=False, qk_norm=False) + [Tensor(f"{p}ffn_norm.weight", (e,))]
+        step = _opt(a, "moe_layer_step", 1) or 1
+        if (i + 1) % step == 0:
+            return t + _experts(a, p)
+        return t + _gated_ffn(a, p, a.n_ff)
     raise ValueError(f"no tensor inventory for architecture {arch!r}")
+
+
+def _deepseek_v3_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
+    e, qk = a.n_embd, a.qk_nope_head_dim + a.qk_rope_head_dim
+    t = [
+        Tensor(f"{p}attn_norm.weight", (e,)),
+        Tensor(f"{p}attn_q_a_norm.weight", (a.q_lora_rank,)),
+        Tensor(f"{p}attn_kv_a_norm.weight", (a.kv_lora_rank,)),
+        Tensor(f"{p}attn_q_a.weight", (e, a.q_lora_rank)),
+        Tensor(f"{p}attn_q_b.weight", (a.q_lora_rank, a.n_head * qk)),
+        Tensor(f"{p}attn_kv_a_mqa.weight", (e, a.kv_lora_rank + a.qk_rope_head_dim)),
+        Tensor(f"{p}attn_k_b.weight", (a.qk_nope_head_dim, a.kv_lora_rank, a.n_head)),
+        Tensor(f"{p}attn_v_b.weight", (a.kv_lora_rank, a.v_head_dim, a.n_head)),
+        Tensor(f"{p}attn_output.weight", (a.n_head * a.v_head_dim, e)),
+        Tensor(f"{p}ffn_norm.weight", (e,)),
+    ]
+    if i < a.n_layer_dense_lead:
+        return t + _gated_ffn(a, p, a.n_ff)
+    return t + _experts(a, p) + [Tensor(f"{p}exp_probs_b.bias", (a.n_expert,))]
+
+
+def is_recurrent_layer(a: ArchFacts, il: int) -> bool:
+    """Whether layer ``il`` of a hybrid is a recurrent (SSM / gated-delta-net) layer: qwen3next's every
+    ``(il + 1) % full_attention_interval != 0`` layer; granite-hybrid's layers not in ``attention_layers``
+    (llama.cpp marks them by head_count_kv 0)."""
+    if a.name in ("qwen3next", "qwen35", "qwen35moe"):
+        return (il + 1) % (_opt(a, "full_attention_interval", 4) or 4) != 0
+    if a.name == "granitehybrid":
+        return il not in tuple(_opt(a, "attention_layers", ()))
+    return False
+
+
+def _qwen3next_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
+    """src/models/qwen3next.cpp load_arch_tensors: gated attention (q doubled for the output gate) every
+    full_attention_interval-th layer, gated delta net (fused qkv + gate, conv1d, dt, a, beta/alpha) elsewhere; every
+    layer MoE with a gated shared expert. Qwen3.5 (src/models/qwen35.cpp, qwen35moe.cpp) splits ssm_beta / ssm_alpha
+    and has a dense gated FFN (qwen35) or the same MoE (qwen35moe)."""
+    e = a.n_embd
+    t = [Tensor(f"{p}attn_norm.weight", (e,)), Tensor(f"{p}post_attention_norm.weight", (e,))]
+    if not is_recurrent_layer(a, i):
+        q = a.n_head * a.head_dim_k
+        t += [Tensor(f"{p}attn_q.weight", (e, 2 * q)), Tensor(f"{p}attn_k.weight", (e, a.n_head_kv * a.head_dim_k)),
+              Tensor(f"{p}attn_v.weight", (e, a.n_head_kv * a.head_dim_v)), Tensor(f"{p}attn_output.weight", (q, e)),
+              Tensor(f"{p}attn_q_norm.weight", (a.head_dim_k,)), Tensor(f"{p}attn_k_norm.weight", (a.head_dim_k,))]
+    else:
+        key_dim = _opt(a, "ssm_d_state") * _opt(a, "ssm_n_group")
+        value_dim = _opt(a, "ssm_d_state") * _opt(a, "ssm_dt_rank")
+        t += [Tensor(f"{p}attn_qkv.weight", (e, 2 * key_dim + value_dim)),
+              Tensor(f"{p}attn_gate.weight", (e, value_dim)),
+              Tensor(f"{p}ssm_conv1d.weight", (_opt(a, "ssm_d_conv"), 2 * key_dim + value_dim)),
+              Tensor(f"{p}ssm_dt.bias", (_opt(a, "ssm_dt_rank"),)), Tensor(f"{p}ssm_a", (_opt(a, "ssm_dt_rank"),)),
+              Tensor(f"{p}ssm_norm.weight", (_opt(a, "ssm_d_state"),)), Tensor(f"{p}ssm_out.weight", (value_dim, e))]
+        h = _opt(a, "ssm_dt_rank")
+        if a.name == "qwen3next":
+            t.append(Tensor(f"{p}ssm_ba.weight", (e, 2 * h)))
+        else:
+            t += [Tensor(f"{p}ssm_beta.weight", (e, h)), Tensor(f"{p}ssm_alpha.weight", (e, h))]
+    if a.name == "qwen35":
+        return t + _gated_ffn(a, p, a.n_ff)
+    return t + _experts(a, p) + [Tensor(f"{p}ffn_gate_inp_shexp.weight", (e,))]
+
+
+def _granite_hybrid_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
+    """src/models/granite-hybrid.cpp: Mamba2 layers (ssm_in of 2*d_inner + 2*n_group*d_state + n_head) except the
+    attention layers; MoE with a shared expert, or a dense gated FFN when n_expert is 0."""
+    e = a.n_embd
+    t = [Tensor(f"{p}attn_norm.weight", (e,))]
+    if is_recurrent_layer(a, i):
+        d_inner, g, st, h = _opt(a, "ssm_d_inner"), _opt(a, "ssm_n_group"), _opt(a, "ssm_d_state"), _opt(a, "ssm_dt_rank")
+        t += [Tensor(f"{p}ssm_in.weight", (e, 2 * d_inner + 2 * g * st + h)),
+              Tensor(f"{p}ssm_conv1d.weight", (_opt(a, "ssm_d_conv"), d_inner + 2 * g * st)),
+              Tensor(f"{p}ssm_conv1d.bias", (d_inner + 2 * g * st,)), Tensor(f"{p}ssm_dt.bias", (h,)),
+              Tensor(f"{p}ssm_a", (1, h)), Tensor(f"{p}ssm_d", (1, h)),
+              Tensor(f"{p}ssm_norm.weight", (d_inner // max(1, g), g)), Tensor(f"{p}ssm_out.weight", (d_inner, e))]
+    else:
+        t += _dense_attention(a, p, bias=False, qk_norm=False)
+    t.append(Tensor(f"{p}ffn_norm.weight", (e,)))
+    if not a.n_expert:
+        return t + _gated_ffn(a, p, a.n_ff)
+    return t + _experts(a, p)
+
+
+def _gemma3n_layer(a: ArchFacts, p: str) -> list[Tensor]:
+    """src/models/gemma3n.cpp: Gemma-3 attention and FFN plus the per-layer input gate/projection, AltUp and LAuReL
+    tensors."""
+    e, pl, n_alt, lr = a.n_embd, _opt(a, "n_embd_per_layer"), _opt(a, "n_altup", 4), _opt(a, "laurel_rank")
+    t = [Tensor(f"{p}attn_norm.weight", (e,))] + _dense_attention(a, p, bias=False, qk_norm=True)
+    t += [Tensor(f"{p}post_attention_norm.weight", (e,)), Tensor(f"{p}ffn_norm.weight", (e,))]
+    t += _gated_ffn(a, p, a.n_ff) + [Tensor(f"{p}post_ffw_norm.weight", (e,))]
+    return t + [
+        Tensor(f"{p}inp_gate.weight", (e, pl)), Tensor(f"{p}proj.weight", (pl, e)),
+        Tensor(f"{p}post_norm.weight", (e,)), Tensor(f"{p}altup_correct_coef.weight", (n_alt, n_alt)),
+        Tensor(f"{p}altup_correct_scale.weight", (e,)), Tensor(f"{p}altup_predict_coef.weight", (n_alt, n_alt * n_alt)),
+        Tensor(f"{p}altup_router.weight", (e, n_alt)), Tensor(f"{p}altup_router_norm.weight", (e,)),
+        Tensor(f"{p}laurel_l.weight", (e, lr)), Tensor(f"{p}laurel_r.weight", (lr, e)),
+        Tensor(f"{p}laurel_post_norm.weight", (e,)),
+    ]
 
 
 def tensor_inventory(a: ArchFacts) -> list[Tensor]:
@@ -209,7 +339,14 @@ def tensor_inventory(a: ArchFacts) -> list[Tensor]:
         tensors.append(Tensor("output_norm.bias", (a.n_embd,)))
     if not a.tied_embeddings:
         tensors.append(Tensor("output.weight", (a.n_embd, a.vocab_size)))
-    for i in range(a.n_layer):
+    if a.name == "gemma3n":  # per-layer embeddings and AltUp projections (src/models/gemma3n.cpp)
+        pl, n_alt = _opt(a, "n_embd_per_layer") * a.n_layer, _opt(a, "n_altup", 4)
+        tensors += [Tensor("per_layer_token_embd.weight", (pl, _opt(a, "vocab_size_per_layer") or a.vocab_size)),
+                    Tensor("per_layer_model_proj.weight", (a.n_embd, pl)),
+                    Tensor("per_layer_proj_norm.weight", (_opt(a, "n_embd_per_layer"),)),
+                    Tensor("altup_proj.weight", (a.n_embd, a.n_embd, n_alt - 1)),
+                    Tensor("altup_unembd_proj.weight", (a.n_embd, a.n_embd, n_alt - 1))]
+    for i in range(a.n_layer + _opt(a, "n_layer_nextn")):
         tensors += _layer(a, i)
     tensors.sort(key=_sort_key)
     return tensors
@@ -287,7 +424,22 @@ def _category(name: str) -> str:
 def _quantizable(t: Tensor) -> bool:
     # tensor_allows_quantization: 2-D/3-D tensors named *weight, but not norms nor the MoE router.
     n = t.name
-    return (len(t.shape) >= 2 and n.endswith("weight") and "_norm.weight" not in n and "ffn_gate_inp.weight" not in n)
+    return (len(t.shape) >= 2 and n.endswith("weight") and "_norm.weight" not in n and "ffn_gate_inp.weight" not in n
+            and not any(k in n for k in _NEVER_QUANTIZED))
+
+
+# tensor_allows_quantization's name exclusions that matter here (small tensors kept as converted).
+_NEVER_QUANTIZED = ("altup", "laurel", "per_layer_model_proj", "ssm_conv1d")
+# The tensors convert_hf_to_gguf always writes in F32 (conversion/base.py, prepare_tensors: 1-D tensors, norms, the
+# MoE routers, SSM conv1d, AltUp correct/predict coefficients, anything not named *.weight); the other tensors
+# llama-quantize leaves alone keep the converted file's 16-bit type (BF16 and F16 weigh the same).
+_F32_KEPT = ("_norm.weight", "ffn_gate_inp", "ssm_conv1d", "altup_correct_coef", "altup_predict_coef")
+
+
+def _kept_type(t: Tensor) -> str:
+    if len(t.shape) <= 1 or not t.name.endswith(".weight") or any(k in t.name for k in _F32_KEPT):
+        return "F32"
+    return "BF16"
 
 
 def _use_more_bits(i: int, n: int) -> bool:
@@ -326,7 +478,7 @@ def assign_types_to(a: ArchFacts, tensors: list[Tensor], quant: str, *,
     out: list[tuple[Tensor, str]] = []
     for t, cat in zip(tensors, cats):
         if not _quantizable(t):
-            out.append((t, "F32"))  # convert_hf_to_gguf keeps norms, biases and the MoE router in F32
+            out.append((t, _kept_type(t)))
             continue
         if override and cat in ("token_embd", "output"):
             out.append((t, override))

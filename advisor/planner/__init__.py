@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.catalog.model import Catalog, Model, Variant
+from advisor.engines import flags_of
 from advisor.errors import BadInputError, NothingFitsError
 from advisor.gguf.facts import ModelFacts
-from advisor.plan import LLAMA_CPP, VLLM, LlamaCppSettings, ModelRef, Plan
+from advisor.plan import LLAMA_CPP, VLLM, EngineRef, LlamaCppSettings, ModelRef, Plan
 from advisor.planner import assemble
 from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog_facts, expert_fraction
 from advisor.planner.llamacpp import Fit, plan_llama, threads_for
 from advisor.planner.machine import Machine, build_machine
-from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend
+from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend, superseded
 from advisor.planner.speed import predict, quick_decode
 from advisor.planner.vllm import VllmMiss, plan_vllm, quantization_for
 from advisor.planner.whynot import Rejection
 from advisor.probe.profile import HardwareProfile
+from advisor.runner.ladder import ladder
 from advisor.rules import Rules
 
 BACKEND_CHOICES = ("auto", LLAMA_CPP, VLLM)
@@ -45,6 +47,9 @@ class Request:
     max_size_bytes: int | None = None
     license: str | None = None  # a case-insensitive substring of the licence
     top: int = 5
+    #: The engines the target machine runs, one per backend (advisor.app.engines chooses them); plans are built
+    #: for these, with their flags. A backend with none gets its default engine's current release.
+    engines: tuple[EngineRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,11 @@ class _Run:
 #: Llama-3.1-8B), scaled down a little so that the approximation errs towards "fits"; the exact pass over the shown
 #: plans then steps down to the next variant where the exact layout does not fit.
 APPROX_SCALE = 0.97
+#: How many plans the exact pass re-sizes at least, whatever ``--top`` asks: an approximate size can also err the
+#: other way (a quant's average bits per weight above its real layout), so a model ranked below the first exact
+#: plan may rank above it once sized exactly. Sizing the same leading plans for every ``--top`` up to this number
+#: keeps the best plan the same for ``recommend`` (top 5) and ``run --auto`` (top 1).
+EXACT_AT_LEAST = 5
 
 
 def _engines(m: Machine, request: Request) -> tuple[list[str], str, list[Rejection]]:
@@ -202,7 +212,9 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
     want, floor, fixed = _contexts(run, native)
     if ctx_cap is not None and not fixed:
         want = max(floor, min(want, ctx_cap))
-    choice = plan_llama(facts, m, want, floor, fixed, max(1, req.concurrency))
+    engine = assemble.engine_for(req.engines, LLAMA_CPP)
+    one_slot = not flags_of(engine).get("parallel", True)  # llama-cpp-python serves one request at a time
+    choice = plan_llama(facts, m, want, floor, fixed, 1 if one_slot else max(1, req.concurrency))
     if isinstance(choice, Fit):
         return choice
     threads, why_threads = threads_for(m, choice)
@@ -221,7 +233,10 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
                + (" as asked" if fixed else f": {m.rules.why('default_ctx')}; capped at the trained {native}"))
     why = [*reasons, *choice.reasons, ctx_why, why_threads,
            f"flash attention {settings.flash_attn}: {r.why('flash_attn')}",
-           *_margin_reasons(m), *assemble.sampling_notes(LLAMA_CPP, sampling)]
+           *_margin_reasons(m), *assemble.sampling_notes(engine, sampling)]
+    if one_slot and req.concurrency > 1:
+        why.append(f"one slot: {engine.name}'s server answers one request at a time (its server serialises "
+                   "requests), so the other users wait")
     if mlock:
         why.append(f"--mlock: {r.why('mlock')}")
     if m.gpus and not choice.full_offload and r["partial_offload_penalty"]:
@@ -230,9 +245,9 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
                    f"{r.why('partial_offload_penalty')}")
     if settings.tensor_split:
         why.append(f"tensor split {settings.tensor_split}: layers shared in proportion to each GPU's free budget")
-    return Plan(model=ref, backend=LLAMA_CPP, llama_cpp=settings, args=assemble.llama_args(settings, ref, sampling),
-                memory=memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
-                fallbacks=assemble.llama_fallbacks(settings, facts.n_layer, floor))
+    return Plan(model=ref, backend=LLAMA_CPP, llama_cpp=settings, engine=engine,
+                args=assemble.plan_args(engine, settings, ref, sampling), memory=memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
+                fallbacks=ladder(settings, floor, facts.n_layer))
 
 
 def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
@@ -252,10 +267,11 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
     active = (model.params_active_b or model.params_total_b) * 1e9
     frac = active / (model.params_total_b * 1e9)
     predicted = predict(choice.memory, m, frac, active, tensor_parallel=True)
-    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, *assemble.sampling_notes(VLLM, sampling)]
-    return Plan(model=ref, backend=VLLM, vllm=choice.settings, args=assemble.vllm_args(choice.settings, ref, sampling),
-                memory=choice.memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
-                fallbacks=assemble.vllm_fallbacks(choice.settings, floor))
+    engine = assemble.engine_for(req.engines, VLLM)
+    why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, *assemble.sampling_notes(engine, sampling)]
+    return Plan(model=ref, backend=VLLM, vllm=choice.settings, engine=engine,
+                args=assemble.plan_args(engine, choice.settings, ref, sampling), memory=choice.memory, predicted=predicted, sampling=sampling, score=score, reasons=why,
+                fallbacks=ladder(choice.settings, floor))
 
 
 def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) -> Plan | None:
@@ -366,6 +382,8 @@ def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request:
         plan = _plan_model(run, model, repo, quant)
         if plan is not None:
             plans.append(plan)
+    plans, dropped = superseded(plans, catalog, bool(request.model))
+    run.rejections += [Rejection(mid, "superseded", {"successor": succ, "why": why}) for mid, succ, why in dropped]
     # Exact pass: re-size the best plans with the real per-tensor layout, best first, until `top` exact plans lead.
     key = lambda p: (-p.score, -(p.predicted.decode_tokens_per_s or 0.0), p.model.id)  # noqa: E731
     approx_rejections = run.rejections
@@ -373,7 +391,7 @@ def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request:
     exact: list[Plan] = []
     done: set[str] = set()
     pending = sorted(plans, key=key)
-    while pending and len(exact) < max(1, request.top):
+    while pending and len(exact) < max(1, request.top, EXACT_AT_LEAST):
         head = pending.pop(0)
         if head.model.id in done or head.backend == VLLM:  # vLLM sizes come from the checkpoint: already exact
             exact.append(head)

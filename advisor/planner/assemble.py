@@ -9,7 +9,18 @@ from typing import Any
 
 from advisor.catalog.model import Model
 from advisor.gguf.estimate import Estimate
-from advisor.plan import LLAMA_CPP, VLLM, DeviceMemory, Fallback, LlamaCppSettings, ModelRef, Plan, VllmSettings
+from advisor.plan import (
+    DEFAULT_ENGINE,
+    LLAMA_CPP,
+    VLLM,
+    DeviceMemory,
+    EngineRef,
+    Fallback,
+    LlamaCppSettings,
+    ModelRef,
+    Plan,
+    VllmSettings,
+)
 from advisor.planner.machine import Machine
 
 #: The catalog's sampling fields (catalog/README.md [model.sampling]) that plans carry; each engine module maps them
@@ -44,80 +55,44 @@ def llama_memory(est: Estimate, m: Machine) -> list[DeviceMemory]:
     return out
 
 
-def llama_args(settings: LlamaCppSettings, ref: ModelRef, sampling: Mapping[str, float]) -> list[str]:
-    """llama-server's argv without host/port/key: the executor's own builder (advisor.engines.llama_server, sampling
-    defaults included), with the model named by Hub repo and file (llama-server -hfr/-hff download it) unless it is
-    a local path."""
-    from advisor.engines.llama_server import build_args
-
-    args = build_args(settings, ref.path or (ref.files[0] if ref.files else ref.id), sampling=sampling)
-    if ref.path is None and ref.repo and ref.files:
-        args = ["-hfr", ref.repo, "-hff", ref.files[0], *args[2:]]
-    return args
+def engine_for(engines: tuple[EngineRef, ...], backend: str) -> EngineRef:
+    """The engine the target machine runs for ``backend`` (advisor.app.engines chose it), else the backend's
+    default engine at its current release."""
+    for ref in engines:
+        if ref.backend == backend:
+            return ref
+    return EngineRef(DEFAULT_ENGINE[backend], source="not chosen: the engine's current release")
 
 
-def vllm_args(settings: VllmSettings, ref: ModelRef, sampling: Mapping[str, float]) -> list[str]:
-    """vLLM's argv without host/port/key: the executor's own builder (advisor.engines.vllm; sampling defaults through
-    --override-generation-config), plus the Hub revision."""
-    from advisor.engines.vllm import build_args
+def plan_args(engine: EngineRef, settings: LlamaCppSettings | VllmSettings, ref: ModelRef,
+              sampling: Mapping[str, float]) -> list[str]:
+    """The engine's arguments: the same builder the runner starts the engine with (advisor.engines.argv)."""
+    from advisor.engines import argv
 
-    args = build_args(settings, ref.path or ref.repo or ref.id, sampling=sampling)
-    if ref.revision:
-        args += ["--revision", ref.revision]
-    return args
+    return argv(engine, settings, ref, sampling)
 
 
-def sampling_notes(backend: str, sampling: Mapping[str, float]) -> list[str]:
-    """What the plan's reasons say about the sampling defaults: how each engine receives them, and what it cannot."""
-    from advisor.engines import llama_server, vllm
+def sampling_notes(engine: EngineRef, sampling: Mapping[str, float]) -> list[str]:
+    """What the plan's reasons say about the sampling defaults: how the engine receives them, or that it cannot."""
+    from advisor.engines import flags_of, llama_server, vllm
 
     if not sampling:
         return []
     shown = ", ".join(f"{k} {v:g}" for k, v in sampling.items())
-    if backend == LLAMA_CPP:
-        passed = [k for k in sampling if k in llama_server.SAMPLING_FLAGS]
-        left = [k for k in sampling if k not in llama_server.SAMPLING_FLAGS]
-        out = [f"sampling defaults from the model card ({shown}): llama-server gets "
-               f"{', '.join(llama_server.SAMPLING_FLAGS[k] for k in passed) or 'none of them'} as its defaults "
-               "(a request's own values win)"]
-        if left:
-            out.append(f"not passed to llama-server: {', '.join(left)} ({llama_server.SAMPLING_LEFT_OUT})")
-        out.append("llama-cpp-python's server (the fallback engine) has no flags for sampling defaults: there the "
-                   "client must send them")
-        return out
-    passed = [k for k in sampling if k in vllm.SAMPLING_KEYS]
-    return [f"sampling defaults from the model card ({shown}): passed to vLLM as --override-generation-config "
-            f"({', '.join(passed)}), applied to requests that do not set them"]
-
-
-def llama_fallbacks(s: LlamaCppSettings, n_layer: int, floor: int) -> list[Fallback]:
-    out = []
-    if s.ctx // s.parallel > floor:
-        out.append(Fallback({"ctx": max(floor, s.ctx // s.parallel // 2) * s.parallel},
-                            "halve the context: the KV cache and the compute buffer shrink with it"))
-    if s.cache_type_k == "f16":
-        out.append(Fallback({"cache_type_k": "q8_0", "cache_type_v": "q8_0", "flash_attn": "on"},
-                            "quantize the KV cache to q8_0 (half its memory; a quantized V needs flash attention)"))
-    if s.n_gpu_layers > 0:
-        step = max(1, -(-n_layer // 4))
-        out.append(Fallback({"n_gpu_layers": max(0, min(s.n_gpu_layers, n_layer) - step)},
-                            f"keep {step} more layers on the CPU: less GPU memory, slower"))
-        out.append(Fallback({"n_gpu_layers": 0}, "CPU only: the last resort when the GPU cannot hold a layer"))
-    return out
-
-
-def vllm_fallbacks(s: VllmSettings, floor: int) -> list[Fallback]:
-    out = []
-    if not s.enforce_eager:
-        out.append(Fallback({"enforce_eager": True}, "skip CUDA graphs: their memory goes back to the system"))
-    if s.max_model_len > floor:
-        out.append(Fallback({"max_model_len": max(floor, s.max_model_len // 2)},
-                            "halve max_model_len: vLLM's start-up check needs one full sequence in the KV cache"))
-    if s.max_num_seqs > 1:
-        out.append(Fallback({"max_num_seqs": max(1, s.max_num_seqs // 2)},
-                            "fewer sequences at once: smaller sampler warm-up and CUDA-graph ladder"))
-    out.append(Fallback({"gpu_memory_utilization": round(max(0.5, s.gpu_memory_utilization - 0.05), 2)},
-                        "leave 5 % more of the GPU to others: another process may hold memory"))
+    if engine.backend == VLLM:
+        passed = [k for k in sampling if k in vllm.SAMPLING_KEYS]
+        return [f"sampling defaults from the model card ({shown}): passed to vLLM as --override-generation-config "
+                f"({', '.join(passed)}), applied to requests that do not set them"]
+    if not flags_of(engine).get("sampling", True):
+        return [f"sampling defaults from the model card ({shown}): {engine.name}'s server has no flags for sampling "
+                "defaults, so the client must send them with each request"]
+    passed = [k for k in sampling if k in llama_server.SAMPLING_FLAGS]
+    left = [k for k in sampling if k not in llama_server.SAMPLING_FLAGS]
+    out = [f"sampling defaults from the model card ({shown}): llama-server gets "
+           f"{', '.join(llama_server.SAMPLING_FLAGS[k] for k in passed) or 'none of them'} as its defaults "
+           "(a request's own values win)"]
+    if left:
+        out.append(f"not passed to llama-server: {', '.join(left)} ({llama_server.SAMPLING_LEFT_OUT})")
     return out
 
 
@@ -134,9 +109,7 @@ def apply_learned(plan: Plan, learned: Mapping[str, Any] | None) -> Plan:
         return plan
     if settings == plan.settings:
         return replace(plan, reasons=[*plan.reasons, "these settings worked on this machine before (learned)"])
-    sampling = plan.sampling
-    args = (llama_args(settings, plan.model, sampling) if plan.backend == LLAMA_CPP  # type: ignore[arg-type]
-            else vllm_args(settings, plan.model, sampling))  # type: ignore[arg-type]
+    args = plan_args(plan.engine_ref, settings, plan.model, plan.sampling)
     changed = sorted(k for k in current if current[k] != asdict(settings)[k])
     key = "llama_cpp" if plan.backend == LLAMA_CPP else "vllm"
     return replace(plan, args=args, **{key: settings},
@@ -144,5 +117,5 @@ def apply_learned(plan: Plan, learned: Mapping[str, Any] | None) -> Plan:
                             "that worked (advisor state, learned.json)"])
 
 
-__all__ = ["LLAMA_CPP", "SAMPLING_FIELDS", "VLLM", "apply_learned", "llama_args", "llama_fallbacks", "llama_memory",
-           "sampling_notes", "sampling_of", "vllm_args", "vllm_fallbacks"]
+__all__ = ["LLAMA_CPP", "SAMPLING_FIELDS", "VLLM", "apply_learned", "engine_for", "llama_memory",
+           "plan_args", "sampling_notes", "sampling_of"]

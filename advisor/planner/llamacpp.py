@@ -6,7 +6,7 @@ GPU's need is its buffers plus the backend's context/driver overhead that no buf
 context_overhead_bytes); it must stay within the capacity less the headroom of rules/margins.toml. The host buffers
 (CUDA_Host...) and the CPU's buffers count against RAM, and with unified memory the GPUs' need does too.
 
-Order of choices (notes/memory.md §2.8, llama.cpp --fit's own order): every layer on the GPUs at the wanted context;
+Order of choices (llama.cpp --fit's own order, common/fit.cpp): every layer on the GPUs at the wanted context;
 else the context lowered towards the floor; else as many layers as fit at the floor, the rest on the CPU.
 """
 
@@ -53,7 +53,7 @@ def check(est: Estimate, m: Machine) -> Fit:
         over = used - dev.budget_bytes
         if over > worst.shortfall_bytes:
             worst = Fit(False, over, dev.name, used, dev.budget_bytes)
-    # "host": a GPU backend's pinned host buffers (advisor.gguf.estimate, issue 7) live in RAM as well
+    # "host": a GPU backend's pinned host buffers (advisor.gguf.estimate) live in RAM as well
     cpu_used = sum(d.total_bytes for d in est.devices if d.device in ("cpu", "host")) + (gpu_total if m.unified else 0)
     over = cpu_used - m.cpu.budget_bytes
     if over > worst.shortfall_bytes:

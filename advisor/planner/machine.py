@@ -1,7 +1,7 @@
 """The machine as the planner sees it: which GPUs one engine process can use, what each device offers after the
 margins of rules/margins.toml, and the facts rules match on (a ``Subject``). Pure: reads only the profile.
 
-A GPU's memory is split three ways (issue 7): the llama.cpp buffers the estimator reports on it, the backend's
+A GPU's memory is split three ways: the llama.cpp buffers the estimator reports on it, the backend's
 context/driver overhead that no buffer reports (rules/backends.toml ``context_overhead_bytes``: the CUDA context,
 cuBLAS workspaces and the ggml pool, measured from a real log for CUDA), and the headroom of rules/margins.toml, which
 keeps only what the backend facts do not explain (llama.cpp's own --fit margin; the display reserve of desktop cards

@@ -65,14 +65,46 @@ def quality(catalog: Catalog, v: Variant, m: Machine, backend_key: str) -> Quali
 
 
 def model_score(catalog: Catalog, model: Model, task: str) -> tuple[float, str]:
-    """The model's 0-100 task score (percentile among catalog models with the same metric) and a reason."""
-    s = model.score(task)
-    pct = catalog.normalized_score(model, task)
-    if s is None or pct is None:
-        return 0.0, f"{model.name}: no {task} benchmark in the catalog ({model.scores_missing or 'none found'}): " \
-                    "ranked last"
-    return pct, (f"{model.name}: {task} score {s.value:g} on {s.metric} = percentile {pct:g} among catalog models "
-                 f"with that benchmark [{s.source}]")
+    """The model's score on ``task``'s one quality scale (catalog/scales.toml: the primary benchmark's percent,
+    other benchmarks mapped onto it by fitted lines, or an estimate) and a reason naming how it was obtained."""
+    ts = catalog.task_score(model, task)
+    if ts is None:
+        return 0.0, (f"{model.name}: no {task} score (no release date to estimate one from, and no benchmark): "
+                     "ranked last")
+    unit = _primary_unit(catalog, ts.scale)
+    if ts.method == "measured":
+        how = f"{ts.metric} {ts.raw:g} [{ts.source}]"
+    elif ts.method == "mapped":
+        how = f"mapped from {ts.metric} {ts.raw:g} by a line fitted over catalog models with both [{ts.source}]"
+    elif ts.method == "cross-task":
+        how = f"estimated from its {ts.metric} score by a line fitted over catalog models with both"
+    else:
+        how = "estimated from size, release date and specialisation (no benchmark; a fit over every scored model)"
+    imputed = " (imputed)" if ts.imputed else ""
+    return round(ts.value, 2), f"{model.name}: {task} score {ts.value:.1f} on the {unit} scale{imputed}: {how}"
+
+
+def _primary_unit(catalog: Catalog, task: str) -> str:
+    scale = catalog.scores.scales.get(task)
+    return scale.primary[0] if scale and scale.primary else task
+
+
+def superseded(plans: list, catalog: Catalog, asked_by_name: bool) -> tuple[list, list[tuple[str, str, str]]]:
+    """Drop the plans of models superseded within their family (catalog ``superseded_by``) by a model that also has a
+    plan for this request (it fits and is made for the task), unless the user named the model. Returns the kept plans
+    and (model, successor, reason) for each one dropped."""
+    if asked_by_name:
+        return plans, []
+    planned = {p.model.id for p in plans}
+    kept, dropped = [], []
+    for p in plans:
+        m = next((x for x in catalog.models if x.id == p.model.id), None)
+        succ = next((s for s in (m.superseded_by if m else ()) if s in planned), None)
+        if succ is None:
+            kept.append(p)
+        else:
+            dropped.append((p.model.id, succ, m.superseded_reason))
+    return kept, dropped
 
 
 def quick_size(model: Model, v: Variant, q: Quality) -> int:

@@ -20,6 +20,7 @@ TEMPLATES: dict[str, str] = {
     "too_slow": "{model} {quant} on {engine}: about {speed} tokens/s{placement}, below the {floor} tokens/s "
                 "minimum",
     "no_variant": "{model}: no {engine} variant in the catalog",
+    "superseded": "{model} is superseded by {successor}, which also fits ({why}); ask for it with --model to get it",
     "engine_not_candidate": "{engine} is not a candidate here: {why}",
     "ranked_below": "{model} fits ({quant} on {engine}, score {score}) but ranks #{rank}, below --top {top}",
     "not_ranked": "{model} fits ({quant} on {engine}) with score {score}",

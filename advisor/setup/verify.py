@@ -4,7 +4,7 @@ every layer offloaded and read llama.cpp's own log to see where the layers went.
 The model is written here with gguf's GGUFWriter (gguf is a dependency of advisor): a 2-layer llama with F16
 matrices and F32 norms, a gpt2-style byte vocabulary with one merge (llama.cpp refuses an empty merges list: "cannot
 find tokenizer merges") and a chat template. F16 on purpose: tiny Q8_0/Q4_0 models crash the CPU repack kernels of
-some CPUs when generating (notes/verified.md and tests/ggufgen.py, where the same facts were measured).
+some CPUs when generating (measured here: tests/ggufgen.py says where).
 
 The engine runs in its own interpreter (the managed venv) in a child process, so a crash in a native library is a
 failed verification, not a crashed advisor.
@@ -117,7 +117,7 @@ def write_tiny_model(path: Path, seed: int = 0) -> Path:
 
 #: Answers what the installed llama-cpp-python is: version, GPU offload, registered backends, shipped libraries.
 #: llama_supports_gpu_offload is true only when a GPU backend was compiled in and a device was found (src/llama.cpp);
-#: llama_print_system_info has one "<REG> : ... |" group per registered backend (notes/exec.md §2).
+#: llama_print_system_info has one "<REG> : ... |" group per registered backend (src/llama.cpp).
 LLAMA_CPP_INFO = r"""
 import json, os, sys
 import llama_cpp

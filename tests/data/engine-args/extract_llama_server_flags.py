@@ -1,7 +1,7 @@
-"""Regenerate llama-server-flags.txt from llama.cpp's common/arg.cpp (the option table every llama.cpp tool parses its
+"""Regenerate llama-server-args.tsv from llama.cpp's common/arg.cpp (the option table every llama.cpp tool parses its
 command line with: common_params_parser_init -> add_opt(common_arg(...))).
 
-    python tests/data/engine-args/extract_llama_server_flags.py PATH/TO/common/arg.cpp > tests/data/engine-args/llama-server-flags.txt
+    python tests/data/engine-args/extract_llama_server_flags.py PATH/TO/common/arg.cpp > tests/data/engine-args/llama-server-args.tsv
 
 An option belongs to llama-server when its examples include LLAMA_EXAMPLE_SERVER or LLAMA_EXAMPLE_COMMON (the default
 set, common/arg.h) and its excludes do not name LLAMA_EXAMPLE_SERVER (arg.cpp add_opt). Its arity follows the
