@@ -332,17 +332,27 @@ def _llama_plans(catalog, rules):
                 yield name, plan
 
 
+def engine_launch(plan, name: str, exe: str):
+    """The command engine ``name`` gets for ``plan`` (its current release's flags; the model as a local file)."""
+    from advisor.engines import get
+
+    engine = get(name)
+    args = engine.args(plan.settings, engine.model_args(plan.model, "/m/model.gguf"), engine.flags, plan.sampling)
+    return engine.command(exe, args, plan.settings, "127.0.0.1", 8080, "k", engine.flags, True)
+
+
 def test_llama_server_accepts_every_planned_command(catalog, rules):
-    """Every flag of the rendered command (advisor.render.deploy.argv: what `recommend --format shell` prints) and of
-    the executor's llama-server launch is one llama-server accepts, with its values: llama.cpp common/arg.cpp
-    (tests/data/engine-args/llama-server-args.tsv)."""
-    from advisor.engines import llama_server
+    """Every flag of the rendered command (advisor.render.deploy.argv: what `recommend --format shell` prints, for
+    the engine the plan names) and of llama-server's launch for the plan is one llama-server accepts, with its
+    values: llama.cpp common/arg.cpp (tests/data/engine-args/llama-server-args.tsv)."""
     from advisor.render import deploy
 
     seen = 0
     for name, plan in _llama_plans(catalog, rules):
-        assert not checkers.llama_server_argv_problems(deploy.argv(plan)), (name, plan.model.id, plan.args)
-        launch = llama_server.command("llama-server", "/m/model.gguf", plan.llama_cpp, "127.0.0.1", 8080, "k")
+        rendered = deploy.argv(plan)
+        if plan.engine_ref.name == "llama-server":
+            assert not checkers.llama_server_argv_problems(rendered), (name, plan.model.id, rendered)
+        launch = engine_launch(plan, "llama-server", "llama-server")
         assert not checkers.llama_server_argv_problems(launch.argv), (name, plan.model.id, launch.argv)
         seen += 1
     assert seen >= 8
@@ -361,11 +371,9 @@ def test_llama_server_flag_table_reads_arg_cpp():
 def test_llama_cpp_python_server_parses_every_planned_command(catalog, rules):
     """The fallback engine's own parser (llama_cpp.server __main__: argparse over its pydantic settings) accepts the
     executor's argv for every plan, and rejects a wrong one (the check can fail)."""
-    from advisor.engines import llama_cpp_python
-
     seen = 0
     for name, plan in _llama_plans(catalog, rules):
-        launch = llama_cpp_python.command("python", "/m/model.gguf", plan.llama_cpp, "127.0.0.1", 8080, None)
+        launch = engine_launch(plan, "llama-cpp-python", "python")
         args = launch.argv[3:]  # after `python -m llama_cpp.server`
         assert not checkers.llama_cpp_python_argv_problems(args), (name, plan.model.id, args)
         seen += 1
