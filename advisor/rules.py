@@ -157,7 +157,8 @@ PARAMETERS: dict[str, type | tuple[type, ...]] = {
     # vllm.toml
     "max_num_batched_tokens": int, "max_num_seqs": int, "gpu_memory_utilization": float,
     "max_gpu_memory_utilization": float, "block_size": int, "cuda_context_mib": int, "cuda_graph_mib": int,
-    "non_torch_mib": int, "redundancy_mib": int, "activation_floats_per_token": float, "vllm_dtype": str,
+    "non_torch_mib": int, "non_torch_tp_mib": int, "sampler_bytes_per_logit": dict, "redundancy_mib": int,
+    "activation_floats_per_token": float, "vllm_dtype": str,
     # llama.toml
     "batch": int, "ubatch": int, "flash_attn": str, "mlock": bool,
     # speed.toml

@@ -65,7 +65,7 @@ def build(tp: Any, value: Any, where: str, error: type[BadInputError] = BadInput
         if not isinstance(value, dict):
             raise error(f"{where}: expected an object, got {type(value).__name__}")
         _, item = typing.get_args(tp)
-        return {str(k): build(item, v, f"{where}.{k}", error) for k, v in value.items()}
+        return {str(k): build(item, v, f"{where}.{_shown(k)}", error) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise error(f"{where}: expected an object, got {type(value).__name__}")
@@ -85,6 +85,12 @@ def build(tp: Any, value: Any, where: str, error: type[BadInputError] = BadInput
     raise TypeError(f"{where}: unsupported schema type {tp!r}")  # a bug in the schema, not in the data
 
 
+def _shown(key: Any) -> str:
+    """A key from data as it goes into a one-line message (a newline in a key must not make it two lines)."""
+    text = str(key)
+    return text if text.isprintable() and len(text) <= 80 else repr(text[:80])
+
+
 def _dataclass(cls: Any, table: dict[str, Any], where: str, error: type[BadInputError]) -> Any:
     hints = _hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -100,6 +106,95 @@ def _dataclass(cls: Any, table: dict[str, Any], where: str, error: type[BadInput
     return cls(**kwargs)
 
 
+#: Bounds for files advisor reads whole. A profile is a few KB and a plan file (``recommend --json --top N``) some
+#: tens of KB per plan; anything bigger is not what advisor wrote.
+MAX_PROFILE_BYTES = 1 << 20
+MAX_PLAN_BYTES = 8 << 20
+#: Nesting deeper than any document advisor writes (a profile nests 4 levels, a plan 5); CPython's json module
+#: recurses once per level and would raise RecursionError near 1000.
+MAX_JSON_DEPTH = 64
+
+
+def open_regular(path: Path | str, error: type[BadInputError] = BadInputError) -> int:
+    """A read-only descriptor on ``path`` when it is a regular file; a FIFO, device, socket or directory is refused
+    without blocking (O_NONBLOCK: opening a FIFO for reading would wait for a writer forever)."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"cannot read {path}: no such file") from None
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise error(f"cannot read {path}: {kind}, not a regular file")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return fd
+
+
+def read_bounded(path: Path | str, limit: int, error: type[BadInputError] = BadInputError) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (more is refused after reading ``limit`` + 1)."""
+    import os
+
+    with os.fdopen(open_regular(path, error), "rb") as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{path} is larger than {limit} bytes: not a file advisor wrote")
+    return data
+
+
+def load_json(path: Path | str, limit: int, error: type[BadInputError] = BadInputError) -> Any:
+    """A JSON document from a bounded regular file; not JSON, nested deeper than MAX_JSON_DEPTH or holding NaN or
+    Infinity (not JSON by RFC 8259, though Python's json accepts them) are one line naming the file."""
+    import json
+
+    data = read_bounded(path, limit, error)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise error(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(text, parse_constant=constant)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path} is not JSON (not valid JSON at line {exc.lineno}: {exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{path} is not JSON ({exc})") from None
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings (a linear scan, before json recurses)."""
+    import re
+
+    deepest = depth = 0
+    for m in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]', text):
+        tok = m.group()
+        if tok in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif tok in "]}":
+            depth -= 1
+    return deepest
+
+
 def read_toml(path: Path, error: type[BadInputError] = BadInputError) -> dict[str, Any]:
     """A TOML file's table, or one line naming the file: unreadable, or not valid TOML (with tomllib's place).
 
@@ -113,10 +208,12 @@ def read_toml(path: Path, error: type[BadInputError] = BadInputError) -> dict[st
         cached = _cache_file(path, stat.st_size, stat.st_mtime_ns)
         if cached is not None:
             try:
-                return json.loads(cached.read_text())  # type: ignore[no-any-return]
-            except (OSError, ValueError):
+                table = json.loads(cached.read_text())
+                if isinstance(table, dict):
+                    return table
+            except (OSError, ValueError, RecursionError):
                 pass
-        with Path(path).open("rb") as fh:
+        with os.fdopen(open_regular(path, error), "rb") as fh:  # a FIFO or device is refused, never waited on
             data = tomllib.load(fh)
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -147,7 +244,9 @@ def _store(path: Path, size: int, mtime_ns: int, data: dict[str, Any]) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private like all of ADVISOR_HOME
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         os.replace(tmp, target)  # whole or not at all: a reader never sees half a file
     except OSError:
         pass

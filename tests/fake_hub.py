@@ -198,11 +198,15 @@ _ETAGS: dict[tuple[str, int, float], str] = {}
 
 
 def _etag(p: Path) -> str:
-    """A stand-in for the LFS sha256: derived from path, size and mtime (hashing sparse multi-GB files is slow)."""
+    """The LFS sha256 (the Hub's ETag of an LFS file) for files up to 64 MiB; for larger (sparse, multi-GB) ones a
+    stand-in derived from path, size and mtime, since hashing them is slow. Cached per (path, size, mtime)."""
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime)
     if key not in _ETAGS:
-        _ETAGS[key] = hashlib.sha256(repr(key).encode()).hexdigest()
+        if st.st_size <= 64 << 20:
+            _ETAGS[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            _ETAGS[key] = hashlib.sha256(repr(key).encode()).hexdigest()
     return _ETAGS[key]
 
 

@@ -387,8 +387,11 @@ def test_default_plan_prefers_learned_settings(tmp_path: Path) -> None:
 def test_server_records_and_staleness() -> None:
     import os
 
+    import psutil
+
     live = state.ServerRecord(id="1", pid=os.getpid(), port=1, host="h", backend=LLAMA_CPP, engine="e", model="m",
-                              base_url="u", log="l", create_time=state.create_time(os.getpid()))  # fmt: skip
+                              base_url="u", log="l", create_time=state.create_time(os.getpid()),
+                              argv=psutil.Process().cmdline())  # fmt: skip
     stale = state.ServerRecord(id="2", pid=os.getpid(), port=2, host="h", backend=LLAMA_CPP, engine="e", model="m",
                                base_url="u", log="l", create_time=1.0)  # fmt: skip  (pid reused)
     state.write_server(live)

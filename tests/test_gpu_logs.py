@@ -39,25 +39,53 @@ UNCHECKABLE: dict[tuple[str, str, str], str] = {
        for dev in ("cpu", "gpu0", "gpu1", "gpu2", "gpu3")},
 }
 
-# In-target buffers that miss, with the reason. Each is checked to still miss (strict).
-MMAP_SPAN = ("CPU_Mapped under partial offload with mmap is the file span [first, last) of the CPU tensors "
-             "(llama_model_loader::get_mapping_range / load_all_data), which covers GPU tensors lying between them "
-             "in the file; the file order is not in the log (CPU_Mapped + GPU buffers exceed the tensor total)")
-MISSES: dict[tuple[str, str, str], str] = {
-    ("l06_gptoss20b_vulkan_m2pro_partial", "cpu", "weights"): MMAP_SPAN,
-    ("l19_qwen3moe30b_2gpu_cpu_experts", "cpu", "weights"): MMAP_SPAN,
-    ("l24_llama31_8b_rtx2060_partial_ollama", "cpu", "weights"): MMAP_SPAN,
-    ("l07_gptoss120b_metal_m4max_lmstudio", "gpu0", "compute"): "gpt-oss (attention sinks) FA off on Metal: "
-    "819.26 MiB against KQ 512 MiB + masks + 4E = 550.5 MiB; the extra ~270 MiB is not explained by one layer's "
-    "working set (one log, Metal-only)",
-    ("l23_mistral7b_sycl_arc_a770_ipexllm", "gpu0", "compute"): "FA off at ub = kv = 1024: 164.01 MiB = "
-    "4*ub*(kv*(H+1)) + 32 MiB, where ub 512 logs (notes §2.5) give the same flat 32 MiB as 4E per token; the "
-    "per-token 4E rule is 19.5 % high here (SYCL and ub 1024 at once: one log cannot tell which)",
-    ("l25_gemma7b_vulkan_rx6900xt_ngl0", "gpu0", "compute"): "-ngl 0 with per-op offload (508 splits, b4589): the "
-    "GPU holds no layer and the estimator gives it no buffer; the log shows 18.00 MiB (= 4*ub*3E)",
-    **{("l18_deepseekv3_mla_4gpu_cuda_ot", dev, "compute"): "MLA absorbed attention (n_head 128, K 576/V 512) "
-       "with FA, ub 1024 and -ot expert placement: not modelled (3285 MiB on CUDA0 holds offloaded CPU experts "
-       "of unknown types)" for dev in ("gpu0", "gpu1", "gpu2", "gpu3")},
+# Calibration set: the entries whose buffers set a coefficient or an era rule of the estimator (cited in
+# advisor/gguf/estimate.py and rules/backends.toml); the evaluation set is every other entry run. A calibration row
+# is still tested but is not evidence for the rule it set. Benchmarks and the README quote the evaluation set.
+CALIBRATION: dict[str, str] = {
+    "l02_qwen2_7b_rtx3060_ollama": "GPU logits phase V + E; host inputs E + kv",
+    "l04_qwen3_0.6b_strixhalo_rocm": "GPU logits phase; KV padding 32 before KV_PAD_256_SINCE",
+    "l06_gptoss20b_vulkan_m2pro_partial": "op-offloaded logits weight; output-first era; SWA padding; n-cpu-moe",
+    "l09_chatglm9b_metal_m4_ollama": "GPU logits phase on Metal",
+    "l10_phi3mini128k_metal_m4_ollama": "phi3 fused up (3F); Phi SWA disabled",
+    "l11_gemma3_1b_vulkan_intel_uhd": "iSWA era; masks over the full cache before it",
+    "l13_qwen3moe235b_vulkan_strixhalo_partial": "op-offloaded logits weight; KV padding era",
+    "l18_deepseekv3_mla_4gpu_cuda_ot": "MLA absorbed-query attention phase; no pipeline copies with -ot",
+    "l19_qwen3moe30b_2gpu_cpu_experts": "FA-off attention kv*H + mask + 4E",
+    "l20_deepseekr1_671b_8x_mi250x_rocm_ollama": "pipeline-parallel copies; KV streams era",
+    "l23_mistral7b_sycl_arc_a770_ipexllm": "fused SwiGLU era (2F before it)",
+    "l24_llama31_8b_rtx2060_partial_ollama": "output-first era; FA output of CPU layers on the host",
+    "l26_mixtral8x7b_metal_m3max_old": "batched-MoE era (one expert at a time before it)",
+}
+EVALUATION: tuple[str, ...] = tuple(e["id"] for e in LLAMA if e["id"] in g.MODELS and e["id"] not in CALIBRATION)
+
+# KV rows that match by construction: the layer split of these entries is read off their own KV lines
+# (gguf_from_log.TENSOR_SPLIT), so their per-device KV is not evidence. Still tested, not counted in the figures.
+BY_CONSTRUCTION: dict[str, str] = {eid: why for eid, (_, why) in g.TENSOR_SPLIT.items() if "KV lines" in why}
+
+# In-target buffers that miss: (bound, reason). The bound is the |error| when the entry was listed; the row must
+# still miss (else remove it) and must not get worse than its bound.
+MISSES: dict[tuple[str, str, str], tuple[float, str]] = {
+    ("l24_llama31_8b_rtx2060_partial_ollama", "cpu", "weights"): (0.11, "CPU_Mapped is the file span of the CPU "
+     "tensors (llama_model_loader::get_mapping_range); this Ollama file's tensor order is not known and neither the "
+     "converter's nor llama-quantize's order gives the logged span (+288 MiB, two layers)"),
+    ("l06_gptoss20b_vulkan_m2pro_partial", "host", "compute"): (0.75, "output layer and 14 layers' experts on the "
+     "CPU with op offload: which of their ops stay on the CPU (and so in Vulkan_Host) is not modelled"),
+    ("l07_gptoss120b_metal_m4max_lmstudio", "cpu", "compute"): (0.16, "Metal without a host buffer type: 25.64 MiB "
+     "against inputs 4*ub*(E + 2 masks) = 21.62 MiB; the extra 4 MiB (2048 floats per token) is not identified"),
+    ("l07_gptoss120b_metal_m4max_lmstudio", "gpu0", "compute"): (0.33, "gpt-oss (attention sinks) FA off on Metal: "
+     "819.26 MiB against KQ 512 MiB + masks + 4E = 550.5 MiB; the extra ~270 MiB is not explained by one layer's "
+     "working set (one log, Metal-only)"),
+    ("l18_deepseekv3_mla_4gpu_cuda_ot", "gpu0", "compute"): (0.77, "-ot keeps the experts of layers 27-60 on the CPU "
+     "and op offload copies one into CUDA0's compute buffer: 3285 MiB = a Q6_K expert tensor (7168 x 2048 x 256, "
+     "2940 MiB) + the MoE phase, but UD-Q2_K_XL's per-tensor types are not printed"),
+    ("l23_mistral7b_sycl_arc_a770_ipexllm", "gpu0", "compute"): (0.20, "FA off at ub = kv = 1024: 164.01 MiB = "
+     "4*ub*(kv*(H+1)) + 32 MiB, where ub 512 logs give the same flat 32 MiB as 4E per token; the per-token 4E rule "
+     "is 19.5 % high here (SYCL and ub 1024 at once: one log cannot tell which)"),
+    **{("l25_gemma7b_vulkan_rx6900xt_ngl0", dev, "compute"): (1.0, "-ngl 0 on macOS x86 with MoltenVK (b4589): the "
+       "BLAS backend takes the CPU's big matmuls with its own compute buffer ('CPU' 506.00 MiB = 4*ub*(V + E), the "
+       "logits) and per-op offload runs others on the GPU (508 splits); neither backend is modelled")
+       for dev in ("cpu", "gpu0", "host")},
 }
 
 
@@ -94,19 +122,29 @@ def test_buffers_match_log(entry: dict[str, Any], tmp_path: Path) -> None:
     bad, stale = [], []
     for dev, buf, ours, theirs, tgt in _checked(entry, tmp_path):
         key = (entry["id"], dev, buf)
-        ok = g.within(ours, theirs, tgt)
+        ok = g.within(ours, theirs, tgt, buf)
+        err = (ours - theirs) / theirs
         if not ok and key not in MISSES:
             bad.append(f"{dev} {buf}: ours {ours / 2**20:.2f} MiB, log {theirs / 2**20:.2f} MiB "
-                       f"({(ours - theirs) / theirs:+.2%}, target {tgt:.1%})")
+                       f"({err:+.2%}, target {tgt:.1%})")
+        if not ok and key in MISSES and abs(err) > MISSES[key][0]:
+            bad.append(f"{dev} {buf}: a listed miss got worse: {err:+.2%}, bound {MISSES[key][0]:.0%}")
         if ok and key in MISSES:
             stale.append(f"{dev} {buf} now within target: remove it from MISSES")
     assert not bad and not stale, "; ".join(bad + stale)
 
 
+def test_sets_are_named_and_disjoint() -> None:
+    """Calibration and evaluation sets partition the entries run; every calibration entry names what it set."""
+    run = {e["id"] for e in LLAMA if e["id"] in g.MODELS}
+    assert set(CALIBRATION) | set(EVALUATION) == run and not set(CALIBRATION) & set(EVALUATION)
+    assert all(CALIBRATION.values()) and len(EVALUATION) >= 3
+
+
 def test_mmap_span_misses_are_overlaps(tmp_path: Path) -> None:
     """The CPU_Mapped misses are proven overlaps: the log's CPU_Mapped plus GPU model buffers exceed the tensors."""
-    for (eid, dev, buf), why in MISSES.items():
-        if why is not MMAP_SPAN:
+    for (eid, dev, buf), (_, why) in MISSES.items():
+        if not why.startswith("CPU_Mapped is the file span"):
             continue
         entry = next(e for e in LLAMA if e["id"] == eid)
         facts, _ = g.build(entry, tmp_path)
@@ -173,10 +211,16 @@ def test_cli_hardware_profile_sets_backend_and_split(tmp_path: Path) -> None:
                 memory_free_bytes=free[f"CUDA{i}"] * 2**20) for i in range(4)]
     prof = tmp_path / "hw.json"
     prof.write_text(json.dumps(HardwareProfile(gpus=gpus).to_dict()))
-    doc = _cli(facts.path, "--ctx", "16384", "--parallel", "1", "-ub", "1024", "--hardware", str(prof))
+    doc = _cli(facts.path, "--ctx", "16384", "--parallel", "1", "-ub", "1024", "--hardware", str(prof),
+               "--llama-build", "5331")
     kv = {d["device"]: d["kv_cache_bytes"] for d in doc["devices"]}
     assert [kv[f"gpu{i}"] // 2**20 for i in range(4)] == [510, 408, 408, 748]  # the log's KV lines
     assert doc["backend"] == "cuda"
+    assert doc["llama_build"]["build"] == 5331 and doc["llama_build"]["era"]["mla_v_less"] is False
+    # a current build keeps no V for an MLA GGUF (PR #19067): only the log's K part, 1098 of its 2074 MiB
+    now = _cli(facts.path, "--ctx", "16384", "--parallel", "1", "-ub", "1024", "--hardware", str(prof),
+               "--llama-build", "8000")
+    assert sum(d["kv_cache_bytes"] for d in now["devices"]) == 1098 * 2**20
 
 
 def test_n_cpu_moe_keeps_experts_on_cpu(tmp_path: Path) -> None:

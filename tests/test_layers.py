@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "advisor"
 #: Floor of each top-level part of the package; a part may import its own floor and those below.
 LAYERS = {
     "__init__": 0, "__main__": 6, "errors": 0, "settings": 0, "strict": 0, "system": 0,
-    "probe": 1, "gguf": 1, "store": 1, "plan": 1,
+    "probe": 1, "gguf": 1, "vllm": 1, "store": 1, "plan": 1,
     "hub": 2, "catalog": 2, "engines": 2, "rules": 2,
     "planner": 3, "runner": 3, "setup": 3,
     "app": 4, "render": 4,

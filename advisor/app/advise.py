@@ -4,7 +4,6 @@ the pure planner -> plans. It does the I/O the planner must not (probe, files, l
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,9 @@ if TYPE_CHECKING:  # the planner loads when a command plans, not when this modul
 
 def load_profile(path: Path) -> HardwareProfile:
     """A profile written by ``advisor probe --json`` (every command's ``--hardware FILE``)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise HardwareFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HardwareFileError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    from advisor.strict import MAX_PROFILE_BYTES, load_json
+
+    data = load_json(path, MAX_PROFILE_BYTES, HardwareFileError)  # regular files only, bounded, depth-checked
     return HardwareProfile.from_dict(data, where=str(path))
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from advisor.planner import Request
 from advisor.probe.profile import HardwareProfile
 from advisor.runner import execute as runner
 from advisor.runner.seams import Reporter, free_port, stop_group, stop_process
+from advisor.runner.signals import stopping_on_signals
 from advisor.store import state
 
 
@@ -94,12 +93,9 @@ def validate(source: Source, opts: Options) -> None:
 def load_plan(path: Path) -> Plan:
     """A plan file: one plan, or ``advisor recommend --json`` (its first, best plan). Its arguments must be the ones
     its settings give (advisor.engines.check_args)."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise PlanFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise PlanFileError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
+    from advisor.strict import MAX_PLAN_BYTES, load_json
+
+    data = load_json(path, MAX_PLAN_BYTES, PlanFileError)  # regular files only, bounded, depth-checked
     if isinstance(data, dict) and "plans" in data:
         plans = data["plans"]
         if not isinstance(plans, list) or not plans:
@@ -167,7 +163,7 @@ def _vllm_defaults(model_path: Path | None, has_gpu: bool) -> VllmSettings:
     if config is not None and config.is_file():
         try:
             limit = min(limit, int(json.loads(config.read_text()).get("max_position_embeddings") or limit))
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError, OverflowError):
             pass
     if has_gpu:
         return VllmSettings(max_model_len=limit)
@@ -256,20 +252,6 @@ def dry_run(plan: Plan, opts: Options) -> DryRun:
     return DryRun(plan.engine_ref.name, launch.argv, env, list(launch.unset), plan)
 
 
-@contextmanager
-def _interrupted_by_signals() -> Iterator[None]:
-    """SIGTERM stops the engine the same way Ctrl-C does (raised as KeyboardInterrupt where advisor is)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _learn(machine: str, plan: Plan, result: runner.RunResult, say: Callable[[str], None]) -> None:
     worked = result.settings if result.ok else None
     extra: dict[str, Any] = {"engine": result.engine}
@@ -277,8 +259,8 @@ def _learn(machine: str, plan: Plan, result: runner.RunResult, say: Callable[[st
         extra["tokens_per_s"] = result.check.tokens_per_s
     try:
         state.record_run(machine, plan.model.id, plan.backend, [vars(a) for a in result.attempts], worked, extra)
-    except OSError as exc:  # learning is a bonus: a read-only home must not fail the run
-        say(f"could not record the learned settings: {exc}")
+    except (OSError, AdvisorError) as exc:  # learning is a bonus: a read-only home must not fail the run
+        say(f"could not record the learned settings: {getattr(exc, 'message', exc)}")
 
 
 def _llama_fit(plan: Plan, model_path: str, say: Callable[[str], None]) -> dict[str, Any] | None:
@@ -317,7 +299,7 @@ def start(plan: Plan, machine: str, opts: Options, report: Reporter,
                                 timeout_s=opts.timeout, log_dir=state.logs_dir(),
                                 max_attempts=opts.max_attempts or runner.DEFAULT_MAX_ATTEMPTS)
     fit = _llama_fit(plan, model_path, report.info)
-    with _interrupted_by_signals():
+    with stopping_on_signals():  # SIGINT, SIGTERM, SIGHUP, SIGQUIT: the engine is stopped on the way out
         result = runner.execute(request, report=report)
         _learn(machine, plan, result, report.info)
         if not result.ok:
@@ -374,17 +356,16 @@ def _keep_serving(plan: Plan, result: runner.RunResult, opts: Options, port: int
 
 
 def running() -> list[state.ServerRecord]:
-    """The engines advisor started that are still running."""
-    return [r for r in state.read_servers() if state.is_alive(r)]
+    """The engines advisor started that are verified to be still running (others are reported, never listed)."""
+    return state.live_servers()
 
 
 def stop(server_id: str | None, all_: bool) -> list[state.ServerRecord]:
     """Stop the engines chosen (one by ID, all, or the only one), forgetting those already gone; returns what
     was stopped."""
-    records = state.read_servers()
-    for r in [r for r in records if not state.is_alive(r)]:
-        state.remove_server(r)  # stale: the engine is gone, or its pid now belongs to another process
-        records.remove(r)
+    # Only engines whose identity (pid, start time, command line) is verified; the state of those gone is removed,
+    # a record that cannot be verified is reported and skipped: never signal a process that may not be ours.
+    records = state.live_servers(forget_gone=True)
     if all_:
         chosen = records
     elif server_id is not None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from advisor import settings
 from advisor.catalog.model import CatalogError, Model, Variant, _validate_model
-from advisor.strict import build
+from advisor.strict import build, open_regular
 
 OVERLAY_SCHEMA = 1
 
@@ -52,18 +52,16 @@ def overlay_path() -> Path:
 
 def load_overlay(path: Path | None = None) -> OverlayFile | None:
     """The overlay, or None when there is none. Raises CatalogError naming the file when it is malformed."""
+    from advisor.strict import load_json
+
     p = overlay_path() if path is None else path
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
+    if not p.exists() and not p.is_symlink():
         return None
-    except OSError as exc:
-        raise CatalogError(f"cannot read the catalog overlay {p}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CatalogError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})",
-                           hint="fix or delete the file; 'advisor catalog refresh' writes it again") from None
+
+    class OverlayReadError(CatalogError):
+        hint = "fix or delete the file; 'advisor catalog refresh' writes it again"
+
+    data = load_json(p, MAX_OVERLAY_BYTES, OverlayReadError)  # regular files only, bounded, depth-checked
     ov: OverlayFile = build(OverlayFile, data, str(p), CatalogError)
     if ov.schema != OVERLAY_SCHEMA:
         raise CatalogError(f"{p}: schema {ov.schema}, this advisor reads schema {OVERLAY_SCHEMA}")
@@ -90,13 +88,11 @@ def _plain(obj: Any) -> Any:
 
 def save_overlay(ov: OverlayFile, path: Path | None = None) -> Path:
     """Write atomically (a concurrent ``catalog list`` never reads half a file)."""
+    from advisor.store.files import write_private  # 0600 in 0700 directories, like all of ADVISOR_HOME
+
     p = overlay_path() if path is None else path
-    p.parent.mkdir(parents=True, exist_ok=True)
     doc = {"schema": OVERLAY_SCHEMA, "sizes": _plain(ov.sizes), "model": _plain(ov.model)}
-    tmp = p.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, p)
-    return p
+    return write_private(p, json.dumps(doc, indent=1) + "\n")
 
 
 def with_sizes(ov: OverlayFile | None, sizes: list[MeasuredSize]) -> OverlayFile:
@@ -254,16 +250,25 @@ HF_TO_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen
                    "starcoder2": "starcoder2", "granite": "granite", "olmo2": "olmo2"}
 
 
+#: safetensors' own limit on the JSON header (safetensors/src/tensor.rs MAX_HEADER_SIZE = 100_000_000).
+SAFETENSORS_MAX_HEADER = 100_000_000
+#: The overlay holds sizes and user models: a few hundred bytes each.
+MAX_OVERLAY_BYTES = 64 << 20
+#: A transformers config.json is a few KB.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def model_from_config_dir(d: Path, *, model_id: str | None, tasks: list[str], date: str) -> Model:
     """A user Model from a transformers checkpoint directory: config.json plus the safetensors headers (8-byte
     little-endian length, then JSON of name -> dtype/shape/data_offsets: the safetensors format)."""
     from advisor.catalog.model import Architecture, Sampling
 
+    from advisor.strict import load_json
+
     cfg_path = d / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CatalogError(f"{cfg_path}: cannot read a JSON config ({exc})") from None
+    cfg = load_json(cfg_path, MAX_CONFIG_BYTES, CatalogError)  # regular files only, bounded, depth-checked
+    if not isinstance(cfg, dict):
+        raise CatalogError(f"{cfg_path}: expected a JSON object")
     cfg = cfg.get("text_config", cfg) if isinstance(cfg.get("text_config"), dict) else cfg
     mt = str(cfg.get("model_type", ""))
     if mt not in HF_TO_GGUF_ARCH:
@@ -286,10 +291,14 @@ def model_from_config_dir(d: Path, *, model_id: str | None, tasks: list[str], da
     dtypes: dict[str, int] = {}
     for f in files:
         try:
-            with f.open("rb") as fh:
+            with os.fdopen(open_regular(f, CatalogError), "rb") as fh:
                 n = int.from_bytes(fh.read(8), "little")
+                if n > SAFETENSORS_MAX_HEADER:
+                    raise ValueError(f"header of {n} bytes, more than the format's {SAFETENSORS_MAX_HEADER}")
                 header = json.loads(fh.read(n))
-        except (OSError, ValueError) as exc:
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+        except (OSError, ValueError, RecursionError) as exc:
             raise CatalogError(f"{f}: not a safetensors file ({exc})") from None
         nbytes += f.stat().st_size
         for k, t in header.items():

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from advisor.cli._options import JsonOpt
+from advisor.cli._options import JsonOpt, model_name
 
 catalog_app = typer.Typer(
     help="The built-in model catalog: models, variants (quantizations, files, sizes), quality scores with sources.",
@@ -401,7 +401,7 @@ def _render_refresh(err: Any, rows: list[dict[str, Any]], mismatches: list[dict[
 def add(
     ref: Annotated[str, typer.Argument(metavar="HUB_REF|PATH", help="org/repo[:QUANT] (with --file or --quant), a "
                                        "local .gguf, or a directory with config.json and *.safetensors.",
-                                       show_default=False)],
+                                       show_default=False, parser=model_name)],
     file: Annotated[str | None, typer.Option("--file", help="The .gguf in the Hub repository.",
                                              show_default=False)] = None,
     quant: Annotated[str | None, typer.Option("--quant", help="Quantization: picks the Hub file, and names the "

@@ -7,13 +7,14 @@ command.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from enum import Enum
 from typing import Annotated
 
 import typer
 
-from advisor.cli._options import HardwareOpt, JsonOpt
+from advisor.cli._options import HardwareOpt, JsonOpt, model_name
 
 
 class BackendChoice(str, Enum):
@@ -34,7 +35,7 @@ class FlashAttnChoice(str, Enum):
 ModelArg = Annotated[str, typer.Argument(help="A local .gguf file (for a split model, any of its shards), or a "
                                          "Hub GGUF: org/repo with --file or --quant, org/repo:QUANT, or "
                                          "org/repo/file.gguf (only its header is read, by range requests).",
-                                         show_default=False)]
+                                         show_default=False, parser=model_name)]
 FileOpt = Annotated[str | None, typer.Option("--file", help="The .gguf file in the Hub repository (any shard of a "
                                              "split model).", show_default=False)]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="Pick the repository's .gguf of this quantization, "
@@ -64,6 +65,40 @@ TensorSplitOpt = Annotated[str | None, typer.Option(
     "each GPU's free memory from --hardware, else even.", show_default=False)]
 CpuMoeOpt = Annotated[int, typer.Option("--n-cpu-moe", "-ncmoe", help="Keep the experts of the first K layers on "
                                         "the CPU (llama.cpp --n-cpu-moe); -1 = all (--cpu-moe).")]
+class EngineChoice(str, Enum):
+    llama_cpp = "llama.cpp"
+    vllm = "vllm"
+
+
+EngineOpt = Annotated[EngineChoice, typer.Option("--engine", help="llama.cpp (MODEL is a GGUF) or vllm (MODEL is a "
+                                                 "directory with config.json and *.safetensors, a catalog id or a "
+                                                 "Hub repo).")]
+LlamaBuildOpt = Annotated[int | None, typer.Option(
+    "--llama-build", help="llama.cpp build number (bNNNN) whose placement rules apply (output layer, SWA cache, "
+    "KV streams, MoE graph). Default: the installed llama-server's build, else the current one.",
+    show_default=False)]
+GmuOpt = Annotated[float | None, typer.Option("--gpu-memory-utilization", help="vLLM: share of each GPU vLLM "
+                                              "claims (default 0.9).", show_default=False)]
+MaxLenOpt = Annotated[int | None, typer.Option("--max-model-len", help="vLLM: context length (default the "
+                                               "config's max_position_embeddings).", show_default=False)]
+MaxSeqsOpt = Annotated[int | None, typer.Option("--max-num-seqs", help="vLLM: concurrent sequences (default "
+                                                "vLLM's for the GPU: 256 or 1024).", show_default=False)]
+MnbtOpt = Annotated[int | None, typer.Option("--max-num-batched-tokens", help="vLLM: tokens per step (default "
+                                             "vLLM's for the GPU: 2048 or 8192).", show_default=False)]
+TpOpt = Annotated[int, typer.Option("--tensor-parallel-size", "-tp", help="vLLM: tensor parallel ranks.")]
+PpOpt = Annotated[int, typer.Option("--pipeline-parallel-size", "-pp", help="vLLM: pipeline stages.")]
+KvDtypeOpt = Annotated[str, typer.Option("--kv-cache-dtype", help="vLLM: auto, bfloat16, fp8, fp8_e4m3, "
+                                         "fp8_e5m2.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="vLLM: auto, half, float16, bfloat16, float, float32.")]
+QuantizationOpt = Annotated[str | None, typer.Option("--quantization", "-q", help="vLLM: the quantization method "
+                                                     "(fp8 on a 16-bit checkpoint quantizes it at load).",
+                                                     show_default=False)]
+BlockOpt = Annotated[int | None, typer.Option("--block-size", help="vLLM: KV cache block size in tokens (default "
+                                              "16).", show_default=False)]
+EagerOpt = Annotated[bool, typer.Option("--enforce-eager", help="vLLM: no CUDA graphs.")]
+VllmVersionOpt = Annotated[str | None, typer.Option("--vllm-version", help="vLLM version X.Y whose profile run "
+                                                    "applies (default: the installed vLLM's, else the newest "
+                                                    "modelled).", show_default=False)]
 SwaFullOpt = Annotated[bool, typer.Option("--swa-full", help="Full-size cache for sliding-window layers "
                                           "(llama.cpp default off).")]
 
@@ -87,17 +122,47 @@ def estimate(
     file: FileOpt = None,
     quant: QuantOpt = None,
     revision: RevisionOpt = None,
+    llama_build: LlamaBuildOpt = None,
+    engine: EngineOpt = EngineChoice.llama_cpp,
+    gpu_memory_utilization: GmuOpt = None,
+    max_model_len: MaxLenOpt = None,
+    max_num_seqs: MaxSeqsOpt = None,
+    max_num_batched_tokens: MnbtOpt = None,
+    tensor_parallel_size: TpOpt = 1,
+    pipeline_parallel_size: PpOpt = 1,
+    kv_cache_dtype: KvDtypeOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    quantization: QuantizationOpt = None,
+    block_size: BlockOpt = None,
+    enforce_eager: EagerOpt = False,
+    vllm_version: VllmVersionOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Estimate llama.cpp's memory for MODEL: weights, KV cache, compute and output buffers, per device.
+    """Estimate an engine's memory for MODEL, per device.
 
-    Reads only the GGUF header. Defaults are llama-server's. GPU context memory that no llama.cpp buffer reports
-    (CUDA context, cuBLAS, pools) is shown as the backend's overhead (rules/backends.toml), not in the totals.
+    llama.cpp (default): weights, KV cache, compute and output buffers from the GGUF header alone; defaults are
+    llama-server's. GPU context memory that no llama.cpp buffer reports (CUDA context, cuBLAS, pools) is shown as
+    the backend's overhead (rules/backends.toml), not in the totals. vLLM (--engine vllm): its start-up memory per
+    rank as its profile run computes it: weights, activation peak, non-torch memory, and the KV cache that is left.
     """
+    if engine is EngineChoice.vllm:
+        from advisor.app.estimate import VllmRequest, vllm_estimate
+
+        est = vllm_estimate(VllmRequest(
+            model=model, hardware=hardware, gpus=gpus, gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+            tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+            kv_cache_dtype=kv_cache_dtype.lower(), dtype=dtype.lower(), quantization=quantization,
+            block_size=block_size, enforce_eager=enforce_eager, vllm_version=vllm_version))
+        if json_output:
+            sys.stdout.write(json.dumps(est.to_dict(), indent=2) + "\n")
+        else:
+            _render_vllm(est)
+        return
     from pathlib import Path
 
     from advisor.errors import BadInputError
-    from advisor.gguf.estimate import Settings
+    from advisor.gguf.estimate import Settings, era
     from advisor.gguf.estimate import estimate as run_estimate
     from advisor.gguf.facts import read_gguf_facts
     from advisor.hub.gguf import hub_facts, looks_like_hub_ref, parse_ref
@@ -105,20 +170,32 @@ def estimate(
     for name, value in (("--batch", batch), ("--ubatch", ubatch)):
         if value < 1:
             raise BadInputError(f"{name} must be at least 1, got {value}")
+    if parallel == 0 or parallel < -1:
+        raise BadInputError(f"--parallel must be -1 (auto) or at least 1, got {parallel}")
+    if gpu_layers < -1:
+        raise BadInputError(f"--gpu-layers must be -1 (all) or more, got {gpu_layers}")
     if ctx < 0:
         raise BadInputError(f"--ctx must be 0 (trained context) or more, got {ctx}")
-    if gpus < 0:
-        raise BadInputError(f"--gpus must be 0 or more, got {gpus}")
+    from advisor.plan import MAX_DEVICES, MAX_UINT32
+
+    if not 0 <= gpus <= MAX_DEVICES:  # llama.cpp's llama_max_devices()
+        raise BadInputError(f"--gpus must be 0 to {MAX_DEVICES} (llama.cpp's device limit), got {gpus}")
+    for name, value in (("--ctx", ctx), ("--batch", batch), ("--ubatch", ubatch), ("--parallel", parallel)):
+        if value > MAX_UINT32:  # uint32_t in llama_context_params
+            raise BadInputError(f"{name} must be at most {MAX_UINT32}, got {value}")
     if n_cpu_moe < -1:
         raise BadInputError(f"--n-cpu-moe must be -1 (all) or more, got {n_cpu_moe}")
+    from advisor.app.estimate import llama_build as resolve_build
+
     be = backend.value if backend is not None else None
     split: tuple[float, ...] | None = None
+    profile = None
     if hardware is not None:
         from advisor.app.advise import load_profile
 
         profile = load_profile(hardware)
         if profile.gpus:
-            gpus = gpus or len(profile.gpus)
+            gpus = gpus or min(len(profile.gpus), MAX_DEVICES)
             be = be or profile.gpus[0].backend
             free = [g.memory_free_bytes or g.memory_total_bytes or 0 for g in profile.gpus[:gpus]]
             if all(free):  # llama.cpp's default split: each device's free memory at load time (src/llama-model.cpp,
@@ -131,7 +208,7 @@ def estimate(
             split = tuple(float(x) for x in tensor_split.split(","))
         except ValueError:
             raise BadInputError(f"--tensor-split takes numbers separated by commas, got {tensor_split!r}") from None
-        if any(x < 0 for x in split) or not any(split):
+        if len(split) > MAX_DEVICES or not all(math.isfinite(x) and x >= 0 for x in split) or not any(split):
             raise BadInputError(f"--tensor-split needs non-negative numbers, not all 0, got {tensor_split!r}")
         gpus = gpus or len(split)
     if be == "cpu":
@@ -147,13 +224,17 @@ def estimate(
             raise BadInputError(f"{model}: --file, --quant and --revision are for a Hub reference (org/repo), "
                                 "not a local file")
         facts = read_gguf_facts(model)
+    build, build_why = resolve_build(llama_build, profile)
     settings = Settings(n_ctx=ctx, n_batch=batch, n_ubatch=ubatch, n_parallel=parallel,
                         flash_attn=flash_attn.value, cache_type_k=cache_type_k.lower(),
                         cache_type_v=cache_type_v.lower(), n_gpu_layers=gpu_layers, n_gpus=gpus, swa_full=swa_full,
-                        backend=be, tensor_split=split, n_cpu_moe=n_cpu_moe)  # type: ignore[arg-type]
+                        backend=be, tensor_split=split, n_cpu_moe=n_cpu_moe,  # type: ignore[arg-type]
+                        llama_build=build)
     est = run_estimate(facts, settings)
     if json_output:
         doc = est.to_dict()
+        doc["engine"] = "llama.cpp"
+        doc["llama_build"] = {"build": build, "source": build_why, "era": era(build)}
         doc["backend"] = be
         doc["context_overhead_bytes_per_gpu"] = _overhead(be)
         doc["model"] = {"path": facts.path, "architecture": facts.architecture, "name": facts.name,
@@ -182,7 +263,10 @@ def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
     def mib(n: int) -> str:
         return f"{n / 2**20:,.1f} MiB"
 
-    title = (f"{facts.name or facts.architecture} ({facts.architecture}, {facts.n_layer} layers): ctx {est.n_ctx}"
+    from advisor.render.text import shown  # the name comes from the file's metadata: text, never markup or escapes
+
+    title = (f"{shown(facts.name or facts.architecture)} ({shown(facts.architecture)}, {facts.n_layer} layers): "
+             f"ctx {est.n_ctx}"
              f" ({est.n_seq} seq, {'unified' if est.kv_unified else 'per-slot'} KV), ubatch {est.n_ubatch}, "
              f"flash attention {'on' if est.flash_attn else 'off'}")
     table = Table(title=title)
@@ -206,3 +290,29 @@ def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
     if over and any(d.device.startswith("gpu") for d in est.devices):
         console.print(f"plus about {mib(over)} per GPU that no llama.cpp buffer reports ({est.settings.backend} "
                       "context, workspaces, pools: rules/backends.toml)")
+
+
+def _render_vllm(est) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    def gib(n: int) -> str:
+        return f"{n / 2**30:,.2f} GiB"
+
+    c = est.config
+    table = Table(title=f"vLLM {c.version[0]}.{c.version[1]}: {est.checkpoint.source}; util "
+                        f"{c.gpu_memory_utilization:g}, max_model_len {c.max_model_len}, max_num_seqs "
+                        f"{c.max_num_seqs}, max_num_batched_tokens {c.max_num_batched_tokens}, TP "
+                        f"{c.tensor_parallel_size} x PP {c.pipeline_parallel_size}")
+    for col in ("rank", "total", "weights", "activation peak", "non-torch", "KV cache", "KV tokens"):
+        table.add_column(col, justify="left" if col == "rank" else "right")
+    for r in est.ranks:
+        table.add_row(str(r.rank), gib(r.total_bytes), gib(r.weights_bytes), gib(r.activation_peak_bytes),
+                      gib(r.non_torch_bytes), gib(r.kv_cache_bytes), f"{r.kv_tokens:,}")
+    console = Console()
+    console.print(table)
+    console.print(f"maximum concurrency at {c.max_model_len} tokens per request: {est.max_concurrency:.2f}x")
+    if est.cuda_graph_bytes:
+        console.print(f"plus CUDA graphs, captured after the KV cache (outside it): about {gib(est.cuda_graph_bytes)}")
+    for n in est.notes:
+        console.print(n, style="dim")

@@ -11,6 +11,7 @@ from advisor.cli import _errors
 from advisor.cli import catalog as catalog_cmd
 from advisor.cli import estimate as estimate_cmd
 from advisor.cli import probe as probe_cmd
+from advisor.cli import quantize as quantize_cmd
 from advisor.cli import recommend as recommend_cmd
 from advisor.cli import run as run_cmd
 from advisor.cli import setup as setup_cmd
@@ -43,6 +44,7 @@ app.command("estimate")(estimate_cmd.estimate)
 app.command("recommend")(recommend_cmd.recommend)
 app.command("setup")(setup_cmd.setup)
 app.command("run")(run_cmd.run)
+app.command("quantize")(quantize_cmd.quantize)
 app.command("ps")(run_cmd.ps)
 app.command("stop")(run_cmd.stop)
 

@@ -19,6 +19,7 @@ from advisor.cli._options import (
     LicenseOpt,
     MaxSizeOpt,
     TaskOpt,
+    model_name,
 )
 
 
@@ -35,7 +36,8 @@ def recommend(
     context: ContextOpt = None,
     concurrency: ConcurrencyOpt = 1,
     backend: BackendOpt = Backend.auto,
-    model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Catalog id, Hub repo or local .gguf.",
+                                              parser=model_name)] = None,
     max_size: MaxSizeOpt = None,
     license: LicenseOpt = None,
     hardware: HardwareOpt = None,
@@ -43,6 +45,10 @@ def recommend(
     json_output: JsonOpt = False,
     why_not: Annotated[str | None, typer.Option("--why-not", help="Explain why a model was not chosen.")] = None,
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+    user: Annotated[str | None, typer.Option("--user", help="systemd: the account the service runs as.")] = None,
+    engine_path: Annotated[str | None, typer.Option(
+        "--engine-path", help="systemd: the engine's executable (default: the plan's engine: llama-server on PATH "
+        "or the build 'advisor setup' installed).")] = None,
 ) -> None:
     """Recommend models with their quantization, engine and settings, best first."""
     from advisor.app.advise import advise
@@ -71,22 +77,26 @@ def recommend(
         sys.stdout.write(json.dumps({"hardware": profile.to_dict(), "plans": [p.to_dict() for p in plans]},
                                     indent=2) + "\n")
         return
+    from advisor.app.deploy import deploy_target
     from advisor.render import deploy as formats
     best = plans[0]
     vendor = profile.gpus[0].vendor if profile.gpus else "none"
     if fmt == Format.shell:
         sys.stdout.write(formats.shell(best))
     elif fmt == Format.systemd:
-        sys.stdout.write(formats.systemd(best))
+        sys.stdout.write(formats.systemd(best, deploy_target(engine_path, user)))
     elif fmt == Format.compose:
-        sys.stdout.write(formats.compose(best, vendor))
+        jetson = formats.is_jetson([g.name for g in profile.gpus if g.vendor == "nvidia"], profile.arch)
+        sys.stdout.write(formats.compose(best, vendor, deploy_target(),
+                                         os_name=profile.os, jetson=jetson))
     else:
         _table(plans)
 
 
 def _table(plans) -> None:  # type: ignore[no-untyped-def]
     from advisor.render.plans import table
+    from advisor.render.text import printable  # reasons name files: never a terminal escape
 
     sys.stdout.write(table(plans))
     for line in plans[0].reasons:
-        print(f"why: {line}", file=sys.stderr)
+        print(f"why: {printable(line, 100_000)}", file=sys.stderr)

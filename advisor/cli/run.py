@@ -24,8 +24,11 @@ from advisor.cli._options import (
     HardwareOpt,
     JsonOpt,
     LicenseOpt,
+    HostOpt,
     MaxSizeOpt,
     TaskOpt,
+    TimeoutOpt,
+    model_name,
 )
 
 
@@ -72,7 +75,8 @@ class _Reporter:
 
 def run(
     model: Annotated[
-        str | None, typer.Argument(help="A local .gguf file, a model directory (vLLM), or a Hub repo with --file.")
+        str | None, typer.Argument(help="A local .gguf file, a model directory (vLLM), or a Hub repo with --file.",
+                                  parser=model_name)
     ] = None,
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="A plan JSON (one plan, or 'advisor recommend --json' output).")
@@ -89,7 +93,7 @@ def run(
     ] = False,
     file: Annotated[str | None, typer.Option("--file", help="The GGUF file in the Hub repository MODEL.")] = None,
     backend: BackendOpt = Backend.auto,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    host: HostOpt = "127.0.0.1",
     port: Annotated[int | None, typer.Option("--port", help="Port (default: a free one).")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="Require this key from clients.")] = None,
     check_only: Annotated[bool, typer.Option("--check", help="Start, verify, stop and exit (scripts, CI).")] = False,
@@ -100,7 +104,7 @@ def run(
         str | None, typer.Option("--python", help="Interpreter of a Python engine (vLLM; env ADVISOR_VLLM_PYTHON).")
     ] = None,
     max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="Starts to try, backing off.")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for readiness.")] = None,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Start an engine for a model or a plan, check it with a test prompt, and keep it running (or stop: --check).
 

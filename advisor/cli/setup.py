@@ -24,6 +24,8 @@ PythonOpt = Annotated[
     typer.Option("--python", help="Interpreter that creates the virtualenv (default: the one running advisor)."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Install even when an engine that fits is already there.")]
+ConverterOpt = Annotated[bool, typer.Option("--converter", help="Install llama.cpp's Hugging Face -> GGUF converter "
+                         "(of the installed engine's llama.cpp version) for 'advisor quantize', instead of an engine.")]
 
 
 def _err(line: str) -> None:
@@ -39,6 +41,7 @@ def setup(
     venv: VenvOpt = None,
     python: PythonOpt = None,
     force: ForceOpt = False,
+    converter: ConverterOpt = False,
 ) -> None:
     """Install the engine build that fits the hardware, in a virtualenv advisor manages, and verify it.
 
@@ -47,6 +50,8 @@ def setup(
     only the managed virtualenv is ever changed. After installing, a tiny generated model is loaded with every
     layer offloaded and llama.cpp's own log must show the layers on the GPU.
     """
+    if converter:
+        return _converter(dry_run, yes, json_output, venv, python, force)
     # auto installs llama.cpp: it has a build for every profile (CUDA, ROCm, Metal, Vulkan, SYCL, CPU), while vLLM is
     # Linux-only; `advisor run --auto --setup` passes the backend its plan chose instead.
     chosen = "llama.cpp" if backend == Backend.auto else backend.value
@@ -86,3 +91,33 @@ def setup(
     if verification is not None:
         line += f"; {verification.summary}"
     sys.stdout.write(line + "\n")
+
+
+def _converter(dry_run: bool, yes: bool, json_output: bool, venv: Path | None, python: str | None,
+               force: bool) -> None:  # fmt: skip
+    import os
+
+    from advisor.setup import converter as conv
+    from advisor.setup.runner import SubprocessRunner
+
+    env = dict(os.environ)
+    env_venv = venv or conv.default_venv(env)
+    version = conv.resolve_version(env, SubprocessRunner(env))
+    plan = conv.plan_converter(version, env_venv, env, python, force)
+    if dry_run:
+        sys.stdout.write(json.dumps({"dry_run": True, **plan.to_dict()}, indent=2) + "\n" if json_output
+                         else plan.script())
+        return
+    if (plan.steps or plan.fetch_source) and not yes:
+        if not sys.stdin.isatty():
+            raise BadInputError("setup installs software and nobody can be asked here",
+                                hint="add --yes to install, or --dry-run to see the commands")  # fmt: skip
+        sys.stderr.write(plan.script())
+        if not typer.confirm(f"Install llama.cpp's converter ({version}) into {env_venv}?", err=True):
+            raise typer.Exit(1)
+    found = conv.ensure_converter(venv=env_venv, base_python=python, force=force, say=_err, version=version)
+    if json_output:
+        sys.stdout.write(json.dumps({"converter": True, "version": found.version, "python": found.python,
+                                     "root": str(found.root), "script": str(found.script)}, indent=2) + "\n")
+        return
+    sys.stdout.write(f"converter: llama.cpp of llama-cpp-python {found.version}, python {found.python}\n")

@@ -1,21 +1,21 @@
 """Memory estimate for llama.cpp from GGUF facts: weights, KV cache, compute and output buffers per device.
 
-Pure functions, no I/O. Each rule cites llama.cpp (file/function) or shared/notes/memory.md (§) or a measurement
+Pure functions, no I/O. Each rule cites llama.cpp (file/function), a recorded log or a measurement
 against llama-cpp-python 0.3.36's llama.cpp on this project's CPU machine (tests/test_llamacpp_accuracy.py,
 benchmarks/estimate_accuracy.py reproduce them).
 
 What is modelled:
-- context: n_ctx 0 = trained context; padded to 256; per-slot (non-unified) or unified cells (§2.2,
-  llama_context::llama_context).
+- context: n_ctx 0 = trained context; padded to 256; per-slot (non-unified) or unified cells
+  (llama_context::llama_context).
 - KV cache: per layer n_stream * cells * (row(type_k, n_head_kv*head_k) + row(type_v, n_head_kv*head_v)),
-  sliding-window layers with the SWA cell count (§2.3, llama_kv_cache / llama_kv_cache_iswa).
+  sliding-window layers with the SWA cell count (llama_kv_cache / llama_kv_cache_iswa).
 - weights per device for n_gpu_layers: token_embd on the CPU, the output layer offloaded first, then the last
-  repeating layers (§2.4, llama_model::load_tensors); a tied output duplicates token_embd on the GPU.
-- output buffer: n_vocab * 4 bytes per sequence (§2.6, llama_context::output_reserve).
+  repeating layers (llama_model::load_tensors); a tied output duplicates token_embd on the GPU.
+- output buffer: n_vocab * 4 bytes per sequence (llama_context::output_reserve).
 - compute buffer: the peak of three phases of one layer's graph (attention, FFN, logits), in floats per ubatch
   token; coefficients measured on the CPU backend (see ``compute_bytes``).
 
-GPU backends (issue 7; checked against the real start-up logs in tests/data/gpu-logs by tests/test_gpu_logs.py and
+GPU backends (checked against the real start-up logs in tests/data/gpu-logs by tests/test_gpu_logs.py and
 benchmarks/gpu_logs.py): each buffer is reported on the device llama.cpp allocates it on: ``gpu0``..``gpuN`` (CUDA0,
 ROCm0, Metal, Vulkan0, SYCL0), ``host`` (the GPU backend's pinned host buffer type, CUDA_Host/ROCm_Host/Vulkan_Host/
 SYCL_Host: the CPU side's compute buffer and the output buffer) and ``cpu`` (weights and KV left on the CPU; on Metal,
@@ -27,9 +27,11 @@ Recurrent state (Mamba, Mamba2, RWKV, LFM2 and the hybrids jamba / granitehybrid
 qwen3next ...): ``recurrent_bytes`` per device, a field of its own (llama.cpp's "RS buffer", not its "KV buffer"), in
 the totals; hybrids keep the KV cache on their attention layers only (``recurrent_bytes``, ``kv_layer_bytes``).
 
-Not modelled: Gemma-3n/4 KV sharing, MLA's V-less cache and DSA indexer
-(2026 builds), CUDA context/pool memory (outside every buffer: rules/backends.toml context_overhead_bytes; llama.cpp
---fit keeps a 1 GiB margin for it, §2.5), server prompt cache (§2.7).
+Also modelled: per-layer head sizes of SWA layers (key_length_swa / value_length_swa), Gemma-3n/4 KV sharing
+(n_layer_kv_from_start), MLA's V-less cache (MLA_V_LESS_SINCE), mmapped model buffers as file spans
+(``mapped_spans``). Not modelled: the DSA indexer cache (2026 builds), CUDA context/pool memory (outside every
+buffer: rules/backends.toml context_overhead_bytes; llama.cpp --fit keeps a 1 GiB margin for it), server
+prompt cache.
 """
 
 from __future__ import annotations
@@ -47,14 +49,14 @@ FlashAttn = Literal["on", "off", "auto"]
 Backend = Literal["cpu", "cuda", "rocm", "metal", "vulkan", "sycl"]
 BACKENDS: tuple[str, ...] = ("cpu", "cuda", "rocm", "metal", "vulkan", "sycl")
 
-CTX_PAD = 256  # llama_context: cparams.n_ctx = GGML_PAD(n_ctx, 256) (§2.2); SWA cache also padded to 256 (§2.3)
-PARALLEL_AUTO = 4  # llama-server: -np -1 (auto) -> 4 slots with kv_unified = true (§2.1, tools/server/server.cpp)
+CTX_PAD = 256  # llama_context: cparams.n_ctx = GGML_PAD(n_ctx, 256); SWA cache also padded to 256
+PARALLEL_AUTO = 4  # llama-server: -np -1 (auto) -> 4 slots with kv_unified = true (tools/server/server.cpp)
 MIB = 1024 * 1024
 # Build eras (llama.cpp build numbers, "bNNNN"). Each is the first build with the newer behaviour, as closely as the
 # logs pin it down; None in Settings.llama_build means a current build.
 # Output layer offloaded first (n_layer + 1 slots): b6182 still offloaded it only when ngl > n_layer (gpu-logs l06:
 # "-ngl 24" -> "offloaded 24/25"), 2026 builds offload it first (l24: "-ngl 15" -> output + 14 layers);
-# notes/verified.md. The exact first build is not pinned down: anything after b6182.
+# The exact first build is not pinned down: anything after b6182.
 OUTPUT_FIRST_SINCE = 6183
 # Separate SWA cache (llama_kv_cache_unified_iswa, llama.cpp PR #13194, May 2025): b4879 still gave gemma3's SWA
 # layers full-size cells (gpu-logs l11: 26 layers x 8192 cells), b6182 has the iSWA cache (l06: 640 SWA cells).
@@ -73,17 +75,38 @@ PP_COPIES = 4
 # Approximate: somewhere between b5398 and b6182.
 KV_STREAMS_SINCE = 6000
 # KV/SWA cache padding: mid-2025 builds padded to 256 with flash attention and 32 without ("padding = 32", gpu-logs
-# l04/l13; l06 b6182: SWA cache of 640 cells = 128 + 512 padded to 32), current builds always to 256 (§2.2, §2.3).
+# l04/l13; l06 b6182: SWA cache of 640 cells = 128 + 512 padded to 32), current builds always to 256.
 KV_PAD_256_SINCE = 6183
 # Fused SwiGLU (ggml_swiglu_split, one new F-wide tensor): before it the FFN ran silu and mul in place on the gate,
 # so the GPU FFN phase held 2F instead of 3F (gpu-logs l23, b~4700: 164.01 MiB, below 3F's 236 MiB). Approximate
 # first build (June 2025).
 SWIGLU_FUSED_SINCE = 5700
+# The KQ mask input in f16 with flash attention (build_attn_inp_kq_mask, src/llama-graph.cpp: "flash attention
+# requires an f16 mask"; llama.cpp PR #23764, merged 2026-05-27, between b9263 and b9587): before it the mask was an
+# f32 input cast to f16 for the FA op, so the host side held 4 bytes per cell (gpu-logs l03 b5500: host 96.17 MiB =
+# 4*ub*(E + kv) with FA on). Approximate first build.
+MASK_F16_SINCE = 9350
+# V-less KV cache for MLA models (llama.cpp PR #19067, merged 2026-01-24: "kv-cache : support V-less cache"):
+# before it the cache also held a V tensor of value_length per cell (gpu-logs l18, b5331: K 1098 MiB + V 976 MiB).
+# Approximate first build (b9174 is 2026-05-16 at about 11 builds a day).
+MLA_V_LESS_SINCE = 7950
+
+#: Every build-era rule above, by the name ``era`` reports it under.
+ERA_RULES: dict[str, int] = {
+    "moe_batched": MOE_BATCHED_SINCE, "iswa_cache": ISWA_SINCE, "swiglu_fused": SWIGLU_FUSED_SINCE,
+    "kv_streams": KV_STREAMS_SINCE, "output_layer_first": OUTPUT_FIRST_SINCE, "kv_pad_256": KV_PAD_256_SINCE,
+    "fa_mask_f16": MASK_F16_SINCE, "mla_v_less": MLA_V_LESS_SINCE,
+}
+
+
+def era(build: int | None) -> dict[str, bool]:
+    """Which of the build-era rules a llama.cpp build ``bN`` has (None: a current build has them all)."""
+    return {name: build is None or build >= since for name, since in ERA_RULES.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """llama.cpp run settings; the defaults are llama-server's (notes/memory.md §2.1, common/common.h)."""
+    """llama.cpp run settings; the defaults are llama-server's (common/common.h)."""
 
     n_ctx: int = 0  # -c: 0 = the model's trained context (common.h n_ctx = 0; llama_context constructor)
     n_batch: int = 2048  # -b (common.h n_batch = 2048)
@@ -102,6 +125,7 @@ class Settings:
     backend: Backend | None = None  # GPU backend of the n_gpus devices; None: unnamed (no host buffers split out)
     n_cpu_moe: int = 0  # --n-cpu-moe K: experts of the first K layers stay on the CPU; -1 = all (--cpu-moe)
     llama_build: int | None = None  # llama.cpp build number whose placement rules apply; None = current
+    tensor_overrides: bool = False  # -ot/--override-tensor given (beyond --n-cpu-moe): no pipeline parallelism
 
     def resolved_parallel(self) -> tuple[int, bool]:
         """(n_seq_max, kv_unified) after llama-server's auto rule."""
@@ -245,7 +269,7 @@ def kv_pad(s: Settings) -> int:
 
 
 def context(facts: ModelFacts, s: Settings) -> tuple[int, int, int, bool, int]:
-    """(n_ctx, n_ctx_seq, n_seq, unified, n_stream) as llama_context's constructor resolves them (§2.2)."""
+    """(n_ctx, n_ctx_seq, n_seq, unified, n_stream) as llama_context's constructor resolves them."""
     n_seq, unified = s.resolved_parallel()
     if s.llama_build is not None and s.llama_build < KV_STREAMS_SINCE:
         unified = True  # one cache of n_ctx cells shared by every sequence
@@ -266,7 +290,8 @@ def _type(name: str) -> int:
     return tid
 
 
-def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: int, tv: int) -> int:
+def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: int, tv: int,
+                   v_less: bool = True) -> int:
     """One layer's K and V tensors: ggml_new_tensor_3d(type, n_embd_{k,v}_gqa(il), cells, n_stream)."""
     hkv = facts.n_head_kv[il]
     if hkv == 0:
@@ -275,8 +300,13 @@ def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: in
         # llama_memory_hybrid gives the KV cache only the layers that are not recurrent (create_memory's
         # filter_attn = !is_recurrent(il), src/llama-model.cpp); purely recurrent models have no KV cache at all.
         return 0
-    k = ggml.row_size(tk, hkv * facts.head_dim_k)
-    v = ggml.row_size(tv, hkv * facts.head_dim_v)
+    if 0 <= facts.n_layer_kv_from_start <= il:
+        return 0  # KV sharing (Gemma 3n / 4): this layer reads an earlier layer's cache (create_memory reuse)
+    dk, dv = facts.head_dims(il)  # per-layer sizes: key_length_swa / value_length_swa on SWA layers
+    k = ggml.row_size(tk, hkv * dk)
+    # MLA GGUFs (attention.key_length_mla set: llama_hparams::is_mla) store one latent per token in K and, since
+    # llama.cpp PR #19067 (2026-01-24), no V tensor (llama_kv_cache constructor: has_v = !is_mla)
+    v = 0 if v_less and facts.key_length_mla and facts.value_length_mla else ggml.row_size(tv, hkv * dv)
     return (k + v) * cells * n_stream
 
 
@@ -303,11 +333,11 @@ def recurrent_layer_bytes(facts: ModelFacts, il: int, n_seq: int) -> int:
 
 
 def layer_devices(facts: ModelFacts, s: Settings) -> tuple[list[str], str]:
-    """Device of each repeating layer and of the output layer (llama_model::load_tensors, §2.4).
+    """Device of each repeating layer and of the output layer (llama_model::load_tensors).
 
     Current llama.cpp counts n_layer + 1 slots, the last being the output layer, and fills them from the end:
     -ngl N puts the output plus the last N-1 repeating layers on the GPU(s). Builds before OUTPUT_FIRST_SINCE start
-    at i_gpu_start = n_layer - N, so the output is offloaded only when N > n_layer (§2.4).
+    at i_gpu_start = n_layer - N, so the output is offloaded only when N > n_layer.
     """
     n = facts.n_layer
     if s.n_gpus <= 0 or s.n_gpu_layers == 0:
@@ -356,7 +386,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
                   n_layers_here: int, has_output: bool, n_stream: int, n_seq: int = 1) -> int:
     """Compute buffer of one backend: the peak over the graph's phases, in f32 values per ubatch token.
 
-    ggml-alloc reuses memory between ops and lets in-place ops share their parent (§2.5), so the buffer is about
+    ggml-alloc reuses memory between ops and lets in-place ops share their parent, so the buffer is about
     the largest working set of one phase plus what stays live across it (the KQ mask, a few residual rows).
     Measured here on the CPU backend (benchmarks/estimate_accuracy.py; E = n_embd, F = n_ff, V = n_vocab,
     H = n_head, Hk = n_head_kv * head_k, kv = cells):
@@ -393,7 +423,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     if n_layers_here:
         kv_big = kv_cells or swa_cells
         if flash_attn:
-            attn = mask + 4 * E + 2 * Hk + Hq
+            attn = mask + 4 * E + (mla_q_floats(facts) or 2 * Hk + Hq)
         else:
             attn = kv_big * H + mask + (3 if fused_qkv else 5) * E + 2 * Hk
         phases.append(attn)
@@ -429,7 +459,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         if blck > 1 and hd % blck:
             raise BadInputError(f"cache type {name} {ggml.type_name(tid).lower()} needs a head size that is a "
                                 f"multiple of {blck}; this model's is {hd}")
-    # causal models cap n_batch at n_ctx and n_ubatch at n_batch (llama_context constructor, §2.1)
+    # causal models cap n_batch at n_ctx and n_ubatch at n_batch (llama_context constructor)
     n_batch = min(n_ctx, s.n_batch)
     n_ubatch = min(n_batch, s.n_ubatch)
 
@@ -439,7 +469,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     swa_cells = 0
     if swa_any:
         # llama_kv_cache_iswa: size_swa = pad(min(size_base, n_swa * (unified ? n_seq : 1) + n_ubatch), 256),
-        # or size_base with swa_full (§2.3)
+        # or size_base with swa_full
         swa_cells = n_ctx_seq if s.swa_full else min(
             n_ctx_seq, pad(facts.sliding_window * (n_seq if unified else 1) + n_ubatch, kv_pad(s)))
     full_any = not swa_any or not all(facts.swa_layers)
@@ -456,6 +486,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     n_layers = dict.fromkeys(names, 0)
     cpu_moe = facts.n_layer if s.n_cpu_moe < 0 else s.n_cpu_moe
     cpu_experts: list[int] = []  # bytes of expert tensors kept on the CPU by --n-cpu-moe
+    placed: list[tuple[str, Any]] = []  # (device, tensor)
     for t in facts.tensors:
         if t.layer is not None and t.layer < facts.n_layer:
             dev = layer_dev[t.layer]
@@ -465,27 +496,36 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                 dev = "cpu"
                 if layer_dev[t.layer] != "cpu" or gpus:
                     cpu_experts.append(t.nbytes)
-            weights[dev] += t.nbytes
         elif t.name.startswith("output"):  # output.weight, output_norm.* follow the output layer
-            weights[out_dev] += t.nbytes
+            dev = out_dev
+        elif t.name.startswith(ROPE_TENSORS) and facts.n_layer:
+            dev = layer_dev[0]
         else:
-            weights["cpu"] += t.nbytes  # token_embd and other input-side tensors stay on the CPU (§2.4)
-    if facts.tied_embeddings and out_dev != "cpu":
-        embd = facts.tensor("token_embd.weight")
-        if embd is not None:  # TENSOR_DUPLICATED: a second copy of the embedding for the output (§2.4)
-            weights[out_dev] += embd.nbytes
+            dev = "cpu"  # token_embd and other input-side tensors stay on the CPU
+        weights[dev] += t.nbytes
+        placed.append((dev, t))
+    embd = facts.tensor("token_embd.weight")
+    if facts.tied_embeddings and out_dev != "cpu" and embd is not None:
+        # TENSOR_DUPLICATED: a second copy of the embedding for the output
+        weights[out_dev] += embd.nbytes
+        placed.append((out_dev, embd))
+    if s.mmap and gpus:
+        mapped = ["cpu"] + (gpus if rule.mapped_weights else [])
+        for dev, span in mapped_spans(placed, mapped).items():
+            weights[dev] = span
     iswa = s.llama_build is None or s.llama_build >= ISWA_SINCE
+    v_less = s.llama_build is None or s.llama_build >= MLA_V_LESS_SINCE
     for il in range(facts.n_layer):
         cells = swa_cells if facts.swa_layers[il] and swa_any and iswa else (kv_cells or swa_cells)
         dev = layer_dev[il] if s.offload_kqv else "cpu"
-        kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv)
+        kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv, v_less)
         # the recurrent state is placed like the KV cache: on its layer's device when offload_kqv, else the CPU
         # (llama_memory_recurrent: "dev = ..." per layer, offload ? model.dev_layer(i) : cpu)
         rs[dev] += recurrent_layer_bytes(facts, il, n_seq)
         n_layers[layer_dev[il]] += 1
 
     # output_reserve: n_vocab floats for each of max(n_outputs, n_seq_max) outputs (n_outputs_max_per_seq = 1),
-    # in the host buffer type of the output device (§2.6; CUDA_Host in gpu-logs l02/l24, CPU when the output layer
+    # in the host buffer type of the output device (CUDA_Host in gpu-logs l02/l24, CPU when the output layer
     # stays on the CPU, l06/l13, and always on Metal, l09); measured: V * 4 * n_seq.
     output = facts.n_vocab * 4 * n_seq
     out_buf = host if out_dev != "cpu" else "cpu"
@@ -499,7 +539,8 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         # grow with the context (measured: mamba/mamba2 compute buffer identical at 512 and 32768 cells)
         kv_cells = swa_cells = mask_cells = 0
     all_offloaded = bool(gpus) and all(d != "cpu" for d in layer_dev) and out_dev != "cpu"
-    copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe) else 1
+    copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe
+                           and not s.tensor_overrides) else 1
     compute = dict.fromkeys(names, 0)
     if not gpus:
         compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
@@ -534,7 +575,14 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         # live on the CPU: the token embeddings (get_rows of token_embd on the CPU) and the f32 KQ masks, one per
         # pipeline copy (gpu-logs l02 15.01 MiB = 4*ub*(E + kv); l20 78.02 MiB with 4 copies); with CPU layers their
         # own working set may be larger (CPU coefficients).
-        inputs = 4 * n_ubatch * (facts.n_embd + copies * mask_cells)
+        mask_bytes = 2 if fa and (s.llama_build is None or s.llama_build >= MASK_F16_SINCE) else 4
+        inputs = n_ubatch * (4 * facts.n_embd + mask_bytes * copies * mask_cells)
+        if fa and n_layers["cpu"] and rule.op_offload:
+            # ggml_flash_attn_ext of a CPU layer reads the CPU-resident KV cache, so it runs on the CPU (the
+            # scheduler pins an op to the backend of its weights/KV buffer) and its output (n_head * head_v floats
+            # per token) lives in the CPU side's buffer next to the mask (gpu-logs l24: 48.01 MiB = 4*ub*(E + Hv)
+            # + 2*ub*kv)
+            inputs += 4 * n_ubatch * max(facts.n_head, default=0) * facts.head_dim_v
         cpu_layers = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
                                    flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=out_dev == "cpu",
                                    n_stream=n_stream) if (n_layers["cpu"] or out_dev == "cpu") else 0
@@ -549,6 +597,31 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                     n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices))
 
 
+# Layer-less rope tensors (rope_freqs, rope_factors_long/short) are created inside the layer loop of load_tensors with
+# layer 0's buffer type, TENSOR_DUPLICATED for the others (src/llama-model.cpp create_tensor(tn(LLM_TENSOR_ROPE_FREQS,
+# "weight", i), ..., i != 0 ? TENSOR_DUPLICATED : 0)): they live with the first layer.
+ROPE_TENSORS = ("rope_freqs", "rope_factors")
+
+
+def mapped_spans(placed: list[tuple[str, Any]], devices: list[str]) -> dict[str, int]:
+    """The "model buffer" of each mmapped device: per file, the byte span from the first to the end of the last of
+    its tensors (llama_model_loader::get_mapping_range, then ggml_backend_cpu_buffer_from_ptr for CPU_Mapped or
+    ggml_backend_dev_buffer_from_host_ptr for Metal_Mapped in llama_model::load_tensors), so tensors of other
+    devices lying in between are counted too: the file order decides. Devices with a tensor of unknown offset (facts
+    not read from a GGUF header) keep their tensor sum."""
+    spans: dict[str, dict[int, tuple[int, int]]] = {}
+    unknown: set[str] = set()
+    for dev, t in placed:
+        if dev not in devices:
+            continue
+        if t.offset < 0:
+            unknown.add(dev)
+            continue
+        lo, hi = spans.setdefault(dev, {}).get(t.file_index, (t.offset, t.offset))
+        spans[dev][t.file_index] = (min(lo, t.offset), max(hi, t.offset + t.nbytes))
+    return {dev: sum(hi - lo for lo, hi in files.values()) for dev, files in spans.items() if dev not in unknown}
+
+
 def _backend(s: Settings) -> BackendRule:
     if s.backend is None:
         return GENERIC_GPU if s.n_gpus > 0 else backend_rules()["cpu"]
@@ -558,16 +631,29 @@ def _backend(s: Settings) -> BackendRule:
     return rules[s.backend]
 
 
+def mla_q_floats(facts: ModelFacts) -> int:
+    """f32 values per token live while an MLA layer builds its absorbed query (llm_build_deepseek2, MLA GGUFs with
+    attn_k_b / attn_v_b: key_length_mla set): the q_b projection (n_head x key_length_mla), q_nope absorbed through
+    wk_b (n_head x kv_lora_rank) and the concatenated query (n_head x (kv_lora_rank + rope) = n_head x head_dim_k),
+    all live at the concat, which is the attention phase's peak with flash attention (its output, n_head x
+    kv_lora_rank, is smaller than the first two). gpu-logs l18 (DeepSeek-V3, ub 1024, kv 16384, FA): 788.00 MiB on
+    each GPU without the output layer = 4*ub*(this + mask/2 + 4E) within 0.5 %. 0 for other models."""
+    if not (facts.key_length_mla and facts.kv_lora_rank):
+        return 0
+    H = max(facts.n_head) if facts.n_head else 0
+    return H * (facts.key_length_mla + facts.kv_lora_rank + facts.head_dim_k)
+
+
 def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_cells: int, flash_attn: bool,
                       layers: bool, output: bool, moe_batched: bool = True, copies: int = 1,
                       attention: bool = True, swiglu_fused: bool = True) -> int:
-    """Compute buffer of one GPU device: the peak over its phases, in f32 values per ubatch token (§2.5).
+    """Compute buffer of one GPU device: the peak over its phases, in f32 values per ubatch token.
 
     Same phases as the CPU's ``compute_bytes`` with the coefficients the GPU logs show (E = n_embd, F = n_ff,
     V = n_vocab, H = n_head, kv = cells of one stream, mask = mask cells of all cache kinds):
-      logits            : V + E (notes §2.5: CUDA/Metal Llama-3-8B 258.50 MiB = 4*ub*(V + E); gpu-logs l02, l04,
+      logits            : V + E (CUDA/Metal Llama-3-8B 258.50 MiB = 4*ub*(V + E); gpu-logs l02, l04,
                           l09, l11 exactly)
-      attention, FA off : kv*H (KQ, soft_max in place) + mask (f32) + 4E (notes §2.5: Mistral-7B 164.00 and
+      attention, FA off : kv*H (KQ, soft_max in place) + mask (f32) + 4E (Mistral-7B 164.00 and
                           2144.00 MiB exactly; gpu-logs l19, l20)
       attention, FA on  : mask/2 (the f16 copy of the mask; the f32 one stays on the host) + 4E + 2Hk + Hq
       FFN               : 3F + mask + 4E (2F before SWIGLU_FUSED_SINCE); MoE 3 * F_exp * n_used + 2 * n_expert;
@@ -584,7 +670,9 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
     phases = [0.0]
     if layers:
         if attention:
-            phases.append(mask + 4 * E + 2 * Hk + Hq if flash_attn else kv_cells * H + mask + 4 * E)
+            mla = mla_q_floats(facts)
+            fa_attn = mask + 4 * E + (mla if mla else 2 * Hk + Hq)
+            phases.append(fa_attn if flash_attn else kv_cells * H + mask + 4 * E)
         f_exp = facts.n_ff_exp or max(facts.n_ff)  # 2024 Mixtral GGUFs have no expert_feed_forward_length
         if facts.n_expert:
             ff = (3 * f_exp * facts.n_expert_used if moe_batched else 3 * f_exp) + 2 * facts.n_expert

@@ -36,6 +36,20 @@ GGML_MAX_DIMS = 4  # ggml.h
 # Arrays longer than this (vocabularies, merges, scores) are skipped, only their length is kept.
 _MAX_DECODED_ARRAY = 4096
 
+# Sanity limits, checked before anything is allocated or looped over, so that a hostile header costs neither memory
+# nor minutes (a header that passes them is still bounded by the file's own size):
+GGML_MAX_NAME = 64  # ggml/include/ggml.h; gguf.cpp refuses a tensor name of this length or more
+LLAMA_MAX_LAYERS = 512  # llama.cpp src/llama-hparams.h: the per-layer hparams arrays have this many entries
+LLAMA_MAX_EXPERTS = 1024  # llama.cpp src/llama-hparams.h
+UINT32_MAX = 2**32 - 1  # llama_hparams' dimensions are uint32_t (src/llama-hparams.h)
+INT64_MAX = 2**63 - 1  # gguf.cpp: every ne[j] is an int64_t >= 0 and their product stays below INT64_MAX
+MAX_KEYS = 1 << 16  # key/value pairs: real models carry 20-60
+MAX_TENSORS = 1 << 20  # real models carry up to a few tens of thousands (MoE with one tensor per expert)
+MAX_KEY_BYTES = 1 << 16
+MAX_STRING_BYTES = 1 << 20  # longer strings (an embedded tokenizer.json) are skipped like long arrays
+MAX_STRING_ARRAY = 1 << 24  # string elements walked one by one: vocabularies are <= 262,144 tokens, merges < 1M
+MAX_ARRAY = 1 << 40  # scalar arrays are skipped without a loop; the file's size bounds them further
+
 # Split files: gguf-split names shards "<prefix>-00001-of-00003.gguf" (llama.cpp src/llama.cpp llama_split_path).
 SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<idx>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
@@ -59,11 +73,13 @@ FULL_ATTN_INTERVAL_DEFAULT = 4
 # - falcon-h1 runs attention and SSM side by side in every layer: all layers recurrent and all have KV
 #   (falcon-h1 load_hparams: std::fill(recurrent_layer_arr, true)).
 HYBRID_ALL_LAYERS = frozenset({"falcon-h1"})
+# Architectures whose KV sharing starts at a fixed layer (llama_hparams::n_layer_kv_from_start set in load_hparams).
+KV_FROM_START = {"gemma3n": 20}
 # llama_hparams default when {arch}.token_shift_count is absent (src/llama-hparams.h: token_shift_count = 2).
 TOKEN_SHIFT_COUNT_DEFAULT = 2
 
 
-_LAYER = re.compile(r"blk\.(\d+)\.")
+_LAYER = re.compile(r"blk\.([0-9]+)\.")  # ASCII digits only, as llama.cpp's "blk.%d." names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +89,7 @@ class TensorFacts:
     type_id: int
     nbytes: int  # ggml_nbytes
     file_index: int = 0  # which shard holds it
+    offset: int = -1  # byte offset of its data in its shard (data section start + tensor info offset); -1: unknown
 
     @property
     def type_name(self) -> str:
@@ -131,6 +148,19 @@ class ModelFacts:
     token_shift_count: int = 0
     shortconv_l_cache: int = 0
     recurrent_layers: tuple[bool, ...] = ()  # True where the layer keeps a recurrent state; () = none
+    # Head sizes of the sliding-window layers ({arch}.attention.key_length_swa / value_length_swa; llama_hparams
+    # n_embd_head_{k,v}_swa, default the full layers' sizes: llama_model::load_hparams); 0 = same as head_dim_k/v.
+    head_dim_k_swa: int = 0
+    head_dim_v_swa: int = 0
+    # KV sharing (Gemma 3n / Gemma 4): layers from this index on reuse an earlier layer's KV cache and own none
+    # (llama_hparams::n_layer_kv_from_start; create_memory's reuse callback); -1 = every layer has its own.
+    n_layer_kv_from_start: int = -1
+
+    def head_dims(self, il: int) -> tuple[int, int]:
+        """(key, value) head size of layer ``il`` (llama_hparams::n_embd_head_k(il) / n_embd_head_v(il))."""
+        if il < len(self.swa_layers) and self.swa_layers[il] and self.sliding_window:
+            return self.head_dim_k_swa or self.head_dim_k, self.head_dim_v_swa or self.head_dim_v
+        return self.head_dim_k, self.head_dim_v
 
     @property
     def n_embd_r(self) -> int:
@@ -236,14 +266,27 @@ class _Header:
         self.pos += n
         return v[0] if len(v) == 1 else v
 
-    def string(self, decode: bool = True) -> str:
+    def string(self, decode: bool = True, limit: int = MAX_STRING_BYTES) -> Any:
+        """The next string; one longer than ``limit`` bytes is skipped and comes back as a LongString."""
         n = self.unpack("<Q")
         if n > self.size - self.pos:
             raise self.overrun(f"string of {n} bytes runs past the end of the file: truncated or corrupt",
                                self.pos + n)
+        if n > limit:
+            self.pos += n
+            return LongString(8, n)
         raw = self.buf[self.pos:self.pos + n] if decode else b""
         self.pos += n
         return raw.decode("utf-8", "replace") if decode else ""
+
+    def name(self, what: str, limit: int) -> str:
+        """A key or tensor name: at most ``limit`` bytes (longer ones make the file invalid)."""
+        start = self.pos
+        value = self.string(limit=limit)
+        if not isinstance(value, str):
+            self.pos = start
+            raise self.fail(f"{what} of {value.count} bytes (the limit is {limit})")
+        return value
 
 
 # GGUF value types (gguf.h enum gguf_type) -> struct format; 8 string, 9 array.
@@ -258,6 +301,10 @@ class ArrayLen:
     count: int
 
 
+class LongString(ArrayLen):
+    """A string value longer than MAX_STRING_BYTES that was skipped: only its length is kept (``count``)."""
+
+
 def _value(h: _Header, vtype: int, key: str) -> Any:
     if vtype in _SCALAR:
         return h.unpack(_SCALAR[vtype])
@@ -268,6 +315,8 @@ def _value(h: _Header, vtype: int, key: str) -> Any:
         count = h.unpack("<Q")
         if etype == 9:
             raise h.fail(f"nested array in {key!r}")
+        if count > (MAX_STRING_ARRAY if etype == 8 else MAX_ARRAY):
+            raise h.fail(f"array {key!r} claims {count} elements")
         if etype in _SCALAR:
             size = struct.calcsize(_SCALAR[etype])
             if count * size > h.size - h.pos:
@@ -293,7 +342,7 @@ def _value(h: _Header, vtype: int, key: str) -> Any:
                     raise h.overrun(f"array {key!r} runs past the end of the file: truncated", pos)
                 h.pos = pos
                 return ArrayLen(etype, count)
-            return [h.string() for _ in range(count)]
+            return [h.string(limit=MAX_KEY_BYTES) for _ in range(count)]
         raise h.fail(f"unknown array element type {etype} in {key!r}")
     raise h.fail(f"unknown value type {vtype} for key {key!r}")
 
@@ -308,16 +357,11 @@ class _RawFile:
 
 
 def _read_raw(path: str) -> _RawFile:
-    try:
-        size = os.path.getsize(path)
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BadInputError(f"{path}: is a directory, not a GGUF file") from None
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
+    from advisor.strict import open_regular
+
+    fd = open_regular(path)  # a FIFO or device is refused without blocking; "cannot read PATH: ..." otherwise
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(fd).st_size
         if size < 24:
             head = f.read(4)
             if head != GGUF_MAGIC:
@@ -350,18 +394,29 @@ def _parse(mm: mmap.mmap | bytes, path: str, size: int) -> _RawFile:
     if n_tensors > size // 12 or n_kv > size // 12:
         raise BadInputError(f"{path}: not a valid GGUF file (header claims {n_tensors} tensors and {n_kv} keys "
                             f"in {size} bytes: truncated or corrupt header)")
+    if n_tensors > MAX_TENSORS or n_kv > MAX_KEYS:
+        raise BadInputError(f"{path}: not a valid GGUF file (header claims {n_tensors} tensors and {n_kv} keys; "
+                            f"the limits are {MAX_TENSORS} and {MAX_KEYS})")
     kv: dict[str, Any] = {}
     for _ in range(n_kv):
-        key = h.string()
+        key = h.name("key", MAX_KEY_BYTES)
+        if key in kv:  # gguf.cpp: "duplicate key"
+            raise h.fail(f"duplicate key {key!r}")
         vtype = h.unpack("<I")
         kv[key] = _value(h, vtype, key)
     tensors = []
+    names: set[str] = set()
     for _ in range(n_tensors):
-        name = h.string()
+        name = h.name("tensor name", GGML_MAX_NAME - 1)
+        if name in names:  # gguf.cpp: "duplicate tensor name"
+            raise h.fail(f"duplicate tensor name {name!r}")
+        names.add(name)
         n_dims = h.unpack("<I")
         if not 1 <= n_dims <= GGML_MAX_DIMS:
             raise h.fail(f"tensor {name!r} has {n_dims} dimensions")
         shape = tuple(h.unpack("<" + "Q" * n_dims)) if n_dims > 1 else (h.unpack("<Q"),)
+        if any(d > INT64_MAX for d in shape) or _product(shape) > INT64_MAX:
+            raise h.fail(f"tensor {name!r} has shape {list(shape)}: more than INT64_MAX elements")
         ttype = h.unpack("<I")
         offset = h.unpack("<Q")
         if not ggml.is_known(ttype):
@@ -372,10 +427,31 @@ def _parse(mm: mmap.mmap | bytes, path: str, size: int) -> _RawFile:
             raise h.fail(f"tensor {name!r} row of {shape[0]} is not a multiple of the block size {blck}")
         tensors.append((name, shape, ttype, offset))
     align = kv.get("general.alignment", DEFAULT_ALIGNMENT)
-    if not isinstance(align, int) or align <= 0 or align & (align - 1):
+    if not isinstance(align, int) or isinstance(align, bool) or align <= 0 or align & (align - 1):
         raise BadInputError(f"{path}: not a valid GGUF file (general.alignment = {align!r})")
+    for name, _, _, offset in tensors:
+        if offset % align:  # gguf.cpp gguf_tensor_info: "offset ... must be a multiple of ALIGNMENT"
+            raise BadInputError(f"{path}: not a valid GGUF file (tensor {name!r} at offset {offset}, not a multiple "
+                                f"of the alignment {align})")
     data_offset = (h.pos + align - 1) // align * align
     return _RawFile(version, kv, tensors, data_offset, size)
+
+
+def _product(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def check_split(name: str, m: re.Match[str]) -> tuple[int, int]:
+    """(index, count) of a split name; gguf-split numbers shards 1..count (llama_split_path: "%s-%05d-of-%05d.gguf"
+    with split_no + 1), so 0 or an index past the count is no shard of a split model."""
+    index, count = int(m.group("idx")), int(m.group("count"))
+    if not 1 <= index <= count:
+        raise BadInputError(f"{name}: not a split-model shard name (shard {index} of {count}: shards are numbered "
+                            "from 1 to the count)")
+    return index, count
 
 
 def split_files(path: str) -> list[str]:
@@ -384,7 +460,7 @@ def split_files(path: str) -> list[str]:
     m = SPLIT_RE.match(p.name)
     if not m:
         return [str(p)]
-    count = int(m.group("count"))
+    index, count = check_split(path, m)
     files = [p.with_name(f"{m.group('prefix')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
     missing = [f.name for f in files if not f.exists()]
     if missing:
@@ -401,7 +477,7 @@ def read_gguf_facts(path: str | os.PathLike[str]) -> ModelFacts:
 def facts_from_raw(path: str, files: list[str], raws: list[_RawFile]) -> ModelFacts:
     """Facts of a model from its shards' parsed headers (``raws[i]`` is ``files[i]``'s); each raw's ``file_size``
     is the whole file's, so a tensor that ends past it means a truncated file."""
-    kv = raws[0].kv
+    kv = {k: v for k, v in raws[0].kv.items() if not isinstance(v, LongString)}  # skipped strings: as if absent
     tensors: list[TensorFacts] = []
     for i, (f, raw) in enumerate(zip(files, raws)):
         for name, shape, ttype, offset in raw.tensors:
@@ -410,9 +486,66 @@ def facts_from_raw(path: str, files: list[str], raws: list[_RawFile]) -> ModelFa
             if end > raw.file_size:
                 raise BadInputError(f"{f}: truncated: tensor {name!r} ends at byte {end} but the file has "
                                     f"{raw.file_size} bytes")
-            tensors.append(TensorFacts(name, shape, ttype, nb, i))
-    return _facts(path, files, raws[0].version, kv, tensors, raws[0].data_offset,
-                  sum(r.file_size for r in raws))
+            tensors.append(TensorFacts(name, shape, ttype, nb, i, raw.data_offset + offset))
+    _check_values(path, kv, tensors)
+    try:
+        return _facts(path, files, raws[0].version, kv, tensors, raws[0].data_offset,
+                      sum(r.file_size for r in raws))
+    except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:  # a value of a type llama.cpp refuses
+        raise BadInputError(f"{path}: not a usable GGUF model (a header value has the wrong type: {exc})") from None
+
+
+#: ``{arch}.<key>`` values read as integers (llama_model::load_hparams reads them with get_key into uint32_t
+#: fields; llama_model_loader refuses a value of another GGUF type: "key has wrong type").
+INT_KEYS = ("block_count", "embedding_length", "attention.head_count", "attention.head_count_kv",
+            "attention.key_length", "attention.value_length", "feed_forward_length", "vocab_size",
+            "attention.sliding_window", "context_length", "expert_count", "expert_used_count",
+            "expert_feed_forward_length", "expert_shared_count", "attention.kv_lora_rank", "attention.key_length_mla",
+            "attention.value_length_mla", "ssm.conv_kernel", "ssm.inner_size", "ssm.state_size",
+            "ssm.time_step_rank", "ssm.group_count", "wkv.head_size", "token_shift_count", "shortconv.l_cache",
+            "full_attention_interval")
+
+
+def _check_values(path: str, kv: dict[str, Any], tensors: list[TensorFacts]) -> None:
+    """Refuse what llama.cpp would refuse or what would make the estimates nonsense, before anything is sized from
+    it: the model's integer hyper-parameters must be integers in [0, UINT32_MAX], its floats finite, the layer count
+    within LLAMA_MAX_LAYERS, the experts within LLAMA_MAX_EXPERTS and every ``blk.N.`` tensor named with a number
+    below LLAMA_MAX_LAYERS."""
+    import math
+
+    arch = kv.get("general.architecture")
+    if not isinstance(arch, str):
+        return  # _facts names the missing architecture
+    prefix = f"{arch}."
+    n_layer = kv.get(prefix + "block_count")
+    if isinstance(n_layer, int) and n_layer > LLAMA_MAX_LAYERS:
+        raise BadInputError(f"{path}: {prefix}block_count = {n_layer} layers; llama.cpp supports at most "
+                            f"{LLAMA_MAX_LAYERS}")
+    n_expert = kv.get(prefix + "expert_count")
+    if isinstance(n_expert, int) and n_expert > LLAMA_MAX_EXPERTS:
+        raise BadInputError(f"{path}: {n_expert} experts; llama.cpp supports at most {LLAMA_MAX_EXPERTS}")
+    for key, value in kv.items():
+        if not key.startswith(prefix):
+            continue
+        items = value if isinstance(value, list) else [value]
+        for v in items:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise BadInputError(f"{path}: {key} = {v}: not a finite number")
+            if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= UINT32_MAX and key[len(prefix):] \
+                    in INT_KEYS:
+                raise BadInputError(f"{path}: {key} = {v}: outside 0..{UINT32_MAX}")
+        if key[len(prefix):] in INT_KEYS and not all(isinstance(v, int) for v in items):
+            raise BadInputError(f"{path}: {key} must be an integer (or one per layer), not {_kind(value)}")
+    for t in tensors:  # "blk.%d." with a layer llama.cpp can have (a NextN layer may follow block_count's)
+        if t.name.startswith("blk.") and (t.layer is None or t.layer >= LLAMA_MAX_LAYERS):
+            raise BadInputError(f"{path}: tensor {t.name!r} names no layer a llama.cpp model can have (blk.N. with "
+                                f"N below {LLAMA_MAX_LAYERS})")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, ArrayLen):
+        return f"an array of {value.count} elements"
+    return f"{type(value).__name__} {value!r}"[:80]
 
 
 def _per_layer(v: Any, n_layer: int, what: str, path: str) -> tuple[int, ...]:
@@ -421,6 +554,11 @@ def _per_layer(v: Any, n_layer: int, what: str, path: str) -> tuple[int, ...]:
             raise BadInputError(f"{path}: {what} has {len(v)} entries for {n_layer} layers")
         return tuple(int(x) for x in v)
     return (int(v),) * n_layer
+
+
+def _dim(v: Any) -> int:
+    """A head size key: a non-negative int below 2**16 (anything else is ignored: 0)."""
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**16 else 0
 
 
 def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensors: list[TensorFacts],
@@ -473,6 +611,12 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
         swa_layers = tuple(period == 0 or il % period < period - 1 for il in range(n_layer))
 
     recurrent = _recurrent_layers(arch, n_layer, n_head_kv, get)
+    # KV sharing: gemma3n hard-codes n_layer_kv_from_start = 20 (src/models/gemma3n.cpp); gemma4 shares the last
+    # {arch}.attention.shared_kv_layers layers (src/models/gemma4.cpp)
+    kv_from = KV_FROM_START.get(arch, -1)
+    shared = get("attention.shared_kv_layers")
+    if isinstance(shared, int) and 0 < shared < n_layer:
+        kv_from = n_layer - shared
     shift = int(get("token_shift_count", TOKEN_SHIFT_COUNT_DEFAULT) or 0) if get("wkv.head_size") else 0
 
     names = {t.name for t in tensors}
@@ -497,6 +641,9 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
         ssm_d_conv=int(get("ssm.conv_kernel", 0) or 0), ssm_d_inner=int(get("ssm.inner_size", 0) or 0),
         ssm_d_state=int(get("ssm.state_size", 0) or 0), ssm_dt_rank=int(get("ssm.time_step_rank", 0) or 0),
         ssm_n_group=int(get("ssm.group_count", 0) or 0), wkv_head_size=int(get("wkv.head_size", 0) or 0),
+        head_dim_k_swa=_dim(get("attention.key_length_swa", 0)),
+        head_dim_v_swa=_dim(get("attention.value_length_swa", 0)),
+        n_layer_kv_from_start=kv_from if 0 < kv_from < n_layer else -1,
         token_shift_count=shift, shortconv_l_cache=int(get("shortconv.l_cache", 0) or 0),
         recurrent_layers=recurrent,
     )

@@ -35,12 +35,15 @@ def check_local(path: Path) -> Path:
     """A local file or directory, as given; a ``.gguf`` must start with the GGUF magic."""
     if not path.exists():
         raise ModelNotFoundError(f"model not found: {path}")
-    if path.is_file() and path.suffix == ".gguf":
-        try:
-            with path.open("rb") as fh:
+    if not path.is_dir():
+        from advisor.strict import open_regular
+
+        try:  # a FIFO or device is refused without blocking (opening a FIFO waits for a writer)
+            with os.fdopen(open_regular(path, ModelNotFoundError), "rb") as fh:
                 magic = fh.read(4)
         except OSError as exc:
             raise ModelNotFoundError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if path.suffix == ".gguf" and not path.is_dir():
         if magic != GGUF_MAGIC:
             raise ModelNotFoundError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
     return path
@@ -105,14 +108,49 @@ def fetch_file(repo: str, filename: str, revision: str | None, info: Callable[[s
     try:
         dry = hf_hub_download(repo, filename, revision=revision, cache_dir=cache, dry_run=True)
         size = getattr(dry, "file_size", None)
-        if getattr(dry, "will_download", True):
+        fresh = getattr(dry, "will_download", True)
+        if fresh:
             _check_disk(size, cache)
             info(f"downloading {filename} from {repo}" + (f" ({size / 2**30:.2f} GiB)" if size else ""))
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache))
+        path = Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache))
     except DownloadError:
         raise
     except Exception as exc:  # noqa: BLE001 - huggingface_hub and requests errors become one line
         raise _hub_error(repo, filename, exc) from None
+    if fresh:
+        verify(path, f"{filename} from {repo}", size, info)
+    return path
+
+
+def verify(path: Path, what: str, size: int | None, info: Callable[[str], None] = lambda _m: None) -> None:
+    """Check a downloaded file against the Hub's metadata: its size (the file_size the Hub announced) and, for an
+    LFS file, its SHA-256. huggingface_hub names a blob by its ETag, and the Hub's ETag of an LFS file is the
+    SHA-256 of its content (huggingface_hub docs, "Manage the cache": blobs are named by their hash, SHA-256 for
+    LFS files). A mismatch is a DownloadError naming the command that removes the file, so it is not reused."""
+    import hashlib
+    import re
+    import shlex
+
+    blob = path.resolve()
+    try:
+        actual = blob.stat().st_size
+    except OSError as exc:
+        raise DownloadError(f"{what}: cannot read the downloaded file {blob}: {exc.strerror or exc}") from None
+    problem = None
+    if size is not None and actual != size:
+        problem = f"{actual} bytes, the Hub announced {size}"
+    elif re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        info(f"verifying the SHA-256 of {path.name}")
+        digest = hashlib.sha256()
+        with blob.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != blob.name:
+            problem = f"SHA-256 {digest.hexdigest()[:16]}..., the Hub's is {blob.name[:16]}..."
+    if problem:
+        doomed = [str(blob)] + ([str(path)] if path.is_symlink() or path != blob else [])
+        raise DownloadError(f"{what} is corrupt ({problem}); it stays in the Hugging Face cache until removed",
+                            hint=f"remove it with: rm -f {' '.join(shlex.quote(p) for p in doomed)}, then run again")
 
 
 def fetch_snapshot(repo: str, revision: str | None, info: Callable[[str], None]) -> Path:

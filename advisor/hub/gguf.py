@@ -33,7 +33,15 @@ from urllib.parse import quote
 
 from advisor import settings
 from advisor.errors import BadInputError, DownloadError
-from advisor.gguf.facts import SPLIT_RE, HeaderIncomplete, ModelFacts, TensorFacts, facts_from_raw, parse_header
+from advisor.gguf.facts import (
+    SPLIT_RE,
+    HeaderIncomplete,
+    check_split,
+    ModelFacts,
+    TensorFacts,
+    facts_from_raw,
+    parse_header,
+)
 
 #: First range read from each shard: most headers fit (a 32k vocabulary takes about 0.5 MiB).
 FIRST_RANGE_BYTES = 2 * 2**20
@@ -43,7 +51,7 @@ GROWTH = 2
 #: a branch may move, and a day-old listing only risks a day-old size).
 REF_TTL_S = 24 * 3600
 #: Cache format; bump when the stored JSON changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^(?:hf://|hf\.co/|https://huggingface\.co/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
                       r"(?P<path>(?:/[^:]+)*?)(?::(?P<quant>[\w.-]+))?$")
@@ -119,7 +127,24 @@ def parse_ref(text: str, file: str | None = None, quant: str | None = None, revi
         raise BadInputError(f"{text}: names file {path} and --file {file}: give one")
     if q and quant and q.upper() != quant.upper():
         raise BadInputError(f"{text}: names quantization {q} and --quant {quant}: give one")
+    check_repo_path(path or file)
     return HubRef(m.group("repo"), path or file, q or quant, revision)
+
+
+#: Longest repository file path accepted (the Hub's own paths stay far below; Linux's PATH_MAX is 4096).
+MAX_HUB_PATH = 1024
+
+
+def check_repo_path(file: str | None) -> None:
+    """A file path inside a repository: relative, no ``.``/``..`` parts, no control characters. A path that could
+    climb out of the repository (and out of the local cache it is mirrored into) is refused, not normalised."""
+    if file is None:
+        return
+    parts = file.split("/")
+    if (not file or len(file) > MAX_HUB_PATH or file.startswith("/") or "\\" in file
+            or any(p in ("", ".", "..") for p in parts) or any(ord(c) < 32 or ord(c) == 127 for c in file)):
+        raise BadInputError(f"{file[:200]!r}: not a file path inside a Hub repository (relative, no '..', at most "
+                            f"{MAX_HUB_PATH} characters)")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -148,24 +173,25 @@ def _ref_path(repo: str, revision: str | None) -> Path:
 
 
 def _facts_path(repo: str, commit: str, file: str) -> Path:
+    if not re.fullmatch(r"[0-9a-f]{40}", commit or ""):  # a Hub commit id; anything else must not become a path
+        raise BadInputError(f"{repo}: the Hub answered commit {commit[:60]!r}, not a commit id")
     return _repo_dir(repo) / commit / (file.replace("/", "--") + ".json")
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     """Atomic write (a reader never sees half a file); a cache that cannot be written is only slower next time."""
+    from advisor.store.files import write_private  # 0600 in 0700 directories, like all of ADVISOR_HOME
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(doc, separators=(",", ":")))
-        os.replace(tmp, path)
-    except OSError:
+        write_private(path, json.dumps(doc, separators=(",", ":")))
+    except (OSError, BadInputError):
         pass
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None  # absent or damaged: treated as a miss and rewritten
     return doc if isinstance(doc, dict) and doc.get("version") == CACHE_VERSION else None
 
@@ -175,7 +201,7 @@ def facts_to_json(f: ModelFacts) -> dict[str, Any]:
     for fld in dataclasses.fields(f):
         v = getattr(f, fld.name)
         if fld.name == "tensors":
-            v = [[t.name, list(t.shape), t.type_id, t.nbytes, t.file_index] for t in v]
+            v = [[t.name, list(t.shape), t.type_id, t.nbytes, t.file_index, t.offset] for t in v]
         elif isinstance(v, tuple):
             v = list(v)
         d[fld.name] = v
@@ -187,7 +213,7 @@ def facts_from_json(d: dict[str, Any]) -> ModelFacts:
     for fld in dataclasses.fields(ModelFacts):
         v = d[fld.name]
         if fld.name == "tensors":
-            v = tuple(TensorFacts(n, tuple(s), t, nb, i) for n, s, t, nb, i in v)
+            v = tuple(TensorFacts(n, tuple(s), t, nb, i, off) for n, s, t, nb, i, off in v)
         elif isinstance(v, list) and fld.name != "metadata":
             v = tuple(v)
         kw[fld.name] = v
@@ -348,7 +374,7 @@ def _shards(listing: RepoListing, first: str) -> list[str]:
     m = SPLIT_RE.match(first)
     if not m:
         return [first]
-    count = int(m.group("count"))
+    _, count = check_split(f"{listing.repo}/{first}", m)
     names = [f"{m.group('prefix')}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
     missing = [n for n in names if n not in listing.files]
     if missing:

@@ -89,7 +89,7 @@ def detect_linux(system: System) -> tuple[Memory, list[str], list[str]]:
     usable = available
     environment, notes = [], []
     if limit is not None:
-        left = limit - (usage or 0)
+        left = max(0, limit - (usage or 0))  # usage can pass the limit for a moment; nothing is left then
         usable = left if usable is None else min(usable, left)
         environment.append("container")
         notes.append(f"memory: container limit {limit} bytes applies (cgroup {cgroup_version(system)})")

@@ -8,6 +8,7 @@ for a machine that does not exist.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,64 @@ class HardwareProfile:
             raise HardwareFileError(
                 f"{where}: schema {schema!r} is not supported (this advisor reads schema {SCHEMA_VERSION})"
             )
-        return build(cls, data, where, HardwareFileError)
+        profile: HardwareProfile = build(cls, data, where, HardwareFileError)
+        _check(profile, where)
+        return profile
+
+
+#: Largest byte count accepted in a profile (2^60 B = 1 EiB: far above any machine; a bigger value is an error).
+MAX_BYTES = 1 << 60
+#: Largest core or device count accepted (the Linux kernel's NR_CPUS maximum is 8192).
+MAX_COUNT = 1 << 16
+#: NVIDIA compute capability as nvidia-smi prints it ("8.9", "12.0"; CUDA programming guide, compute capabilities).
+_CC = re.compile(r"[0-9]{1,2}\.[0-9]{1,2}")
+#: An AMD LLVM target ("gfx1100", "gfx90a", "gfx942"; LLVM AMDGPU usage, processors).
+_GFX = re.compile(r"gfx[0-9a-f]{1,8}")
+
+
+def _check(p: HardwareProfile, where: str) -> None:
+    """Values that parse but cannot describe a machine: negative or absurd sizes and counts, a compute capability
+    or gfx target in another format, an unknown GPU vendor or backend."""
+    def size(value: int | None, name: str) -> None:
+        if value is not None and not 0 <= value <= MAX_BYTES:
+            raise HardwareFileError(f"{where}: {name} = {value}: not a byte count (0 to 2^60)")
+
+    def count(value: int | None, name: str) -> None:
+        if value is not None and not 0 <= value <= MAX_COUNT:
+            raise HardwareFileError(f"{where}: {name} = {value}: not a count (0 to {MAX_COUNT})")
+
+    for f in dataclasses.fields(Memory):
+        if f.name.endswith("_bytes"):
+            size(getattr(p.memory, f.name), f"memory.{f.name}")
+    size(p.disk.free_bytes, "disk.free_bytes")
+    size(p.disk.total_bytes, "disk.total_bytes")
+    for f in ("physical_cores", "logical_cores", "usable_cores", "performance_cores", "efficiency_cores"):
+        count(getattr(p.cpu, f), f"cpu.{f}")
+    if len(p.gpus) > MAX_GPUS:
+        raise HardwareFileError(f"{where}: {len(p.gpus)} GPUs; at most {MAX_GPUS} are planned for")
+    for i, g in enumerate(p.gpus):
+        at = f"gpus[{i}]"
+        count(g.index, f"{at}.index")
+        count(g.mig_parent_index, f"{at}.mig_parent_index")
+        count(g.cores, f"{at}.cores")
+        size(g.memory_total_bytes, f"{at}.memory_total_bytes")
+        size(g.memory_free_bytes, f"{at}.memory_free_bytes")
+        if g.vendor not in GPU_VENDORS:
+            raise HardwareFileError(f"{where}: {at}.vendor {g.vendor!r} is not one of {', '.join(GPU_VENDORS)}")
+        if g.backend not in GPU_BACKENDS:
+            raise HardwareFileError(f"{where}: {at}.backend {g.backend!r} is not one of {', '.join(GPU_BACKENDS)}")
+        if g.compute_capability is not None and not _CC.fullmatch(g.compute_capability):
+            raise HardwareFileError(f"{where}: {at}.compute_capability {g.compute_capability[:40]!r} is not like "
+                                    "'8.9'")
+        if g.gfx_target is not None and not _GFX.fullmatch(g.gfx_target):
+            raise HardwareFileError(f"{where}: {at}.gfx_target {g.gfx_target[:40]!r} is not like 'gfx1100'")
+
+
+GPU_VENDORS = ("nvidia", "amd", "apple", "intel")
+GPU_BACKENDS = ("cuda", "rocm", "metal", "vulkan", "sycl")
+#: llama.cpp's device limit (src/llama.cpp llama_max_devices() returns 16); a profile may list more (a node with
+#: many GPUs), but not absurdly many.
+MAX_GPUS = 1024
 
 
 @dataclass

@@ -5,6 +5,7 @@ what the user types next. ``--json`` carries everything; this is for people."""
 from __future__ import annotations
 
 from advisor.plan import LLAMA_CPP, Plan
+from advisor.render.text import printable
 
 HEADER = ("#", "model", "quant", "engine", "t/s", "score")
 
@@ -41,7 +42,7 @@ def table(plans: list[Plan]) -> str:
     rows = [HEADER]
     for i, p in enumerate(plans, 1):
         speed = p.predicted.decode_tokens_per_s
-        rows.append((str(i), p.model.id, p.model.quant or "-", p.engine_ref.name,
+        rows.append((str(i), printable(p.model.id, 1000), p.model.quant or "-", p.engine_ref.name,
                      f"{speed:.0f}" if speed is not None else "?", f"{p.score:g}"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(HEADER))]
     right = {0, 4, 5}  # numbers line up on the right

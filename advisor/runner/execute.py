@@ -203,6 +203,21 @@ class _Run:
     result: RunResult
 
 
+#: After a failed test prompt, how long an engine that is dying gets to exit before it counts as alive: the request
+#: that killed it ends (connection reset) a moment before the process does; without the wait the exit code was a
+#: race between 6 (alive, wrong answer) and 5 (died: a start failure).
+CHECK_EXIT_GRACE_S = 3.0
+
+
+def _exit_within(proc: Process, seams: Seams, grace: float) -> int | None:
+    deadline = seams.clock() + grace
+    code = proc.poll()
+    while code is None and seams.clock() < deadline:
+        seams.sleep(0.05)
+        code = proc.poll()
+    return code
+
+
 def _failed(run: _Run, error: AdvisorError) -> None:
     run.result.ok, run.result.error = False, error
 
@@ -216,7 +231,7 @@ def _checked(run: _Run, proc: Process, attempt: Attempt) -> str | None:
         result.check = check(run.url, run.headers, seams)
     except CheckError as exc:
         result.timings["check_s"] = round(seams.clock() - t_check, 3)
-        if proc.poll() is None:  # alive but answering wrong: no smaller setting will fix that
+        if _exit_within(proc, seams, CHECK_EXIT_GRACE_S) is None:  # alive but answering wrong: no setting fixes it
             attempt.outcome, attempt.reason = "check_failed", str(exc)
             stop_process(proc, seams)
             _failed(run, CheckFailedError(f"the test prompt failed: {exc}"))

@@ -59,8 +59,9 @@ def spawn(launch: Launch, log_path: Path) -> subprocess.Popen[bytes]:
     Its own group: Ctrl-C in the terminal reaches advisor only, which then stops the whole group (the engine and
     any worker processes it forked, as vLLM does) instead of leaving half of it behind.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    from advisor.store.files import open_private_append  # logs may hold prompts: 0600 in a 0700 directory
+
+    with open_private_append(log_path) as log:
         kwargs: dict[str, Any] = {"start_new_session": True}
         if os.name == "nt":  # pragma: no cover - no sessions on Windows
             kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]

@@ -58,12 +58,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
 def save(backend: str, entry: dict[str, Any], env: Mapping[str, str] | None = None) -> Path:
     engines = load(env)
     engines[canonical(backend)] = {**entry, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path = record_path(env)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"schema": SCHEMA, "engines": engines}, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    from advisor.store.files import write_private  # 0600 in 0700 directories, like all of ADVISOR_HOME
+
+    return write_private(record_path(env), json.dumps({"schema": SCHEMA, "engines": engines}, indent=2) + "\n")
 
 
 def entry(backend: str, env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
