@@ -147,7 +147,7 @@ def _reword(copy: Path) -> None:
 def _crash(copy: Path) -> None:
     path = _message_file(copy)
     text = path.read_text()
-    new = re.sub(r"(f[\"']vLLM is not installed for \{)(\w+)\}", r"\1\2 + str(1 // 0)}", text)
+    new = re.sub(r"(f[\"']vLLM is not installed for \{)([\w.]+)\}", r"\1\2 + str(1 // 0)}", text)
     if new == text:
         raise NotFound(f"{path.name}: the message is not an f-string naming the interpreter")
     path.write_text(new)
