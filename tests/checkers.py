@@ -197,6 +197,16 @@ COMPOSE_SUBSET: dict[str, Any] = {
                 "ipc": {"type": "string"},
                 "shm_size": {"oneOf": [{"type": "number"}, {"type": "string"}]},
                 "restart": {"type": "string"},
+                # definitions.healthcheck: test is a string or a list of strings; durations are strings
+                "healthcheck": {"type": "object", "properties": {
+                    "test": {"oneOf": [{"type": "string"}, _STRINGS]}, "interval": {"type": "string"},
+                    "timeout": {"type": "string"}, "start_period": {"type": "string"},
+                    "start_interval": {"type": "string"}, "retries": {"type": "number"},
+                    "disable": {"type": "boolean"}}},
+                "user": {"type": "string"},
+                "working_dir": {"type": "string"},
+                "stop_signal": {"type": "string"},
+                "stop_grace_period": {"type": "string"},
                 "deploy": {"type": "object", "properties": {"resources": {"type": "object", "properties": {
                     "reservations": {"type": "object", "properties": {"devices": {"type": "array", "items": {
                         "type": "object", "required": ["capabilities"], "properties": {

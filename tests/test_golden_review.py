@@ -56,10 +56,12 @@ def test_shell_command_parses_and_is_accepted(path):
 
 @pytest.mark.parametrize("stem", sorted({p.stem for p in SHELL}))
 def test_one_command_in_all_three_formats(stem):
-    """The unit runs the shell command; the compose service runs the same options in the engine's image (whose
+    """The unit runs the shell command (its program by absolute path); the compose service runs the same options in the engine's image (whose
     entrypoint is the program: llama-server; `vllm serve MODEL` in vllm/vllm-openai) listening on every interface."""
     shell = shlex.split((GOLDEN / f"{stem}.shell").read_text())
-    assert checkers.exec_start_argv((GOLDEN / f"{stem}.systemd").read_text()) == shell
+    unit = checkers.exec_start_argv((GOLDEN / f"{stem}.systemd").read_text())
+    assert unit[1:] == shell[1:] and unit[0].startswith("/")  # systemd runs the program by its absolute path
+    assert Path(unit[0]).name == shell[0] or Path(unit[0]).name.startswith("python") == shell[0].startswith("python")
     command = checkers.compose_command((GOLDEN / f"{stem}.compose").read_text())
     if shell[0] == "llama-server":
         expected = shell[1:]
@@ -85,7 +87,7 @@ def test_checkers_reject_broken_files():
     assert checkers.systemd_unit_problems(good.replace(exec_line, exec_line + " '"))
     compose = COMPOSE[0].read_text()
     assert checkers.compose_problems(compose.replace("    ports:", "    port:"))
-    assert checkers.compose_problems(compose.replace('"8080:8080"', '"eighty:8080"'))
+    assert checkers.compose_problems(compose.replace(':8080:8080"', ':eighty:8080"'))
     assert checkers.compose_problems(compose + "  bad: [unclosed\n")
     assert checkers.shell_problems("llama-server -m 'x.gguf\n")
     assert checkers.llama_server_argv_problems(["llama-server", "--n-gpu-layer", "3"])
