@@ -212,17 +212,6 @@ def _render_show(d: dict[str, Any]) -> None:
 # refresh / add: the user overlay (advisor.catalog.overlay), never the packaged files
 
 
-def _mismatches(arch: Any, facts: Any) -> list[str]:
-    """Where a GGUF header disagrees with the catalog's Architecture (names as in catalog.Architecture)."""
-    pairs = [("name", arch.name, facts.architecture), ("n_layer", arch.n_layer, facts.n_layer),
-             ("n_embd", arch.n_embd, facts.n_embd), ("n_head", arch.n_head, max(facts.n_head, default=0)),
-             ("n_head_kv", arch.n_head_kv, max(facts.n_head_kv, default=0)),
-             ("head_dim_k", arch.head_dim_k, facts.head_dim_k), ("vocab_size", arch.vocab_size, facts.n_vocab),
-             ("tied_embeddings", arch.tied_embeddings, facts.tied_embeddings),
-             ("n_expert", arch.n_expert, facts.n_expert)]
-    return [f"{k}: catalog {a}, header {b}" for k, a, b in pairs if a != b]
-
-
 @catalog_app.command("refresh")
 def refresh(
     ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Catalog ids (default: all).",
@@ -252,127 +241,37 @@ def refresh(
     fails is reported and the others are still recorded; the exit status is then 4.
     """
     import dataclasses
-    import datetime
 
     from rich.console import Console
     from rich.progress import Progress
 
+    from advisor.app.catalog import refresh as run_refresh
     from advisor.catalog import overlay as catalog_overlay
+    from advisor.errors import DownloadError
 
-    from advisor.hub import gguf as hub_gguf
-    from advisor.catalog.load import load_catalog
-    from advisor.catalog.model import sized_variants
-    from advisor.errors import AdvisorError, DownloadError
-
-    if hub_gguf.offline():
-        raise hub_gguf.HubOfflineError("HF_HUB_OFFLINE is set: nothing refreshed, the overlay is unchanged",
-                                       hint="unset HF_HUB_OFFLINE to read the Hub listing")
-    cat = load_catalog()
-    models = [cat.get(i) for i in ids] if ids else [m for m in cat.models if m.id not in cat.user_ids]
-    if not measure:
-        models = []
-    by_repo: dict[str, list[tuple[Any, Any]]] = {}
-    for m in models:
-        for sv in sized_variants(m):
-            if sv.variant.format == "gguf":
-                by_repo.setdefault(sv.variant.repo, []).append((m, sv))
-    today = datetime.date.today().isoformat()
-    rows: list[dict[str, Any]] = []
-    errors: list[dict[str, str]] = []
-    mismatches: list[dict[str, Any]] = []
-    sizes: list[Any] = []
     err = Console(stderr=True)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("reading Hub listings", total=len(by_repo))
-        for repo, items in sorted(by_repo.items()):
-            progress.update(task, description=repo)
-            try:
-                lst = hub_gguf.fetch_listing(repo, None)
-            except AdvisorError as exc:
-                errors.append({"repo": repo, "error": exc.message})
-                progress.advance(task)
-                continue
-            checked: set[str] = set()
-            for m, sv in items:
-                v = sv.variant
-                if not all(f in lst.files for f in v.files):
-                    missing = [f for f in v.files if f not in lst.files]
-                    rows.append({"id": m.id, "quant": v.quant, "repo": repo, "files": list(v.files),
-                                 "old_bytes": sv.size_bytes, "old_source": sv.size_source, "new_bytes": None,
-                                 "status": f"not on the Hub: {', '.join(missing)}"})
-                    continue
-                new = sum(lst.files[f].size for f in v.files)
-                sizes.append(catalog_overlay.MeasuredSize(m.id, repo, tuple(v.files), v.quant, new, today,
-                                                          lst.commit))
-                same = sv.size_source == "measured" and sv.size_bytes == new
-                rows.append({"id": m.id, "quant": v.quant, "repo": repo, "files": list(v.files),
-                             "old_bytes": sv.size_bytes, "old_source": sv.size_source, "new_bytes": new,
-                             "status": "unchanged" if same else "measured"})
-                if headers and m.id not in checked:
-                    checked.add(m.id)
-                    try:
-                        hf = hub_gguf.hub_facts(hub_gguf.HubRef(repo, v.files[0], revision=lst.commit))
-                    except AdvisorError as exc:
-                        errors.append({"repo": repo, "error": f"header of {v.files[0]}: {exc.message}"})
-                    else:
-                        bad = _mismatches(m.arch, hf.facts)
-                        if bad:
-                            mismatches.append({"id": m.id, "repo": repo, "file": v.files[0], "differences": bad})
-            progress.advance(task)
-    found, outcomes = [], []
-    if discover if discover is not None else not ids:
-        found, outcomes = _discover(cat, publishers or None, limit, today, errors, err)
-    path = catalog_overlay.overlay_path()
-    if sizes or found:
-        ov = catalog_overlay.with_sizes(catalog_overlay.load_overlay(), sizes)
-        for m in found:
-            ov = catalog_overlay.with_model(ov, m, replace=True)
-        path = catalog_overlay.save_overlay(ov)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("reading Hub listings", total=None)
+
+        def progress(repo: str, done: int, total: int) -> None:
+            bar.update(task, description=repo, completed=done, total=total)
+
+        out = run_refresh(ids, headers, discover, publishers, limit, measure, progress)
+    path = out.overlay or catalog_overlay.overlay_path()
     if json_output:
-        sys.stdout.write(json.dumps({"schema": 1, "overlay": str(path), "date": today, "variants": rows,
-                                     "architecture_mismatches": mismatches,
-                                     "discovered": [dataclasses.asdict(o) for o in outcomes], "errors": errors},
-                                    indent=2) + "\n")
+        sys.stdout.write(json.dumps({"schema": 1, "overlay": str(path), "date": out.date, "variants": out.rows,
+                                     "architecture_mismatches": out.mismatches,
+                                     "discovered": [dataclasses.asdict(o) for o in out.outcomes],
+                                     "errors": out.errors}, indent=2) + "\n")
     else:
-        _render_refresh(err, rows, mismatches, errors, str(path) if sizes or found else None)
-        for o in outcomes:
+        _render_refresh(err, out.rows, out.mismatches, out.errors, str(out.overlay) if out.overlay else None)
+        for o in out.outcomes:
             err.print(f"hub: {o.repo}: {o.status}" + (f" as {o.model_id}" if o.model_id else "")
                       + (f" ({o.reason})" if o.reason else ""), highlight=False, markup=False)
-    if errors:
-        raise DownloadError(f"{len(errors)} repositor{'y' if len(errors) == 1 else 'ies'} or header(s) could not "
-                            f"be read: {errors[0]['repo']}: {errors[0]['error']}")
-
-
-def _discover(cat: Any, publishers: list[str] | None, limit: int, today: str, errors: list[dict[str, str]],
-              err: Any) -> tuple[list[Any], list[Any]]:
-    """New repositories of the trusted publishers as user models (advisor.catalog.discover); failures go to
-    ``errors`` and the others are still added."""
-    from advisor.catalog import discover as disc
-    from advisor.catalog.model import _GGUF_QUANTS
-    from advisor.errors import AdvisorError
-
-    known = {m.repo for m in cat.models} | {v.repo for m in cat.models for v in m.all_variants()}
-    pubs = tuple(publishers) if publishers else disc.TRUSTED_PUBLISHERS
-    try:
-        cands = disc.list_candidates(pubs, limit, known)
-    except AdvisorError as exc:
-        errors.append({"repo": ", ".join(pubs), "error": exc.message})
-        return [], []
-    found, outcomes = [], []
-    ids = {m.id for m in cat.models if m.id not in cat.user_ids}
-    for c in cands:
-        try:
-            m, o = disc.discover_one(c, today, _GGUF_QUANTS)
-        except AdvisorError as exc:
-            errors.append({"repo": c.repo, "error": exc.message})
-            outcomes.append(disc.Outcome(c.repo, "failed", exc.message))
-            continue
-        if m is not None and m.id in ids:
-            m, o = None, disc.Outcome(c.repo, "skipped", f"id {m.id!r} is a packaged catalog model")
-        if m is not None:
-            found.append(m)
-        outcomes.append(o)
-    return found, outcomes
+    if out.errors:
+        first = out.errors[0]
+        raise DownloadError(f"{len(out.errors)} repositor{'y' if len(out.errors) == 1 else 'ies'} or header(s) "
+                            f"could not be read: {first['repo']}: {first['error']}")
 
 
 def _render_refresh(err: Any, rows: list[dict[str, Any]], mismatches: list[dict[str, Any]],

@@ -7,7 +7,6 @@ command.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from enum import Enum
 from typing import Annotated
@@ -159,110 +158,27 @@ def estimate(
         else:
             _render_vllm(est)
         return
-    from pathlib import Path
+    from advisor.app.estimate_llama import LlamaRequest, llama_estimate
 
-    from advisor.errors import BadInputError
-    from advisor.gguf.estimate import Settings, era
-    from advisor.gguf.estimate import estimate as run_estimate
-    from advisor.gguf.facts import read_gguf_facts
-    from advisor.hub.gguf import hub_facts, looks_like_hub_ref, parse_ref
-
-    for name, value in (("--batch", batch), ("--ubatch", ubatch)):
-        if value < 1:
-            raise BadInputError(f"{name} must be at least 1, got {value}")
-    if parallel == 0 or parallel < -1:
-        raise BadInputError(f"--parallel must be -1 (auto) or at least 1, got {parallel}")
-    if gpu_layers < -1:
-        raise BadInputError(f"--gpu-layers must be -1 (all) or more, got {gpu_layers}")
-    if ctx < 0:
-        raise BadInputError(f"--ctx must be 0 (trained context) or more, got {ctx}")
-    from advisor.plan import MAX_DEVICES, MAX_UINT32
-
-    if not 0 <= gpus <= MAX_DEVICES:  # llama.cpp's llama_max_devices()
-        raise BadInputError(f"--gpus must be 0 to {MAX_DEVICES} (llama.cpp's device limit), got {gpus}")
-    for name, value in (("--ctx", ctx), ("--batch", batch), ("--ubatch", ubatch), ("--parallel", parallel)):
-        if value > MAX_UINT32:  # uint32_t in llama_context_params
-            raise BadInputError(f"{name} must be at most {MAX_UINT32}, got {value}")
-    if n_cpu_moe < -1:
-        raise BadInputError(f"--n-cpu-moe must be -1 (all) or more, got {n_cpu_moe}")
-    from advisor.app.estimate import llama_build as resolve_build
-
-    be = backend.value if backend is not None else None
-    split: tuple[float, ...] | None = None
-    profile = None
-    if hardware is not None:
-        from advisor.app.advise import load_profile
-
-        profile = load_profile(hardware)
-        if profile.gpus:
-            gpus = gpus or min(len(profile.gpus), MAX_DEVICES)
-            be = be or profile.gpus[0].backend
-            free = [g.memory_free_bytes or g.memory_total_bytes or 0 for g in profile.gpus[:gpus]]
-            if all(free):  # llama.cpp's default split: each device's free memory at load time (src/llama-model.cpp,
-            # llama_model::load_tensors)
-                split = tuple(float(f) for f in free)
-        else:
-            be = be or "cpu"
-    if tensor_split is not None:
-        try:
-            split = tuple(float(x) for x in tensor_split.split(","))
-        except ValueError:
-            raise BadInputError(f"--tensor-split takes numbers separated by commas, got {tensor_split!r}") from None
-        if len(split) > MAX_DEVICES or not all(math.isfinite(x) and x >= 0 for x in split) or not any(split):
-            raise BadInputError(f"--tensor-split needs non-negative numbers, not all 0, got {tensor_split!r}")
-        gpus = gpus or len(split)
-    if be == "cpu":
-        gpus = 0
-    elif be is not None and gpus == 0:
-        gpus = 1  # a GPU backend named without --gpus: one device
-    hub = None
-    if not Path(model).exists() and (file or quant or revision or looks_like_hub_ref(model)):
-        hub = hub_facts(parse_ref(model, file, quant, revision))
-        facts = hub.facts
-    else:
-        if file or quant or revision:
-            raise BadInputError(f"{model}: --file, --quant and --revision are for a Hub reference (org/repo), "
-                                "not a local file")
-        facts = read_gguf_facts(model)
-    build, build_why = resolve_build(llama_build, profile)
-    settings = Settings(n_ctx=ctx, n_batch=batch, n_ubatch=ubatch, n_parallel=parallel,
-                        flash_attn=flash_attn.value, cache_type_k=cache_type_k.lower(),
-                        cache_type_v=cache_type_v.lower(), n_gpu_layers=gpu_layers, n_gpus=gpus, swa_full=swa_full,
-                        backend=be, tensor_split=split, n_cpu_moe=n_cpu_moe,  # type: ignore[arg-type]
-                        llama_build=build)
-    est = run_estimate(facts, settings)
+    found = llama_estimate(LlamaRequest(
+        model=model, ctx=ctx, gpu_layers=gpu_layers, gpus=gpus, parallel=parallel, batch=batch, ubatch=ubatch,
+        cache_type_k=cache_type_k, cache_type_v=cache_type_v, flash_attn=flash_attn.value, swa_full=swa_full,
+        backend=backend.value if backend is not None else None, tensor_split=tensor_split, n_cpu_moe=n_cpu_moe,
+        hardware=hardware, file=file, quant=quant, revision=revision, llama_build=llama_build))
     if json_output:
-        doc = est.to_dict()
-        doc["engine"] = "llama.cpp"
-        doc["llama_build"] = {"build": build, "source": build_why, "era": era(build)}
-        doc["backend"] = be
-        doc["context_overhead_bytes_per_gpu"] = _overhead(be)
-        doc["model"] = {"path": facts.path, "architecture": facts.architecture, "name": facts.name,
-                        "n_layer": facts.n_layer, "n_ctx_train": facts.n_ctx_train, "files": list(facts.files)}
-        if hub is not None:
-            doc["model"].update(repo=hub.repo, revision=hub.revision, commit=hub.commit, repo_files=list(hub.files))
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(json.dumps(found.to_dict(), indent=2) + "\n")
         return
-    _render(facts, est)
+    _render(found)
 
 
-def _overhead(backend: str | None) -> int:
-    """Per-GPU memory no llama.cpp buffer reports (rules/backends.toml context_overhead_bytes); 0 when unknown."""
-    if backend is None:
-        return 0
-    from advisor.gguf.estimate import backend_rules
-
-    rule = backend_rules().get(backend)
-    return rule.context_overhead_bytes if rule else 0
-
-
-def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
+def _render(found) -> None:  # type: ignore[no-untyped-def]
     from rich.console import Console
     from rich.table import Table
 
     def mib(n: int) -> str:
         return f"{n / 2**20:,.1f} MiB"
 
+    facts, est = found.facts, found.estimate
     from advisor.render.text import shown  # the name comes from the file's metadata: text, never markup or escapes
 
     title = (f"{shown(facts.name or facts.architecture)} ({shown(facts.architecture)}, {facts.n_layer} layers): "
@@ -286,7 +202,7 @@ def _render(facts, est) -> None:  # type: ignore[no-untyped-def]
                       mib(est.total_bytes), style="bold")
     console = Console()
     console.print(table)
-    over = _overhead(est.settings.backend)
+    over = found.overhead_bytes
     if over and any(d.device.startswith("gpu") for d in est.devices):
         console.print(f"plus about {mib(over)} per GPU that no llama.cpp buffer reports ({est.settings.backend} "
                       "context, workspaces, pools: rules/backends.toml)")
