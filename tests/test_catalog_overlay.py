@@ -97,6 +97,7 @@ def _profile(tmp_path: Path) -> Path:
     return p
 
 
+@pytest.mark.engine  # needs llama-cpp-python installed (its run path starts or names that engine)
 def test_add_local_gguf_then_list_and_recommend(tmp_path: Path) -> None:
     f = ggufgen.write(tmp_path / "mymodel-Q8_0.gguf",
                       ggufgen.Spec("llama", n_layer=3, n_embd=128, n_head=4, n_head_kv=2, n_ff=256, n_vocab=1000,

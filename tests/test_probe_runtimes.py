@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from importlib import metadata
 
 from advisor.probe import runtimes
@@ -50,6 +52,7 @@ def test_backend_names():
     assert runtimes._LIB.match("libllama.so") is None
 
 
+@pytest.mark.engine  # needs llama-cpp-python installed (its run path starts or names that engine)
 def test_llama_cpp_python_installed_here():
     """The test extra installs a CPU build of llama-cpp-python: the probe must call it CPU-only."""
     found = runtimes.detect(System.from_env()).llama_cpp_python

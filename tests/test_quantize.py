@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -274,8 +275,12 @@ def test_converter_crash_is_a_tool_failure_and_leaves_nothing(tmp_path: Path, mo
     assert _left(outdir) == []
 
 
-def test_interrupted_conversion_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_interrupted_conversion_leaves_nothing(tmp_path: Path, monkeypatch, request) -> None:
     """Ctrl-C (SIGINT to advisor) while the converter writes: the child is stopped and no partial file stays."""
+    # Python's own Ctrl-C handler, also where the suite was started in the background (a shell starts background
+    # jobs with SIGINT ignored, and Python then keeps it ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     _fake_converter(tmp_path, """
         out = sys.argv[sys.argv.index("--outfile") + 1]
         open(out, "wb").write(b"GGUF half")

@@ -234,3 +234,29 @@ def test_vllm_never_planned_where_it_cannot_run(picks):
         if plan is not None and plan.backend == "vllm":
             assert m.rules["vllm_runs"], name
     assert not picks["mi100", TASKS[2]][1].rules["vllm_runs"]  # gfx908 (from its PCI device id)
+
+
+def test_full_offload_and_vllm_check_against_independent_bounds(profiles, catalog, rules):
+    """The promise of this module's docstring, checked without the planner's own arithmetic: a llama.cpp plan that
+    leaves layers on the CPU although weights + a full-size KV cache + an upper bound of the compute buffer surely fit
+    the GPUs fails (tests/test_planner_independent.full_offload_bound); every vLLM plan holds one max_model_len
+    sequence in its KV cache, counted from the model's shapes (vLLM check_enough_kv_cache_memory: ceil(len / 16)
+    blocks of 16 tokens, n_layer x n_kv/tp x (head_dim_k + head_dim_v) x 2 bytes per token)."""
+    from tests.test_planner_independent import check_full_offload
+
+    applied = vllm_seen = 0
+    for name in sorted(MACHINES):
+        for req in TASKS:
+            machine = build_machine(profiles[name], rules, req.concurrency)
+            for plan in recommend(profiles[name], catalog, rules, req).plans:
+                applied += check_full_offload(plan, catalog, machine)
+                if plan.vllm:
+                    a, s = catalog.get(plan.model.id).arch, plan.vllm
+                    if a.kv_lora_rank or a.sliding_window:
+                        continue  # MLA latents and sliding windows: tested on the recorded v-logs instead
+                    per_token = a.n_layer * max(1, a.n_head_kv // s.tensor_parallel_size) * (a.head_dim_k + a.head_dim_v) * 2
+                    need = -(-s.max_model_len // 16) * 16 * per_token
+                    assert all(m.kv_cache_bytes >= need for m in plan.memory), (name, plan.model.id, need)
+                    vllm_seen += 1
+    print("full-offload bound applied", applied, "vLLM plans", vllm_seen)
+    assert applied >= 10 and vllm_seen >= 3, (applied, vllm_seen)

@@ -59,6 +59,7 @@ def profile(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.engine  # needs llama-cpp-python installed (its run path starts or names that engine)
 def test_dry_run_prints_the_recommended_plan(profile: Path) -> None:
     plan = recommend("--hardware", str(profile))
     model, settings = plan["model"], plan["settings"]
@@ -87,6 +88,7 @@ def test_dry_run_prints_the_recommended_plan(profile: Path) -> None:
         assert int(argv_value(argv, "--n_threads")) == settings["threads"]
 
 
+@pytest.mark.engine  # needs llama-cpp-python installed (its run path starts or names that engine)
 def test_offline_with_an_empty_cache() -> None:
     done = run_advisor(["run", "--auto", *REQUEST, "--check"], timeout=60)
     assert done.returncode == 4, done.stderr

@@ -1,6 +1,6 @@
 """``advisor run`` through the installed command: real llama-cpp-python servers on a generated tiny GGUF placed in a
 Hugging Face cache (offline), back-off on a real out-of-memory start, Ctrl-C during the readiness wait, and the
-one-line errors. The vLLM run needs its own virtualenv (ADVISOR_VLLM_PYTHON) and is skipped without it.
+one-line errors. The vLLM run needs its own virtualenv (ADVISOR_VLLM_PYTHON, or installed in CI): marked ``vllm``.
 
 Every process a test starts is stopped in a ``finally``; every server binds 127.0.0.1.
 """
@@ -182,30 +182,47 @@ def test_llama_fit_params_is_shown_beside_the_plan(tmp_path: Path, tiny_gguf: Pa
     assert "llama.cpp's own fit (llama-fit-params): -ngl 0" in done.stderr
 
 
-def test_port_in_use(tiny_gguf: Path) -> None:
+@pytest.fixture
+def fake_engine_env(tmp_path: Path) -> dict[str, str]:
+    """engine_env() with the fake llama-server of FAKE_LLAMA_SERVER first on PATH: for the error paths that end
+    before any engine starts, so that they need no llama.cpp build (and behave the same with or without one)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "llama-server"
+    fake.write_text(FAKE_LLAMA_SERVER.format(python=sys.executable))
+    fake.chmod(0o755)
+    env = {**engine_env(), "FAKE_PIDS": str(tmp_path / "fake-pids")}
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    return env
+
+
+def test_port_in_use(tiny_gguf: Path, fake_engine_env: dict[str, str]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        done = run_advisor(["run", str(tiny_gguf), "--check", "--port", str(port)])
+        done = run_advisor(["run", str(tiny_gguf), "--check", "--port", str(port)], env=fake_engine_env)
     assert_one_line_error(done, 2, f"port {port} on 127.0.0.1 is already in use")
 
 
 def test_missing_engine(tmp_path: Path) -> None:
+    """--python names an interpreter that cannot import vLLM: this test's own interpreter without its site-packages
+    (python -S), so the answer does not depend on what is installed. A reworded message or a crash fails."""
     model_dir = tmp_path / "tiny-hf"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
+    bare = tmp_path / "bare-python"
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
     env = {k: v for k, v in engine_env().items() if k != "ADVISOR_VLLM_PYTHON"}
-    done = run_advisor(["run", str(model_dir), "--check", "--python", sys.executable], env=env)
-    if "vLLM is not installed" not in done.stderr:
-        pytest.skip("vllm is importable here")
+    done = run_advisor(["run", str(model_dir), "--check", "--python", str(bare)], env=env)
     assert_one_line_error(done, 5, "vLLM is not installed for")
 
 
-def test_missing_model_file(tmp_path: Path) -> None:
-    done = run_advisor(["run", str(tmp_path / "nope.gguf"), "--check"])
+def test_missing_model_file(tmp_path: Path, fake_engine_env: dict[str, str]) -> None:
+    done = run_advisor(["run", str(tmp_path / "nope.gguf"), "--check"], env=fake_engine_env)
     assert_one_line_error(done, 2, "no such file")
-    done = run_advisor(["run", "org/absent", "--file", "x.gguf", "--check"])
+    done = run_advisor(["run", "org/absent", "--file", "x.gguf", "--check"], env=fake_engine_env)
     assert_one_line_error(done, 4, "not in the Hugging Face cache")
 
 
@@ -228,6 +245,7 @@ def test_truncated_model_file(tiny_gguf: Path, tmp_path: Path) -> None:
     assert not result["ok"] and len(result["attempts"]) == 1  # not retried: a smaller setting cannot fix a file
 
 
+@pytest.mark.engine  # the llama-cpp-python server's command: needs llama-cpp-python installed
 def test_dry_run_prints_the_command(tiny_gguf: Path) -> None:
     done = run_advisor(["run", str(tiny_gguf), "--dry-run", "--port", "8123", "--api-key", "sekret", "--json"])
     assert done.returncode == 0, done.stderr
@@ -270,8 +288,8 @@ def vllm_python() -> str:
     """An interpreter with vLLM: ADVISOR_VLLM_PYTHON, else the suite's own venv, made by `advisor setup` itself.
 
     In CI (CI=true) or with ADVISOR_TEST_VLLM=1 a missing venv is installed with the product's own installer
-    (`advisor setup --backend vllm`: the CPU build here, about 5 minutes once, then cached); elsewhere the test is
-    skipped, so a developer's quick run does not download 3.5 GB.
+    (`advisor setup --backend vllm`: the CPU build here, about 5 minutes once, then cached); elsewhere the test
+    fails with what to do: deselect it by its marker (-m 'not vllm') rather than have it skip on a condition.
     """
     if os.environ.get("ADVISOR_VLLM_PYTHON"):
         python = os.environ["ADVISOR_VLLM_PYTHON"]
@@ -282,7 +300,8 @@ def vllm_python() -> str:
     if Path(python).exists() and _has_vllm(python):
         return python
     if os.environ.get("CI", "").lower() != "true" and os.environ.get("ADVISOR_TEST_VLLM") != "1":
-        pytest.skip(f"no vLLM: set ADVISOR_VLLM_PYTHON, or ADVISOR_TEST_VLLM=1 to install one into {VLLM_VENV}")
+        pytest.fail(f"no vLLM: set ADVISOR_VLLM_PYTHON, or ADVISOR_TEST_VLLM=1 to install one into {VLLM_VENV}, "
+                    "or deselect the vLLM tests with -m 'not vllm'")
     # pip's own indexes only, unless told otherwise: a test machine reaches PyPI (and may hold a local CPU torch
     # wheel), not necessarily PyTorch's index.
     env = {**os.environ, "ADVISOR_TORCH_INDEX": os.environ.get("ADVISOR_TORCH_INDEX", "")}
@@ -294,6 +313,7 @@ def vllm_python() -> str:
 
 
 @pytest.mark.engine
+@pytest.mark.vllm
 def test_vllm_run_check(tmp_path: Path, vllm_python: str) -> None:
     python = vllm_python
     model_dir = tmp_path / "tiny-llama"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -538,3 +539,17 @@ def test_hardware_file(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "CMAKE_ARGS='-DGGML_CUDA=on -DGGML_NATIVE=OFF'" in done.stdout
     assert "# note: compute capability unknown" in done.stdout
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.sh")), ids=lambda p: p.name)
+def test_setup_golden_is_a_valid_shell_script(path):
+    """A second, independent review of each golden file: it is what `advisor setup --dry-run` prints for a user to
+    run, so bash must parse it (tests/checkers.shell_problems: bash -n), and every command line must split into
+    words (shlex: balanced quotes)."""
+    from tests import checkers
+
+    text = path.read_text()
+    assert checkers.shell_problems(text) == []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert shlex.split(line), line

@@ -1,0 +1,174 @@
+"""The llama.cpp estimator against statements of llama.cpp's own source, worked by hand: where each layer's KV cache
+and weights go for a given -ngl and -ts, what the KV cache is per token, which cache types need flash attention,
+and lower bounds of the compute buffer from the tensors the graph must hold. The model is Llama-3.1-8B
+(config.json: 32 layers, 32 heads, 8 KV heads, head_dim 128, vocabulary 128256) in the catalog's Q4_K_M layout.
+No expectation is computed with the estimator's own helpers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from advisor.catalog.facts import compact_catalog_facts
+from advisor.catalog.load import load_catalog
+from advisor.errors import BadInputError
+from advisor.gguf import layout
+from advisor.gguf.estimate import Settings, estimate
+
+N_LAYER, N_HEAD, N_KV, HEAD_DIM, N_VOCAB = 32, 32, 8, 128, 128_256
+KV_LAYER_PER_TOKEN = N_KV * HEAD_DIM * 2 * 2  # K and V rows of one layer, f16 (llama_kv_cache constructor)
+
+
+@pytest.fixture(scope="module")
+def facts():
+    model = load_catalog().get("llama-3.1-8b-instruct")
+    variant = next(v for v in model.all_variants() if v.quant == "Q4_K_M")
+    return compact_catalog_facts(model, variant, layout.tensor_inventory(model.arch))
+
+
+def dev(est, name):
+    return next((d for d in est.devices if d.device == name), None)
+
+
+def kv_on(est, name) -> int:
+    d = dev(est, name)
+    return d.kv_cache_bytes if d else 0
+
+
+def test_the_model_is_what_its_config_says(facts):
+    assert facts.n_layer == N_LAYER and facts.n_vocab == N_VOCAB and facts.head_dim_k == HEAD_DIM
+
+
+@pytest.mark.parametrize("ngl", [0, 1, 2, 17, 32, 33])
+def test_ngl_puts_the_output_and_the_last_layers_on_the_gpu(facts, ngl):
+    """llama_model::load_tensors (current builds): n_layer + 1 slots, the last one the output layer, filled from
+    the end: -ngl N puts the output layer and the last N - 1 repeating layers on the GPU, the KV cache of a layer
+    lives with it (offload_kqv), the token embeddings always stay on the CPU."""
+    ctx = 4096
+    est = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=ngl, n_gpus=1))
+    on_gpu = max(0, ngl - 1)
+    assert kv_on(est, "gpu0") == on_gpu * KV_LAYER_PER_TOKEN * ctx
+    assert kv_on(est, "cpu") == (N_LAYER - on_gpu) * KV_LAYER_PER_TOKEN * ctx
+    gpu = dev(est, "gpu0")
+    output = sum(t.nbytes for t in facts.tensors if t.name.startswith("output"))
+    if ngl == 0:
+        assert gpu is None or gpu.weights_bytes == 0
+    else:
+        assert gpu.weights_bytes >= output
+    embd = facts.tensor("token_embd.weight").nbytes
+    assert dev(est, "cpu").weights_bytes >= embd
+    if ngl == N_LAYER + 1:
+        assert dev(est, "cpu").weights_bytes == embd  # nothing but the input embeddings left on the CPU
+
+
+def test_even_tensor_split_over_two_gpus(facts):
+    """-ts 1,1 with every layer offloaded: slot il of the 33 goes to the first GPU whose cumulative share exceeds
+    il / 33 (load_tensors: std::upper_bound over the normalised split), so slots 0-16 (17 layers) on GPU 0 and
+    17-32 (15 layers and the output) on GPU 1."""
+    ctx = 4096
+    est = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=33, n_gpus=2, tensor_split=(1.0, 1.0)))
+    assert kv_on(est, "gpu0") == 17 * KV_LAYER_PER_TOKEN * ctx
+    assert kv_on(est, "gpu1") == 15 * KV_LAYER_PER_TOKEN * ctx
+    assert kv_on(est, "cpu") == 0
+
+
+@pytest.mark.parametrize("parallel", [1, 2, 4])
+def test_kv_cache_is_linear_in_the_context(facts, parallel):
+    for ctx in (2048, 8192, 32768):
+        est = estimate(facts, Settings(n_ctx=ctx, n_parallel=parallel, n_gpu_layers=0))
+        assert est.kv_cache_bytes == N_LAYER * KV_LAYER_PER_TOKEN * ctx
+
+
+def test_quantized_v_cache_needs_flash_attention(facts):
+    """llama_context constructor: "quantized V cache was requested, but this requires Flash Attention"; an f16 V
+    cache without flash attention is fine, and a q8_0 cache is half of f16 plus its scales (block_q8_0: 34 bytes per
+    32 values)."""
+    est = estimate(facts, Settings(n_ctx=4096, n_parallel=1, flash_attn="off"))
+    assert est.kv_cache_bytes == N_LAYER * KV_LAYER_PER_TOKEN * 4096
+    with pytest.raises(BadInputError):
+        estimate(facts, Settings(n_ctx=4096, n_parallel=1, flash_attn="off", cache_type_v="q8_0"))
+    q8 = estimate(facts, Settings(n_ctx=4096, n_parallel=1, flash_attn="on", cache_type_k="q8_0",
+                                  cache_type_v="q8_0"))
+    assert q8.kv_cache_bytes == N_LAYER * N_KV * HEAD_DIM * 2 * 4096 * 34 // 32
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_compute_buffer_holds_the_attention_scores_without_flash_attention(facts, gpus):
+    """Without flash attention the graph materialises KQ, f32 [n_kv, n_ubatch, n_head], next to the f32 mask
+    [n_kv, n_ubatch] that the softmax reads (llama-graph.cpp build_attn_mha): the compute buffer of the device that
+    runs the layers holds at least both, and doubling the cells adds at least the KQ growth."""
+    ub = 512
+
+    def compute(ctx):
+        est = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, flash_attn="off", n_ubatch=ub, n_gpus=gpus,
+                                       n_gpu_layers=-1 if gpus else 0))
+        return dev(est, "gpu0" if gpus else "cpu").compute_bytes
+
+    for ctx in (4096, 16384):
+        assert compute(ctx) >= 4 * ub * ctx * (N_HEAD + 1)
+        assert compute(2 * ctx) - compute(ctx) >= 4 * ub * ctx * N_HEAD
+    with_fa = estimate(facts, Settings(n_ctx=16384, n_parallel=1, flash_attn="on", n_gpus=gpus,
+                                       n_gpu_layers=-1 if gpus else 0))
+    assert dev(with_fa, "gpu0" if gpus else "cpu").compute_bytes < compute(16384)
+
+
+def test_logits_and_output_buffer(facts):
+    """The output layer's graph holds the f32 logits of a ubatch, n_vocab x n_ubatch (llama-graph.cpp build_inp_out
+    / the lm_head matmul); the output buffer holds n_vocab floats per sequence (llama_context::output_reserve)."""
+    for parallel in (1, 4):
+        est = estimate(facts, Settings(n_ctx=4096 * parallel, n_parallel=parallel, n_gpu_layers=0))
+        assert est.output_bytes == N_VOCAB * 4 * parallel
+        assert est.compute_bytes >= 4 * 512 * N_VOCAB
+
+
+def test_partial_offload_split_over_two_gpus(facts):
+    """-ngl 17 -ts 1,1: the GPU slots are the last 17 of the 33 (i_gpu_start = 33 - 17 = 16: layers 16-31 and the
+    output); slot il goes to GPU 0 while (il - 16) / 17 < 0.5, i.e. layers 16-24 (9) on GPU 0, layers 25-31 (7) and
+    the output on GPU 1, layers 0-15 (16) on the CPU."""
+    ctx = 4096
+    est = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=17, n_gpus=2, tensor_split=(1.0, 1.0)))
+    per_layer = KV_LAYER_PER_TOKEN * ctx
+    assert (kv_on(est, "gpu0"), kv_on(est, "gpu1"), kv_on(est, "cpu")) == (9 * per_layer, 7 * per_layer,
+                                                                           16 * per_layer)
+
+
+def test_builds_before_output_first_count_the_output_slot_last(facts):
+    """Before llama.cpp moved the output layer to the first offloaded slot, i_gpu_start was n_layer - N: -ngl 1
+    offloaded the last repeating layer and kept the output on the CPU; from that build on (OUTPUT_FIRST_SINCE, the
+    build the estimator names for the change) -ngl 1 offloads the output layer alone."""
+    from advisor.gguf import estimate as est_module
+
+    since = est_module.OUTPUT_FIRST_SINCE
+    ctx = 4096
+    old = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=1, n_gpus=1, llama_build=since - 1))
+    new = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=1, n_gpus=1, llama_build=since))
+    assert kv_on(old, "gpu0") == KV_LAYER_PER_TOKEN * ctx and kv_on(new, "gpu0") == 0
+    output = sum(t.nbytes for t in facts.tensors if t.name.startswith("output"))
+    assert dev(new, "gpu0").weights_bytes == output
+    assert dev(new, "gpu0").compute_bytes >= 4 * 512 * N_VOCAB  # the logits are computed where the output layer is
+
+
+def test_moe_ffn_holds_every_used_experts_activations():
+    """Qwen3-30B-A3B (config.json: 48 layers, 128 experts, 8 used, moe_intermediate_size 768): llama.cpp's
+    build_moe_ffn computes up and gate for each used expert (ggml_mul_mat_id: [768, 8, n_tokens] each) and their
+    SwiGLU product, so a device that runs MoE layers holds at least 3 x 768 x 8 floats per ubatch token: the GPU with
+    9 of the layers (-ngl 10). (The CPU side's big batches run on the GPU too on CUDA: ggml_backend_sched offload_op.)"""
+    model = load_catalog().get("qwen3-30b-a3b")
+    variant = next(v for v in model.all_variants() if v.quant == "Q4_K_M")
+    facts = compact_catalog_facts(model, variant, layout.tensor_inventory(model.arch))
+    est = estimate(facts, Settings(n_ctx=4096, n_parallel=1, n_gpu_layers=10, n_gpus=1, backend="cuda"))
+    floor = 4 * 512 * 3 * 768 * 8
+    assert dev(est, "gpu0").compute_bytes >= floor
+
+
+def test_every_layer_sliding_window(facts):
+    """A model whose every layer attends through a sliding window of 4096 tokens (sliding_window in its config, every
+    layer local): llama_kv_cache_iswa sizes that cache at pad(n_swa + n_ubatch, 256) = 4608 cells whatever the
+    context, and without flash attention the KQ scores span those cells: [4608, n_ubatch, n_head] f32."""
+    import dataclasses
+
+    swa = dataclasses.replace(facts, sliding_window=4096, swa_layers=(True,) * N_LAYER)
+    est = estimate(swa, Settings(n_ctx=32768, n_parallel=1, flash_attn="off", n_gpu_layers=0))
+    cells = 4608
+    assert est.kv_cache_bytes == N_LAYER * KV_LAYER_PER_TOKEN * cells
+    assert est.compute_bytes >= 4 * 512 * N_HEAD * cells
