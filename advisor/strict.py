@@ -15,6 +15,7 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -34,55 +35,100 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def build(tp: Any, value: Any, where: str, error: type[BadInputError] = BadInputError) -> Any:
     """Build ``tp`` (a dataclass, list, tuple, dict, optional/union, Literal or scalar type) from data."""
+    return _builder(tp)(value, where, error)
+
+
+Builder = Callable[[Any, str, "type[BadInputError]"], Any]
+
+
+@cache
+def _builder(tp: Any) -> Builder:
+    """The function that builds ``tp`` from data, made once per type: the catalog builds thousands of values of a
+    few dozen types, and deciding what a type is costs more than building a value of it."""
     origin = typing.get_origin(tp)
     if tp is Any:
-        return value
+        return lambda value, where, error: value
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
+        return _union(typing.get_args(tp))
+    if origin is Literal:
+        return _literal(typing.get_args(tp))
+    if origin in (list, tuple):
+        return _sequence(typing.get_args(tp)[0], origin)
+    if origin is dict:
+        return _mapping(typing.get_args(tp)[1])
+    if dataclasses.is_dataclass(tp):
+        return lambda value, where, error: _dataclass(tp, _object(value, where, error), where, error)
+    if tp in (float, int, str, bool):
+        return _scalar(tp)
+    raise TypeError(f"unsupported schema type {tp!r}")  # a bug in the schema, not in the data
+
+
+def _union(args: tuple[Any, ...]) -> Builder:
+    optional = type(None) in args
+    members = [_builder(arg) for arg in args if arg is not type(None)]
+
+    def run(value: Any, where: str, error: type[BadInputError]) -> Any:
+        if value is None and optional:
             return None
         messages = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for member in members:
             try:
-                return build(arg, value, where, error)
+                return member(value, where, error)
             except BadInputError as exc:
                 messages.append(exc.message)
         raise error(messages[0] if messages else f"{where}: unexpected value {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
-            raise error(f"{where}: {value!r} is not one of {allowed}")
+    return run
+
+
+def _literal(allowed: tuple[Any, ...]) -> Builder:
+    def run(value: Any, where: str, error: type[BadInputError]) -> Any:
+        if value not in allowed:
+            raise error(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
         return value
-    if origin in (list, tuple):
+    return run
+
+
+def _sequence(item_tp: Any, origin: type) -> Builder:
+    item = _builder(item_tp)
+
+    def run(value: Any, where: str, error: type[BadInputError]) -> Any:
         if not isinstance(value, list):
             raise error(f"{where}: expected a list, got {type(value).__name__}")
-        item = typing.get_args(tp)[0]
-        items = [build(item, v, f"{where}[{i}]", error) for i, v in enumerate(value)]
+        items = [item(v, f"{where}[{i}]", error) for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise error(f"{where}: expected an object, got {type(value).__name__}")
-        _, item = typing.get_args(tp)
-        return {str(k): build(item, v, f"{where}.{_shown(k)}", error) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise error(f"{where}: expected an object, got {type(value).__name__}")
-        return _dataclass(tp, value, where, error)
-    if tp is float:
+    return run
+
+
+def _mapping(item_tp: Any) -> Builder:
+    item = _builder(item_tp)
+
+    def run(value: Any, where: str, error: type[BadInputError]) -> Any:
+        return {str(k): item(v, f"{where}.{_shown(k)}", error) for k, v in _object(value, where, error).items()}
+    return run
+
+
+def _object(value: Any, where: str, error: type[BadInputError]) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise error(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _scalar(tp: type) -> Builder:
+    def number(value: Any, where: str, error: type[BadInputError]) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise error(f"{where}: expected a number, got {value!r}")
         return float(value)
-    if tp is int:
+
+    def integer(value: Any, where: str, error: type[BadInputError]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise error(f"{where}: expected an integer, got {value!r}")
         return value
-    if tp in (str, bool):
+
+    def exact(value: Any, where: str, error: type[BadInputError]) -> Any:
         if not isinstance(value, tp):
             raise error(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
         return value
-    raise TypeError(f"{where}: unsupported schema type {tp!r}")  # a bug in the schema, not in the data
+    return number if tp is float else integer if tp is int else exact
 
 
 def _shown(key: Any) -> str:
@@ -91,17 +137,27 @@ def _shown(key: Any) -> str:
     return text if text.isprintable() and len(text) <= 80 else repr(text[:80])
 
 
-def _dataclass(cls: Any, table: dict[str, Any], where: str, error: type[BadInputError]) -> Any:
+@cache
+def _fields(cls: Any) -> tuple[dict[str, Any], tuple[tuple[str, Builder, bool], ...]]:
+    """A dataclass's fields by name, and per field: its builder and whether the data must give it."""
     hints = _hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
+    plan = tuple((name, _builder(hints[name]),
+                  f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                 for name, f in known.items())
+    return known, plan
+
+
+def _dataclass(cls: Any, table: dict[str, Any], where: str, error: type[BadInputError]) -> Any:
+    known, plan = _fields(cls)
+    if not table.keys() <= known.keys():
+        unknown = sorted(set(table) - set(known))
         raise error(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(known))})")
     kwargs = {}
-    for name, f in known.items():
+    for name, make, required in plan:
         if name in table:
-            kwargs[name] = build(hints[name], table[name], f"{where}.{name}", error)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kwargs[name] = make(table[name], f"{where}.{name}", error)
+        elif required:
             raise error(f"{where}: missing required key {name!r}")
     return cls(**kwargs)
 

@@ -111,20 +111,35 @@ def compact_catalog_facts(model: Model, variant: Variant, inventory: list | None
     return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer, experts)
 
 
-def approx_catalog_facts(model: Model, variant: Variant, bpw: float, inventory: list) -> ModelFacts:
-    """Facts with every tensor at the variant's average bits per weight: for ranking many candidates cheaply.
-    Plans are re-sized with ``compact_catalog_facts`` before they are shown."""
-    a = model.arch
-    per_layer, experts = [0] * a.n_layer, [0] * a.n_layer
+@dataclasses.dataclass(frozen=True)
+class InventorySums:
+    """An architecture's tensor inventory in elements: the global tensors one by one, each layer's tensors (and
+    apart from them its expert tensors) summed. Built once per model; every quant's approximate facts scale it."""
+
+    globals_: tuple[tuple[str, tuple[int, ...], int], ...]
+    per_layer: tuple[int, ...]
+    experts: tuple[int, ...]
+
+
+def inventory_sums(n_layer: int, inventory: list) -> InventorySums:
+    per_layer, experts = [0] * n_layer, [0] * n_layer
     globals_ = []
     for t in inventory:
-        nb = int(t.n_elements * bpw / 8)
         il = _layer_of(t.name)
         if il is None:
-            globals_.append(TensorFacts(t.name, t.shape, 24, nb))
-        elif il < a.n_layer:
-            (experts if _is_expert(t.name) else per_layer)[il] += nb
-    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer, experts)
+            globals_.append((t.name, t.shape, t.n_elements))
+        elif il < n_layer:
+            (experts if _is_expert(t.name) else per_layer)[il] += t.n_elements
+    return InventorySums(tuple(globals_), tuple(per_layer), tuple(experts))
+
+
+def approx_catalog_facts(model: Model, variant: Variant, bpw: float, inventory: list | InventorySums) -> ModelFacts:
+    """Facts with every tensor at the variant's average bits per weight: for ranking many candidates cheaply.
+    Plans are re-sized with ``compact_catalog_facts`` before they are shown."""
+    sums = inventory if isinstance(inventory, InventorySums) else inventory_sums(model.arch.n_layer, inventory)
+    globals_ = tuple(TensorFacts(name, shape, 24, int(n * bpw / 8)) for name, shape, n in sums.globals_)
+    return _with_layers(_skeleton(model, variant), globals_, [int(n * bpw / 8) for n in sums.per_layer],
+                        [int(n * bpw / 8) for n in sums.experts])
 
 
 def compact(facts: ModelFacts) -> ModelFacts:

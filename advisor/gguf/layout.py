@@ -332,8 +332,9 @@ def _gemma3n_layer(a: ArchFacts, p: str) -> list[Tensor]:
     ]
 
 
-def tensor_inventory(a: ArchFacts) -> list[Tensor]:
-    """The weight tensors of a GGUF conversion of ``a``, in llama.cpp's load order."""
+def tensor_inventory(a: ArchFacts, ordered: bool = True) -> list[Tensor]:
+    """The weight tensors of a GGUF conversion of ``a``, in llama.cpp's load order (``ordered=False``: in any order,
+    for a caller that only sums them)."""
     tensors = [Tensor("token_embd.weight", (a.n_embd, a.vocab_size)), Tensor("output_norm.weight", (a.n_embd,))]
     if a.name == "starcoder2":
         tensors.append(Tensor("output_norm.bias", (a.n_embd,)))
@@ -348,7 +349,8 @@ def tensor_inventory(a: ArchFacts) -> list[Tensor]:
                     Tensor("altup_unembd_proj.weight", (a.n_embd, a.n_embd, n_alt - 1))]
     for i in range(a.n_layer + _opt(a, "n_layer_nextn")):
         tensors += _layer(a, i)
-    tensors.sort(key=_sort_key)
+    if ordered:
+        tensors.sort(key=_sort_key)
     return tensors
 
 

@@ -21,7 +21,13 @@ from advisor.errors import BadInputError, NothingFitsError
 from advisor.gguf.facts import ModelFacts
 from advisor.plan import LLAMA_CPP, VLLM, EngineRef, LlamaCppSettings, ModelRef, Plan
 from advisor.planner import assemble
-from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog_facts, expert_fraction
+from advisor.catalog.facts import (
+    approx_catalog_facts,
+    compact,
+    compact_catalog_facts,
+    expert_fraction,
+    inventory_sums,
+)
 from advisor.planner.llamacpp import Contexts, Fit, LlamaChoice, plan_llama, threads_for
 from advisor.planner.machine import Machine, build_machine
 from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend, superseded
@@ -100,6 +106,7 @@ class _Run:
     exact: bool = False  # False: rank with approximate sizes (APPROX_SCALE); shown plans are always re-sized
     facts: dict[tuple[str, str, bool, bool], ModelFacts] = field(default_factory=dict)
     inventories: dict[str, list[Any]] = field(default_factory=dict)
+    sums: dict[str, Any] = field(default_factory=dict)  # inventory_sums per model: what approximate facts scale
 
 
 #: Ranking pass: every tensor at the quant's average bits per weight (catalog/quants.toml bpw, measured on
@@ -199,14 +206,16 @@ def _speed_reason(m: Machine, speed: float, penalty: float) -> str:
 def _facts(run: _Run, model: Model, v: Variant, q: Quality) -> ModelFacts:
     from advisor.gguf import layout as quant_layout
     key = (model.id, v.quant, v.imatrix, run.exact)
-    if key not in run.facts:  # one layout per (model, quant): the ngl search reuses it
+    if key in run.facts:  # one layout per (model, quant): the ngl search reuses it
+        return run.facts[key]
+    if run.exact or not q.bpw:
         if model.id not in run.inventories:  # one tensor inventory per model, shared by its quants
             run.inventories[model.id] = quant_layout.tensor_inventory(model.arch)
-        inv = run.inventories[model.id]
-        if run.exact or not q.bpw:
-            run.facts[key] = compact_catalog_facts(model, v, inv)
-        else:
-            run.facts[key] = approx_catalog_facts(model, v, q.bpw * APPROX_SCALE, inv)
+        run.facts[key] = compact_catalog_facts(model, v, run.inventories[model.id])
+    else:
+        if model.id not in run.sums:  # sums need no load order
+            run.sums[model.id] = inventory_sums(model.arch.n_layer, quant_layout.tensor_inventory(model.arch, False))
+        run.facts[key] = approx_catalog_facts(model, v, q.bpw * APPROX_SCALE, run.sums[model.id])
     return run.facts[key]
 
 
