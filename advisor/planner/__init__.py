@@ -368,7 +368,8 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
 
 
 def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) -> Plan | None:
-    m, req = run.machine, run.request
+    """The best plan of ``model`` over the machine's engines and the model's variants (None: every one rejected)."""
+    req = run.request
     base, model_why = model_score(run.catalog, model, req.task)
     if req.context and req.context > model.context_native:
         run.rejections.append(Rejection(model.id, "context_above_trained",
@@ -376,85 +377,126 @@ def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) ->
         return None
     best: tuple[tuple[float, float, int], Plan] | None = None
     for pref, engine in enumerate(run.engines):
-        variants = [v for v in model.all_variants() if v.format in ENGINE_FORMATS[engine]
-                    and (repo is None or v.repo == repo) and (quant is None or v.quant.upper() == quant)]
-        if not variants:
-            run.rejections.append(Rejection(model.id, "no_variant", engine=engine))
-            continue
-        key = speed_backend(m) if engine == LLAMA_CPP else m.backend
-        qs = {id(v): quality(run.catalog, v, m, key) for v in variants}
-        sizes = {id(v): quick_size(model, v, qs[id(v)]) for v in variants}
-        variants.sort(key=lambda v: (-qs[id(v)].effective, -qs[id(v)].rating, sizes[id(v)]))
-        room = m.gpu_budget_bytes if engine == VLLM else m.gpu_budget_bytes + m.cpu.budget_bytes
-        if m.unified:
-            room = min(m.gpu_budget_bytes, m.cpu.budget_bytes) if engine == VLLM else m.cpu.budget_bytes
-        for v in variants:
-            q, size = qs[id(v)], sizes[id(v)]
-            if best is not None and round(base * q.effective / 100, 2) <= best[0][0]:
-                break  # variants are in quality order: none further down can beat the plan found
-            if req.max_size_bytes and size > req.max_size_bytes:
-                run.rejections.append(Rejection(model.id, "max_size", {"size": size, "limit": req.max_size_bytes},
-                                                v.quant, engine))
-                continue
-            if size > room:  # cheap: the weights alone exceed everything the machine offers
-                run.rejections.append(Rejection(model.id, "too_big", {"need": size, "have": room,
-                                      "device": "all devices together"}, v.quant, engine, size - room))
-                continue
-            floor_speed = 0.0 if req.model else m.rules["min_decode_tokens_per_s"]
-            frac = (model.params_active_b or model.params_total_b) / model.params_total_b
-            if floor_speed and quick_decode(size, frac, m) < floor_speed:
-                run.rejections.append(Rejection(model.id, "too_slow", {
-                    "speed": f"{quick_decode(size, frac, m):.1f} at most", "floor": f"{floor_speed:g}",
-                    "placement": ""}, v.quant, engine))
-                continue
+        for v, q, size in _ranked_variants(run, model, engine, repo, quant):
             score = round(base * q.effective / 100, 2)
-            why = [model_why, f"{v.quant} ({v.format}): quant quality {q.score:g}"
-                   + (f" (ranked as {q.ranked_as})" if q.ranked_as != q.quant else "")
-                   + (f", less {q.penalty:g} on {key}: {m.rules.why('quant_penalty')}" if q.penalty else "")
-                   + "; the best-ranked variant that fits", f"engine {engine}: {run.engine_reason}"]
-            if engine == LLAMA_CPP:
-                plan = _llama_plan(run, model, v, _facts(run, model, v, q), model.context_native, score, why, frac,
-                                   base)
-            else:
-                plan = _vllm_plan(run, model, v, q, score, why)
-            if isinstance(plan, Fit):
-                run.rejections.append(Rejection(model.id, "too_big", {"need": plan.need_bytes,
-                                      "have": plan.have_bytes, "device": plan.where}, v.quant, engine,
-                                      plan.shortfall_bytes))
+            if best is not None and score <= best[0][0]:
+                break  # variants are in quality order: none further down can beat the plan found
+            if _cheap_reject(run, model, v, size, engine):
                 continue
-            if isinstance(plan, VllmMiss):
-                run.rejections.append(Rejection(model.id, plan.template, plan.params, v.quant, engine,
-                                                plan.shortfall_bytes))
+            plan = _plan_variant(run, model, v, q, engine, score, base, model_why)
+            if plan is None:
                 continue
-            speed = plan.predicted.decode_tokens_per_s or 0.0
-            if plan.llama_cpp and not req.context and (speed < floor_speed or slow_penalty(m, speed)):
-                # Each generated token reads the whole KV cache: a default context that grew with memory must not
-                # make a variant slower than the smaller context of a smaller machine kept it (more memory never
-                # lowers the plan). Retry at the context the task needs, then at the floor.
-                cx = _contexts(run, model.context_native)
-                for cap in dict.fromkeys((cx.need, cx.floor)):
-                    if plan.llama_cpp.ctx // plan.llama_cpp.parallel <= cap:
-                        continue
-                    shorter = _llama_plan(run, model, v, _facts(run, model, v, q), model.context_native, score,
-                                          why, frac, base, ctx_cap=cap)
-                    if isinstance(shorter, Plan) and (shorter.score, shorter.predicted.decode_tokens_per_s or 0.0) \
-                            > (plan.score, speed):
-                        plan, speed = shorter, shorter.predicted.decode_tokens_per_s or 0.0
-                        plan.reasons.append(f"context {cap} tokens per slot, not the default for this machine: a "
-                                            "longer one would decode slower")
-            if floor_speed and speed < floor_speed:
-                placement = "" if not plan.llama_cpp else (
-                    f" with {plan.llama_cpp.n_gpu_layers} layers on the GPU" if m.gpus else " on the CPU")
-                run.rejections.append(Rejection(model.id, "too_slow", {"speed": f"{speed:g}", "floor":
-                                      f"{floor_speed:g}", "placement": placement}, v.quant, engine))
-                continue
-            plan = assemble.apply_learned(plan, run.learned.get(model.id))
             rank = (plan.score, plan.predicted.decode_tokens_per_s or 0.0, -pref)
             if best is None or rank > best[0]:
                 best = (rank, plan)
             if plan.score >= score:  # nothing below this variant can score higher
                 break
     return best[1] if best else None
+
+
+def _ranked_variants(run: _Run, model: Model, engine: str, repo: str | None,
+                     quant: str | None) -> list[tuple[Variant, Quality, int]]:
+    """The model's variants ``engine`` can run (of ``repo`` / ``quant`` when asked), best quality first, then
+    smallest; each with its quality and quick size."""
+    m = run.machine
+    variants = [v for v in model.all_variants() if v.format in ENGINE_FORMATS[engine]
+                and (repo is None or v.repo == repo) and (quant is None or v.quant.upper() == quant)]
+    if not variants:
+        run.rejections.append(Rejection(model.id, "no_variant", engine=engine))
+        return []
+    key = speed_backend(m) if engine == LLAMA_CPP else m.backend
+    ranked = [(v, q, quick_size(model, v, q)) for v in variants for q in (quality(run.catalog, v, m, key),)]
+    ranked.sort(key=lambda t: (-t[1].effective, -t[1].rating, t[2]))
+    return ranked
+
+
+def _floor_speed(run: _Run) -> float:
+    return 0.0 if run.request.model else run.machine.rules["min_decode_tokens_per_s"]
+
+
+def _active_fraction(model: Model) -> float:
+    return (model.params_active_b or model.params_total_b) / model.params_total_b
+
+
+def _cheap_reject(run: _Run, model: Model, v: Variant, size: int, engine: str) -> bool:
+    """Rejections that need no sizing: --max-size, weights beyond everything the machine offers, and a decode
+    speed bound below the floor. Recorded in ``run.rejections``."""
+    m, req = run.machine, run.request
+    room = m.gpu_budget_bytes if engine == VLLM else m.gpu_budget_bytes + m.cpu.budget_bytes
+    if m.unified:
+        room = min(m.gpu_budget_bytes, m.cpu.budget_bytes) if engine == VLLM else m.cpu.budget_bytes
+    if req.max_size_bytes and size > req.max_size_bytes:
+        run.rejections.append(Rejection(model.id, "max_size", {"size": size, "limit": req.max_size_bytes},
+                                        v.quant, engine))
+        return True
+    if size > room:
+        run.rejections.append(Rejection(model.id, "too_big", {"need": size, "have": room,
+                              "device": "all devices together"}, v.quant, engine, size - room))
+        return True
+    floor_speed = _floor_speed(run)
+    bound = quick_decode(size, _active_fraction(model), m)
+    if floor_speed and bound < floor_speed:
+        run.rejections.append(Rejection(model.id, "too_slow", {
+            "speed": f"{bound:.1f} at most", "floor": f"{floor_speed:g}", "placement": ""}, v.quant, engine))
+        return True
+    return False
+
+
+def _plan_variant(run: _Run, model: Model, v: Variant, q: Quality, engine: str, score: float, base: float,
+                  model_why: str) -> Plan | None:
+    """The plan of one variant on one engine, or None (the rejection recorded)."""
+    m, req = run.machine, run.request
+    key = speed_backend(m) if engine == LLAMA_CPP else m.backend
+    frac = _active_fraction(model)
+    why = [model_why, f"{v.quant} ({v.format}): quant quality {q.score:g}"
+           + (f" (ranked as {q.ranked_as})" if q.ranked_as != q.quant else "")
+           + (f", less {q.penalty:g} on {key}: {m.rules.why('quant_penalty')}" if q.penalty else "")
+           + "; the best-ranked variant that fits", f"engine {engine}: {run.engine_reason}"]
+    if engine == LLAMA_CPP:
+        plan = _llama_plan(run, model, v, _facts(run, model, v, q), model.context_native, score, why, frac, base)
+    else:
+        plan = _vllm_plan(run, model, v, q, score, why)
+    if isinstance(plan, Fit):
+        run.rejections.append(Rejection(model.id, "too_big", {"need": plan.need_bytes, "have": plan.have_bytes,
+                                        "device": plan.where}, v.quant, engine, plan.shortfall_bytes))
+        return None
+    if isinstance(plan, VllmMiss):
+        run.rejections.append(Rejection(model.id, plan.template, plan.params, v.quant, engine,
+                                        plan.shortfall_bytes))
+        return None
+    floor_speed = _floor_speed(run)
+    speed = plan.predicted.decode_tokens_per_s or 0.0
+    if plan.llama_cpp and not req.context and (speed < floor_speed or slow_penalty(m, speed)):
+        plan = _shorter_context(run, model, v, q, plan, score, why, base)
+        speed = plan.predicted.decode_tokens_per_s or 0.0
+    if floor_speed and speed < floor_speed:
+        placement = "" if not plan.llama_cpp else (
+            f" with {plan.llama_cpp.n_gpu_layers} layers on the GPU" if m.gpus else " on the CPU")
+        run.rejections.append(Rejection(model.id, "too_slow", {"speed": f"{speed:g}", "floor": f"{floor_speed:g}",
+                                        "placement": placement}, v.quant, engine))
+        return None
+    return assemble.apply_learned(plan, run.learned.get(model.id))
+
+
+def _shorter_context(run: _Run, model: Model, v: Variant, q: Quality, plan: Plan, score: float, why: list[str],
+                     base: float) -> Plan:
+    """Each generated token reads the whole KV cache: a default context that grew with memory must not make a
+    variant slower than the smaller context of a smaller machine kept it (more memory never lowers the plan).
+    Retry at the context the task needs, then at the floor; keep whichever scores (then decodes) best."""
+    assert plan.llama_cpp is not None
+    speed = plan.predicted.decode_tokens_per_s or 0.0
+    cx = _contexts(run, model.context_native)
+    for cap in dict.fromkeys((cx.need, cx.floor)):
+        if plan.llama_cpp.ctx // plan.llama_cpp.parallel <= cap:
+            continue
+        shorter = _llama_plan(run, model, v, _facts(run, model, v, q), model.context_native, score, why,
+                              _active_fraction(model), base, ctx_cap=cap)
+        if isinstance(shorter, Plan) and (shorter.score, shorter.predicted.decode_tokens_per_s or 0.0) \
+                > (plan.score, speed):
+            plan, speed = shorter, shorter.predicted.decode_tokens_per_s or 0.0
+            plan.reasons.append(f"context {cap} tokens per slot, not the default for this machine: a longer one "
+                                "would decode slower")
+    return plan
 
 
 def recommend(profile: HardwareProfile, catalog: Catalog, rules: Rules, request: Request = Request(),
