@@ -1,5 +1,5 @@
 """Median wall time of `advisor recommend --json` (whole catalog, a saved profile of this machine), 10 runs, each a
-fresh process: nothing is cached across runs. Target (issue 5): under 0.5 s.
+fresh process: nothing is cached across runs. Target: under 0.5 s.
 
     python benchmarks/recommend_time.py [--runs 10] [--hardware FILE]
 """
