@@ -1,6 +1,6 @@
 """Median wall time of `advisor catalog list --json` (a fresh process each run, the real installed command).
 
-Usage: python benchmarks/catalog_list.py [--runs 10]. Target (issue 4): median below 0.3 s. `advisor --version` is
+Usage: python benchmarks/catalog_list.py [--runs 10]. Target: median below 0.3 s. `advisor --version` is
 timed alongside as the floor (interpreter + typer start-up), so the catalog's own cost is the difference.
 """
 

@@ -1,6 +1,6 @@
 """Time to read a model's facts from a 4 GB (sparse, header-only) GGUF: median of 10 reads.
 
-Usage: python benchmarks/gguf_header.py [--runs 10]. Target (issue 3): < 0.2 s. The file has Llama-3-8B-like
+Usage: python benchmarks/gguf_header.py [--runs 10]. Target: < 0.2 s. The file has Llama-3-8B-like
 shapes in Q4_0 with a 128256-token vocabulary (a ~2 MB header of token strings), so the
 time is the header parse; the tensor data (a hole) is never touched.
 """

@@ -1,4 +1,4 @@
-"""The estimator against real GPU start-up logs (issue 7): one row per entry, device and buffer, then a summary.
+"""The estimator against real GPU start-up logs: one row per entry, device and buffer, then a summary.
 
 Usage: python benchmarks/gpu_logs.py. Each llama.cpp entry of tests/data/gpu-logs/logs.jsonl is rebuilt as a
 header-only GGUF (tests/gguf_from_log.py) in a temporary directory and estimated with the entry's settings and

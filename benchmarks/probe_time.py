@@ -1,6 +1,6 @@
 """Median wall time of `advisor probe --json` (a fresh process each run, as a provisioning script calls it).
 
-Usage: python benchmarks/probe_time.py [--runs 10]. Target (issue 2): median below 0.3 s on the 2-core CI machine.
+Usage: python benchmarks/probe_time.py [--runs 10]. Target: median below 0.3 s on the 2-core CI machine.
 `advisor --version` is timed alongside as the floor (interpreter and typer start-up).
 """
 

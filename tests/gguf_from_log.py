@@ -1,4 +1,4 @@
-"""Header-only GGUFs rebuilt from real GPU start-up logs (tests/data/gpu-logs/logs.jsonl), for issue 7.
+"""Header-only GGUFs rebuilt from real GPU start-up logs (tests/data/gpu-logs/logs.jsonl).
 
 For one llama.cpp entry this writes a GGUF with the entry's architecture, hyper-parameters, every tensor's name and
 shape, and the tensor types the model really had, with a sparse (never written) data region of the real size; then

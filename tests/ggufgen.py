@@ -5,9 +5,9 @@ from ``SHAPES`` below, which follows the ``create_tensor`` calls in llama.cpp's 
 (``load_tensors``). An architecture works when every tensor llama.cpp requires for it has a shape rule here and
 ``choose_tensors`` picks the set llama.cpp expects; ``supported_archs()`` lists the ones that can be written at all.
 
-Measured facts this relies on (the project notes, verified.md): a gpt2-style byte vocabulary needs at least one
-merge or llama.cpp refuses it ("cannot find tokenizer merges"); a header-only file truncated (sparse) to the full
-data size loads on the CPU.
+Facts this relies on: a gpt2-style byte vocabulary needs at least one merge or llama.cpp refuses it ("cannot find
+tokenizer merges", src/llama-vocab.cpp); a header-only file truncated (sparse) to the full data size loads
+on the CPU.
 
 Used by tests (into tmp dirs) and benchmarks; never writes into the repository.
 """
@@ -229,7 +229,8 @@ def supported_archs() -> list[str]:
 
 def tensor_type(name: str, shape: Sequence[int], spec: Spec) -> T:
     if len(shape) == 1 or "ffn_gate_inp" in name:
-        return T.F32  # norms, biases and the MoE router stay F32, as llama-quantize leaves them (verified.md)
+        # norms, biases and the MoE router stay F32: llama-quant.cpp tensor_allows_quantization leaves them
+        return T.F32
     if any(k in name for k in ("ssm_conv1d", "ssm_a", "ssm_d", "ssm_norm")) and "ssm_dt" not in name:
         # convert_hf_to_gguf / llama-quantize keep the SSM conv kernel, A, D and the group norm in F32 (ggml_ssm_conv
         # and ggml_ssm_scan take F32)

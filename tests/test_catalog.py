@@ -18,7 +18,7 @@ from advisor.settings import data_dir
 
 ADVISOR = Path(sys.executable).parent / "advisor"
 REPO_CATALOG = Path(__file__).resolve().parent.parent / "catalog"
-TOLERANCE = 0.02  # issue 4: derived sizes within 2 % of measured ones
+TOLERANCE = 0.02  # derived sizes within 2 % of measured ones
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,8 @@ def test_recipe_reproduces_logged_tensor_sizes(arch, quant, gib):
 
 
 def test_q4_k_m_recipe_details():
-    """notes/verified.md: attn_v and ffn_down Q6_K on use_more_bits layers, output Q6_K, token_embd Q4_K."""
+    """llama-quant.cpp llama_tensor_get_type: attn_v and ffn_down Q6_K on use_more_bits layers, output Q6_K,
+    token_embd Q4_K."""
     types = {t.name: ty for t, ty in quant_layout.assign_types(LLAMA31_8B, "Q4_K_M")}
     more = [i for i in range(32) if i < 4 or i >= 28 or (i - 4) % 3 == 2]
     for i in range(32):

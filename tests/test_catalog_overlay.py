@@ -1,4 +1,4 @@
-"""The user catalog overlay (issue 4): ``advisor catalog refresh`` against tests/fake_hub.py (the real
+"""The user catalog overlay: ``advisor catalog refresh`` against tests/fake_hub.py (the real
 huggingface_hub client), ``advisor catalog add`` from a local GGUF, the fake Hub and a config.json directory, and
 strict loading of a malformed overlay. Every command runs as the real installed CLI in a subprocess."""
 

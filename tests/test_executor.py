@@ -145,7 +145,7 @@ def test_backs_off_along_the_plan_ladder(tmp_path: Path) -> None:
 
 
 def test_plan_sampling_reaches_the_engine_and_the_test_prompt_stays_greedy(tmp_path: Path) -> None:
-    """issue 5: the model's recommended sampling is the engine's default; the check's own temperature 0 wins."""
+    """The model's recommended sampling is the engine's default; the check's own temperature 0 wins."""
     script = Script([("loaded", None, 0)])
     clock = FakeClock()
     sent: list[dict[str, Any]] = []

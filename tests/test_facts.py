@@ -164,7 +164,7 @@ def test_cli_bad_input_is_one_line(tmp_path, content):
 
 
 def test_ggml_table_is_llamacpp():
-    # block sizes/bytes from ggml.c type_traits (notes/memory.md §1.1)
+    # block sizes/bytes from ggml.c type_traits
     assert ggml.block_size(ggml.type_id("q8_0")) == (32, 34)
     assert ggml.block_size(ggml.type_id("q4_K")) == (256, 144)
     assert ggml.block_size(ggml.type_id("iq4_xs")) == (256, 136)

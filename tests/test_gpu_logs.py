@@ -1,4 +1,4 @@
-"""The estimator against real GPU start-up logs (issue 7): tests/data/gpu-logs/logs.jsonl.
+"""The estimator against real GPU start-up logs: tests/data/gpu-logs/logs.jsonl.
 
 Every llama.cpp entry is rebuilt as a header-only GGUF (tests/gguf_from_log.py: the log's architecture, shapes and
 tensor types, a sparse data region of the real size), read back with read_gguf_facts, estimated with the entry's

@@ -1,4 +1,4 @@
-"""The planner's vLLM memory model against real vLLM start-up logs (issue 7): tests/data/gpu-logs/logs.jsonl, v*.
+"""The planner's vLLM memory model against real vLLM start-up logs: tests/data/gpu-logs/logs.jsonl, v*.
 
 For every V1 entry the model (advisor/planner/vllm.py) predicts, per rank, the logged "Available KV cache memory"
 from the GPU's memory, gpu_memory_utilization, the logged model-loading size (weights), tensor parallelism,

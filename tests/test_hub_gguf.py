@@ -1,4 +1,4 @@
-"""Facts of a GGUF on the Hub from its header alone (issue 3): the real huggingface_hub client against
+"""Facts of a GGUF on the Hub from its header alone: the real huggingface_hub client against
 tests/fake_hub.py, the results compared with advisor.gguf.facts over the same local file."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Weights are also compared to the byte with ``llama_model_size``.
 Recurrent models (mamba, mamba2, the granitehybrid attention/Mamba2 hybrid) also compare the "RS buffer size" line
 (llama_memory_recurrent's state) with ``recurrent_bytes``.
 
-Targets (issue 3): weights, KV and RS within 0.5 % (or the log's 0.005 MiB rounding); compute within 5 % or 2 MiB.
+Targets: weights, KV and RS within 0.5 % (or the log's 0.005 MiB rounding); compute within 5 % or 2 MiB.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def test_learned_settings_are_used_and_said(catalog, rules):
 
 
 def apple(ram_gib=16):
-    """An M-series Mac: Metal's budget is recommendedMaxWorkingSetSize, about 2/3 of RAM up to 36 GB (notes §6)."""
+    """An M-series Mac: Metal's budget is recommendedMaxWorkingSetSize, about 2/3 of RAM up to 36 GB
+    (ggml-metal-device.m ggml_metal_device_get_memory)."""
     ws = ram_gib * GIB * 2 // 3
     gpu = Gpu(index=0, vendor="apple", name="Apple M2", backend="metal", memory_total_bytes=ws,
               memory_free_bytes=ws, unified_memory=True)
@@ -133,7 +134,7 @@ def apple(ram_gib=16):
 
 
 def test_device_need_is_buffers_plus_the_backends_overhead(catalog, rules):
-    """issue 7: the estimator runs for the GPU's backend and each GPU's need adds rules/backends.toml's
+    """The estimator runs for the GPU's backend and each GPU's need adds rules/backends.toml's
     context_overhead_bytes, shown as other_bytes; the CUDA_Host buffers count against RAM."""
     from advisor.gguf.estimate import backend_rules
 

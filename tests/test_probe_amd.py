@@ -23,7 +23,7 @@ KFD_GFX1100 = AMD / "tinygrad__kfd_node_properties_gfx1100.txt"
 GIB = 1024**3
 MIB = 1024**2
 
-# A CPU node as the KFD topology lists it first: gfx_target_version 0 (notes §2.3).
+# A CPU node as the KFD topology lists it first: gfx_target_version 0 (amdkfd kfd_topology.c).
 CPU_NODE = "cpu_cores_count 16\nsimd_count 0\ngfx_target_version 0\nvendor_id 0\ndevice_id 0\n"
 
 
@@ -114,7 +114,7 @@ def gfx1100_machine(machine: Machine) -> None:
      (100301, "gfx1031"), (80003, "gfx803"), (0, None)],
 )
 def test_gfx_target_from_version(version, target):
-    # The three examples of notes §2.3 (ollama gfxTargetFromKFDVersion) plus the targets of the recorded cards.
+    # ollama discover/amd.go gfxTargetFromKFDVersion's examples plus the targets of the recorded cards.
     assert amd.gfx_target_from_version(version) == target
     if target:
         assert amd.gfx_version_from_target(target) == version
@@ -158,7 +158,8 @@ def test_parse_rocm_smi_recordings(name):
 
 
 def test_parse_rocm_smi_newer_spelling_and_gfx_version():
-    # ROCm 6.1+ spells "Card Series" and adds "GFX Version" (notes §2.2); built from the 6.0.2 recording.
+    # ROCm 6.1+ spells "Card Series" and adds "GFX Version" (influxdata/telegraf
+    # plugins/inputs/amd_rocm_smi/testdata/rx6700xt_rocm612.json); built from the 6.0.2 recording.
     doc = recording("telegraf__rx6700xt_rocm602.json")
     card = doc["card0"]
     card["Card Series"] = card.pop("Card series")
@@ -176,7 +177,7 @@ def test_parse_rocm_smi_garbage(text):
 
 
 # amd-smi: no public recording exists (SOURCES.md "Not copied"); these documents are synthetic, in the two shapes
-# described in notes §2.1 (list before ROCm 6.4, {"gpu_data": [...]} after; sizes {"value", "unit"} in MB or B).
+# parsed by public tools (list before ROCm 6.4, {"gpu_data": [...]} after; sizes {"value", "unit"} in MB or B).
 AMD_SMI_OLD = [
     {
         "gpu": 0,
@@ -444,7 +445,8 @@ def test_uevent_gives_pci_address_without_symlink(machine):
 
 
 def test_amdsmi_import_failure_is_silent(tmp_path, monkeypatch, capsys):
-    # What the PyPI amdsmi wheel does without libamd_smi.so (notes §2.1): print to stdout, then raise KeyError.
+    # What the PyPI amdsmi wheel does without libamd_smi.so (amdsmi_wrapper.find_smi_library): print to stdout,
+    # then raise KeyError.
     (tmp_path / "amdsmi.py").write_text(textwrap.dedent("""
         print("/opt/rocm/lib/libamd_smi.so: cannot open shared object file: No such file or directory")
         print("Unable to find libamd_smi.so library try installing amd-smi-lib from your package manager")
@@ -473,7 +475,7 @@ def test_read_amdsmi_with_fake_library(capsys):
     (gpu,) = report.gpus
     assert (gpu.name, gpu.gfx_target, gpu.compute_units, gpu.pci_bus_id) == (
         "AMD Instinct MI300X", "gfx942", 304, "0000:0c:00.0")
-    assert (gpu.memory_total_bytes, gpu.memory_used_bytes) == (196592 * MIB, 283 * MIB)  # MB fields (notes §2.1)
+    assert (gpu.memory_total_bytes, gpu.memory_used_bytes) == (196592 * MIB, 283 * MIB)  # MB fields (amdsmi_wrapper.py)
     assert report.driver_version == "6.10.5"
     assert calls == [("init", 2), "shutdown"]
     assert capsys.readouterr().out == ""

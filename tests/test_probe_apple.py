@@ -271,7 +271,8 @@ def test_m3_max_gpu_budget_is_24_gib(tmp_path):
 
 
 def test_metal_budget_heuristic_matches_values_printed_by_llama_cpp():
-    # recommendedMaxWorkingSetSize printed by llama.cpp (notes/probe.md §3.2), in MiB
+    # recommendedMaxWorkingSetSize printed by llama.cpp (abetlen/llama-cpp-python#687,
+    # ollama/ollama#434, ggml-org/llama.cpp#1870, #3213), in MiB
     assert apple.metal_budget_heuristic(16 * GiB) / MiB == pytest.approx(10922.67, abs=0.01)
     assert apple.metal_budget_heuristic(32 * GiB) / MiB == pytest.approx(21845.34, abs=0.01)
     assert apple.metal_budget_heuristic(64 * GiB) == 49152 * MiB

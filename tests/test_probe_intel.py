@@ -1,9 +1,10 @@
 """Intel GPU detection on small sysfs trees.
 
 No public recording of an Intel GPU's sysfs tree or of ``vulkaninfo --summary`` on Intel hardware was found
-(tests/data/amd/SOURCES.md, "Not copied"), so these trees are built by hand from the file names in the research
-notes (§6: ``device/vendor``, the ``device/driver`` link, xe ``tile*/physical_vram_size_bytes``, i915
-``lmem_total_bytes``) and the vulkaninfo text follows its documented ``--summary`` layout. Values are invented.
+(tests/data/amd/SOURCES.md, "Not copied"), so these trees are built by hand from the sysfs names public detectors
+read (``device/vendor``, the ``device/driver`` link, xe ``tile*/physical_vram_size_bytes``, i915 ``lmem_total_bytes``:
+llmfit hardware.rs ``intel_dgpu_vram_gb_from_pci_dir``) and the vulkaninfo text follows its documented
+``--summary`` layout. Values are invented.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def test_h100_mig_lists_instances_not_the_parent(machine):
     stem, _ = CAPTURES["h100-mig"]
     row, q, listing = recorded_csv(stem), recorded_q(stem), recorded_list(stem)
     assert row["mig.mode.current"] == "Enabled" and len(listing) == len(q["mig"]) == 4
-    # notes/probe.md quotes these per-instance totals for this capture.
+    # Per-instance FB totals as this capture's nvidia-smi -q prints them.
     assert [t // MIB for t, _ in q["mig"]] == [40448, 20096, 9984, 9984]
 
     found = nvidia.detect(capture_machine(machine, "h100-mig").system())
@@ -506,7 +506,7 @@ def test_nvml_memory_error_on_one_gpu_keeps_the_others(machine, monkeypatch):
 
 
 def test_nvml_memory_not_supported_means_unified_memory(machine, monkeypatch):
-    """GB10-style: memory queries NotSupported (notes/probe.md §1.4)."""
+    """GB10-style: memory queries NotSupported (XuehaiPan/nvitop#208)."""
     fake = nvml_from_xml("telegraf__dual_2080-v13.xml")
     fake.gpus[1]["memory_error"] = FakeNvml.NVML_ERROR_NOT_SUPPORTED
     monkeypatch.setattr(nvidia, "_load_nvml", lambda: fake)
@@ -541,7 +541,8 @@ def test_nvml_is_not_asked_without_a_driver_or_on_a_replay(machine, monkeypatch)
 
 
 class DeprecatedShimFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imitates the deprecated `pynvml` distribution's import hook, which warns on `import pynvml` (notes §1.6)."""
+    """Imitates the deprecated `pynvml` distribution's import hook, which warns on `import pynvml` (pynvml 13's
+    _pynvml_redirector.pth)."""
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         return importlib.util.spec_from_loader(name, self) if name == "pynvml" else None

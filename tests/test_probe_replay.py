@@ -76,7 +76,8 @@ def test_apple_silicon_mac(machine):
     (gpu,) = profile["gpus"]
     assert gpu["vendor"] == "apple" and gpu["backend"] == "metal" and gpu["unified_memory"] is True
     assert brand in gpu["name"]
-    # Without Metal to ask, the working set is 2/3 of RAM below 64 GiB (notes/probe.md §3.2).
+    # Without Metal to ask, the working set is 2/3 of RAM below 64 GiB (llama.cpp's printed values in
+    # abetlen/llama-cpp-python#687 and ollama/ollama#434).
     assert gpu["memory_total_bytes"] == memsize * 2 // 3
     assert {"neon", "dotprod", "i8mm", "bf16"} <= set(profile["cpu"]["features"])
 

@@ -1,4 +1,4 @@
-"""``advisor run --auto`` (issue 6: recommend, then run the best plan) through the installed command.
+"""``advisor run --auto`` (recommend, then run the best plan) through the installed command.
 
 The fast tests plan from a profile that ``advisor probe --json`` wrote and compare with ``advisor recommend``; the
 engine test asks ``advisor recommend`` which catalog file it picks on this machine, writes that file header-only
@@ -25,7 +25,7 @@ from tests import gguf_from_catalog
 from tests.test_executor import hub_cache_file
 from tests.test_run_engine import ADVISOR, engine_env, run_advisor
 
-#: The request of issue 6's example, small enough that the chosen model loads in seconds on a CPU.
+#: A request small enough that the chosen model loads in seconds on a CPU.
 REQUEST = ["--task", "code", "--max-size", "0.7"]
 
 

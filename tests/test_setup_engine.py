@@ -1,7 +1,7 @@
 """`advisor setup` for real on this machine's CPU: a fresh managed virtualenv, llama-cpp-python installed with pip,
 then verified by loading a generated model through that venv's own interpreter.
 
-The first run compiles llama.cpp from the PyPI sdist (8-15 min on 2 cores, notes/verified.md); later runs take
+The first run compiles llama.cpp from the PyPI sdist (8-15 min on 2 cores); later runs take
 seconds because pip reuses the wheel it built (a CPU build keeps pip's cache on purpose; GPU builds bypass it).
 """
 

@@ -1,15 +1,17 @@
 """AMD GPUs (ROCm): sysfs first, then the ``amdsmi`` library, then ``rocm-smi`` / ``amd-smi`` for what sysfs lacks.
 
-Order and pitfalls follow the research notes (shared notes/probe.md §2):
+Order and pitfalls:
 
-* sysfs needs no ROCm userspace and also works in containers that mount ``/sys`` and ``/dev/kfd`` (§2.3): DRM
+* sysfs needs no ROCm userspace and also works in containers that mount ``/sys`` and ``/dev/kfd``: DRM
   cards under ``/sys/class/drm/card[0-9]*/device`` give memory, the KFD topology under
   ``/sys/class/kfd/kfd/topology/nodes`` gives the gfx target, the compute units and the HIP ordinal order.
 * ``amdsmi`` prints to stdout and raises ``KeyError`` (not ``ImportError``) when ``libamd_smi.so`` is missing
-  (§2.1), so it is imported lazily, only on the live machine with ``/dev/kfd``, with stdout captured.
+  (the PyPI wheel's ``amdsmi_wrapper.find_smi_library``), so it is imported lazily, only on the live machine with
+  ``/dev/kfd``, with stdout captured.
 * ``rocm-smi --json`` sizes are byte *strings*; "Card series" became "Card Series" in ROCm 6.1; "GFX Version"
-  only exists in newer releases (§2.2). ``amd-smi static --json`` changed from a list to ``{"gpu_data": [...]}``
-  and gives sizes as ``{"value", "unit"}`` in MB or B (§2.1).
+  only exists in newer releases (influxdata/telegraf amd_rocm_smi testdata rx6700xt_rocm602/612.json).
+  ``amd-smi static --json`` changed from a list to ``{"gpu_data": [...]}`` and gives sizes as ``{"value", "unit"}``
+  in MB or B.
 
 Nothing here prints or raises on bad tool output: every failure becomes a note or is skipped.
 """
@@ -33,18 +35,18 @@ DRM_DIR = "/sys/class/drm"
 KFD_NODES_DIR = "/sys/class/kfd/kfd/topology/nodes"
 
 #: ROCm supports gfx9 (Vega) and newer only: ramalama skips KFD nodes with ``gfx_target_version < 90000``
-#: ("pre-Vega, unsupported by ROCm", containers/ramalama:ramalama/amdkfd.py, notes §2.3).
+#: ("pre-Vega, unsupported by ROCm", containers/ramalama:ramalama/amdkfd.py).
 ROCM_MIN_GFX_VERSION = 90000
 
 GIB = 1024**3
-#: Integrated-vs-discrete heuristic of ollama (ollama/ollama:discover/amd.go, notes §2.3): an APU has a small VRAM
+#: Integrated-vs-discrete heuristic of ollama (ollama/ollama:discover/amd.go): an APU has a small VRAM
 #: carve-out and a large GTT window onto system RAM. Skipped when ``mem_info_vram_vendor``/``board_info`` exist,
 #: which only discrete boards expose.
 APU_MAX_VRAM = 4 * GIB
 APU_MIN_GTT = 8 * GIB
 APU_GTT_VRAM_RATIO = 4
 
-#: Seconds rocm-smi / amd-smi may take (notes §0: 2-5 s per subprocess). A module constant so tests can shorten it.
+#: Seconds rocm-smi / amd-smi may take (2-5 s per subprocess). A module constant so tests can shorten it.
 TOOL_TIMEOUT_S = 5.0
 
 ROCM_SMI_ARGV = (
@@ -59,7 +61,7 @@ ROCM_SMI_ARGV = (
     "--showuniqueid",
     "--json",
 )
-#: What whichllm asks for (notes §2.2); retried when an older rocm-smi refuses one of the flags above.
+#: What whichllm asks for (whichllm hardware/amd.py); retried when an older rocm-smi refuses one of the flags above.
 ROCM_SMI_ARGV_MINIMAL = ("rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json")
 AMD_SMI_ARGV = ("amd-smi", "static", "--json")
 
@@ -94,7 +96,7 @@ def gfx_target_from_version(version: int) -> str | None:
     """KFD ``gfx_target_version`` (decimal MMmmss) -> LLVM target: 90010 -> gfx90a, 110000 -> gfx1100.
 
     major = v / 10000, minor = (v / 100) % 100, stepping = v % 100; minor and stepping are printed in hex
-    (ollama ``gfxTargetFromKFDVersion``, notes §2.3). 0 means a CPU node: None.
+    (ollama ``gfxTargetFromKFDVersion``, discover/amd.go). 0 means a CPU node: None.
     """
     if not isinstance(version, int) or version <= 0:
         return None
@@ -133,7 +135,7 @@ def parse_kfd_properties(text: str) -> dict[str, int]:
     """A KFD node's ``properties`` file ("key value" lines) -> {key: int}.
 
     Lenient: a line without an integer value is skipped (ramalama's parser does ``int(value)`` on every line and
-    would crash on one, notes §2.3).
+    would crash on one: containers/ramalama:ramalama/amdkfd.py ``parse_props``).
     """
     props: dict[str, int] = {}
     for line in text.splitlines():
@@ -278,7 +280,7 @@ _UNITS = {"B": 1, "KB": 1024, "KIB": 1024, "MB": 1024**2, "MIB": 1024**2, "GB": 
 def _size(value, default_unit: str = "MB") -> int | None:
     """amd-smi sizes: {"value": 16368, "unit": "MB"}, "16368 MB", or a bare number (MB, the CLI's usual unit).
 
-    amd-smi's "MB" is MiB (the amdsmi library reports VRAM in MB from uint32 fields, notes §2.1).
+    amd-smi's "MB" is MiB (the amdsmi library reports VRAM in MB from uint32 fields, amdsmi_wrapper.py).
     """
     if isinstance(value, dict):
         number, unit = value.get("value"), value.get("unit") or default_unit
@@ -435,8 +437,8 @@ def _kfd_nodes(system: System, notes: list[str]) -> tuple[list[_Card], bool]:
     for node in sorted((e for e in entries if e.isdigit()), key=int):
         text = system.read_text(f"{KFD_NODES_DIR}/{node}/properties")
         if text is None:
-            # A node hidden from this container by the device cgroup answers EPERM (notes §2.3). The HIP runtime
-            # cannot open it either, so it takes no ordinal.
+            # A node hidden from this container by the device cgroup answers EPERM (amdkfd kfd_topology.c
+            # node_show). The HIP runtime cannot open it either, so it takes no ordinal.
             masked += 1
             continue
         props = parse_kfd_properties(text)
@@ -452,7 +454,8 @@ def _kfd_nodes(system: System, notes: list[str]) -> tuple[list[_Card], bool]:
             card.cores = props["cu_count"]
         elif props.get("simd_count") and props.get("simd_per_cu"):
             card.cores = props["simd_count"] // props["simd_per_cu"]
-        # Memory banks: heap_type 1/2 are the public/private frame buffer (notes §2.3); used when no DRM card links.
+        # Memory banks: heap_type 1/2 are the public/private frame buffer (amdkfd kfd_topology.h HSA_MEM_HEAP_TYPE_*);
+        # used when no DRM card links.
         fb = 0
         for bank in system.listdir(f"{KFD_NODES_DIR}/{node}/mem_banks"):
             bank_props = parse_kfd_properties(
@@ -528,7 +531,8 @@ def _load_amdsmi():
 def read_amdsmi(amdsmi) -> ToolReport:
     """Devices from the ``amdsmi`` library (ROCm's Python wrapper); an empty report on any failure.
 
-    ``amdsmi_get_gpu_vram_usage`` gives MB (uint32 fields, notes §2.1); ``target_graphics_version`` is "gfx" + hex.
+    ``amdsmi_get_gpu_vram_usage`` gives MB (uint32 fields in amdsmi_wrapper.py); ``target_graphics_version`` is
+    "gfx" + hex.
     """
     report = ToolReport()
     sink = io.StringIO()
@@ -674,7 +678,7 @@ def _select(cards: list[_Card], value: str) -> list[_Card]:
 def _apply_visibility(system: System, cards: list[_Card], notes: list[str]) -> list[_Card]:
     """ROCR_VISIBLE_DEVICES (indices or UUIDs such as ``GPU-DEADBEEFDEADBEEF``) filters in the ROCm runtime, then
     HIP_VISIBLE_DEVICES (indices) picks from what is left (rocm.docs.amd.com "GPU isolation techniques"; ollama
-    honours both, notes §2.3). The result is renumbered from 0, as the HIP ordinals the process will see."""
+    discover/amd.go honours both). The result is renumbered from 0, as the HIP ordinals the process will see."""
     for var in ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
         value = system.env.get(var)
         if value is None:

@@ -2,10 +2,10 @@
 
 On macOS everything comes from ONE ``sysctl`` call (kept per ``System`` so that the CPU, memory and GPU detectors
 share it) plus ``vm_stat`` for available memory. Metal is asked for the GPU budget only on the live machine.
-``system_profiler`` is slow (hundreds of ms to seconds: notes/probe.md §3.3), so it is never run by default; its
+``system_profiler`` is slow (hundreds of ms to seconds), so it is never run by default; its
 JSON shapes have pure parsers here (``parse_sp_hardware``, ``parse_sp_displays``) and ``detect(gpu_cores=True)``.
 
-Sources are cited as owner/repo:path; "notes §N" is shared/notes/probe.md.
+Sources are cited as owner/repo:path.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ SYSCTL_KEYS: tuple[str, ...] = (
     "hw.perflevel1",
     "hw.perflevel2",
     "hw.optional",
-    # 0 = Metal's default GPU budget; >0 = a user override in MiB (needs sudo, lost at reboot): notes §3.1.
+    # 0 = Metal's default GPU budget; >0 = a user override in MiB (needs sudo, lost at reboot): AlexsJones/llmfit#754.
     "iogpu.wired_limit_mb",
     # 1 when the process asking runs under Rosetta 2 (Apple, "About the Rosetta translation environment").
     "sysctl.proc_translated",
@@ -111,7 +111,7 @@ def is_rosetta(data: Mapping[str, str], arch: str | None = None) -> bool:
 
 #: Apple Silicon ``hw.optional`` flags to the profile's names, which are Linux /proc/cpuinfo spellings
 #: (advisor.probe.cpu.ARM_FEATURES). Key names from the darwin-monterey-m1/m2 and darwin-sequoia-m3 recordings
-#: (notes §3.1). FEAT_FP16 is the FP16 arithmetic extension, Linux's fphp/asimdhp, which the profile calls ``fp16``.
+#: (tests/data/cpu). FEAT_FP16 is the FP16 arithmetic extension, Linux's fphp/asimdhp, which the profile calls ``fp16``.
 ARM_FLAGS: dict[str, str] = {
     "hw.optional.neon": "neon",
     "hw.optional.AdvSIMD": "neon",
@@ -158,7 +158,7 @@ def x86_features(data: Mapping[str, str]) -> list[str]:
 
 def perf_cores(data: Mapping[str, str]) -> tuple[int | None, int | None]:
     """(performance, efficiency) physical cores from ``hw.perflevelN``. perflevel0 is the fastest level; levels named
-    "Efficiency" are efficiency cores and any other name ("Performance", "Super" on M5: notes §3.1) counts as
+    "Efficiency" are efficiency cores and any other name ("Performance", or "Super" as M5 reports) counts as
     performance. A single level (a virtual Mac says "Standard") tells nothing apart: (None, None)."""
     levels = []
     for n in range(8):
@@ -288,7 +288,7 @@ def detect_memory(system: System) -> Memory:
 #: From 64 GiB of RAM Metal's default budget is 3/4 of it, below 2/3: values printed by llama.cpp as
 #: recommendedMaxWorkingSetSize for 16 GB (10922.67 MiB; abetlen/llama-cpp-python#687), 32 GB (21845.34 MiB;
 #: ollama/ollama#434), 64 GB (49152 MiB; ggml-org/llama.cpp#1870) and 96 GB (73728 MiB; ggml-org/llama.cpp#3213);
-#: gpustack/gpustack#1375 quotes 75 % (notes §3.2).
+#: gpustack/gpustack#1375 quotes 75 %.
 LARGE_MEMORY_BYTES = 64 * GiB
 
 
@@ -516,7 +516,7 @@ class SpHardware:
     cores: int | None
     performance_cores: int | None
     efficiency_cores: int | None
-    #: Under Rosetta the report has no chip_type and cpu_type "Unknown" (notes §3.1).
+    #: Under Rosetta the report has no chip_type and cpu_type "Unknown" (tests/data/apple/*underRosetta.json).
     translated_shape: bool
 
 
@@ -564,7 +564,7 @@ class SpDisplay:
 
 def parse_sp_displays(json_text: str) -> list[SpDisplay]:
     """``system_profiler SPDisplaysDataType -json``: one entry per GPU. Apple GPUs carry ``sppci_cores`` and no VRAM
-    key (notes §3.3)."""
+    key (tests/data/apple/tirekick__SPDisplaysDataType_*.json)."""
     try:
         items = json.loads(json_text).get("SPDisplaysDataType") or []
     except (ValueError, AttributeError):

@@ -1,6 +1,6 @@
 """CPU: model, vendor, core counts, the SIMD features LLM runtimes select kernels by, and the x86-64 level.
 
-Linux reads /proc/cpuinfo directly (0.1 ms; py-cpuinfo takes 1.2 s per call: notes/probe.md §4.1). macOS asks
+Linux reads /proc/cpuinfo directly (0.1 ms; py-cpuinfo's CPUID.get_raw_hz alone sleeps 1 s per call). macOS asks
 ``sysctl`` (advisor.probe.apple). Windows decodes CPUID registers when a recording of them is replayed, and asks
 ``IsProcessorFeaturePresent`` live.
 """

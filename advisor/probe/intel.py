@@ -1,6 +1,6 @@
 """Intel GPUs: sysfs DRM cards with PCI vendor 0x8086 and the i915 or xe driver, named by ``vulkaninfo --summary``.
 
-Following the research notes (shared notes/probe.md §6):
+Sources:
 
 * discrete (Arc, Data Center Flex/Max) vs integrated is told by local memory: ``xe`` exposes
   ``device/tile*/physical_vram_size_bytes`` (summed over tiles), ``i915`` exposes ``lmem_total_bytes`` on the DRM
@@ -30,7 +30,7 @@ INTEL_PCI_VENDOR = 0x8086
 #: Kernel DRM drivers of Intel GPUs: i915 (Gen 2 - Xe-HPG/Arc A) and xe (Xe2 and newer, optional for Arc A).
 INTEL_DRIVERS = ("i915", "xe")
 DRM_DIR = "/sys/class/drm"
-#: ``vulkaninfo`` answers in well under a second; 5 s like every other tool (notes §6).
+#: ``vulkaninfo`` answers in well under a second; 5 s like every other tool.
 TOOL_TIMEOUT_S = 5.0
 VULKANINFO_ARGV = ("vulkaninfo", "--summary")
 

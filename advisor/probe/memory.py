@@ -2,7 +2,7 @@
 
 /proc/meminfo is not namespaced: inside a container it shows the host's RAM (giampaolo/psutil#2100), so the
 cgroup limit of this process is resolved from /proc/self/cgroup for v1, v2 and hybrid hierarchies, walking up the
-ancestors since a parent's limit binds a child too (notes/probe.md §5).
+ancestors since a parent's limit binds a child too (kernel docs admin-guide/cgroup-v2.rst, memory.max).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """NVIDIA GPUs: NVML first, ``nvidia-smi`` second; MIG instances instead of their parent; CUDA_VISIBLE_DEVICES applied.
 
-Order (notes/probe.md §0, §1): NVML through ``nvidia-ml-py`` (``import pynvml``) on a live machine that shows a sign of
-the driver; otherwise, or when NVML fails, ``nvidia-smi``: ``--query-gpu`` CSV for the per-GPU facts (it is the only
-text output with the compute capability), ``-q -x`` for the CUDA version and MIG instances (``-q`` text when the XML
-form fails), ``-L`` for MIG profile names and UUIDs. Every value may be missing or ``[N/A]``: a bad field leaves that
-field None and never drops the GPU. Nothing here prints or raises for a bad tool output.
+Order: NVML through ``nvidia-ml-py`` (``import pynvml``) on a live machine that shows a sign of the driver; otherwise,
+or when NVML fails, ``nvidia-smi``: ``--query-gpu`` CSV for the per-GPU facts (it is the only text output with the
+compute capability), ``-q -x`` for the CUDA version and MIG instances (``-q`` text when the XML form fails), ``-L`` for
+MIG profile names and UUIDs. Every value may be missing or ``[N/A]``: a bad field leaves that field None and never drops
+the GPU. Nothing here prints or raises for a bad tool output.
 
 The ``parse_*`` functions are pure (text in, records out) so that recorded outputs can be checked directly.
 """
@@ -28,8 +28,8 @@ from advisor.system import DEFAULT_TIMEOUT_S, Completed, System
 #: print "8192 MiB"). NVML reports bytes.
 MIB = 1024 * 1024
 
-#: Seconds one nvidia-smi call may take (notes/probe.md §1.7: driver initialisation can take seconds when persistence
-#: mode is off). Tests lower it to exercise a hanging tool.
+#: Seconds one nvidia-smi call may take (driver initialisation can take seconds when persistence mode
+#: is off: NVIDIA "Driver Persistence" docs). Tests lower it to exercise a hanging tool.
 SMI_TIMEOUT_S = DEFAULT_TIMEOUT_S
 
 #: ``--query-gpu`` fields asked for (names as in ``nvidia-smi --help-query-gpu``; all present in the recorded
@@ -49,7 +49,8 @@ QUERY_FIELDS: tuple[str, ...] = (
     "clocks.max.memory",
 )
 #: Fields old drivers already know; asked for when an error does not say which field was refused. An unknown field
-#: fails the whole command (notes/probe.md §1.7: whichllm and llmfit retry with fewer fields).
+#: fails the whole command (whichllm hardware/nvidia.py _detect_nvidia_gpus_via_smi and llmfit hardware.rs retry
+#: with fewer fields).
 MINIMAL_FIELDS: tuple[str, ...] = (
     "index",
     "uuid",
@@ -63,7 +64,8 @@ MINIMAL_FIELDS: tuple[str, ...] = (
 _REQUIRED_FIELDS = frozenset({"index", "uuid", "name"})
 
 #: What nvidia-smi prints for a field it has no value for, without the brackets the CSV adds ("[N/A]",
-#: "[Not Supported]", "[Requested functionality has been deprecated]" in the H100 capture; notes/probe.md §1.7).
+#: "[Not Supported]", "[Requested functionality has been deprecated]" in the H100 capture,
+#: tests/data/nvidia/*h100*).
 _NOT_A_VALUE = frozenset(
     {
         "",
@@ -89,7 +91,7 @@ _NUMBER = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?$", re.IGNORECASE)
 _UNIT_BYTES = {"b": 1, "kib": 1024, "kb": 1024, "mib": MIB, "mb": MIB, "gib": 1024 * MIB, "gb": 1024 * MIB}
 
 #: Files that show the NVIDIA kernel driver is loaded (Linux), or that WSL exposes a GPU (``/dev/dxg``) or the
-#: Windows NVIDIA driver's user-space library (notes/probe.md §1.5).
+#: Windows NVIDIA driver's user-space library (only the .so.1 name exists there: rust-nvml/nvml-wrapper#51).
 _DRIVER_SIGNS = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
 _WSL_GPU = "/dev/dxg"
 _WSL_NVML = "/usr/lib/wsl/lib/libnvidia-ml.so.1"
@@ -127,7 +129,7 @@ class GpuRecord:
     compute_capability: str | None = None
     driver_version: str | None = None
     mig_enabled: bool = False
-    #: Memory shared with the CPU (NVML memory queries NotSupported, or addressing mode ATS; notes/probe.md §1.4).
+    #: Memory shared with the CPU (NVML memory NotSupported or addressing mode ATS: XuehaiPan/nvitop#208).
     unified_memory: bool = False
     mig: list[MigRecord] = field(default_factory=list)
     #: Maximum memory clock, MHz (clocks.max.memory, -q "Max Clocks / Memory", NVML max NVML_CLOCK_MEM).
@@ -420,7 +422,7 @@ def _load_nvml() -> Any:
     """Import nvidia-ml-py's ``pynvml`` module; raises ImportError when it is not installed. Tests replace this."""
     with warnings.catch_warnings():
         # The deprecated `pynvml` distribution installs an import hook that warns on `import pynvml`
-        # ("The pynvml package is deprecated. Please install nvidia-ml-py instead"; notes/probe.md §1.6).
+        # ("The pynvml package is deprecated. Please install nvidia-ml-py instead"; pynvml 13's _pynvml_redirector.pth).
         warnings.simplefilter("ignore", FutureWarning)
         import pynvml  # noqa: PLC0415 - imported only when NVML is worth asking
 
@@ -428,7 +430,7 @@ def _load_nvml() -> Any:
 
 
 def _str(value: Any) -> str | None:
-    """NVML strings: str in current bindings, bytes in older ones (notes/probe.md §1.2)."""
+    """NVML strings: str in current bindings, bytes in older ones."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return _value(value) if isinstance(value, str) else None
@@ -440,7 +442,7 @@ def _positive(value: Any) -> int | None:
 
 def _try(fn: Callable[..., Any] | None, *args: Any, **kwargs: Any) -> Any:
     """One NVML query; None when the binding lacks it or the driver refuses it (one failing field must not drop
-    the GPU: notes/probe.md §1.1, nvitop's nvmlQuery pattern)."""
+    the GPU: XuehaiPan/nvitop nvitop/api/libnvml.py nvmlQuery)."""
     if fn is None:
         return None
     try:
@@ -454,9 +456,11 @@ def _is_not_supported(nvml: Any, exc: BaseException) -> bool:
 
 
 def _nvml_memory(nvml: Any, handle: Any) -> tuple[int | None, int | None, bool]:
-    """(total, free, unified). v2 first: its ``free`` matches nvidia-smi; v1 on drivers < 515 (notes/probe.md §1.3).
+    """(total, free, unified). v2 first: its ``free`` matches nvidia-smi; v1 on drivers < 515 (wookayin/gpustat
+    gpustat/nvml.py; rust-nvml/nvml-wrapper#57).
 
-    NotSupported, or a total of 0, means memory shared with the CPU (GB10/Jetson: notes/probe.md §1.4).
+    NotSupported, or a total of 0, means memory shared with the CPU (GB10: XuehaiPan/nvitop#208, nvitop api/device.py
+    memory_info).
     """
     get = getattr(nvml, "nvmlDeviceGetMemoryInfo", None)
     if get is None:
@@ -488,7 +492,7 @@ def _nvml_mig(nvml: Any, handle: Any) -> list[MigRecord]:
     count = _try(getattr(nvml, "nvmlDeviceGetMaxMigDeviceCount", None), handle)
     devices = []
     for slot in range(count if isinstance(count, int) else 0):
-        # Empty slots raise (notes/probe.md §1.2): skip them.
+        # Empty slots raise an NVMLError: skip them.
         mig = _try(getattr(nvml, "nvmlDeviceGetMigDeviceHandleByIndex", None), handle, slot)
         if mig is None:
             continue
@@ -510,7 +514,7 @@ def _nvml_mig(nvml: Any, handle: Any) -> list[MigRecord]:
 
 
 def _cuda_version(value: Any) -> str | None:
-    """NVML's CUDA driver version integer, 13010 -> "13.1" (notes/probe.md §1.2)."""
+    """NVML's CUDA driver version integer, 13010 -> "13.1", nvidia-smi's "CUDA Version"."""
     return f"{value // 1000}.{(value % 1000) // 10}" if isinstance(value, int) and value > 0 else None
 
 
@@ -567,7 +571,7 @@ def read_nvml(nvml: Any) -> tuple[list[GpuRecord], str | None, str | None, list[
 
 def _preload_wsl_nvml(system: System) -> None:
     """In WSL the library lives in /usr/lib/wsl/lib, which the loader may not search; loading it by path first lets
-    nvidia-ml-py's ``CDLL("libnvidia-ml.so.1")`` resolve to it (notes/probe.md §1.5)."""
+    nvidia-ml-py's ``CDLL("libnvidia-ml.so.1")`` resolve to it (rust-nvml/nvml-wrapper#51)."""
     if not system.exists(_WSL_NVML):
         return
     try:
@@ -743,7 +747,8 @@ def apply_visible_devices(entries: list[_Entry], value: str | None) -> tuple[lis
 
     CUDA Programming Guide, "CUDA Environment Variables": a comma-separated list of indices or (prefixes of) GPU-/MIG-
     UUIDs; devices are enumerated in the list's order; an invalid item hides it and everything after it (so "" and
-    "-1" hide all). NVML and nvidia-smi ignore the variable (notes/probe.md §1.2), so it is applied here.
+    "-1" hide all). NVML and nvidia-smi ignore the variable (ramalama common.py check_nvidia applies
+    it itself), so it is applied here.
     """
     if value is None:
         return entries, None
@@ -776,7 +781,7 @@ def _mig_notes(entries: list[_Entry]) -> list[str]:
 
 # -- signs of NVIDIA hardware ---------------------------------------------------------------------------------------
 def _is_wsl(system: System) -> bool:
-    """WSL kernels carry "microsoft" in their release string (notes/probe.md §1.5)."""
+    """WSL kernels carry "microsoft" in their release string (llmfit hardware.rs is_running_in_wsl)."""
     return "microsoft" in (system.read_text("/proc/sys/kernel/osrelease") or "").lower()
 
 
@@ -817,7 +822,7 @@ def detect(system: System) -> Found:
     source = "nvml"
     sign = _driver_sign(system) if system.os_name == "linux" else None
     # NVML would describe the machine running a replay, so it is asked only on the live machine, and on Linux only
-    # when a driver shows (Windows: nvml.dll is found by nvidia-ml-py itself; notes/probe.md §1.1).
+    # when a driver shows (Windows: nvml.dll is found by nvidia-ml-py's _LoadNvmlLibrary).
     if system.live and (system.os_name == "windows" or sign or (wsl and system.exists(_WSL_GPU))):
         try:
             if wsl:

