@@ -17,7 +17,7 @@ from advisor.catalog.load import load_catalog
 ROOT = Path(__file__).resolve().parent.parent
 ADVISOR = Path(sys.executable).parent / "advisor"
 
-# The 2025-2026 models the catalog must have (issue: "the models of 2025-2026").
+# The 2025-2026 models the catalog must have.
 REQUIRED_2025 = (
     "gpt-oss-120b", "qwen3-4b-instruct-2507", "qwen3-4b-thinking-2507", "qwen3-30b-a3b-instruct-2507",
     "qwen3-30b-a3b-thinking-2507", "qwen3-235b-a22b-instruct-2507", "qwen3-coder-30b-a3b-instruct",

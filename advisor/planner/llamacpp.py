@@ -284,21 +284,38 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
                 speed=None, expert_offload: bool = True) -> LlamaChoice | Fit:
     """The best llama.cpp settings for ``facts`` on ``m``, or the Fit that says by how much the smallest setting
     misses. ``speed(choice) -> tokens/s`` compares partial placements (layers vs experts on the CPU)."""
-    n = facts.n_layer
     # quantized KV types need a head size that is a multiple of their block (32 for q8_0 / q4_0: llama.cpp
     # ggml_row_size; the estimator refuses the others, as llama.cpp does)
     kv_types = [t for t in m.rules["kv_cache_types"] if t == "f16" or _kv_fits_heads(facts, t)]
     plan = rungs(cx, kv_types)
     if not m.gpus:
-        for c, kv in plan:  # CPU only
-            est, fit = _try(facts, m, 0, c, parallel, None, kv)
-            if est is not None and fit.ok:
-                why = ["CPU only: no usable GPU"]
-                if c < cx.want:
-                    why.append(f"context lowered from {cx.want} to {c} tokens per slot to fit in RAM")
-                choice = LlamaChoice(est, 0, c * parallel, parallel, None, False, why, kv)
-                return replace(choice, reasons=why + _kv_reason(choice, cx))
-        return Fit(False, 0, "cpu")
+        return _cpu_only(facts, m, cx, parallel, plan)
+    full = _full_offload(facts, m, cx, parallel, plan)
+    if isinstance(full, LlamaChoice):
+        return full
+    kv = "q8_0" if "q8_0" in kv_types else kv_types[-1]
+    partial = _partial(facts, m, cx, parallel, kv, dense_fraction, speed, expert_offload)
+    return partial or full or Fit(False, 0, "gpu0")
+
+
+def _cpu_only(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, plan: list[tuple[int, str]]
+              ) -> LlamaChoice | Fit:
+    for c, kv in plan:
+        est, fit = _try(facts, m, 0, c, parallel, None, kv)
+        if est is not None and fit.ok:
+            why = ["CPU only: no usable GPU"]
+            if c < cx.want:
+                why.append(f"context lowered from {cx.want} to {c} tokens per slot to fit in RAM")
+            choice = LlamaChoice(est, 0, c * parallel, parallel, None, False, why, kv)
+            return replace(choice, reasons=why + _kv_reason(choice, cx))
+    return Fit(False, 0, "cpu")
+
+
+def _full_offload(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, plan: list[tuple[int, str]]
+                  ) -> LlamaChoice | Fit | None:
+    """Every layer on the GPUs at the first rung that fits: one GPU alone for one user when it holds the model
+    (and no all-GPU rung before it does better), else all of them. Otherwise the Fit of the last try."""
+    n = facts.n_layer
     split = _split(m)
     alone, index = None, 0
     if len(m.gpus) > 1 and parallel == 1:
@@ -306,15 +323,14 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
         alone = _full(facts, one, plan, parallel, None)
     # all GPUs: only the rungs before the one a single GPU reaches can do better
     found = _full(facts, m, plan[:alone[0]] if isinstance(alone, tuple) else plan, parallel, split)
-    if len(m.gpus) > 1 and parallel == 1:
-        if isinstance(alone, tuple) and not isinstance(found, tuple):
-            i, choice = alone
-            why = [f"all {n} layers and the output layer on GPU {index} alone (-sm none -mg {index}): the model "
-                   "fits one GPU, and for one user splitting it over several only adds transfers between them"]
-            if plan[i][0] < cx.want:
-                why.append(f"context lowered from {cx.want} to {plan[i][0]} tokens per slot to keep full offload")
-            choice = replace(choice, main_gpu=index, reasons=why)
-            return replace(choice, reasons=why + _kv_reason(choice, cx))
+    if isinstance(alone, tuple) and not isinstance(found, tuple):
+        i, choice = alone
+        why = [f"all {n} layers and the output layer on GPU {index} alone (-sm none -mg {index}): the model "
+               "fits one GPU, and for one user splitting it over several only adds transfers between them"]
+        if plan[i][0] < cx.want:
+            why.append(f"context lowered from {cx.want} to {plan[i][0]} tokens per slot to keep full offload")
+        choice = replace(choice, main_gpu=index, reasons=why)
+        return replace(choice, reasons=why + _kv_reason(choice, cx))
     if isinstance(found, tuple):
         i, choice = found
         why = [f"all {n} layers and the output layer on the GPU" + ("s" if len(m.gpus) > 1 else "")
@@ -322,13 +338,19 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
         if plan[i][0] < cx.want:
             why.append(f"context lowered from {cx.want} to {plan[i][0]} tokens per slot to keep full offload")
         return replace(choice, reasons=why + _kv_reason(choice, cx))
-    last = found
-    # partial placements at the context the task needs (the floor when that does not fit), KV cache q8_0
-    kv = "q8_0" if "q8_0" in kv_types else kv_types[-1]
+    return found
+
+
+def _partial(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, kv: str, dense_fraction: float, speed,
+             expert_offload: bool) -> LlamaChoice | Fit | None:
+    """Partial placements at the context the task needs (the floor when that does not fit), KV cache ``kv``:
+    whole layers on the CPU, or for MoE models the experts of the first K layers (the faster one wins)."""
+    split = _split(m)
     targets = [cx.want] if cx.fixed else list(dict.fromkeys([max(min(cx.need, cx.want), min(cx.floor, cx.want)),
                                                              min(cx.floor, cx.want)]))
     fallback: tuple[int, LlamaChoice] | None = None  # whole layers at the first target, if experts fit nowhere
     moe_model = expert_offload and bool(facts.n_expert and facts.n_expert_used)
+    last: Fit | None = None
     for c in targets:
         options: list[LlamaChoice] = []
         layers = _layers(facts, m, c, kv, parallel, split)
@@ -336,11 +358,10 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
             options.append(replace(layers, read_fraction=read_fractions(facts, layers.est, dense_fraction)))
         else:
             last = layers
-        if expert_offload and facts.n_expert and facts.n_expert_used:
+        if moe_model:
             moe = _cpu_moe(facts, m, c, kv, parallel, split)
             if moe is not None:
-                moe = replace(moe, read_fraction=read_fractions(facts, moe.est, dense_fraction))
-                options.append(moe)
+                options.append(replace(moe, read_fraction=read_fractions(facts, moe.est, dense_fraction)))
         if not options:
             continue
         if moe_model and len(options) == 1 and c != targets[-1]:
@@ -349,28 +370,31 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
             continue
         if fallback is not None and len(options) == 1:
             c, options = fallback[0], [fallback[1]]
-        if speed is not None and len(options) > 1:
-            rates = [speed(o) for o in options]
-            # expert offload keeps attention and the whole KV cache on the GPU (prompt processing, long contexts):
-            # layer offload must be clearly faster in decode to win
-            moe_at = 1 if options[1].n_cpu_moe else 0
-            best = 1 - moe_at if rates[1 - moe_at] > MOE_PREFERENCE * rates[moe_at] else moe_at
-            other = 1 - best
-            choice = options[best]
-            choice = replace(choice, reasons=[*choice.reasons, (
-                f"predicted {rates[best]:g} tokens/s, against {rates[other]:g} with "
-                + ("whole layers on the CPU" if options[other].n_cpu_moe is None else "experts on the CPU"))])
-        else:
-            choice = options[0]
-        why = list(choice.reasons)
-        if c < cx.want:
-            why.append(f"context lowered from {cx.want} to {c} tokens per slot")
-        return replace(choice, reasons=why + _kv_reason(choice, cx))
+        choice = _faster(options, speed) if speed is not None and len(options) > 1 else options[0]
+        return _lowered(choice, c, cx)
     if fallback is not None:
-        c, choice = fallback
-        why = [*choice.reasons] + ([f"context lowered from {cx.want} to {c} tokens per slot"] if c < cx.want else [])
-        return replace(choice, reasons=why + _kv_reason(choice, cx))
-    return last or Fit(False, 0, "gpu0")
+        return _lowered(fallback[1], fallback[0], cx)
+    return last
+
+
+def _faster(options: list[LlamaChoice], speed) -> LlamaChoice:
+    """Layer offload or expert offload by predicted decode speed. Expert offload keeps attention and the whole KV
+    cache on the GPU (prompt processing, long contexts): layer offload must be clearly faster to win."""
+    rates = [speed(o) for o in options]
+    moe_at = 1 if options[1].n_cpu_moe else 0
+    best = 1 - moe_at if rates[1 - moe_at] > MOE_PREFERENCE * rates[moe_at] else moe_at
+    other = 1 - best
+    choice = options[best]
+    return replace(choice, reasons=[*choice.reasons, (
+        f"predicted {rates[best]:g} tokens/s, against {rates[other]:g} with "
+        + ("whole layers on the CPU" if options[other].n_cpu_moe is None else "experts on the CPU"))])
+
+
+def _lowered(choice: LlamaChoice, c: int, cx: Contexts) -> LlamaChoice:
+    why = list(choice.reasons)
+    if c < cx.want:
+        why.append(f"context lowered from {cx.want} to {c} tokens per slot")
+    return replace(choice, reasons=why + _kv_reason(choice, cx))
 
 
 def threads_for(m: Machine, choice: LlamaChoice) -> tuple[int, str]:
