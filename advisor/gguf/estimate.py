@@ -447,6 +447,66 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     """The memory llama.cpp will allocate for ``facts`` under ``s``, per device. Raises BadInputError."""
     n_ctx, n_ctx_seq, n_seq, unified, n_stream = context(facts, s)
     tk, tv = _type(s.cache_type_k), _type(s.cache_type_v)
+    fa = _flash_attn(facts, s, tk, tv)
+    # causal models cap n_batch at n_ctx and n_ubatch at n_batch (llama_context constructor)
+    n_batch = min(n_ctx, s.n_batch)
+    n_ubatch = min(n_batch, s.n_ubatch)
+    swa_any, swa_cells, kv_cells = _cache_cells(facts, s, n_ctx_seq, n_seq, unified, n_ubatch)
+
+    layer_dev, out_dev = layer_devices(facts, s)
+    rule = _backend(s)
+    gpus = [f"gpu{i}" for i in range(max(0, s.n_gpus))]
+    host = "host" if gpus and rule.host_buffers else "cpu"
+    names = ["cpu"] + gpus + (["host"] if host == "host" else [])
+    cpu_moe = facts.n_layer if s.n_cpu_moe < 0 else s.n_cpu_moe
+    weights, cpu_experts = _place_weights(facts, s, rule, names, gpus, layer_dev, out_dev, cpu_moe)
+    iswa = s.llama_build is None or s.llama_build >= ISWA_SINCE
+    kv, rs, n_layers = _place_caches(facts, s, names, layer_dev, swa_any=swa_any, swa_cells=swa_cells,
+                                     kv_cells=kv_cells, iswa=iswa, n_stream=n_stream, n_seq=n_seq, tk=tk, tv=tv)
+
+    # output_reserve: n_vocab floats for each of max(n_outputs, n_seq_max) outputs (n_outputs_max_per_seq = 1),
+    # in the host buffer type of the output device (CUDA_Host in gpu-logs l02/l24, CPU when the output layer
+    # stays on the CPU, l06/l13, and always on Metal, l09); measured: V * 4 * n_seq.
+    output = facts.n_vocab * 4 * n_seq
+    out_buf = host if out_dev != "cpu" else "cpu"
+
+    # Mask cells per ubatch token: one mask per cache kind (full, SWA) of the cells of one stream. Builds before the
+    # iSWA cache already built both masks over the single full-size cache (gpu-logs l11: host 34.26 MiB =
+    # 4*ub*(E + 2*8192)).
+    mask_cells = (kv_cells or swa_cells) * (2 if swa_any else 1) if not iswa else kv_cells + swa_cells
+    if not any(kv.values()) and facts.is_recurrent:
+        # purely recurrent models (Mamba, RWKV) build no KQ mask and no attention: the graph's working set does not
+        # grow with the context (measured: mamba/mamba2 compute buffer identical at 512 and 32768 cells)
+        kv_cells = swa_cells = mask_cells = 0
+    all_offloaded = bool(gpus) and all(d != "cpu" for d in layer_dev) and out_dev != "cpu"
+    copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe
+                           and not s.tensor_overrides) else 1
+    g = _Graph(n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells, mask_cells=mask_cells, flash_attn=fa,
+               n_stream=n_stream, copies=copies)
+    compute = dict.fromkeys(names, 0)
+    if not gpus:
+        compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
+                                       flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=True,
+                                       n_stream=n_stream, n_seq=n_seq)
+    else:
+        first_gpu = next((d for d in gpus if n_layers[d]), None)
+        for d in gpus:
+            compute[d] = _gpu_compute(facts, s, rule, g, d, first=d == first_gpu, n_layers=n_layers[d],
+                                      out_dev=out_dev, cpu_experts=cpu_experts)
+        compute[host] = _host_compute(facts, s, rule, g, n_layers_cpu=n_layers["cpu"], out_dev=out_dev)
+
+    devices = []
+    for d in names:
+        devices.append(DeviceEstimate(d, weights[d], kv[d], compute[d], output if d == out_buf else 0,
+                                      n_layers[d], recurrent_bytes=rs[d]))
+    return Estimate(settings=s, n_ctx=n_ctx, n_ctx_seq=n_ctx_seq, n_seq=n_seq, kv_unified=unified,
+                    n_stream=n_stream, kv_cells=kv_cells, swa_cells=swa_cells, n_batch=n_batch,
+                    n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices))
+
+
+def _flash_attn(facts: ModelFacts, s: Settings, tk: int, tv: int) -> bool:
+    """Whether flash attention is on, after checking that the cache types can be used with it and the model's head
+    sizes. Raises BadInputError."""
     # FA auto resolves to enabled when every FA op can run on its layer's device, which is the case for the
     # CPU and current CUDA/Metal/Vulkan backends (llama_context constructor, "Flash Attention was auto, set to
     # enabled"; measured: CPU auto -> enabled).
@@ -459,10 +519,13 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         if blck > 1 and hd % blck:
             raise BadInputError(f"cache type {name} {ggml.type_name(tid).lower()} needs a head size that is a "
                                 f"multiple of {blck}; this model's is {hd}")
-    # causal models cap n_batch at n_ctx and n_ubatch at n_batch (llama_context constructor)
-    n_batch = min(n_ctx, s.n_batch)
-    n_ubatch = min(n_batch, s.n_ubatch)
+    return fa
 
+
+def _cache_cells(facts: ModelFacts, s: Settings, n_ctx_seq: int, n_seq: int, unified: bool,
+                 n_ubatch: int) -> tuple[bool, int, int]:
+    """(swa_any, swa_cells, kv_cells): whether the model has sliding-window layers llama.cpp honours, the cells of
+    one stream of the SWA cache and of the full cache (0 when there is none of that kind)."""
     # Phi-3 GGUFs carry a sliding_window that llama.cpp ignores ("Phi SWA is currently disabled", load_hparams,
     # llama.cpp PR #13676; gpu-logs l10: one 32768-cell cache for all 32 layers).
     swa_any = facts.sliding_window > 0 and any(facts.swa_layers) and facts.architecture != "phi3"
@@ -474,17 +537,14 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
             n_ctx_seq, pad(facts.sliding_window * (n_seq if unified else 1) + n_ubatch, kv_pad(s)))
     full_any = not swa_any or not all(facts.swa_layers)
     kv_cells = n_ctx_seq if full_any else 0
+    return swa_any, swa_cells, kv_cells
 
-    layer_dev, out_dev = layer_devices(facts, s)
-    rule = _backend(s)
-    gpus = [f"gpu{i}" for i in range(max(0, s.n_gpus))]
-    host = "host" if gpus and rule.host_buffers else "cpu"
-    names = ["cpu"] + gpus + (["host"] if host == "host" else [])
+
+def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: list[str], gpus: list[str],
+                   layer_dev: list[str], out_dev: str, cpu_moe: int) -> tuple[dict[str, int], list[int]]:
+    """Model buffer bytes per device (file spans when mmapped), and the bytes of each expert tensor that
+    --n-cpu-moe keeps on the CPU."""
     weights = dict.fromkeys(names, 0)
-    kv = dict.fromkeys(names, 0)
-    rs = dict.fromkeys(names, 0)
-    n_layers = dict.fromkeys(names, 0)
-    cpu_moe = facts.n_layer if s.n_cpu_moe < 0 else s.n_cpu_moe
     cpu_experts: list[int] = []  # bytes of expert tensors kept on the CPU by --n-cpu-moe
     placed: list[tuple[str, Any]] = []  # (device, tensor)
     for t in facts.tensors:
@@ -513,7 +573,16 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         mapped = ["cpu"] + (gpus if rule.mapped_weights else [])
         for dev, span in mapped_spans(placed, mapped).items():
             weights[dev] = span
-    iswa = s.llama_build is None or s.llama_build >= ISWA_SINCE
+    return weights, cpu_experts
+
+
+def _place_caches(facts: ModelFacts, s: Settings, names: list[str], layer_dev: list[str], *, swa_any: bool,
+                  swa_cells: int, kv_cells: int, iswa: bool, n_stream: int, n_seq: int, tk: int,
+                  tv: int) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """(KV cache bytes, recurrent state bytes, repeating layers) per device."""
+    kv = dict.fromkeys(names, 0)
+    rs = dict.fromkeys(names, 0)
+    n_layers = dict.fromkeys(names, 0)
     v_less = s.llama_build is None or s.llama_build >= MLA_V_LESS_SINCE
     for il in range(facts.n_layer):
         cells = swa_cells if facts.swa_layers[il] and swa_any and iswa else (kv_cells or swa_cells)
@@ -523,78 +592,70 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         # (llama_memory_recurrent: "dev = ..." per layer, offload ? model.dev_layer(i) : cpu)
         rs[dev] += recurrent_layer_bytes(facts, il, n_seq)
         n_layers[layer_dev[il]] += 1
+    return kv, rs, n_layers
 
-    # output_reserve: n_vocab floats for each of max(n_outputs, n_seq_max) outputs (n_outputs_max_per_seq = 1),
-    # in the host buffer type of the output device (CUDA_Host in gpu-logs l02/l24, CPU when the output layer
-    # stays on the CPU, l06/l13, and always on Metal, l09); measured: V * 4 * n_seq.
-    output = facts.n_vocab * 4 * n_seq
-    out_buf = host if out_dev != "cpu" else "cpu"
 
-    # Mask cells per ubatch token: one mask per cache kind (full, SWA) of the cells of one stream. Builds before the
-    # iSWA cache already built both masks over the single full-size cache (gpu-logs l11: host 34.26 MiB =
-    # 4*ub*(E + 2*8192)).
-    mask_cells = (kv_cells or swa_cells) * (2 if swa_any else 1) if not iswa else kv_cells + swa_cells
-    if not any(kv.values()) and facts.is_recurrent:
-        # purely recurrent models (Mamba, RWKV) build no KQ mask and no attention: the graph's working set does not
-        # grow with the context (measured: mamba/mamba2 compute buffer identical at 512 and 32768 cells)
-        kv_cells = swa_cells = mask_cells = 0
-    all_offloaded = bool(gpus) and all(d != "cpu" for d in layer_dev) and out_dev != "cpu"
-    copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe
-                           and not s.tensor_overrides) else 1
-    compute = dict.fromkeys(names, 0)
-    if not gpus:
-        compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
-                                       flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=True,
-                                       n_stream=n_stream, n_seq=n_seq)
-    else:
-        moe_batched = s.llama_build is None or s.llama_build >= MOE_BATCHED_SINCE
-        fused = s.llama_build is None or s.llama_build >= SWIGLU_FUSED_SINCE
-        first_gpu = next((d for d in gpus if n_layers[d]), None)
-        for d in gpus:
-            extra: list[int] = []
-            if rule.op_offload and d == first_gpu:
-                # ggml_backend_sched runs big-batch ops of CPU-resident weights on the first GPU that accepts them
-                # (offload_op: batch >= 32); the weight is copied into this GPU's compute buffer for the op.
-                if out_dev == "cpu":
-                    # logits matmul of the CPU-resident output layer: its weight + the f32 logits (gpu-logs l06:
-                    # 985.20 MiB, l13: 791.61 MiB, both = output weight + 4*ub*(V + E))
-                    w_out = sum(t.nbytes for t in facts.tensors if t.name == "output.weight") or (
-                        facts.tensor("token_embd.weight").nbytes if facts.tensor("token_embd.weight") else 0)
-                    extra.append(w_out + 4 * n_ubatch * (facts.n_vocab + facts.n_embd))
-                if cpu_experts:
-                    # one CPU expert tensor at a time, with the MoE activations of one layer
-                    extra.append(max(cpu_experts) + gpu_compute_bytes(
-                        facts, n_ubatch=n_ubatch, kv_cells=kv_cells, mask_cells=mask_cells, flash_attn=fa,
-                        layers=True, output=False, moe_batched=moe_batched, copies=copies, attention=False))
-            base = gpu_compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells or swa_cells,
-                                     mask_cells=mask_cells, flash_attn=fa, layers=n_layers[d] > 0,
-                                     output=out_dev == d, moe_batched=moe_batched, copies=copies,
-                                     swiglu_fused=fused)
-            compute[d] = max([base] + extra) if (n_layers[d] or out_dev == d) else 0
-        # The CPU side's compute buffer (in the host buffer type when the backend has one): the graph inputs that
-        # live on the CPU: the token embeddings (get_rows of token_embd on the CPU) and the f32 KQ masks, one per
-        # pipeline copy (gpu-logs l02 15.01 MiB = 4*ub*(E + kv); l20 78.02 MiB with 4 copies); with CPU layers their
-        # own working set may be larger (CPU coefficients).
-        mask_bytes = 2 if fa and (s.llama_build is None or s.llama_build >= MASK_F16_SINCE) else 4
-        inputs = n_ubatch * (4 * facts.n_embd + mask_bytes * copies * mask_cells)
-        if fa and n_layers["cpu"] and rule.op_offload:
-            # ggml_flash_attn_ext of a CPU layer reads the CPU-resident KV cache, so it runs on the CPU (the
-            # scheduler pins an op to the backend of its weights/KV buffer) and its output (n_head * head_v floats
-            # per token) lives in the CPU side's buffer next to the mask (gpu-logs l24: 48.01 MiB = 4*ub*(E + Hv)
-            # + 2*ub*kv)
-            inputs += 4 * n_ubatch * max(facts.n_head, default=0) * facts.head_dim_v
-        cpu_layers = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
-                                   flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=out_dev == "cpu",
-                                   n_stream=n_stream) if (n_layers["cpu"] or out_dev == "cpu") else 0
-        compute[host] = max(inputs, 0 if rule.op_offload else cpu_layers)
+@dataclasses.dataclass(frozen=True)
+class _Graph:
+    """What one ubatch's compute graph spans: its tokens, the cells of one stream of the full and SWA caches, the
+    cells of its KQ masks, flash attention, the KV streams and the pipeline-parallel copies of its inputs."""
 
-    devices = []
-    for d in names:
-        devices.append(DeviceEstimate(d, weights[d], kv[d], compute[d], output if d == out_buf else 0,
-                                      n_layers[d], recurrent_bytes=rs[d]))
-    return Estimate(settings=s, n_ctx=n_ctx, n_ctx_seq=n_ctx_seq, n_seq=n_seq, kv_unified=unified,
-                    n_stream=n_stream, kv_cells=kv_cells, swa_cells=swa_cells, n_batch=n_batch,
-                    n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices))
+    n_ubatch: int
+    kv_cells: int
+    swa_cells: int
+    mask_cells: int
+    flash_attn: bool
+    n_stream: int
+    copies: int
+
+
+def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d: str, *, first: bool,
+                 n_layers: int, out_dev: str, cpu_experts: list[int]) -> int:
+    """Compute buffer of GPU ``d`` holding ``n_layers`` repeating layers (and the output layer if it is
+    ``out_dev``); ``first``: the first GPU with layers, where the scheduler offloads ops of CPU-resident weights."""
+    moe_batched = s.llama_build is None or s.llama_build >= MOE_BATCHED_SINCE
+    fused = s.llama_build is None or s.llama_build >= SWIGLU_FUSED_SINCE
+    extra: list[int] = []
+    if rule.op_offload and first:
+        # ggml_backend_sched runs big-batch ops of CPU-resident weights on the first GPU that accepts them
+        # (offload_op: batch >= 32); the weight is copied into this GPU's compute buffer for the op.
+        if out_dev == "cpu":
+            # logits matmul of the CPU-resident output layer: its weight + the f32 logits (gpu-logs l06:
+            # 985.20 MiB, l13: 791.61 MiB, both = output weight + 4*ub*(V + E))
+            w_out = sum(t.nbytes for t in facts.tensors if t.name == "output.weight") or (
+                facts.tensor("token_embd.weight").nbytes if facts.tensor("token_embd.weight") else 0)
+            extra.append(w_out + 4 * g.n_ubatch * (facts.n_vocab + facts.n_embd))
+        if cpu_experts:
+            # one CPU expert tensor at a time, with the MoE activations of one layer
+            extra.append(max(cpu_experts) + gpu_compute_bytes(
+                facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells, mask_cells=g.mask_cells, flash_attn=g.flash_attn,
+                layers=True, output=False, moe_batched=moe_batched, copies=g.copies, attention=False))
+    base = gpu_compute_bytes(facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells or g.swa_cells,
+                             mask_cells=g.mask_cells, flash_attn=g.flash_attn, layers=n_layers > 0,
+                             output=out_dev == d, moe_batched=moe_batched, copies=g.copies,
+                             swiglu_fused=fused)
+    return max([base] + extra) if (n_layers or out_dev == d) else 0
+
+
+def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, *, n_layers_cpu: int,
+                  out_dev: str) -> int:
+    """The CPU side's compute buffer when there are GPUs."""
+    # The CPU side's compute buffer (in the host buffer type when the backend has one): the graph inputs that
+    # live on the CPU: the token embeddings (get_rows of token_embd on the CPU) and the f32 KQ masks, one per
+    # pipeline copy (gpu-logs l02 15.01 MiB = 4*ub*(E + kv); l20 78.02 MiB with 4 copies); with CPU layers their
+    # own working set may be larger (CPU coefficients).
+    mask_bytes = 2 if g.flash_attn and (s.llama_build is None or s.llama_build >= MASK_F16_SINCE) else 4
+    inputs = g.n_ubatch * (4 * facts.n_embd + mask_bytes * g.copies * g.mask_cells)
+    if g.flash_attn and n_layers_cpu and rule.op_offload:
+        # ggml_flash_attn_ext of a CPU layer reads the CPU-resident KV cache, so it runs on the CPU (the
+        # scheduler pins an op to the backend of its weights/KV buffer) and its output (n_head * head_v floats
+        # per token) lives in the CPU side's buffer next to the mask (gpu-logs l24: 48.01 MiB = 4*ub*(E + Hv)
+        # + 2*ub*kv)
+        inputs += 4 * g.n_ubatch * max(facts.n_head, default=0) * facts.head_dim_v
+    cpu_layers = compute_bytes(facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells, swa_cells=g.swa_cells,
+                               flash_attn=g.flash_attn, n_layers_here=n_layers_cpu, has_output=out_dev == "cpu",
+                               n_stream=g.n_stream) if (n_layers_cpu or out_dev == "cpu") else 0
+    return max(inputs, 0 if rule.op_offload else cpu_layers)
 
 
 # Layer-less rope tensors (rope_freqs, rope_factors_long/short) are created inside the layer loop of load_tensors with

@@ -586,37 +586,11 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
     head_v = int(get("attention.value_length", default_hd))
     n_ff = _per_layer(get("feed_forward_length", 0), n_layer, "feed_forward_length", path)
 
-    tok = kv.get("tokenizer.ggml.tokens")
-    embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
-    if get("vocab_size") is not None:
-        n_vocab = int(get("vocab_size"))
-    elif isinstance(tok, ArrayLen):
-        n_vocab = tok.count
-    elif isinstance(tok, list):
-        n_vocab = len(tok)
-    elif embd is not None and len(embd.shape) > 1:
-        n_vocab = embd.shape[1]
-    else:
-        n_vocab = 0
-
+    n_vocab = _n_vocab(kv, tensors, get)
     n_swa = int(get("attention.sliding_window", 0) or 0)
-    pattern = get("attention.sliding_window_pattern")
-    if n_swa == 0:
-        swa_layers = (False,) * n_layer
-    elif isinstance(pattern, list):  # per-layer flags (get_key_or_arr)
-        swa_layers = tuple(bool(x) for x in pattern[:n_layer]) + (False,) * max(0, n_layer - len(pattern))
-    else:
-        period = int(pattern) if pattern is not None else SWA_PERIOD_DEFAULT.get(arch, 0)
-        # period 0: every layer is SWA (set_swa_pattern: n == 0 || il % n < n - 1)
-        swa_layers = tuple(period == 0 or il % period < period - 1 for il in range(n_layer))
-
+    swa_layers = _swa_layers(arch, n_layer, n_swa, get)
     recurrent = _recurrent_layers(arch, n_layer, n_head_kv, get)
-    # KV sharing: gemma3n hard-codes n_layer_kv_from_start = 20 (src/models/gemma3n.cpp); gemma4 shares the last
-    # {arch}.attention.shared_kv_layers layers (src/models/gemma4.cpp)
-    kv_from = KV_FROM_START.get(arch, -1)
-    shared = get("attention.shared_kv_layers")
-    if isinstance(shared, int) and 0 < shared < n_layer:
-        kv_from = n_layer - shared
+    kv_from = _kv_from_start(arch, n_layer, get)
     shift = int(get("token_shift_count", TOKEN_SHIFT_COUNT_DEFAULT) or 0) if get("wkv.head_size") else 0
 
     names = {t.name for t in tensors}
@@ -647,6 +621,45 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
         token_shift_count=shift, shortconv_l_cache=int(get("shortconv.l_cache", 0) or 0),
         recurrent_layers=recurrent,
     )
+
+
+def _n_vocab(kv: dict[str, Any], tensors: list[TensorFacts], get: Any) -> int:
+    """The vocabulary size: {arch}.vocab_size, else the token list's length, else token_embd's second dimension."""
+    tok = kv.get("tokenizer.ggml.tokens")
+    embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
+    if get("vocab_size") is not None:
+        return int(get("vocab_size"))
+    if isinstance(tok, ArrayLen):
+        return tok.count
+    if isinstance(tok, list):
+        return len(tok)
+    if embd is not None and len(embd.shape) > 1:
+        return embd.shape[1]
+    return 0
+
+
+def _swa_layers(arch: str, n_layer: int, n_swa: int, get: Any) -> tuple[bool, ...]:
+    """Which layers use the sliding window of ``n_swa`` tokens (all False without one)."""
+    pattern = get("attention.sliding_window_pattern")
+    if n_swa == 0:
+        return (False,) * n_layer
+    if isinstance(pattern, list):  # per-layer flags (get_key_or_arr)
+        return tuple(bool(x) for x in pattern[:n_layer]) + (False,) * max(0, n_layer - len(pattern))
+    period = int(pattern) if pattern is not None else SWA_PERIOD_DEFAULT.get(arch, 0)
+    # period 0: every layer is SWA (set_swa_pattern: n == 0 || il % n < n - 1)
+    return tuple(period == 0 or il % period < period - 1 for il in range(n_layer))
+
+
+def _kv_from_start(arch: str, n_layer: int, get: Any) -> int:
+    """The first layer that reuses an earlier layer's KV cache (-1 if none is known; ModelFacts keeps it only in
+    0 < kv_from < n_layer)."""
+    # KV sharing: gemma3n hard-codes n_layer_kv_from_start = 20 (src/models/gemma3n.cpp); gemma4 shares the last
+    # {arch}.attention.shared_kv_layers layers (src/models/gemma4.cpp)
+    kv_from = KV_FROM_START.get(arch, -1)
+    shared = get("attention.shared_kv_layers")
+    if isinstance(shared, int) and 0 < shared < n_layer:
+        kv_from = n_layer - shared
+    return kv_from
 
 
 def _recurrent_layers(arch: str, n_layer: int, n_head_kv: tuple[int, ...], get: Any) -> tuple[bool, ...]:

@@ -193,46 +193,64 @@ def _layer(a: ArchFacts, i: int) -> list[Tensor]:
         ]
     if arch == "deepseek2" and a.q_lora_rank:  # DeepSeek-V3/R1 (src/models/deepseek2.cpp, is_mla: split k_b / v_b)
         return _deepseek_v3_layer(a, p, i)
-    if arch == "deepseek2":  # MLA without q-LoRA (V2-Lite); attn_kv_b unsplit as in 2024 conversions
-        qk = a.qk_nope_head_dim + a.qk_rope_head_dim
-        t = norm + [
-            Tensor(f"{p}attn_q.weight", (e, a.n_head * qk)),
-            Tensor(f"{p}attn_kv_a_mqa.weight", (e, a.kv_lora_rank + a.qk_rope_head_dim)),
-            Tensor(f"{p}attn_kv_a_norm.weight", (a.kv_lora_rank,)),
-            Tensor(f"{p}attn_kv_b.weight", (a.kv_lora_rank, a.n_head * (a.qk_nope_head_dim + a.v_head_dim))),
-            Tensor(f"{p}attn_output.weight", (a.n_head * a.v_head_dim, e)),
-            Tensor(f"{p}ffn_norm.weight", (e,)),
-        ]
-        return t + (_gated_ffn(a, p, a.n_ff) if i < a.n_layer_dense_lead else _experts(a, p))
+    if arch == "deepseek2":
+        return _deepseek_v2_lite_layer(a, p, i)
     if arch == "gpt-oss":
         return norm + _dense_attention(a, p, bias=True, qk_norm=False) + [
             Tensor(f"{p}attn_output.bias", (e,)),
             Tensor(f"{p}attn_sinks.weight", (a.n_head,)),
             Tensor(f"{p}post_attention_norm.weight", (e,)),
         ] + _experts(a, p, bias=True)
-    if arch == "glm4moe":  # src/models/glm4-moe.cpp: q/k/v biases, dense lead layers, shared expert, expert bias
-        t = norm + _dense_attention(a, p, bias=bool(_opt(a, "attn_bias", 1)), qk_norm=False) + [
-            Tensor(f"{p}post_attention_norm.weight", (e,))]
-        if i < a.n_layer_dense_lead:
-            return t + _gated_ffn(a, p, a.n_ff)
-        t += _experts(a, p) + [Tensor(f"{p}exp_probs_b.bias", (a.n_expert,))]
-        if i >= a.n_layer:  # the NextN / MTP block (convert_hf_to_gguf keeps it; llama.cpp skips it unless asked)
-            t += [Tensor(f"{p}nextn.eh_proj.weight", (2 * e, e)), Tensor(f"{p}nextn.enorm.weight", (e,)),
-                  Tensor(f"{p}nextn.hnorm.weight", (e,)), Tensor(f"{p}nextn.shared_head_norm.weight", (e,))]
-        return t
+    if arch == "glm4moe":
+        return _glm4moe_layer(a, p, i)
     if arch in ("qwen3next", "qwen35", "qwen35moe"):
         return _qwen3next_layer(a, p, i)
     if arch == "granitehybrid":
         return _granite_hybrid_layer(a, p, i)
     if arch == "gemma3n":
         return _gemma3n_layer(a, p)
-    if arch == "llama4":  # src/models/llama4.cpp: every n_moe_layer_step-th layer MoE with one shared expert
-        t = norm + _dense_attention(a, p, bias=False, qk_norm=False) + [Tensor(f"{p}ffn_norm.weight", (e,))]
-        step = _opt(a, "moe_layer_step", 1) or 1
-        if (i + 1) % step == 0:
-            return t + _experts(a, p)
-        return t + _gated_ffn(a, p, a.n_ff)
+    if arch == "llama4":
+        return _llama4_layer(a, p, i)
     raise ValueError(f"no tensor inventory for architecture {arch!r}")
+
+
+def _deepseek_v2_lite_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
+    """deepseek2 without q-LoRA (V2-Lite): MLA with attn_kv_b unsplit as in 2024 conversions."""
+    e, qk = a.n_embd, a.qk_nope_head_dim + a.qk_rope_head_dim
+    t = [
+        Tensor(f"{p}attn_norm.weight", (e,)),
+        Tensor(f"{p}attn_q.weight", (e, a.n_head * qk)),
+        Tensor(f"{p}attn_kv_a_mqa.weight", (e, a.kv_lora_rank + a.qk_rope_head_dim)),
+        Tensor(f"{p}attn_kv_a_norm.weight", (a.kv_lora_rank,)),
+        Tensor(f"{p}attn_kv_b.weight", (a.kv_lora_rank, a.n_head * (a.qk_nope_head_dim + a.v_head_dim))),
+        Tensor(f"{p}attn_output.weight", (a.n_head * a.v_head_dim, e)),
+        Tensor(f"{p}ffn_norm.weight", (e,)),
+    ]
+    return t + (_gated_ffn(a, p, a.n_ff) if i < a.n_layer_dense_lead else _experts(a, p))
+
+
+def _glm4moe_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
+    """src/models/glm4-moe.cpp: q/k/v biases, dense lead layers, shared expert, expert bias."""
+    e = a.n_embd
+    t = [Tensor(f"{p}attn_norm.weight", (e,))] + _dense_attention(
+        a, p, bias=bool(_opt(a, "attn_bias", 1)), qk_norm=False) + [Tensor(f"{p}post_attention_norm.weight", (e,))]
+    if i < a.n_layer_dense_lead:
+        return t + _gated_ffn(a, p, a.n_ff)
+    t += _experts(a, p) + [Tensor(f"{p}exp_probs_b.bias", (a.n_expert,))]
+    if i >= a.n_layer:  # the NextN / MTP block (convert_hf_to_gguf keeps it; llama.cpp skips it unless asked)
+        t += [Tensor(f"{p}nextn.eh_proj.weight", (2 * e, e)), Tensor(f"{p}nextn.enorm.weight", (e,)),
+              Tensor(f"{p}nextn.hnorm.weight", (e,)), Tensor(f"{p}nextn.shared_head_norm.weight", (e,))]
+    return t
+
+
+def _llama4_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
+    """src/models/llama4.cpp: every n_moe_layer_step-th layer MoE with one shared expert."""
+    t = [Tensor(f"{p}attn_norm.weight", (a.n_embd,))] + _dense_attention(a, p, bias=False, qk_norm=False)
+    t += [Tensor(f"{p}ffn_norm.weight", (a.n_embd,))]
+    step = _opt(a, "moe_layer_step", 1) or 1
+    if (i + 1) % step == 0:
+        return t + _experts(a, p)
+    return t + _gated_ffn(a, p, a.n_ff)
 
 
 def _deepseek_v3_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
@@ -504,13 +522,7 @@ def _choose(a: ArchFacts, t: Tensor, cat: str, ftype: str, new: str, tied: bool,
     """One pass of llama_tensor_get_type_impl for tensor ``t`` (mutates the counters like llama.cpp does)."""
     i_layer_of = (lambda key: layer) if n_expert > 1 else (lambda key: c[key])
     if cat == "output" or (tied and cat == "token_embd"):
-        if ftype == "MXFP4_MOE":
-            return "Q8_0"
-        if t.shape[0] % block(new)[0]:
-            return "Q8_0"
-        if ftype in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
-            return "Q5_K"
-        return "Q6_K" if new != "Q8_0" else new
+        return _choose_output(t, ftype, new)
     if ftype == "MXFP4_MOE":
         return "MXFP4" if len(t.shape) > 2 and t.shape[2] > 1 else "Q8_0"
     if cat == "token_embd":
@@ -521,51 +533,9 @@ def _choose(a: ArchFacts, t: Tensor, cat: str, ftype: str, new: str, tied: bool,
         return new
     is_v = cat in ("attn_v", "attn_qkv", "attn_kv_b")
     if ftype in _IQ_LOW:
-        if is_v:
-            new = "Q4_K" if (n_gqa >= 4 or n_expert >= 4) else ("IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K")
-            c["attn_wv"] += 1
-        elif n_expert == 8 and cat == "attn_k":
-            new = "Q4_K"
-        elif cat == "ffn_down":
-            if c["ffn_down"] < n_layer // 8:
-                new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
-            c["ffn_down"] += 1
-        elif cat == "attn_output":
-            if n_expert == 8:
-                new = "Q5_K"
-            elif ftype in ("IQ1_S", "IQ1_M"):
-                new = "IQ2_XXS"
-            elif ftype in ("IQ2_S", "IQ2_M"):
-                new = "IQ3_S"
-        return new
+        return _choose_iq_low(cat, ftype, new, is_v, n_gqa, n_expert, n_layer, c)
     if is_v:
-        i = c["attn_wv"]
-        if ftype == "Q2_K":
-            new = "Q4_K" if n_gqa >= 4 else "Q3_K"
-        elif ftype == "Q2_K_S" and n_gqa >= 4:
-            new = "Q4_K"
-        elif ftype == "IQ3_XXS":
-            new = "Q4_K" if n_gqa >= 4 else ("IQ3_S" if not imatrix else "IQ3_XXS")
-        elif ftype in ("IQ3_XS", "IQ3_S") and n_gqa >= 4:
-            new = "Q4_K"
-        elif ftype == "IQ3_M":
-            new = "Q4_K"
-        elif ftype == "Q3_K_M":
-            new = "Q5_K" if i < 2 else "Q4_K"
-        elif ftype == "Q3_K_L":
-            new = "Q5_K"
-        elif ftype in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
-            new = "Q5_K"
-        elif ftype in ("Q4_K_M", "Q5_K_M") and _use_more_bits(i, n_attn_wv):
-            new = "Q6_K"
-        elif ftype == "Q4_K_S" and i < 4:
-            new = "Q5_K"
-        if _is_70b(a) and new in ("Q3_K", "Q4_K"):
-            new = "Q5_K"
-        if n_expert == 8:
-            new = "Q8_0"
-        c["attn_wv"] += 1
-        return new
+        return _choose_attn_v(a, ftype, new, n_gqa, n_expert, n_attn_wv, c, imatrix)
     if cat == "attn_k":
         if n_expert == 8:
             return "Q8_0"
@@ -581,33 +551,7 @@ def _choose(a: ArchFacts, t: Tensor, cat: str, ftype: str, new: str, tied: bool,
             return "IQ2_S"
         return new
     if cat == "ffn_down":
-        i, n = i_layer_of("ffn_down"), n_layer
-        if ftype == "Q2_K":
-            new = "Q3_K"
-        elif ftype == "Q2_K_S":
-            if i < n // 8:
-                new = "Q4_K"
-        elif ftype == "IQ3_XXS" and not imatrix:
-            new = "Q4_K" if i < n // 8 else "Q3_K"
-        elif ftype == "Q3_K_M":
-            new = "Q5_K" if i < n // 16 else "Q4_K"  # the Q3_K branch is Falcon-only
-        elif ftype == "IQ3_M" and (i < n // 8 or (n_expert == 8 and _use_more_bits(i, n))):
-            new = "Q4_K"
-        elif ftype == "Q3_K_L":
-            new = "Q5_K"
-        elif ftype == "Q4_K_M":
-            if _use_more_bits(i, n):
-                new = "Q6_K"
-        elif i < n // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
-            new = "Q5_K"
-        elif ftype == "Q5_K_M" and _use_more_bits(i, n):
-            new = "Q6_K"
-        elif ftype == "Q4_K_S" and i < n // 8:
-            new = "Q5_K"
-        elif ftype in ("Q4_0", "Q5_0") and imatrix and i < n // 8:
-            new = "Q4_1" if ftype == "Q4_0" else "Q5_1"
-        c["ffn_down"] += 1
-        return new
+        return _choose_ffn_down(ftype, new, i_layer_of("ffn_down"), n_layer, n_expert, c, imatrix)
     if cat == "attn_output":
         if n_expert == 8:
             if ftype in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ3_S",
@@ -623,6 +567,103 @@ def _choose(a: ArchFacts, t: Tensor, cat: str, ftype: str, new: str, tied: bool,
             new = "IQ3_XXS"
         c[cat] += 1
         return new
+    return new
+
+
+def _choose_output(t: Tensor, ftype: str, new: str) -> str:
+    """The output tensor's type (and token_embd's when it doubles as the output)."""
+    if ftype == "MXFP4_MOE":
+        return "Q8_0"
+    if t.shape[0] % block(new)[0]:
+        return "Q8_0"
+    if ftype in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"):
+        return "Q5_K"
+    return "Q6_K" if new != "Q8_0" else new
+
+
+def _choose_iq_low(cat: str, ftype: str, new: str, is_v: bool, n_gqa: int, n_expert: int, n_layer: int,
+                   c: dict[str, int]) -> str:
+    """The IQ1/IQ2 ftypes' own branch: attn_v, attn_k of 8-expert models, the first ffn_down layers, attn_output
+    (counts attn_v and ffn_down tensors in ``c``)."""
+    if is_v:
+        new = "Q4_K" if (n_gqa >= 4 or n_expert >= 4) else ("IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K")
+        c["attn_wv"] += 1
+    elif n_expert == 8 and cat == "attn_k":
+        new = "Q4_K"
+    elif cat == "ffn_down":
+        if c["ffn_down"] < n_layer // 8:
+            new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
+        c["ffn_down"] += 1
+    elif cat == "attn_output":
+        if n_expert == 8:
+            new = "Q5_K"
+        elif ftype in ("IQ1_S", "IQ1_M"):
+            new = "IQ2_XXS"
+        elif ftype in ("IQ2_S", "IQ2_M"):
+            new = "IQ3_S"
+    return new
+
+
+def _choose_attn_v(a: ArchFacts, ftype: str, new: str, n_gqa: int, n_expert: int, n_attn_wv: int,
+                   c: dict[str, int], imatrix: bool) -> str:
+    """attn_v (and the fused attn_qkv / attn_kv_b, which count as it) of the ``c["attn_wv"]``-th layer of
+    ``n_attn_wv`` (counts it in ``c``)."""
+    i = c["attn_wv"]
+    if ftype == "Q2_K":
+        new = "Q4_K" if n_gqa >= 4 else "Q3_K"
+    elif ftype == "Q2_K_S" and n_gqa >= 4:
+        new = "Q4_K"
+    elif ftype == "IQ3_XXS":
+        new = "Q4_K" if n_gqa >= 4 else ("IQ3_S" if not imatrix else "IQ3_XXS")
+    elif ftype in ("IQ3_XS", "IQ3_S") and n_gqa >= 4:
+        new = "Q4_K"
+    elif ftype == "IQ3_M":
+        new = "Q4_K"
+    elif ftype == "Q3_K_M":
+        new = "Q5_K" if i < 2 else "Q4_K"
+    elif ftype == "Q3_K_L":
+        new = "Q5_K"
+    elif ftype in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
+        new = "Q5_K"
+    elif ftype in ("Q4_K_M", "Q5_K_M") and _use_more_bits(i, n_attn_wv):
+        new = "Q6_K"
+    elif ftype == "Q4_K_S" and i < 4:
+        new = "Q5_K"
+    if _is_70b(a) and new in ("Q3_K", "Q4_K"):
+        new = "Q5_K"
+    if n_expert == 8:
+        new = "Q8_0"
+    c["attn_wv"] += 1
+    return new
+
+
+def _choose_ffn_down(ftype: str, new: str, i: int, n: int, n_expert: int, c: dict[str, int], imatrix: bool) -> str:
+    """ffn_down of layer ``i`` of ``n`` (counts it in ``c``)."""
+    if ftype == "Q2_K":
+        new = "Q3_K"
+    elif ftype == "Q2_K_S":
+        if i < n // 8:
+            new = "Q4_K"
+    elif ftype == "IQ3_XXS" and not imatrix:
+        new = "Q4_K" if i < n // 8 else "Q3_K"
+    elif ftype == "Q3_K_M":
+        new = "Q5_K" if i < n // 16 else "Q4_K"  # the Q3_K branch is Falcon-only
+    elif ftype == "IQ3_M" and (i < n // 8 or (n_expert == 8 and _use_more_bits(i, n))):
+        new = "Q4_K"
+    elif ftype == "Q3_K_L":
+        new = "Q5_K"
+    elif ftype == "Q4_K_M":
+        if _use_more_bits(i, n):
+            new = "Q6_K"
+    elif i < n // 8 and ftype in ("IQ4_NL", "IQ4_XS") and not imatrix:
+        new = "Q5_K"
+    elif ftype == "Q5_K_M" and _use_more_bits(i, n):
+        new = "Q6_K"
+    elif ftype == "Q4_K_S" and i < n // 8:
+        new = "Q5_K"
+    elif ftype in ("Q4_0", "Q5_0") and imatrix and i < n // 8:
+        new = "Q4_1" if ftype == "Q4_0" else "Q5_1"
+    c["ffn_down"] += 1
     return new
 
 
