@@ -326,11 +326,16 @@ PARSER_MACHINES = {
 }
 
 
-def _llama_plans(catalog, rules):
+def _llama_plans(catalog, rules, engine: str | None = None):
+    """Plans for the recorded machines; ``engine``: planned for that engine (its current release's flags), as
+    advisor plans for the engine a machine has."""
+    from advisor.plan import EngineRef
+
+    engines = (EngineRef(engine),) if engine else ()
     for name, profile in PARSER_MACHINES.items():
         for req in (Request(task="code", backend="llama.cpp"), Request(task="chat", backend="llama.cpp",
                                                                        concurrency=4)):
-            rec = recommend(profile, catalog, rules, dataclasses.replace(req, top=3))
+            rec = recommend(profile, catalog, rules, dataclasses.replace(req, top=3, engines=engines))
             for plan in rec.plans:
                 yield name, plan
 
@@ -375,7 +380,7 @@ def test_llama_cpp_python_server_parses_every_planned_command(catalog, rules):
     """The fallback engine's own parser (llama_cpp.server __main__: argparse over its pydantic settings) accepts the
     executor's argv for every plan, and rejects a wrong one (the check can fail)."""
     seen = 0
-    for name, plan in _llama_plans(catalog, rules):
+    for name, plan in _llama_plans(catalog, rules, "llama-cpp-python"):
         launch = engine_launch(plan, "llama-cpp-python", "python")
         args = launch.argv[3:]  # after `python -m llama_cpp.server`
         assert not checkers.llama_cpp_python_argv_problems(args), (name, plan.model.id, args)

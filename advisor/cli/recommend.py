@@ -6,22 +6,27 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from advisor.cli._options import (
     Backend,
     BackendOpt,
+    AssumeIdleOpt,
     ConcurrencyOpt,
     ContextOpt,
-    AssumeIdleOpt,
     JsonOpt,
     LicenseOpt,
     MaxSizeOpt,
     TaskOpt,
     model_name,
 )
+
+if TYPE_CHECKING:  # the planner and the plan load when a command runs, not when the CLI starts
+    from advisor.plan import Plan
+    from advisor.planner import Request
+    from advisor.probe.profile import HardwareProfile
 
 
 class Format(str, Enum):
@@ -59,9 +64,7 @@ def recommend(
         "or the build 'advisor setup' installed).")] = None,
 ) -> None:
     """Recommend models with their quantization, engine and settings, best first."""
-    from advisor.app.advise import advise
-    from advisor.app.advise import hardware as load_hardware
-    from advisor.errors import BadInputError, NothingFitsError
+    from advisor.errors import BadInputError
     from advisor.planner import Request
 
     if concurrency < 1 or top < 1 or (context is not None and context < 1):
@@ -69,20 +72,36 @@ def recommend(
     request = Request(task=task, context=context, concurrency=concurrency, backend=backend.value, model=model,
                       max_size_bytes=int(max_size * 1e9) if max_size else None, license=license, top=top,
                       assume_idle=assume_idle)
+    if json_output:
+        fmt = Format.json
     if hardware_dir is not None:
         if hardware:
             raise BadInputError("give --hardware-dir or --hardware, not both")
-        from advisor.app.cluster import advise_fleet
+        _fleet(hardware_dir, request)
+    elif hardware and len(hardware) > 1:
+        _cluster(hardware, request, why_not, fmt)
+    else:
+        _one(hardware[0] if hardware else None, request, why_not, fmt, engine_path, user)
 
-        for line in advise_fleet(hardware_dir, request):
-            sys.stdout.write(json.dumps(line) + "\n")
-            sys.stdout.flush()
-        return
-    if hardware and len(hardware) > 1:
-        _cluster(hardware, request, why_not, json_output or fmt == Format.json, fmt)
-        return
-    profile = load_hardware(hardware[0] if hardware else None)
-    advice = advise(profile, request, here=not hardware)
+
+def _fleet(directory: Path, request: Request) -> None:
+    """One JSON line per profile of ``directory``, each planned on its own, as soon as it is planned."""
+    from advisor.app.cluster import advise_fleet
+
+    for line in advise_fleet(directory, request):
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+
+
+def _one(path: Path | None, request: Request, why_not: str | None, fmt: Format, engine_path: str | None,
+         user: str | None) -> None:
+    """Plans for one machine: the saved profile at ``path``, else this one."""
+    from advisor.app.advise import advise
+    from advisor.app.advise import hardware as load_hardware
+    from advisor.errors import NothingFitsError
+
+    profile = load_hardware(path)
+    advice = advise(profile, request, here=path is None)
     plans, rec = advice.plans, advice.recommendation
     if why_not is not None:
         lines = rec.why_not(why_not) if rec else []
@@ -94,31 +113,34 @@ def recommend(
         assert rec is not None
         rec.best()  # raises NothingFitsError naming the closest candidate
         raise NothingFitsError("nothing fits")  # pragma: no cover
-    if json_output or fmt == Format.json:
+    if fmt == Format.json:
         sys.stdout.write(json.dumps({"hardware": profile.to_dict(), "plans": [p.to_dict() for p in plans]},
                                     indent=2) + "\n")
-        return
+    elif fmt == Format.table:
+        _table(plans)
+    else:
+        sys.stdout.write(_deployment(profile, plans[0], fmt, engine_path, user))
+
+
+def _deployment(profile: HardwareProfile, best: Plan, fmt: Format, engine_path: str | None, user: str | None) -> str:
+    """The best plan as a shell command, a systemd unit, a compose service or Kubernetes objects."""
     from advisor.app.deploy import deploy_target
     from advisor.render import deploy as formats
-    best = plans[0]
-    vendor = profile.gpus[0].vendor if profile.gpus else "none"
+
     if fmt == Format.shell:
-        sys.stdout.write(formats.shell(best))
-    elif fmt == Format.systemd:
-        sys.stdout.write(formats.systemd(best, deploy_target(engine_path, user)))
-    elif fmt == Format.compose:
+        return formats.shell(best)
+    if fmt == Format.systemd:
+        return formats.systemd(best, deploy_target(engine_path, user))
+    if fmt == Format.compose:
+        vendor = profile.gpus[0].vendor if profile.gpus else "none"
         jetson = formats.is_jetson([g.name for g in profile.gpus if g.vendor == "nvidia"], profile.arch)
-        sys.stdout.write(formats.compose(best, vendor, deploy_target(),
-                                         os_name=profile.os, jetson=jetson))
-    elif fmt == Format.k8s:
-        from advisor.render import cluster as cluster_formats
+        return formats.compose(best, vendor, deploy_target(), os_name=profile.os, jetson=jetson)
+    from advisor.render import cluster as cluster_formats
 
-        sys.stdout.write(cluster_formats.k8s(best))
-    else:
-        _table(plans)
+    return cluster_formats.k8s(best)
 
 
-def _cluster(paths: list[Path], request, why_not: str | None, as_json: bool, fmt: Format) -> None:  # type: ignore[no-untyped-def]
+def _cluster(paths: list[Path], request: Request, why_not: str | None, fmt: Format) -> None:
     """Plans across the machines of ``paths`` (the first is the head)."""
     from advisor.app.advise import load_profile
     from advisor.app.cluster import advise_cluster
@@ -133,7 +155,7 @@ def _cluster(paths: list[Path], request, why_not: str | None, as_json: bool, fmt
     for note in rec.notes:
         print(f"note: {note}", file=sys.stderr)
     best = rec.best()  # raises NothingFitsError naming the closest candidate
-    if as_json:
+    if fmt == Format.json:
         sys.stdout.write(json.dumps({"hardware": [p.to_dict() for p in profiles],
                                      "plans": [p.to_dict() for p in rec.plans]}, indent=2) + "\n")
     elif fmt == Format.shell:
@@ -146,7 +168,7 @@ def _cluster(paths: list[Path], request, why_not: str | None, as_json: bool, fmt
         raise BadInputError(f"--format {fmt.value} describes one machine; for several use shell, k8s or json")
 
 
-def _table(plans) -> None:  # type: ignore[no-untyped-def]
+def _table(plans: list[Plan]) -> None:
     from advisor.render.plans import table
     from advisor.render.text import printable  # reasons name files: never a terminal escape
 
