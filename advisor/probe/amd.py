@@ -739,100 +739,15 @@ def detect(system: System) -> Found:
     has_kfd = False
     if system.os_name == "linux":
         cards, orphans, has_kfd = _sysfs(system, notes)
-
-    override = (system.env.get("HSA_OVERRIDE_GFX_VERSION") or "").strip()
-    override_target = gfx_target_from_override(override) if override else None
-
-    # Tools: only when sysfs found nothing or left a name or the driver version unknown.
-    everything = cards + orphans
-    driver_version = system.read_first_line("/sys/module/amdgpu/version") if everything else None
-    if not everything or any(c.name is None for c in everything) or not driver_version:
-        for source, fetch in _tool_reports(system):
-            report = fetch()
-            if not report.gpus:
-                continue
-            driver_version = driver_version or report.driver_version
-            if everything:
-                _merge_tool(everything, report)
-            else:
-                cards = [_card_from_tool(t, source) for t in report.gpus]
-                everything = list(cards)
-            break
-    if not everything:
+    cards, driver_version = _with_tools(system, cards, orphans)
+    if not cards and not orphans:
         found.notes = notes  # empty when there is no AMD hardware at all (a radeon-driven card leaves its note)
         return found
-
     cards = _apply_visibility(system, cards, notes)
-
+    override = (system.env.get("HSA_OVERRIDE_GFX_VERSION") or "").strip()
     meminfo_total = _mem_total(system)
-    gpus: list[Gpu] = []
-    for position, card in enumerate(cards + orphans):
-        rocm_visible = position < len(cards)
-        target = gfx_target_from_version(card.gfx_version) if card.gfx_version else card.gfx_target
-        if target is None and rocm_visible and card.device_id in DEVICE_GFX:
-            target = DEVICE_GFX[card.device_id]
-            note = f"amd: gfx target {target} of PCI device id 0x{card.device_id:04x} from the amdgpu device table"
-            if note not in notes:
-                notes.append(note)
-        version = card.gfx_version or (gfx_version_from_target(target) if target else None)
-        label = card.name or (f"AMD GPU 0x{card.device_id:04x}" if card.device_id else "AMD GPU")
-        if override_target and rocm_visible:
-            notes.append(
-                f"amd: HSA_OVERRIDE_GFX_VERSION={override} makes ROCm treat {label} "
-                f"({target or 'unknown target'}) as {override_target}"
-            )
-            target, version = override_target, gfx_version_from_target(override_target)
-
-        backend = "rocm"
-        if not rocm_visible:
-            backend = "vulkan"
-            why = "there is no KFD topology (/sys/class/kfd)" if not has_kfd else "it has no KFD topology node"
-            notes.append(f"amd: {label}: ROCm cannot use it because {why}; Vulkan may")
-        elif version is not None and version < ROCM_MIN_GFX_VERSION:
-            backend = "vulkan"
-            notes.append(f"amd: {label} is {target}, older than gfx9; ROCm does not support it, Vulkan may")
-
-        total, free = card.vram_total, None
-        if card.vram_total is not None and card.vram_used is not None:
-            free = max(card.vram_total - card.vram_used, 0)
-        apu = _is_apu(card)
-        if apu:
-            # An APU's GPU allocates from its VRAM carve-out *and* from system RAM mapped through GTT (ROCm docs
-            # "AMD RDNA3.5 system optimization": memory is mapped through GART/GTT, not a separate VRAM pool), so
-            # what it can use is carve-out + GTT. GTT is backed by the RAM outside the carve-out, so cap it at
-            # MemTotal (which excludes the carve-out) as the kernel itself now does ("drm/amdgpu: cap GTT size
-            # to physical RAM on APUs").
-            gtt = card.gtt_total if meminfo_total is None else min(card.gtt_total, meminfo_total)
-            total = card.vram_total + gtt
-            if free is not None and card.gtt_used is not None:
-                free += max(gtt - card.gtt_used, 0)
-            else:
-                free = None
-            notes.append(
-                f"amd: {label} is an APU sharing system memory: {_gib(card.vram_total)} carve-out + "
-                f"{_gib(gtt)} GTT; older ROCm releases only allocate from the carve-out (ROCm/ROCm#2014)"
-            )
-        gpus.append(
-            Gpu(
-                index=position,
-                vendor="amd",
-                name=label,
-                backend=backend,
-                memory_total_bytes=total,
-                memory_free_bytes=free,
-                unified_memory=apu,
-                gfx_target=target,
-                driver_version=card.driver_version or driver_version,
-                uuid=f"GPU-{card.unique_id:016x}" if card.unique_id else None,
-                pci_bus_id=card.pci_bus_id,
-                cores=card.cores,
-                source=card.source,
-                memory_bus_width_bits=card.mem_bus_width,
-                memory_clock_max_mhz=card.mem_clock_max,
-                memory_type=card.mem_type,
-            )
-        )
-    found.gpus = gpus
+    found.gpus = [_gpu(card, position, position < len(cards), has_kfd, override, meminfo_total, driver_version,
+                       notes) for position, card in enumerate(cards + orphans)]
     if driver_version:
         found.drivers["amdgpu"] = driver_version
     rocm = _rocm_version(system)
@@ -840,6 +755,88 @@ def detect(system: System) -> Found:
         found.drivers["rocm"] = rocm
     found.notes = notes
     return found
+
+
+def _with_tools(system: System, cards: list[_Card], orphans: list[_Card]) -> tuple[list[_Card], str | None]:
+    """The cards completed by the first SMI tool that reports GPUs (only when sysfs found nothing or left a name
+    or the driver version unknown), and the amdgpu driver version."""
+    everything = cards + orphans
+    driver_version = system.read_first_line("/sys/module/amdgpu/version") if everything else None
+    if everything and all(c.name is not None for c in everything) and driver_version:
+        return cards, driver_version
+    for source, fetch in _tool_reports(system):
+        report = fetch()
+        if not report.gpus:
+            continue
+        driver_version = driver_version or report.driver_version
+        if everything:
+            _merge_tool(everything, report)
+        else:
+            cards = [_card_from_tool(t, source) for t in report.gpus]
+        break
+    return cards, driver_version
+
+
+def _target(card: _Card, rocm_visible: bool, label: str, override: str, notes: list[str]
+            ) -> tuple[str | None, int | None]:
+    """The card's gfx target and version: from KFD, else the PCI device id, then HSA_OVERRIDE_GFX_VERSION."""
+    target = gfx_target_from_version(card.gfx_version) if card.gfx_version else card.gfx_target
+    if target is None and rocm_visible and card.device_id in DEVICE_GFX:
+        target = DEVICE_GFX[card.device_id]
+        note = f"amd: gfx target {target} of PCI device id 0x{card.device_id:04x} from the amdgpu device table"
+        if note not in notes:
+            notes.append(note)
+    version = card.gfx_version or (gfx_version_from_target(target) if target else None)
+    override_target = gfx_target_from_override(override) if override else None
+    if override_target and rocm_visible:
+        notes.append(f"amd: HSA_OVERRIDE_GFX_VERSION={override} makes ROCm treat {label} "
+                     f"({target or 'unknown target'}) as {override_target}")
+        target, version = override_target, gfx_version_from_target(override_target)
+    return target, version
+
+
+def _memory(card: _Card, label: str, meminfo_total: int | None, notes: list[str]) -> tuple[int | None, int | None]:
+    """(total, free) bytes the GPU can use."""
+    total, free = card.vram_total, None
+    if card.vram_total is not None and card.vram_used is not None:
+        free = max(card.vram_total - card.vram_used, 0)
+    if not _is_apu(card):
+        return total, free
+    # An APU's GPU allocates from its VRAM carve-out *and* from system RAM mapped through GTT (ROCm docs
+    # "AMD RDNA3.5 system optimization": memory is mapped through GART/GTT, not a separate VRAM pool), so
+    # what it can use is carve-out + GTT. GTT is backed by the RAM outside the carve-out, so cap it at
+    # MemTotal (which excludes the carve-out) as the kernel itself now does ("drm/amdgpu: cap GTT size
+    # to physical RAM on APUs").
+    gtt = card.gtt_total if meminfo_total is None else min(card.gtt_total, meminfo_total)
+    total = card.vram_total + gtt
+    if free is not None and card.gtt_used is not None:
+        free += max(gtt - card.gtt_used, 0)
+    else:
+        free = None
+    notes.append(f"amd: {label} is an APU sharing system memory: {_gib(card.vram_total)} carve-out + "
+                 f"{_gib(gtt)} GTT; older ROCm releases only allocate from the carve-out (ROCm/ROCm#2014)")
+    return total, free
+
+
+def _gpu(card: _Card, position: int, rocm_visible: bool, has_kfd: bool, override: str, meminfo_total: int | None,
+         driver_version: str | None, notes: list[str]) -> Gpu:
+    label = card.name or (f"AMD GPU 0x{card.device_id:04x}" if card.device_id else "AMD GPU")
+    target, version = _target(card, rocm_visible, label, override, notes)
+    backend = "rocm"
+    if not rocm_visible:
+        backend = "vulkan"
+        why = "there is no KFD topology (/sys/class/kfd)" if not has_kfd else "it has no KFD topology node"
+        notes.append(f"amd: {label}: ROCm cannot use it because {why}; Vulkan may")
+    elif version is not None and version < ROCM_MIN_GFX_VERSION:
+        backend = "vulkan"
+        notes.append(f"amd: {label} is {target}, older than gfx9; ROCm does not support it, Vulkan may")
+    total, free = _memory(card, label, meminfo_total, notes)
+    return Gpu(index=position, vendor="amd", name=label, backend=backend, memory_total_bytes=total,
+               memory_free_bytes=free, unified_memory=_is_apu(card), gfx_target=target,
+               driver_version=card.driver_version or driver_version,
+               uuid=f"GPU-{card.unique_id:016x}" if card.unique_id else None, pci_bus_id=card.pci_bus_id,
+               cores=card.cores, source=card.source, memory_bus_width_bits=card.mem_bus_width,
+               memory_clock_max_mhz=card.mem_clock_max, memory_type=card.mem_type)
 
 
 __all__ = [
