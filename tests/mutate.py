@@ -68,6 +68,10 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("advisor/gguf/estimate.py", "_host_compute",
      'n_stream=g.n_stream) if (n_layers_cpu or out_dev == "cpu") else 0', "0 -> 1"):
         "max(inputs, 1) == inputs, and op-offload backends take 0 anyway",
+    ("advisor/planner/machine.py", "build_machine",
+     "gpu_memory_per_device_gib=min((g.memory_total_bytes or 0 for g in gpus), default=0) / GIB,", "0 -> 1"):
+        "0 or 1 byte (1e-9 GiB) where there is no GPU, and GPUs of unknown memory are left out before: no rule "
+        "threshold lies between",
 }
 
 FLIP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,

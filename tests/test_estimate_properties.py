@@ -61,12 +61,14 @@ def test_ngl_puts_the_output_and_the_last_layers_on_the_gpu(facts, ngl):
         assert dev(est, "cpu").weights_bytes == embd  # nothing but the input embeddings left on the CPU
 
 
-def test_even_tensor_split_over_two_gpus(facts):
+@pytest.mark.parametrize("ngl", [33, 999, -1])
+def test_even_tensor_split_over_two_gpus(facts, ngl):
     """-ts 1,1 with every layer offloaded: slot il of the 33 goes to the first GPU whose cumulative share exceeds
     il / 33 (load_tensors: std::upper_bound over the normalised split), so slots 0-16 (17 layers) on GPU 0 and
-    17-32 (15 layers and the output) on GPU 1."""
+    17-32 (15 layers and the output) on GPU 1. -ngl 999 (and the default) split the same way: load_tensors clamps
+    act_gpu_layers to n_layer + 1 before dividing by it."""
     ctx = 4096
-    est = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=33, n_gpus=2, tensor_split=(1.0, 1.0)))
+    est = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=ngl, n_gpus=2, tensor_split=(1.0, 1.0)))
     assert kv_on(est, "gpu0") == 17 * KV_LAYER_PER_TOKEN * ctx
     assert kv_on(est, "gpu1") == 15 * KV_LAYER_PER_TOKEN * ctx
     assert kv_on(est, "cpu") == 0
@@ -172,3 +174,39 @@ def test_every_layer_sliding_window(facts):
     cells = 4608
     assert est.kv_cache_bytes == N_LAYER * KV_LAYER_PER_TOKEN * cells
     assert est.compute_bytes >= 4 * 512 * N_HEAD * cells
+
+
+def test_sliding_window_cache_from_its_first_build(facts):
+    """The estimator's build eras name the first build with the newer behaviour (advisor/gguf/estimate.py). A
+    Gemma-3-like pattern (every sixth layer global, the others a 4096-token window): from ISWA_SINCE on,
+    llama_kv_cache_iswa gives the window layers pad(n_swa + n_ubatch, 256) = 4608 cells and the global ones the
+    context; the build before gave every layer the context."""
+    import dataclasses
+
+    from advisor.gguf import estimate as est_module
+
+    since = est_module.ISWA_SINCE
+    pattern = tuple(il % 6 != 5 for il in range(N_LAYER))
+    swa = dataclasses.replace(facts, sliding_window=4096, swa_layers=pattern)
+    at = estimate(swa, Settings(n_ctx=32768, n_parallel=1, n_gpu_layers=0, llama_build=since))
+    before = estimate(swa, Settings(n_ctx=32768, n_parallel=1, n_gpu_layers=0, llama_build=since - 1))
+    n_swa = sum(pattern)
+    assert at.kv_cache_bytes == KV_LAYER_PER_TOKEN * (n_swa * 4608 + (N_LAYER - n_swa) * 32768)
+    assert before.kv_cache_bytes == N_LAYER * KV_LAYER_PER_TOKEN * 32768
+
+
+def test_batched_moe_from_its_first_build():
+    """From MOE_BATCHED_SINCE on, build_moe_ffn multiplies all used experts at once (ggml_mul_mat_id), so a device
+    running MoE layers holds every used expert's up/gate activations (3 x 768 x 8 floats per ubatch token for
+    Qwen3-30B-A3B); the build before looped over the used experts, one at a time, and needed less. GPU 0 of two
+    holds layers but not the output layer, so its compute buffer is the layers' own."""
+    from advisor.gguf import estimate as est_module
+
+    since = est_module.MOE_BATCHED_SINCE
+    model = load_catalog().get("qwen3-30b-a3b")
+    variant = next(v for v in model.all_variants() if v.quant == "Q4_K_M")
+    facts = compact_catalog_facts(model, variant, layout.tensor_inventory(model.arch))
+    on = dict(n_ctx=4096, n_parallel=1, n_gpu_layers=-1, n_gpus=2, backend="cuda", flash_attn="on")
+    at = dev(estimate(facts, Settings(**on, llama_build=since)), "gpu0").compute_bytes
+    before = dev(estimate(facts, Settings(**on, llama_build=since - 1)), "gpu0").compute_bytes
+    assert at >= 4 * 512 * 3 * 768 * 8 and at > before

@@ -413,3 +413,34 @@ def test_vllm_rocm_targets_agree_with_the_installer(rules):
 
     rule = next(r for r in rules.rules if r.id == "vllm-rocm-gfx")
     assert tuple(rule.when["gfx_target_excludes"]) == VLLM_ROCM_TARGETS
+
+
+def test_a_file_too_big_for_ram_says_by_how_much(catalog, rules):
+    """On a CPU-only machine a GGUF that does not fit RAM at the smallest context is refused with what it needs and
+    what RAM offers: at least its weights (the file's tensor bytes, read from the layout) against less than the
+    machine's RAM."""
+    from advisor.planner import plan_for_gguf
+
+    model = catalog.get("llama-3.1-8b-instruct")
+    variant = next(v for v in model.all_variants() if v.quant == "Q8_0")
+    facts = facts_from_catalog(model, variant)
+    with pytest.raises(NothingFitsError) as info:
+        plan_for_gguf(box(ram_gib=4), rules, facts, Request())
+    need, have = (int(x) for x in re.findall(r"(\d+) MiB", info.value.message))
+    assert "on cpu" in info.value.message
+    assert need >= facts.weights_bytes >> 20 and have < 4 * 1024
+
+
+def test_layer_offload_must_be_clearly_faster_than_expert_offload():
+    """Expert offload keeps attention and the KV cache on the GPU; whole layers on the CPU win only when predicted
+    more than MOE_PREFERENCE times faster (a tie at exactly that factor keeps the experts on the CPU)."""
+    from advisor.planner import llamacpp
+
+    layers = llamacpp.LlamaChoice(None, 20, 8192, 1, None, False)  # type: ignore[arg-type]
+    experts = llamacpp.LlamaChoice(None, 99, 8192, 1, None, False, n_cpu_moe=12)  # type: ignore[arg-type]
+    k = llamacpp.MOE_PREFERENCE
+    rates = {id(layers): 10.0 * k, id(experts): 10.0}
+    assert llamacpp._faster([layers, experts], lambda c: rates[id(c)]).n_cpu_moe == 12
+    rates[id(layers)] = 10.0 * k + 0.5
+    assert llamacpp._faster([layers, experts], lambda c: rates[id(c)]).n_cpu_moe is None
+    assert llamacpp._faster([experts, layers], lambda c: rates[id(c)]).n_cpu_moe is None

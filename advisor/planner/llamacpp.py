@@ -300,15 +300,19 @@ def _plan_llama(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, dens
 
 def _cpu_only(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, plan: list[tuple[int, str]]
               ) -> LlamaChoice | Fit:
+    """The first rung that fits in RAM, else the miss of the last (smallest) rung: by how much RAM falls short."""
+    miss = Fit(False, 0, "cpu")
     for c, kv in plan:
         est, fit = _try(facts, m, 0, c, parallel, None, kv)
-        if est is not None and fit.ok:
-            why = ["CPU only: no usable GPU"]
-            if c < cx.want:
-                why.append(f"context lowered from {cx.want} to {c} tokens per slot to fit in RAM")
-            choice = LlamaChoice(est, 0, c * parallel, parallel, None, False, why, kv)
-            return replace(choice, reasons=why + _kv_reason(choice, cx))
-    return Fit(False, 0, "cpu")
+        if est is None or not fit.ok:
+            miss = fit if fit.shortfall_bytes else miss
+            continue
+        why = ["CPU only: no usable GPU"]
+        if c < cx.want:
+            why.append(f"context lowered from {cx.want} to {c} tokens per slot to fit in RAM")
+        choice = LlamaChoice(est, 0, c * parallel, parallel, None, False, why, kv)
+        return replace(choice, reasons=why + _kv_reason(choice, cx))
+    return miss
 
 
 def _full_offload(facts: ModelFacts, m: Machine, cx: Contexts, parallel: int, plan: list[tuple[int, str]]
