@@ -53,6 +53,7 @@ class Subject:
     concurrency: int = 1
     task: str = "chat"  # the request's --task
     gfx_targets: tuple[str, ...] = ()  # AMD GPUs' LLVM targets (gfx90a, gfx1100...), lower case
+    cpu_model: str = ""  # the CPU's model name as the probe read it (/proc/cpuinfo, sysctl)
 
 
 Predicate = Callable[[Subject, Any], bool]
@@ -115,6 +116,11 @@ def _gpu_name_matches(s: Subject, arg: Any) -> bool:
     return any(re.search(p, n, re.I) for p in _names(arg) for n in s.gpu_names)
 
 
+@predicate("cpu_model_matches")
+def _cpu_model_matches(s: Subject, arg: Any) -> bool:
+    return any(re.search(p, s.cpu_model, re.I) for p in _names(arg))
+
+
 @predicate("gpu_name_excludes")
 def _gpu_name_excludes(s: Subject, arg: Any) -> bool:
     return not _gpu_name_matches(s, arg)
@@ -156,11 +162,6 @@ def _gfx_target_excludes(s: Subject, arg: Any) -> bool:
 def _arch_with_integrated_nvidia(s: Subject, arg: Any) -> bool:
     """An NVIDIA GPU sharing the host's memory on an ARM host (Jetson/Tegra), equal to ``arg``."""
     return (s.gpu_vendor == "nvidia" and s.unified_memory and s.arch in ("aarch64", "arm64")) == bool(arg)
-
-
-@predicate("min_physical_cores")
-def _min_cores(s: Subject, arg: Any) -> bool:
-    return s.physical_cores >= int(arg)
 
 
 #: Every parameter a rule may set, with its type: the closed vocabulary of ``set`` (values are checked on load).

@@ -72,6 +72,11 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "gpu_memory_per_device_gib=min((g.memory_total_bytes or 0 for g in gpus), default=0) / GIB,", "0 -> 1"):
         "0 or 1 byte (1e-9 GiB) where there is no GPU, and GPUs of unknown memory are left out before: no rule "
         "threshold lies between",
+    ("advisor/planner/machine.py", "build_machine", "mig=any(g.mig_parent_index is not None for g in gpus),",
+     "is not -> is"): "no rule in rules/*.toml matches on mig: the subject field is there for rules to come",
+    ("advisor/planner/llamacpp.py", "_cpu_only", 'miss = Fit(False, 0, "cpu")', "0 -> 1"):
+        "every rung that does not fit replaces it with its own miss; it is only returned when the estimator refused "
+        "every rung (no shortfall to report either way)",
 }
 
 FLIP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,

@@ -74,6 +74,16 @@ def test_even_tensor_split_over_two_gpus(facts, ngl):
     assert kv_on(est, "cpu") == 0
 
 
+@pytest.mark.parametrize("ngl", [33, 999])
+def test_uneven_tensor_split(facts, ngl):
+    """-ts 3,1: slot il goes to GPU 0 while il / act_gpu_layers < 0.75, act_gpu_layers = min(-ngl, n_layer + 1) = 33
+    (load_tensors), so slots 0-24 (25 layers) on GPU 0 and 25-32 (7 layers and the output) on GPU 1."""
+    ctx = 4096
+    est = estimate(facts, Settings(n_ctx=ctx, n_parallel=1, n_gpu_layers=ngl, n_gpus=2, tensor_split=(3.0, 1.0)))
+    assert kv_on(est, "gpu0") == 25 * KV_LAYER_PER_TOKEN * ctx
+    assert kv_on(est, "gpu1") == 7 * KV_LAYER_PER_TOKEN * ctx
+
+
 @pytest.mark.parametrize("parallel", [1, 2, 4])
 def test_kv_cache_is_linear_in_the_context(facts, parallel):
     for ctx in (2048, 8192, 32768):

@@ -1,6 +1,6 @@
 """Mutation testing of the estimator and the planner (tests/mutate.py): a fixed seeded sample of small changes to
 advisor/gguf/estimate.py and advisor/planner/*.py, each run against the fast tests of its group; at least 80 % of
-each group's mutants must be killed. Bounded to about 5 minutes; marked ``mutation`` so that a quick local run can
+each group's mutants must be killed. Bounded to about 7 minutes; marked ``mutation`` so that a quick local run can
 deselect it (-m 'not engine and not mutation'); the README's full command runs it.
 """
 
@@ -17,7 +17,7 @@ MUTATE = Path(__file__).with_name("mutate.py")
 
 @pytest.mark.mutation
 def test_mutants_of_estimate_and_planner_are_killed():
-    done = subprocess.run([sys.executable, str(MUTATE), "--budget", "280", "--timeout", "60", "--threshold", "0.8"],
-                          capture_output=True, text=True, timeout=420)
+    done = subprocess.run([sys.executable, str(MUTATE), "--budget", "400", "--timeout", "60", "--threshold", "0.8"],
+                          capture_output=True, text=True, timeout=600)
     print(done.stdout)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -54,6 +54,7 @@ def test_phi3_on_t4_with_vllm(catalog, rules):
     assert 0.9 <= s.gpu_memory_utilization <= 0.95
     assert s.dtype == "half"  # T4 is compute capability 7.5: no bf16
     assert s.max_model_len == 4096  # the trained context
+    assert not any("max_model_len lowered" in r for r in plan.reasons)  # nothing was lowered, and no reason says so
     model = catalog.get("phi-3-mini-4k-instruct")
     (mem,) = plan.memory
     assert kv_need(model, 1, s.max_model_len, s.max_num_batched_tokens, 16) <= mem.kv_cache_bytes
@@ -316,6 +317,8 @@ def test_a_model_that_fits_one_gpu_stays_on_one_for_one_user(catalog, rules):
     plan = plan_for_model(two, catalog, rules, "qwen2.5-coder-32b-instruct",
                           Request(concurrency=8, backend="llama.cpp"))
     assert plan.llama_cpp.split_mode is None and len([d for d in plan.memory if d.device.startswith("gpu")]) == 2
+    assert plan.llama_cpp.n_gpu_layers == catalog.get("qwen2.5-coder-32b-instruct").arch.n_layer + 1
+    assert any("output layer on the GPUs" in r for r in plan.reasons)  # full offload over both, and it says so
 
 
 def test_vllm_uses_every_gpu_for_several_users(catalog, rules):

@@ -130,3 +130,25 @@ def test_every_gpu_row_is_reachable_and_sourced():
         example = _re.sub(r"\\b|[\\^$()?]", "", first).replace(".*", " ")
         got = rules.gpu_spec(example, spec.vendor, spec.cores_at_least)
         assert got is not None and got.bandwidth_gbs == spec.bandwidth_gbs, (spec.match, example, got and got.match)
+
+
+@pytest.mark.parametrize("model, memory", [
+    ("AMD EPYC 7763 64-Core Processor", "server"),  # AMD EPYC 7003 product page: 8 DDR4 channels
+    ("Intel(R) Xeon(R) Platinum 8480+", "server"),  # Intel ARK: 8 DDR5 channels
+    ("Intel(R) Core(TM) Ultra 9 285", "ddr5"),  # Intel ARK: 24 cores, DDR5-6400, 2 channels
+    ("AMD Ryzen 9 7950X 16-Core Processor", "ddr5"),  # AMD product page: AM5, DDR5 only, 2 channels
+    ("13th Gen Intel(R) Core(TM) i9-13900K", "unknown"),  # Intel ARK: 24 cores, DDR4 or DDR5, 2 channels
+    ("Intel(R) Xeon(R) E-2388G CPU @ 3.20GHz", "unknown"),  # Intel ARK: DDR4, 2 channels
+    ("AMD Ryzen 5 7530U with Radeon Graphics", "unknown"),  # AMD product page: Zen 3, DDR4
+])
+def test_cpu_bandwidth_follows_the_memory_system_not_the_core_count(model, memory):
+    """The CPU bandwidth default goes with the platform's memory channels and generation, which the model name
+    tells and the core count does not: server parts above DDR5-only client parts above the rest, whatever the
+    cores."""
+    r = load_rules()
+    got = r.resolve(Subject(cpu_model=model, physical_cores=24))["cpu_bandwidth_gbs"]
+    rank = {"server": 3, "ddr5": 2, "unknown": 1}
+    others = {m: r.resolve(Subject(cpu_model=n, physical_cores=24))["cpu_bandwidth_gbs"] for m, n in
+              (("server", "AMD EPYC 9654"), ("ddr5", "Intel(R) Core(TM) Ultra 7 155H"), ("unknown", ""))}
+    for kind, bw in others.items():
+        assert (got > bw) == (rank[memory] > rank[kind]) and (got == bw) == (memory == kind), (model, kind)
