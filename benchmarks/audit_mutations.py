@@ -8,7 +8,7 @@ Mutations (an audit of the suite found that these went unnoticed or were caught 
   ffn-3f-to-2f-cpu  the same in the CPU compute buffer (compute_bytes)
   host-compute-x2   the CPU side's compute buffer in the host buffer type x2 (estimate: compute[host])
   vllm-constants-x2 rules/vllm.toml non_torch_mib and activation_floats_per_token x2
-  never-full-offload the planner's full-offload step never succeeds (planner/llamacpp.py plan_llama)
+  never-full-offload the planner's full-offload step never succeeds (planner/llamacpp.py _full)
   error-reworded    "vLLM is not installed for ..." reworded
   error-crash       the same error path raises ZeroDivisionError instead (a traceback)
 
@@ -105,16 +105,13 @@ def _host_compute_x2(tree: ast.Module) -> int:
 
 
 def _never_full_offload(tree: ast.Module) -> int:
-    """The `if fit.ok:` whose body returns a full-offload LlamaChoice (its sixth argument True) never holds."""
+    """The `if est is not None and fit.ok:` of the full-offload search (planner/llamacpp.py _full, every layer on
+    the GPUs at one rung) never holds: the planner never offloads fully."""
     n = 0
-    for node in ast.walk(_function(tree, "plan_llama")):
-        if isinstance(node, ast.If):
-            for ret in node.body:
-                call = ret.value if isinstance(ret, ast.Return) else None
-                if (isinstance(call, ast.Call) and getattr(call.func, "id", "") == "LlamaChoice" and len(call.args) > 5
-                        and isinstance(call.args[5], ast.Constant) and call.args[5].value is True):
-                    node.test = ast.Constant(False)
-                    n += 1
+    for node in ast.walk(_function(tree, "_full")):
+        if isinstance(node, ast.If) and "fit.ok" in ast.unparse(node.test):
+            node.test = ast.Constant(False)
+            n += 1
     return n
 
 
