@@ -186,6 +186,7 @@ PARAMETERS: dict[str, type | tuple[type, ...]] = {
     # speed.toml
     "decode_bandwidth_efficiency": dict, "decode_layer_overhead_us": dict, "prefill_compute_efficiency": dict,
     "cpu_prefill_gflops_per_core": dict, "prediction_range": dict, "hbm_gpu_match": list, "cpu_bandwidth_gbs": float,
+    "cpu_bandwidth_per_core_gbs": float,
     "cpu_gflops_per_core": float, "min_decode_tokens_per_s": float,
     # speed-aware ranking (interactive.toml)
     "interactive_tokens_per_s": float, "slow_penalty_points": float, "slow_penalty_per_halving": float,

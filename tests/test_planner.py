@@ -447,3 +447,19 @@ def test_layer_offload_must_be_clearly_faster_than_expert_offload():
     rates[id(layers)] = 10.0 * k + 0.5
     assert llamacpp._faster([layers, experts], lambda c: rates[id(c)]).n_cpu_moe is None
     assert llamacpp._faster([experts, layers], lambda c: rates[id(c)]).n_cpu_moe is None
+
+
+@pytest.mark.parametrize("cores", [2, 8, 64])
+def test_a_few_cores_cannot_draw_the_sockets_bandwidth(rules, cores):
+    """A 2-vCPU slice of an EPYC server (this repository's test machine: 'advisor bench --memory' read 19.2 GB/s
+    with 2 threads) gets what its cores stream (rules/speed.toml cpu-bandwidth-per-core), not the socket's 8
+    channels; the whole socket gets the platform's figure."""
+    cpu = Cpu(model="AMD EPYC 7B13", physical_cores=cores, logical_cores=cores, usable_cores=cores)
+    profile = HardwareProfile(cpu=cpu, memory=Memory(total_bytes=64 * GIB, usable_bytes=60 * GIB))
+    m = build_machine(profile, rules)
+    r = m.rules
+    assert m.cpu.bandwidth_gbs == min(r["cpu_bandwidth_gbs"], cores * r["cpu_bandwidth_per_core_gbs"])
+    if cores == 2:
+        assert m.cpu.bandwidth_gbs < 2 * 19.2  # within twice what was measured here, not the socket's 150
+    if cores == 64:
+        assert m.cpu.bandwidth_gbs == r["cpu_bandwidth_gbs"] > 100

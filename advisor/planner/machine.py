@@ -175,10 +175,13 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1, 
     ram = mem.usable_bytes or mem.available_bytes or mem.total_bytes or 0
     reserve = max(res["ram_reserve_mib"] * MIB, int(res["ram_reserve_fraction"] * (mem.total_bytes or ram)))
     cores = cpu.usable_cores or cpu.physical_cores or cpu.logical_cores or 1
+    threads = min(cores, cpu.physical_cores or cores)
+    # a few cores cannot draw the whole platform's bandwidth (rules/speed.toml cpu-bandwidth-per-core)
+    bandwidth = min(res["cpu_bandwidth_gbs"], threads * res["cpu_bandwidth_per_core_gbs"])
     cpu_dev = Device(
         name="cpu", capacity_bytes=ram, headroom_bytes=reserve + res["host_footprint_mib"] * MIB,
-        total_bytes=mem.total_bytes or ram, free_bytes=ram, bandwidth_gbs=res["cpu_bandwidth_gbs"],
-        tflops=min(cores, cpu.physical_cores or cores) * res["cpu_gflops_per_core"] / 1000,
+        total_bytes=mem.total_bytes or ram, free_bytes=ram, bandwidth_gbs=bandwidth,
+        tflops=threads * res["cpu_gflops_per_core"] / 1000,
     )
     if not ram:
         notes.append("memory size unknown: planning as if no RAM were free")
