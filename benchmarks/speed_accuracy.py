@@ -30,7 +30,7 @@ from advisor.rules import Subject, load_rules
 DATA = ROOT / "tests" / "data" / "llama-bench"
 GIB = 1 << 30
 BACKENDS = {"CUDA": "cuda", "ROCm": "rocm", "Vulkan": "vulkan", "Metal": "metal", "CPU": "cpu", "SYCL": "sycl"}
-FITTED = ("cuda", "cuda_hbm", "rocm", "vulkan", "vulkan_nvidia", "metal", "cpu")
+FITTED = ("cuda", "cuda_hbm", "rocm", "vulkan", "vulkan_coopmat", "vulkan_nvidia", "metal", "cpu")
 #: Families fitted together (too few rows per family): 8-16-bit types stream at one rate, 4-bit block types at
 #: another; prefill: F16 (cuBLAS/hipBLAS/mul_mm in F16) apart from every quantized type (MMQ / dequantize+mul_mm).
 DECODE_GROUPS = (("f16", "q8_0"), ("q4_0", "k", "iq", "mxfp4"))
@@ -86,7 +86,7 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
     ms = speed.ModelSpeed(quant=row["quant"], embd_bytes=int(embd), n_vocab=int(mdl["n_vocab"]),
                           n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]), kv_bytes_per_token=kv,
                           read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params))
-    backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM)
+    backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"])
     bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)
     if backend == "cpu":
         parts = [speed.Part("cpu", bw, 0.0, size, 1.0, threads=int(row["threads"] or dev["cores"]), isa=dev["isa"])]
@@ -191,7 +191,8 @@ def _median_or(values: list[float], default: float) -> float:
 
 def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dict[str, float], float]:
     """Per-layer overhead by a grid, then each family's efficiency as the median implied by its rows."""
-    sel = [k for k in cases if k.backend == backend and k.test == "tg"]
+    pool = DECODE_POOL.get(backend, (backend,))
+    sel = [k for k in cases if k.backend in pool and k.test == "tg"]
     if not sel:
         return dict(c._pick(c.decode_efficiency, backend)), c._pick(c.layer_overhead_us, backend)
     best = None
@@ -232,6 +233,12 @@ def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -
 
 #: Prefill is compute-bound: HBM GPUs share their backend's prefill efficiency (cuda_hbm has no entry of its own).
 PREFILL_POOL = {"cuda": ("cuda", "cuda_hbm")}
+#: Decode reads memory the same way whether or not Vulkan's matrix shaders use cooperative matrices.
+DECODE_POOL = {"vulkan": ("vulkan", "vulkan_coopmat")}
+
+
+def _pooled_away(b: str, pools: dict[str, tuple[str, ...]]) -> bool:
+    return any(b in pool and b != key for key, pool in pools.items())
 
 
 def fit_prefill(cases: list[Case], c: speed.Constants, backend: str) -> dict[str, float]:
@@ -279,9 +286,10 @@ def fit(cases: list[Case], c: speed.Constants) -> str:
     cal = [k for k in cases if k.row["split"] == "calibration"]
     dec, over, pre = {}, {}, {}
     for b in FITTED:
-        effs, us = fit_decode(cal, c, b)
-        dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
-        if not any(b in pool and b != key for key, pool in PREFILL_POOL.items()):
+        if not _pooled_away(b, DECODE_POOL):
+            effs, us = fit_decode(cal, c, b)
+            dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
+        if not _pooled_away(b, PREFILL_POOL):
             pre[b] = _fill(fit_prefill(cal, c, b), c._pick(c.prefill_efficiency, b))
     fitted = speed.Constants(dec, over, pre, c.cpu_gflops_per_core, c.ranges, c.matrix_rate)
     ranges = {}

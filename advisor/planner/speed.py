@@ -275,17 +275,23 @@ def gpu_class(backend: str, arch: str) -> str:
     return ""
 
 
-def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list[str] | tuple[str, ...] = ()) -> str:
+def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list[str] | tuple[str, ...] = (),
+                  arch: str = "") -> str:
     """The key of rules/speed.toml's tables: the llama.cpp backend, with Vulkan on NVIDIA apart (ggml-vulkan runs
     its matrix multiplications on the tensor cores there through NV_cooperative_matrix2 / KHR_cooperative_matrix,
     ggml/src/ggml-vulkan/ggml-vulkan.cpp; on GPUs without them it uses the shader cores) and HBM GPUs apart
     (``<backend>_hbm``: one token's matrix-vector products keep too few bytes in flight to cover HBM's latency, so
     they reach a smaller share of its bandwidth; rules/speed.toml hbm_gpu_match names them). A key without an
-    entry falls back to the backend's own."""
+    entry falls back to the backend's own. Vulkan on AMD RDNA3 and later (gfx11, gfx12: WMMA) runs its matrix
+    multiplications as KHR_cooperative_matrix shaders (``vulkan_coopmat``; ggml-vulkan.cpp picks its pipelines by
+    device->coopmat_support), against the WMMA rate; RDNA1/2 have no matrix cores and run the scalar shaders
+    against the packed-FP16 rate: different code, so a prefill efficiency each (decode shares vulkan's)."""
     if backend.startswith("cpu"):
         return "cpu"
     if backend == "vulkan" and vendor == "nvidia":
         return "vulkan_nvidia"
+    if backend == "vulkan" and vendor == "amd" and (arch or "").lower().startswith(("gfx11", "gfx12")):
+        return "vulkan_coopmat"
     if gpu_name and any(re.search(p, gpu_name, re.IGNORECASE) for p in hbm_match):
         return f"{backend}_hbm"
     return backend
@@ -326,8 +332,9 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
     for d in memory:
         if d.device in gpus:
             g = gpus[d.device]
-            key = speed_backend(m.backend, m.vendor, g.gpu.name if g.gpu else "", hbm)
-            f16x, qx, dequant = matrix_path(m.backend, device_arch(g), c)
+            arch = device_arch(g)
+            key = speed_backend(m.backend, m.vendor, g.gpu.name if g.gpu else "", hbm, arch)
+            f16x, qx, dequant = matrix_path(m.backend, arch, c)
             tf = g.tflops or 0.0
             out.append(Part(key, g.bandwidth_gbs or 0.0, tf * f16x, d.weights_bytes, d.weights_bytes / total,
                             read_fraction=rf.get(d.device), quant_tflops=tf * qx, dequant=dequant))
