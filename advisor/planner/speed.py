@@ -326,16 +326,17 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
     gpus = {d.name: d for d in m.gpus}
     total = sum(d.weights_bytes for d in memory) or 1
     hbm = m.rules["hbm_gpu_match"]
+    acc32 = m.rules["fp32_accumulate_figure_match"]  # gpus.toml figures at half the rate llama.cpp's FP16 GEMM gets
     rf = read_fraction or {}
     out = []
     cpu = m.profile.cpu
     for d in memory:
         if d.device in gpus:
             g = gpus[d.device]
-            arch = device_arch(g)
-            key = speed_backend(m.backend, m.vendor, g.gpu.name if g.gpu else "", hbm, arch)
+            arch, name = device_arch(g), g.gpu.name if g.gpu else ""
+            key = speed_backend(m.backend, m.vendor, name, hbm, arch)
             f16x, qx, dequant = matrix_path(m.backend, arch, c)
-            tf = g.tflops or 0.0
+            tf = (g.tflops or 0.0) * (2.0 if any(re.search(p, name, re.IGNORECASE) for p in acc32) else 1.0)
             out.append(Part(key, g.bandwidth_gbs or 0.0, tf * f16x, d.weights_bytes, d.weights_bytes / total,
                             read_fraction=rf.get(d.device), quant_tflops=tf * qx, dequant=dequant))
         elif d.device == "cpu":
