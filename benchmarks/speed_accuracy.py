@@ -52,6 +52,7 @@ class Case:
     parts: list[speed.Part]
     ms: speed.ModelSpeed
     active_params: float
+    datasheet_tflops: float = 0.0  # hardware.csv's FP16 figure (for the --baseline estimate)
 
 
 def depth_of(test: str) -> tuple[str, int]:
@@ -101,7 +102,7 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
         parts.append(speed.Part("cpu", 50.0, 0.0, embd, 0.0, threads=1))
     test, depth = depth_of(row["test"])
     # the token-embedding table is a lookup, not a product (advisor/planner/speed.py active_params_of)
-    return Case(row, backend, test, depth, float(row["tps"]), parts, ms, active - embd_params)
+    return Case(row, backend, test, depth, float(row["tps"]), parts, ms, active - embd_params, tf)
 
 
 def predicted(case: Case, c: speed.Constants) -> float:
@@ -125,8 +126,9 @@ def previous(case: Case) -> float:
             t += p.weights_bytes * frac / (bw * 1e9 * 0.6)
         return 1.0 / t
     gpu = [p for p in case.parts if p.backend != "cpu"]
-    flops = gpu[0].tflops * 1e12 if gpu else case.parts[0].threads * 50e9
-    return flops * 0.35 / (2 * case.active_params)
+    flops = case.datasheet_tflops * 1e12 if gpu else case.parts[0].threads * 50e9
+    counted = case.active_params + case.ms.n_vocab * case.ms.n_embd  # it counted the token-embedding table too
+    return flops * 0.35 / (2 * counted)
 
 
 def load() -> list[Case]:

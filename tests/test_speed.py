@@ -194,3 +194,13 @@ def test_plans_written_before_still_load() -> None:
                                                "decode_high": 13.0, "note": "advisor bench"}})
     assert new.predicted == Predicted(decode_tokens_per_s=12.5, basis="measured", decode_low=11.0, decode_high=13.0,
                                       note="advisor bench")
+
+
+def test_vllm_plans_use_the_datasheet_fp16_rate() -> None:
+    """vLLM's GEMMs are PyTorch/CUTLASS ones (wgmma on Hopper) and its quantized kernels multiply in FP16: none of
+    llama.cpp's matrix-path rates apply."""
+    m = gpu_machine("NVIDIA H100 PCIe")
+    parts = speed.parts_of(full_offload(4.6e9, 0.0), m, llama_cpp=False)
+    assert parts[0].tflops == m.gpus[0].tflops and parts[0].fp16_math and not parts[0].dequant
+    llama = speed.parts_of(full_offload(4.6e9, 0.0), m)
+    assert llama[0].tflops < parts[0].tflops

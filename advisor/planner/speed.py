@@ -135,6 +135,7 @@ class Part:
     read_fraction: float | None = None  # overrides the model's read fraction on this device
     quant_tflops: float = 0.0  # GPUs: throughput of the quantized matrix path (MMQ int8); 0: ``tflops``
     dequant: bool = False  # GPUs: quantized weights are converted to F16 for the F16 GEMM (no MMQ)
+    fp16_math: bool = False  # GPUs: quantized weights dequantized in registers, multiplied in FP16 (vLLM's kernels)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ UBATCH = 512
 def _gpu_rate(p: Part, fam: str, c: Constants) -> float:
     """FLOPs per second of a GPU's batched matrix multiplication for the family (F16: the FP16 GEMM; quantized: MMQ
     at ``quant_tflops``, or the FP16 GEMM after conversion when ``dequant``)."""
-    if fam == "f16" or p.dequant:
+    if fam == "f16" or p.dequant or p.fp16_math:
         return p.tflops * 1e12 * c.prefill_eff(p.backend, "f16")
     return (p.quant_tflops or p.tflops) * 1e12 * c.prefill_eff(p.backend, fam)
 
@@ -320,8 +321,12 @@ def device_arch(d: Any) -> str:
 
 
 def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
-             read_fraction: Mapping[str, float] | None = None, c: Constants | None = None) -> list[Part]:
-    """The plan's devices as speed-model Parts; a device's layer share is its share of the weights."""
+             read_fraction: Mapping[str, float] | None = None, c: Constants | None = None,
+             llama_cpp: bool = True) -> list[Part]:
+    """The plan's devices as speed-model Parts; a device's layer share is its share of the weights. The GPUs'
+    matrix rates follow llama.cpp's kernels (``matrix_path``); for vLLM (``llama_cpp=False``) the dense FP16 figure
+    as gpus.toml gives it (PyTorch's GEMMs accumulate in FP32; its quantized kernels, Marlin/AWQ/GPTQ, dequantize in
+    registers and multiply in FP16)."""
     c = c or Constants.from_rules(m.rules)
     gpus = {d.name: d for d in m.gpus}
     total = sum(d.weights_bytes for d in memory) or 1
@@ -335,8 +340,13 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
             g = gpus[d.device]
             arch, name = device_arch(g), g.gpu.name if g.gpu else ""
             key = speed_backend(m.backend, m.vendor, name, hbm, arch)
+            tf = g.tflops or 0.0
+            if not llama_cpp:
+                out.append(Part(key, g.bandwidth_gbs or 0.0, tf, d.weights_bytes, d.weights_bytes / total,
+                                read_fraction=rf.get(d.device), fp16_math=True))
+                continue
             f16x, qx, dequant = matrix_path(m.backend, arch, c)
-            tf = (g.tflops or 0.0) * (2.0 if any(re.search(p, name, re.IGNORECASE) for p in acc32) else 1.0)
+            tf *= 2.0 if any(re.search(p, name, re.IGNORECASE) for p in acc32) else 1.0
             out.append(Part(key, g.bandwidth_gbs or 0.0, tf * f16x, d.weights_bytes, d.weights_bytes / total,
                             read_fraction=rf.get(d.device), quant_tflops=tf * qx, dequant=dequant))
         elif d.device == "cpu":
@@ -360,7 +370,8 @@ def _fix_cpu_share(parts: list[Part], ms: ModelSpeed) -> list[Part]:
 
 def predict(memory: list[DeviceMemory], m: Machine, active_fraction: float, active_params: float,
             tensor_parallel: bool = False, model: ModelSpeed | None = None, depth: int = DEFAULT_DEPTH,
-            threads: int | None = None, read_fraction: Mapping[str, float] | None = None) -> Predicted:
+            threads: int | None = None, read_fraction: Mapping[str, float] | None = None,
+            llama_cpp: bool = True) -> Predicted:
     """Decode and prefill tokens/s of the plan whose weights sit as ``memory`` says, with a low-high range.
 
     ``read_fraction``: per device, the share of its layer weights a token reads where it differs from the model's
@@ -369,7 +380,7 @@ def predict(memory: list[DeviceMemory], m: Machine, active_fraction: float, acti
     if model is not None and model.read_fraction == 1.0 and active_fraction != 1.0:
         ms = dataclasses.replace(model, read_fraction=active_fraction)
     c = Constants.from_rules(m.rules)
-    parts = _fix_cpu_share(parts_of(memory, m, threads, read_fraction, c), ms)
+    parts = _fix_cpu_share(parts_of(memory, m, threads, read_fraction, c, llama_cpp), ms)
     main = next((p.backend for p in parts if p.backend != "cpu" and p.layer_share > 0), "cpu")
     sd = decode_seconds(parts, ms, c, depth, tensor_parallel)
     sp = prefill_seconds(parts, active_params, ms, c, tensor_parallel=tensor_parallel) if active_params else 0.0
