@@ -185,6 +185,7 @@ PARAMETERS: dict[str, type | tuple[type, ...]] = {
     "batch": int, "ubatch": int, "flash_attn": str, "mlock": bool,
     # speed.toml
     "decode_bandwidth_efficiency": dict, "decode_layer_overhead_us": dict, "prefill_compute_efficiency": dict,
+    "prefill_matrix_rate": dict, "fp32_accumulate_figure_match": list,
     "cpu_prefill_gflops_per_core": dict, "prediction_range": dict, "hbm_gpu_match": list, "cpu_bandwidth_gbs": float,
     "cpu_bandwidth_per_core_gbs": float,
     "cpu_gflops_per_core": float, "min_decode_tokens_per_s": float,

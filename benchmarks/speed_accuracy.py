@@ -30,7 +30,7 @@ from advisor.rules import Subject, load_rules
 DATA = ROOT / "tests" / "data" / "llama-bench"
 GIB = 1 << 30
 BACKENDS = {"CUDA": "cuda", "ROCm": "rocm", "Vulkan": "vulkan", "Metal": "metal", "CPU": "cpu", "SYCL": "sycl"}
-FITTED = ("cuda", "cuda_hbm", "rocm", "vulkan", "vulkan_nvidia", "metal", "cpu")
+FITTED = ("cuda", "cuda_hbm", "rocm", "vulkan", "vulkan_coopmat", "vulkan_nvidia", "metal", "cpu")
 #: Families fitted together (too few rows per family): 8-16-bit types stream at one rate, 4-bit block types at
 #: another; prefill: F16 (cuBLAS/hipBLAS/mul_mm in F16) apart from every quantized type (MMQ / dequantize+mul_mm).
 DECODE_GROUPS = (("f16", "q8_0"), ("q4_0", "k", "iq", "mxfp4"))
@@ -52,6 +52,7 @@ class Case:
     parts: list[speed.Part]
     ms: speed.ModelSpeed
     active_params: float
+    datasheet_tflops: float = 0.0  # hardware.csv's FP16 figure (for the --baseline estimate)
 
 
 def depth_of(test: str) -> tuple[str, int]:
@@ -59,6 +60,19 @@ def depth_of(test: str) -> tuple[str, int]:
     one batch (attention over N/2 on average)."""
     n = int(test[2:])
     return test[:2], n // 2
+
+
+#: llama.cpp's CUDA MMQ kernels moved to int8 tensor cores in June 2024 (pull requests 7676, 7860 and 7921, which
+#: made ggml_cuda_should_use_mmq pick MMQ on Turing and later); before, a quantized prompt batch on a GPU with FP16
+#: tensor cores was converted to F16 and multiplied by cuBLAS (ggml_cuda_op_mul_mat_cublas).
+MMQ_INT8_SINCE = "2024-06"
+
+
+def pre_mmq_int8(row: dict[str, str], dev: dict[str, str]) -> bool:
+    """A CUDA row measured (results.csv ``date``) before MMQ's int8 tensor-core kernels, on a GPU with FP16 tensor
+    cores: its quantized prefill took the dequantize + cuBLAS path."""
+    return (row["backend"] == "CUDA" and bool(row["date"]) and row["date"] < MMQ_INT8_SINCE
+            and speed.gpu_class("cuda", dev["arch"]) in ("turing_plus", "hopper", "volta"))
 
 
 def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str, dict[str, str]]) -> Case:
@@ -72,18 +86,23 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
     kv = 2 * int(mdl["n_layer"]) * int(mdl["n_kv_embd"]) * 2.0
     ms = speed.ModelSpeed(quant=row["quant"], embd_bytes=int(embd), n_vocab=int(mdl["n_vocab"]),
                           n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]), kv_bytes_per_token=kv,
-                          read_fraction=read_fraction)
-    backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM)
+                          read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params))
+    backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"])
     bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)
     if backend == "cpu":
         parts = [speed.Part("cpu", bw, 0.0, size, 1.0, threads=int(row["threads"] or dev["cores"]), isa=dev["isa"])]
     else:
         n = int(row["n_gpus"] or 1)
         on_gpu = size if tied else size - embd  # a tied output layer is a GPU copy of the table
-        parts = [speed.Part(backend, bw, tf, on_gpu / n, 1.0 / n) for _ in range(n)]
+        f16x, qx, dequant = speed.matrix_path(BACKENDS[row["backend"]], dev["arch"], C)
+        if pre_mmq_int8(row, dev):
+            qx, dequant = f16x, True
+        parts = [speed.Part(backend, bw, tf * f16x, on_gpu / n, 1.0 / n, quant_tflops=tf * qx, dequant=dequant)
+                 for _ in range(n)]
         parts.append(speed.Part("cpu", 50.0, 0.0, embd, 0.0, threads=1))
     test, depth = depth_of(row["test"])
-    return Case(row, backend, test, depth, float(row["tps"]), parts, ms, active)
+    # the token-embedding table is a lookup, not a product (advisor/planner/speed.py active_params_of)
+    return Case(row, backend, test, depth, float(row["tps"]), parts, ms, active - embd_params, tf)
 
 
 def predicted(case: Case, c: speed.Constants) -> float:
@@ -107,8 +126,9 @@ def previous(case: Case) -> float:
             t += p.weights_bytes * frac / (bw * 1e9 * 0.6)
         return 1.0 / t
     gpu = [p for p in case.parts if p.backend != "cpu"]
-    flops = gpu[0].tflops * 1e12 if gpu else case.parts[0].threads * 50e9
-    return flops * 0.35 / (2 * case.active_params)
+    flops = case.datasheet_tflops * 1e12 if gpu else case.parts[0].threads * 50e9
+    counted = case.active_params + case.ms.n_vocab * case.ms.n_embd  # it counted the token-embedding table too
+    return flops * 0.35 / (2 * counted)
 
 
 def load() -> list[Case]:
@@ -122,6 +142,7 @@ def _resolved():
 
 
 HBM = tuple(_resolved()["hbm_gpu_match"])
+C = speed.Constants.from_rules(_resolved())  # the matrix-path rates (rules, not fitted)
 
 
 def constants() -> speed.Constants:
@@ -172,7 +193,8 @@ def _median_or(values: list[float], default: float) -> float:
 
 def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dict[str, float], float]:
     """Per-layer overhead by a grid, then each family's efficiency as the median implied by its rows."""
-    sel = [k for k in cases if k.backend == backend and k.test == "tg"]
+    pool = DECODE_POOL.get(backend, (backend,))
+    sel = [k for k in cases if k.backend in pool and k.test == "tg"]
     if not sel:
         return dict(c._pick(c.decode_efficiency, backend)), c._pick(c.layer_overhead_us, backend)
     best = None
@@ -200,7 +222,7 @@ def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dic
 def _unit(c: speed.Constants) -> speed.Constants:
     ones = {b: {f: 1.0 for f in speed.FAMILIES} for b in (*c.decode_efficiency, *FITTED)}
     return speed.Constants(ones, {b: 0.0 for b in (*c.layer_overhead_us, *FITTED)}, c.prefill_efficiency,
-                           c.cpu_gflops_per_core, c.ranges)
+                           c.cpu_gflops_per_core, c.ranges, c.matrix_rate)
 
 
 def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -> speed.Constants:
@@ -208,20 +230,45 @@ def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -
     table.setdefault(backend, dict(c._pick(c.decode_efficiency, backend))).update(effs)
     over = dict(c.layer_overhead_us)
     over[backend] = us
-    return speed.Constants(table, over, c.prefill_efficiency, c.cpu_gflops_per_core, c.ranges)
+    return speed.Constants(table, over, c.prefill_efficiency, c.cpu_gflops_per_core, c.ranges, c.matrix_rate)
+
+
+#: Prefill is compute-bound: HBM GPUs share their backend's prefill efficiency (cuda_hbm has no entry of its own).
+PREFILL_POOL = {"cuda": ("cuda", "cuda_hbm")}
+#: Decode reads memory the same way whether or not Vulkan's matrix shaders use cooperative matrices.
+DECODE_POOL = {"vulkan": ("vulkan", "vulkan_coopmat")}
+
+
+def _pooled_away(b: str, pools: dict[str, tuple[str, ...]]) -> bool:
+    return any(b in pool and b != key for key, pool in pools.items())
 
 
 def fit_prefill(cases: list[Case], c: speed.Constants, backend: str) -> dict[str, float]:
-    sel = [k for k in cases if k.backend == backend and k.test == "pp"]
+    pool = PREFILL_POOL.get(backend, (backend,))
+    sel = [k for k in cases if k.backend in pool and k.test == "pp"]
     ones = {b: {f: 1.0 for f in speed.FAMILIES} for b in (*c.prefill_efficiency, *FITTED)}
-    unit = speed.Constants(c.decode_efficiency, c.layer_overhead_us, ones, c.cpu_gflops_per_core, c.ranges)
+    unit = speed.Constants(c.decode_efficiency, c.layer_overhead_us, ones, c.cpu_gflops_per_core, c.ranges,
+                           c.matrix_rate)
     effs = {}
     for group in PREFILL_GROUPS:
-        imp = [k.measured * speed.prefill_seconds(k.parts, k.active_params, k.ms, unit, k.depth)
-               for k in sel if k.ms.family in group]
+        imp = [_implied_prefill_eff(k, unit) for k in sel if _prefill_group(k) in group]
         if imp:
             effs.update({fam: statistics.median(imp) for fam in group})
     return effs
+
+
+def _prefill_group(k: Case) -> str:
+    """The efficiency a row's prefill is computed with: quantized weights converted to F16 use the F16 GEMM's."""
+    return "f16" if any(p.dequant for p in k.parts) else k.ms.family
+
+
+def _implied_prefill_eff(k: Case, unit: speed.Constants) -> float:
+    """The efficiency that reproduces the row: matrix time at efficiency 1 over the measured time, both less the
+    conversion to F16 (which does not scale with the efficiency)."""
+    conv = sum(speed._dequant_seconds(p, k.active_params, k.ms.family) for p in k.parts if p.layer_share > 0)
+    t_unit = speed.prefill_seconds(k.parts, k.active_params, k.ms, unit, k.depth) - conv
+    t_meas = 1.0 / k.measured - conv
+    return t_unit / t_meas if t_meas > 0 else 1.0
 
 
 def _fill(effs: dict[str, float], fallback: dict[str, float]) -> dict[str, float]:
@@ -241,10 +288,12 @@ def fit(cases: list[Case], c: speed.Constants) -> str:
     cal = [k for k in cases if k.row["split"] == "calibration"]
     dec, over, pre = {}, {}, {}
     for b in FITTED:
-        effs, us = fit_decode(cal, c, b)
-        dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
-        pre[b] = _fill(fit_prefill(cal, c, b), c._pick(c.prefill_efficiency, b))
-    fitted = speed.Constants(dec, over, pre, c.cpu_gflops_per_core, c.ranges)
+        if not _pooled_away(b, DECODE_POOL):
+            effs, us = fit_decode(cal, c, b)
+            dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
+        if not _pooled_away(b, PREFILL_POOL):
+            pre[b] = _fill(fit_prefill(cal, c, b), c._pick(c.prefill_efficiency, b))
+    fitted = speed.Constants(dec, over, pre, c.cpu_gflops_per_core, c.ranges, c.matrix_rate)
     ranges = {}
     for b in FITTED:  # pooled over backends: a single backend's few rows would give a falsely narrow range
         ranges[b] = {}

@@ -353,7 +353,7 @@ def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,
     frac = active / (model.params_total_b * 1e9)
     # pipeline stages run one after the other; tensor-parallel ranks and replicas at once
     predicted = predict(choice.memory, m, frac, active, tensor_parallel=choice.settings.pipeline_parallel_size == 1,
-                        model=model_speed(None, v.quant, frac))
+                        model=model_speed(None, v.quant, frac), llama_cpp=False)
     engine = assemble.engine_for(req.engines, VLLM)
     why = [*reasons, f"quantization: {quant[1]}", *choice.reasons, memory_basis(m, req),
            *assemble.sampling_notes(engine, sampling)]

@@ -292,7 +292,7 @@ def _vllm_plan(nodes: list[ClusterNode], used: list[ClusterNode], model: Model, 
     frac = active / (model.params_total_b * 1e9)
     head = used[0].machine
     stage_mem = [dataclasses.replace(d, device=d.device.split(".")[1]) for d in fit.memory[:tp]]
-    one = predict(stage_mem, head, frac, active / pp, tensor_parallel=True)
+    one = predict(stage_mem, head, frac, active / pp, tensor_parallel=True, llama_cpp=False)
     # the stages run one after the other for one token: decode time adds up over the stages
     decode = round(one.decode_tokens_per_s / pp, 1) if one.decode_tokens_per_s else None
     predicted = dataclasses.replace(one, decode_tokens_per_s=decode)

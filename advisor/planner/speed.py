@@ -11,9 +11,18 @@ at once, so their time is the largest one's):
     t_decode = sum_d bytes_d / (bandwidth_d x efficiency[backend_d][quant family]) + n_layer x per-layer overhead
 
 Prefill is compute-bound: 2 FLOPs per active parameter per token plus attention (4 x n_layer x n_embd x depth),
-on the GPUs' FP16 tensor throughput (or the CPU's cores) times an efficiency per backend and quant family. The
-quantized matrix kernels (ggml-cuda mmq.cu, ggml-metal's mul_mm) dequantize to the same FP16/INT8 math, so an F16
-model is not slower to prefill than a Q4_0 one: the file size does not enter prefill.
+on the matrix throughput of the path llama.cpp takes (or the CPU's cores) times an efficiency per backend and quant
+family. The path depends on the GPU's architecture (``matrix_path``): F16 weights go to cuBLAS/hipBLAS in FP16
+(ggml-cuda.cu batched_mul_mat_traits<GGML_TYPE_F16>: CUBLAS_COMPUTE_16F); quantized weights go to MMQ
+(mmq.cu ggml_cuda_should_use_mmq), which on Turing and later multiplies int8 on the tensor cores (mma.cuh:
+mma.sync ... s8.s8.s32) at the INT8 rate, twice the dense FP16 one, and on RDNA2 with dp4a (4 int8 products per lane
+and clock, twice packed FP16); Volta has no int8 tensor cores and converts the weights to F16 for cuBLAS, paying the
+conversion's memory traffic (``Part.dequant``). Hopper reaches its datasheet rate only with wgmma, which ggml-cuda
+does not issue (mma.cuh has mma.sync only): llama.cpp gets the Ampere-style per-SM rate, half the datasheet's (for
+the cuBLAS F16 path that is an assumption, see rules/speed.toml prefill-matrix-rate). GeForce figures in
+rules/gpus.toml are FP32-accumulate ones, half the rate of llama.cpp's FP16-accumulate GEMM (rule
+fp16-accumulate-full-rate). The output projection runs for the batch's last token only. vLLM plans
+(``llama_cpp=False``) keep the datasheet FP16 rate. Otherwise the file size does not enter prefill.
 
 Efficiencies, overheads and the range a prediction carries are in rules/speed.toml, fitted on the calibration part
 of tests/data/llama-bench/results.csv (public llama-bench results; the evaluation part is held out, see
@@ -23,6 +32,8 @@ a measurement by ``advisor bench --memory``). Pure: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +80,7 @@ class ModelSpeed:
     n_embd: int = 0
     kv_bytes_per_token: float = 0.0  # KV cache bytes per token of context, all layers (f16)
     read_fraction: float = 1.0  # share of the layer weights a token reads (MoE: < 1)
+    output_params: float = 0.0  # the output projection's parameters (in the active ones): prefill runs it once a batch
 
     @property
     def family(self) -> str:
@@ -87,7 +99,6 @@ def dominant_type(facts: Any) -> str | None:
 def active_params_of(facts: Any) -> float:
     """Parameters a token multiplies by, counted from a GGUF's tensor shapes: every weight but the token-embedding
     table (a lookup), MoE expert tensors at n_used / n_expert."""
-    import math
     total = 0.0
     for t in facts.tensors:
         if t.name == "token_embd.weight" or t.name.endswith(".all"):
@@ -107,8 +118,10 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     embd = next((t.nbytes for t in facts.tensors if t.name == "token_embd.weight"), 0)
     kv_heads = facts.n_head_kv[0] if facts.n_head_kv else 0
     kv = facts.n_layer * kv_heads * (facts.head_dim_k + facts.head_dim_v) * 2
+    out = next((float(math.prod(t.shape)) for t in facts.tensors if t.name == "output.weight"), 0.0)
     return ModelSpeed(quant=quant, embd_bytes=embd, n_vocab=facts.n_vocab, n_layer=facts.n_layer,
-                      n_embd=facts.n_embd, kv_bytes_per_token=float(kv), read_fraction=active_fraction)
+                      n_embd=facts.n_embd, kv_bytes_per_token=float(kv), read_fraction=active_fraction,
+                      output_params=out)
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,9 @@ class Part:
     threads: int = 0  # CPU only
     isa: str = ""  # CPU only: avx512 | avx2 | neon_i8mm | neon_dotprod | neon
     read_fraction: float | None = None  # overrides the model's read fraction on this device
+    quant_tflops: float = 0.0  # GPUs: throughput of the quantized matrix path (MMQ int8); 0: ``tflops``
+    dequant: bool = False  # GPUs: quantized weights are converted to F16 for the F16 GEMM (no MMQ)
+    fp16_math: bool = False  # GPUs: quantized weights dequantized in registers, multiplied in FP16 (vLLM's kernels)
 
 
 @dataclass(frozen=True)
@@ -132,11 +148,12 @@ class Constants:
     prefill_efficiency: dict[str, dict[str, float]]
     cpu_gflops_per_core: dict[str, float]
     ranges: dict[str, dict[str, list[float]]]
+    matrix_rate: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_rules(cls, r: Any) -> Constants:
         return cls(r["decode_bandwidth_efficiency"], r["decode_layer_overhead_us"], r["prefill_compute_efficiency"],
-                   r["cpu_prefill_gflops_per_core"], r["prediction_range"])
+                   r["cpu_prefill_gflops_per_core"], r["prediction_range"], r["prefill_matrix_rate"])
 
     def _pick(self, table: dict[str, Any], backend: str) -> Any:
         """A backend's entry; a backend without one (vulkan_nvidia -> vulkan, anything else -> vulkan) falls back."""
@@ -186,15 +203,41 @@ def _cpu_flops(p: Part, c: Constants) -> float:
     return max(1, p.threads) * per_core * 1e9
 
 
+#: llama.cpp's default physical batch (common/common.h n_ubatch = 512): a prompt is multiplied 512 tokens at a time,
+#: so what a batch pays once (converting the weights to F16) is shared by 512 tokens.
+UBATCH = 512
+
+
+def _gpu_rate(p: Part, fam: str, c: Constants) -> float:
+    """FLOPs per second of a GPU's batched matrix multiplication for the family (F16: the FP16 GEMM; quantized: MMQ
+    at ``quant_tflops``, or the FP16 GEMM after conversion when ``dequant``)."""
+    if fam == "f16" or p.dequant or p.fp16_math:
+        return p.tflops * 1e12 * c.prefill_eff(p.backend, "f16")
+    return (p.quant_tflops or p.tflops) * 1e12 * c.prefill_eff(p.backend, fam)
+
+
+def _dequant_seconds(p: Part, active_params: float, fam: str) -> float:
+    """Per prompt token, the conversion of a device's quantized weights to F16 before the GEMM: read them once and
+    write 2 bytes per parameter per batch (ggml-cuda.cu ggml_cuda_op_mul_mat_cublas: to_fp16_cuda), at the
+    device's bandwidth."""
+    if not p.dequant or fam == "f16" or p.bandwidth_gbs <= 0:
+        return 0.0
+    return (p.weights_bytes + 2.0 * active_params * p.layer_share) / (p.bandwidth_gbs * 1e9) / UBATCH
+
+
 def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: Constants,
                     depth: int = 256, tensor_parallel: bool = False) -> float:
-    """Seconds per prompt token (a 512-token batch averages 256 tokens of context: ``depth``)."""
+    """Seconds per prompt token (a 512-token batch averages 256 tokens of context: ``depth``). The output
+    projection runs for the tokens that return logits only, the last of the batch (src/models/llama.cpp: the last
+    layer keeps the rows of inp_out_ids; llama-batch.cpp: without a logits array only the last token is an output)."""
     fam = ms.family
-    flops = 2.0 * active_params + 4.0 * ms.n_layer * ms.n_embd * depth
+    out = min(ms.output_params, active_params)
+    flops = 2.0 * (active_params - out + out / UBATCH) + 4.0 * ms.n_layer * ms.n_embd * depth
     gpu = [p for p in parts if p.backend != "cpu" and p.layer_share > 0]
     if tensor_parallel and gpu:
-        rate = sum(p.tflops * 1e12 * c.prefill_eff(p.backend, fam) for p in gpu)
-        return flops / rate if rate > 0 else float("inf")
+        rate = sum(_gpu_rate(p, fam, c) for p in gpu)
+        conv = max(_dequant_seconds(p, active_params, fam) for p in gpu)
+        return flops / rate + conv if rate > 0 else float("inf")
     total = 0.0
     for p in parts:
         if p.layer_share <= 0:
@@ -202,22 +245,57 @@ def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: 
         if p.backend == "cpu":
             rate = _cpu_flops(p, c) * c.prefill_eff("cpu", fam)
         else:
-            rate = p.tflops * 1e12 * c.prefill_eff(p.backend, fam)
+            rate = _gpu_rate(p, fam, c)
+            total += _dequant_seconds(p, active_params, fam)
         total += flops * p.layer_share / rate if rate > 0 else float("inf")
     return total
 
 
-def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list[str] | tuple[str, ...] = ()) -> str:
+def matrix_path(backend: str, arch: str, c: Constants) -> tuple[float, float, bool]:
+    """(multiple of the dense FP16 figure the F16 GEMM runs at, multiple the quantized path runs at, whether
+    quantized weights are converted to F16 first) for a GPU of ``arch`` (NVIDIA compute capability "8.6", AMD gfx
+    target "gfx1030"), after ggml-cuda's choice of kernel (mmq.cu ggml_cuda_should_use_mmq; common.cuh
+    turing_mma_available, GGML_CUDA_CC_RDNA2 "minimum for dp4a"). Rates are rules/speed.toml prefill_matrix_rate."""
+    cls = gpu_class(backend, arch)
+    rate = c.matrix_rate.get(cls, {})
+    return float(rate.get("f16", 1.0)), float(rate.get("quant", 1.0)), cls == "volta"
+
+
+def gpu_class(backend: str, arch: str) -> str:
+    """The class of a GPU's matrix units as llama.cpp uses them: hopper (cc 9.x: mma.sync only), turing_plus
+    (cc >= 7.5: int8 mma), volta (cc 7.0-7.2: FP16 tensor cores, no int8), rdna2 (gfx103x: dp4a, no matrix
+    cores), or "" (the backend's own rate: FP16 figure as is)."""
+    a = (arch or "").lower()
+    if backend == "cuda" and re.fullmatch(r"\d+(\.\d+)?", a):
+        cc = float(a)
+        if 9.0 <= cc < 10.0:
+            return "hopper"
+        if cc >= 7.5:
+            return "turing_plus"
+        if cc >= 7.0:
+            return "volta"
+    if backend == "rocm" and a.startswith("gfx103"):
+        return "rdna2"
+    return ""
+
+
+def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list[str] | tuple[str, ...] = (),
+                  arch: str = "") -> str:
     """The key of rules/speed.toml's tables: the llama.cpp backend, with Vulkan on NVIDIA apart (ggml-vulkan runs
     its matrix multiplications on the tensor cores there through NV_cooperative_matrix2 / KHR_cooperative_matrix,
     ggml/src/ggml-vulkan/ggml-vulkan.cpp; on GPUs without them it uses the shader cores) and HBM GPUs apart
     (``<backend>_hbm``: one token's matrix-vector products keep too few bytes in flight to cover HBM's latency, so
     they reach a smaller share of its bandwidth; rules/speed.toml hbm_gpu_match names them). A key without an
-    entry falls back to the backend's own."""
+    entry falls back to the backend's own. Vulkan on AMD RDNA3 and later (gfx11, gfx12: WMMA) runs its matrix
+    multiplications as KHR_cooperative_matrix shaders (``vulkan_coopmat``; ggml-vulkan.cpp picks its pipelines by
+    device->coopmat_support), against the WMMA rate; RDNA1/2 have no matrix cores and run the scalar shaders
+    against the packed-FP16 rate: different code, so a prefill efficiency each (decode shares vulkan's)."""
     if backend.startswith("cpu"):
         return "cpu"
     if backend == "vulkan" and vendor == "nvidia":
         return "vulkan_nvidia"
+    if backend == "vulkan" and vendor == "amd" and (arch or "").lower().startswith(("gfx11", "gfx12")):
+        return "vulkan_coopmat"
     if gpu_name and any(re.search(p, gpu_name, re.IGNORECASE) for p in hbm_match):
         return f"{backend}_hbm"
     return backend
@@ -238,21 +316,42 @@ def cpu_isa(features: list[str] | tuple[str, ...]) -> str:
     return "default"
 
 
+def device_arch(d: Any) -> str:
+    """A planner Device's architecture for ``matrix_path``: the NVIDIA compute capability, else the AMD gfx target."""
+    if d.compute_capability:
+        return f"{float(d.compute_capability):.1f}"
+    return (d.gpu.gfx_target or "") if d.gpu else ""
+
+
 def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
-             read_fraction: Mapping[str, float] | None = None) -> list[Part]:
-    """The plan's devices as speed-model Parts; a device's layer share is its share of the weights."""
+             read_fraction: Mapping[str, float] | None = None, c: Constants | None = None,
+             llama_cpp: bool = True) -> list[Part]:
+    """The plan's devices as speed-model Parts; a device's layer share is its share of the weights. The GPUs'
+    matrix rates follow llama.cpp's kernels (``matrix_path``); for vLLM (``llama_cpp=False``) the dense FP16 figure
+    as gpus.toml gives it (PyTorch's GEMMs accumulate in FP32; its quantized kernels, Marlin/AWQ/GPTQ, dequantize in
+    registers and multiply in FP16)."""
+    c = c or Constants.from_rules(m.rules)
     gpus = {d.name: d for d in m.gpus}
     total = sum(d.weights_bytes for d in memory) or 1
     hbm = m.rules["hbm_gpu_match"]
+    acc32 = m.rules["fp32_accumulate_figure_match"]  # gpus.toml figures at half the rate llama.cpp's FP16 GEMM gets
     rf = read_fraction or {}
     out = []
     cpu = m.profile.cpu
     for d in memory:
         if d.device in gpus:
             g = gpus[d.device]
-            key = speed_backend(m.backend, m.vendor, g.gpu.name if g.gpu else "", hbm)
-            out.append(Part(key, g.bandwidth_gbs or 0.0, g.tflops or 0.0, d.weights_bytes, d.weights_bytes / total,
-                            read_fraction=rf.get(d.device)))
+            arch, name = device_arch(g), g.gpu.name if g.gpu else ""
+            key = speed_backend(m.backend, m.vendor, name, hbm, arch)
+            tf = g.tflops or 0.0
+            if not llama_cpp:
+                out.append(Part(key, g.bandwidth_gbs or 0.0, tf, d.weights_bytes, d.weights_bytes / total,
+                                read_fraction=rf.get(d.device), fp16_math=True))
+                continue
+            f16x, qx, dequant = matrix_path(m.backend, arch, c)
+            tf *= 2.0 if any(re.search(p, name, re.IGNORECASE) for p in acc32) else 1.0
+            out.append(Part(key, g.bandwidth_gbs or 0.0, tf * f16x, d.weights_bytes, d.weights_bytes / total,
+                            read_fraction=rf.get(d.device), quant_tflops=tf * qx, dequant=dequant))
         elif d.device == "cpu":
             t = threads or cpu.performance_cores or cpu.physical_cores or cpu.logical_cores or 1
             out.append(Part("cpu", m.cpu.bandwidth_gbs, 0.0, d.weights_bytes, d.weights_bytes / total,
@@ -262,7 +361,6 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
 
 def _fix_cpu_share(parts: list[Part], ms: ModelSpeed) -> list[Part]:
     """The CPU's token-embedding table is not a layer: it computes nothing (its layer share leaves it out)."""
-    import dataclasses
     rest = sum(p.weights_bytes for p in parts) - ms.embd_bytes
     if rest <= 0:
         return parts
@@ -275,17 +373,17 @@ def _fix_cpu_share(parts: list[Part], ms: ModelSpeed) -> list[Part]:
 
 def predict(memory: list[DeviceMemory], m: Machine, active_fraction: float, active_params: float,
             tensor_parallel: bool = False, model: ModelSpeed | None = None, depth: int = DEFAULT_DEPTH,
-            threads: int | None = None, read_fraction: Mapping[str, float] | None = None) -> Predicted:
+            threads: int | None = None, read_fraction: Mapping[str, float] | None = None,
+            llama_cpp: bool = True) -> Predicted:
     """Decode and prefill tokens/s of the plan whose weights sit as ``memory`` says, with a low-high range.
 
     ``read_fraction``: per device, the share of its layer weights a token reads where it differs from the model's
     (with --n-cpu-moe the CPU holds only expert tensors, of which a token reads n_used / n_expert)."""
     ms = model or ModelSpeed(read_fraction=active_fraction)
     if model is not None and model.read_fraction == 1.0 and active_fraction != 1.0:
-        import dataclasses
         ms = dataclasses.replace(model, read_fraction=active_fraction)
     c = Constants.from_rules(m.rules)
-    parts = _fix_cpu_share(parts_of(memory, m, threads, read_fraction), ms)
+    parts = _fix_cpu_share(parts_of(memory, m, threads, read_fraction, c, llama_cpp), ms)
     main = next((p.backend for p in parts if p.backend != "cpu" and p.layer_share > 0), "cpu")
     sd = decode_seconds(parts, ms, c, depth, tensor_parallel)
     sp = prefill_seconds(parts, active_params, ms, c, tensor_parallel=tensor_parallel) if active_params else 0.0
