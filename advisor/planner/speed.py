@@ -18,8 +18,8 @@ family. The path depends on the GPU's architecture (``matrix_path``): F16 weight
 mma.sync ... s8.s8.s32) at the INT8 rate, twice the dense FP16 one, and on RDNA2 with dp4a (4 int8 products per lane
 and clock, twice packed FP16); Volta has no int8 tensor cores and converts the weights to F16 for cuBLAS, paying the
 conversion's memory traffic (``Part.dequant``). Hopper reaches its datasheet rate only with wgmma, which ggml-cuda
-does not issue (mma.cuh has mma.sync only): llama.cpp gets the Ampere-style per-SM rate, half the datasheet's (for
-the cuBLAS F16 path that is an assumption, see rules/speed.toml prefill-matrix-rate). GeForce figures in
+does not issue (mma.cuh has mma.sync only): llama.cpp's MMQ gets the Ampere-style per-SM rate, half the datasheet's;
+F16 weights go to cuBLAS, which does use wgmma there (rules/speed.toml prefill-matrix-rate). GeForce figures in
 rules/gpus.toml are FP32-accumulate ones, half the rate of llama.cpp's FP16-accumulate GEMM (rule
 fp16-accumulate-full-rate). The output projection runs for the batch's last token only. vLLM plans
 (``llama_cpp=False``) keep the datasheet FP16 rate. Otherwise the file size does not enter prefill.
