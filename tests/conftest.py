@@ -32,6 +32,22 @@ TEST_ENGINES_DIR = Path(os.environ.get("ADVISOR_TEST_CONVERTER_ENGINES_DIR", Pat
 
 
 @pytest.fixture(scope="session")
+def catalog():
+    """The shipped catalog, no user overlay: what the planner tests plan from."""
+    from advisor.catalog.load import load_catalog
+
+    return load_catalog(overlay=False)
+
+
+@pytest.fixture(scope="session")
+def rules():
+    """The shipped rules."""
+    from advisor.rules import load_rules
+
+    return load_rules()
+
+
+@pytest.fixture(scope="session")
 def converter_engines_dir(tmp_path_factory) -> Path:
     """An ADVISOR_ENGINES_DIR whose ``converter`` venv holds llama.cpp's converter for the installed
     llama-cpp-python, made by the product's own installer (`advisor setup --converter`). torch comes from pip's

@@ -18,29 +18,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advisor.catalog.load import load_catalog
 from advisor.errors import NothingFitsError
 from advisor.planner import Request, recommend
 from advisor.planner.cluster import RAY_PORT, RPC_PORT, recommend_cluster, stage_layers
 from advisor.probe import apple, nvidia
 from advisor.probe.profile import Cpu, Gpu, HardwareProfile, Interconnect, Memory
 from advisor.render import cluster as render
-from advisor.rules import load_rules
 from tests.replay import DATA
 
 GIB, MIB = 1 << 30, 1 << 20
 ADVISOR = str(Path(sys.executable).parent / "advisor")
 ID_405B = "llama-3.1-405b-instruct"
-
-
-@pytest.fixture(scope="module")
-def rules():
-    return load_rules()
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog(overlay=False)
 
 
 def recorded_h100(machine) -> Gpu:

