@@ -141,3 +141,12 @@ def test_live_machine_matches_proc_cpuinfo():
     tokens = set((blocks[0].get("flags") or blocks[0].get("features") or "").split())
     assert set(result.features) == (cpu.normalise_x86(tokens) if "flags" in blocks[0] else cpu.normalise_arm(tokens))
     assert result.model == (blocks[0].get("model name") or result.model)
+
+
+@pytest.mark.parametrize("path", sorted((DATA / "cpu").glob("*neoverse_*")), ids=lambda p: p.name)
+def test_arm_server_cores_are_named_from_their_cpu_part(path: Path) -> None:
+    """arm64 /proc/cpuinfo has no model name; the recording's file name (archspec's microarchitecture) and its
+    "CPU part" line name the same Neoverse core."""
+    got, _ = cpu.cpu_from_cpuinfo(path.read_text())
+    core = path.name.split("neoverse_")[1]  # n1, v1, n2, v2
+    assert got.model == f"ARM Neoverse-{core.upper()}"

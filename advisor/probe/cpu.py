@@ -118,6 +118,26 @@ _ARM_IMPLEMENTERS = {
 }
 
 
+# Arm Ltd server cores by "CPU part" (Linux arch/arm64/include/asm/cputype.h ARM_CPU_PART_NEOVERSE_*): arm64 kernels
+# print no model name, and the part is what tells a Graviton, Grace, Altra or Axion core from a phone's.
+_ARM_PARTS = {
+    "0xd0c": "Neoverse-N1",
+    "0xd40": "Neoverse-V1",
+    "0xd49": "Neoverse-N2",
+    "0xd4f": "Neoverse-V2",
+    "0xd83": "Neoverse-V3AE",
+    "0xd84": "Neoverse-V3",
+    "0xd8e": "Neoverse-N3",
+}
+
+
+def _arm_model(first: dict[str, str]) -> str | None:
+    if first.get("cpu implementer", "").lower() != "0x41":
+        return None
+    part = _ARM_PARTS.get(first.get("cpu part", "").lower())
+    return f"ARM {part}" if part else None
+
+
 def cpu_from_cpuinfo(text: str) -> tuple[Cpu, str | None]:
     """Model, vendor, features and core counts from /proc/cpuinfo; second value: the architecture it shows."""
     blocks = parse_cpuinfo(text)
@@ -135,7 +155,7 @@ def cpu_from_cpuinfo(text: str) -> tuple[Cpu, str | None]:
         arch = "aarch64"
         features = normalise_arm(first["features"].split())
         vendor = _ARM_IMPLEMENTERS.get(first.get("cpu implementer", "").lower())
-        model = first.get("model name") or _model_from_blocks(blocks)
+        model = first.get("model name") or _model_from_blocks(blocks) or _arm_model(first)
     elif "isa" in first:  # RISC-V: "isa : rv64imafdcv_zicsr..."
         arch = "riscv64" if first["isa"].startswith("rv64") else "riscv32"
         base = first["isa"].split("_")[0][4:]
