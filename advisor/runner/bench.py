@@ -1,0 +1,153 @@
+"""Speed measured through a running engine's OpenAI-compatible API (llama-server, vLLM), like llama-bench's pp and
+tg tests: one streamed ``/v1/completions`` request per test, its prompt given as token ids (so its length is exact
+and no chat template is added) drawn at random from what the engine's own ``/tokenize`` returns for plain words.
+
+- prefill: prompt tokens / time to the first token, or the engine's own ``timings.prompt_per_second`` where it sends
+  one (llama-server: tools/server/server-common.cpp, ``server_slot_stats::to_json``, in the last stream event);
+- decode: generated tokens after the first / time from the first to the last token, or the engine's
+  ``timings.predicted_per_second``. Generation runs to ``max_tokens`` with ``ignore_eos`` (llama-server:
+  tools/server/server-schema.cpp; vLLM: ``CompletionRequest.ignore_eos`` in vllm/entrypoints/openai/protocol.py),
+  and the count is the engine's ``usage.completion_tokens``;
+- llama-server's prompt cache is off (``cache_prompt``, server-schema.cpp) and every prompt is a fresh random draw,
+  so no request reuses an earlier one's KV cache (vLLM's prefix cache matches from the first token only).
+
+The HTTP calls go through ``BenchSeams`` so that tests drive every path against a fake server.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.plan import LLAMA_SERVER
+from advisor.runner.check import CHECK_TIMEOUT_S, CheckError, stream_chat
+
+#: Plain words to tokenize: each prompt is a random draw from their token ids (common words are mostly single
+#: tokens in BPE and SentencePiece vocabularies; none is a special token).
+WORDS = ("the of and to in is was for on that with as by at from his her it an are this which be or had not but "
+         "one all were they she he we you there been has have their more when who will would time new after first "
+         "people water river city house world music story light morning garden window table paper number sound "
+         "mountain country school family between under never always little small large great other about over")
+
+Post = Callable[[str, Mapping[str, Any], Mapping[str, str], float], tuple[int, str]]
+
+
+def post_json(url: str, body: Mapping[str, Any], headers: Mapping[str, str], timeout: float) -> tuple[int, str]:
+    """POST JSON, never through a proxy (HTTP_PROXY must not capture 127.0.0.1); raises OSError when nothing
+    answers."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(url, json.dumps(body).encode(), {**headers, "Content-Type": "application/json"})
+    try:
+        with opener.open(req, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+    except urllib.error.URLError as exc:
+        raise OSError(str(exc.reason)) from None
+
+
+@dataclass
+class BenchSeams:
+    post: Post = post_json
+    stream: Callable[..., Iterator[tuple[float, dict[str, Any]]]] = stream_chat
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One request's speeds (None: not measurable, e.g. one token generated) and where they come from."""
+
+    prompt_tokens: int
+    gen_tokens: int
+    prefill: float | None
+    decode: float | None
+    source: str  # engine (its own timings) | client (timed from the stream)
+
+
+@dataclass
+class Server:
+    """The engine being measured: its name (advisor.engines), base URL, model name and context per request."""
+
+    engine: str
+    url: str
+    model: str | None = None
+    n_ctx: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    pool: list[int] = field(default_factory=list)
+
+
+def describe(server: Server, models: Mapping[str, Any]) -> None:
+    """Fill the model name and context of a request from ``/v1/models``: vLLM's ``max_model_len``, llama-server's
+    ``meta.n_ctx`` (the context of one slot: tools/server/server-context.cpp, the models route)."""
+    try:
+        first = models["data"][0]
+    except (KeyError, IndexError, TypeError):
+        return
+    server.model = first.get("id") if isinstance(first.get("id"), str) else None
+    meta = first.get("meta") if isinstance(first.get("meta"), dict) else {}
+    n_ctx = first.get("max_model_len") or meta.get("n_ctx")
+    server.n_ctx = int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+
+
+def token_pool(server: Server, seams: BenchSeams) -> list[int]:
+    """Token ids of ``WORDS`` as the engine tokenizes them (llama-server: ``content``; vLLM: ``prompt``)."""
+    body: dict[str, Any] = ({"content": WORDS, "add_special": False} if server.engine == LLAMA_SERVER
+                            else {"prompt": WORDS, "add_special_tokens": False})
+    if server.model and server.engine != LLAMA_SERVER:
+        body["model"] = server.model
+    try:
+        status, text = seams.post(f"{server.url}/tokenize", body, server.headers, 30.0)
+        tokens = json.loads(text).get("tokens") if status == 200 else None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CheckError(f"/tokenize failed: {exc}") from None
+    ids = [t for t in tokens or [] if isinstance(t, int) and not isinstance(t, bool)]
+    if not ids:
+        raise CheckError(f"/tokenize answered {status} without token ids: {text[:200]}")
+    return sorted(set(ids))
+
+
+def _request(server: Server, prompt: list[int], max_tokens: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
+                            "stream": True, "stream_options": {"include_usage": True}}
+    if server.model:
+        body["model"] = server.model
+    if server.engine == LLAMA_SERVER:
+        body["cache_prompt"] = False
+    return body
+
+
+def timed(server: Server, n_prompt: int, max_tokens: int, rng: random.Random, seams: BenchSeams) -> Timed:
+    """One streamed completion of a random ``n_prompt``-token prompt, generating ``max_tokens``."""
+    prompt = [rng.choice(server.pool) for _ in range(n_prompt)]
+    t0 = seams.clock()
+    first = last = None
+    chunks = 0
+    usage: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    stream = seams.stream(f"{server.url}/v1/completions", _request(server, prompt, max_tokens), server.headers,
+                          CHECK_TIMEOUT_S)
+    for _, event in stream:
+        now = seams.clock()
+        if isinstance(event.get("error"), dict):
+            raise CheckError(f"the engine answered an error: {event['error'].get('message')}")
+        if event.get("choices"):
+            first = now if first is None else first
+            last, chunks = now, chunks + 1
+        usage = event.get("usage") or usage
+        timings = event.get("timings") or timings
+    if first is None:
+        raise CheckError("the engine answered the benchmark request with no tokens")
+    n_in = int(timings.get("prompt_n") or usage.get("prompt_tokens") or n_prompt)
+    n_out = int(usage.get("completion_tokens") or timings.get("predicted_n") or chunks)
+    if timings.get("prompt_per_second") and timings.get("predicted_per_second") is not None:
+        decode = float(timings["predicted_per_second"]) if n_out > 1 else None
+        return Timed(n_in, n_out, float(timings["prompt_per_second"]), decode or None, "engine")
+    prefill = n_in / (first - t0) if first > t0 else None
+    decode = (n_out - 1) / (last - first) if n_out > 1 and last is not None and last > first else None
+    return Timed(n_in, n_out, prefill, decode, "client")
