@@ -31,6 +31,7 @@ from advisor.store import bench as store
 from tests import ggufgen
 from tests.fake_openai import FakeOpenAI
 from tests.test_bench import ADVISOR, PROFILE
+from tests.test_run_engine import assert_gone, vllm_python, write_tiny_llama  # noqa: F401 (a fixture)
 
 VOCAB = list(range(1000, 1100))
 
@@ -244,10 +245,28 @@ def test_bench_runs_a_real_llama_server_and_the_next_plan_uses_it(tiny: Path, ll
     assert (out["engine"], out["runner"]) == ("llama.cpp", LLAMA_SERVER)
     assert "bench: pp64" in done.stderr and "stopped llama-server" in done.stderr
     pid = int(done.stderr.split("stopped llama-server (pid ")[1].split(")")[0])
-    assert not Path(f"/proc/{pid}").exists()  # stopped and reaped
+    assert_gone(pid)
     rec = subprocess.run([ADVISOR, "recommend", "--model", str(tiny), "--json"], capture_output=True, text=True,
                          timeout=300, check=False)
     assert rec.returncode == 0, rec.stderr
     predicted = json.loads(rec.stdout)["plans"][0]["predicted"]
     assert predicted["basis"] == "measured" and LLAMA_SERVER in predicted["note"]
     assert predicted["decode_tokens_per_s"] == pytest.approx(tests["tg16"]["tokens_per_s"], abs=0.06)
+
+
+@pytest.mark.engine
+@pytest.mark.vllm
+def test_bench_runs_a_real_vllm(tmp_path: Path, vllm_python: str) -> None:
+    """A tiny Llama (head_dim 64, 512 positions) served by vLLM on the CPU, as 'advisor run DIR' plans it; few
+    tokens, so the run is bounded by vLLM's start-up (about 1-2 minutes here)."""
+    model = write_tiny_llama(vllm_python, tmp_path / "tiny-llama")
+    env = {**os.environ, "ADVISOR_VLLM_PYTHON": vllm_python}
+    done = subprocess.run([ADVISOR, "bench", str(model), "--prompt", "64", "--gen", "16", "--reps", "1", "--depth",
+                           "256", "--json"], env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    tests = {r["test"]: r["tokens_per_s"] for r in out["results"]}
+    assert set(tests) == {"pp64", "tg16", "pp256", "tg32@d256"} and all(v > 0 for v in tests.values())
+    assert (out["engine"], out["runner"]) == ("vllm", VLLM_SERVER)
+    pid = int(done.stderr.split("stopped vllm (pid ")[1].split(")")[0])
+    assert_gone(pid)

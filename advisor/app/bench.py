@@ -88,6 +88,10 @@ def plan_for(profile: HardwareProfile, model: str | None, plan_file: Path | None
         raise BadInputError("give a MODEL or --plan FILE (one of them)", hint="advisor bench MODEL.gguf")
     if plan_file is not None:
         return load_plan_file(plan_file)
+    assert model is not None
+    if Path(model).expanduser().is_dir():  # a model directory (vLLM): the plan advisor run makes for it
+        from advisor.app import serve
+        return serve.plan_for(serve.Source(model=model), serve.Options(), lambda _m: None)[0]
     from advisor.app.advise import advise
     from advisor.planner import Request
     advice = advise(profile, Request(model=model, top=1), here=True, measurements=False)  # the model's own figures

@@ -144,4 +144,5 @@ def bench_served(profile: HardwareProfile, plan: Plan, opts: BenchOptions, progr
         finally:
             stop_process(result.process, run_seams)
             progress(f"stopped {result.engine} (pid {result.pid})")
-    return save(profile, plan, samples, runner=result.engine, version=plan.engine_ref.version)
+    threads = plan.llama_cpp.threads if plan.llama_cpp else None
+    return save(profile, plan, samples, runner=result.engine, version=plan.engine_ref.version, threads=threads)
