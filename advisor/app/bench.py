@@ -192,7 +192,7 @@ def _with_engine(plan: Plan, profile: HardwareProfile) -> Plan:
 
 
 def bench_model(profile: HardwareProfile, plan: Plan, opts: BenchOptions = BenchOptions(),
-                progress: Progress = lambda _m: None, seams: Any = None) -> BenchOutcome:
+                progress: Progress = lambda _m: None, seams: Any = None) -> BenchOutcome:  # bench_server.ServedSeams
     """Measure ``plan`` on this machine, store the record and return it: through the plan's own server for
     llama-server and vLLM plans (advisor.app.bench_server; ``seams``: its process/HTTP seams for tests), in-process
     for llama-cpp-python."""
@@ -364,7 +364,8 @@ def apply_measurements(profile: HardwareProfile, plans: list[Plan]) -> list[Plan
             continue
         ratio = _cpu_ratio(plan, profile, mem.bandwidth_gbs) if mem else None
         if ratio:
-            why = f"speed model with the CPU memory bandwidth advisor bench --memory measured ({mem.bandwidth_gbs} GB/s)"
+            why = ("speed model with the CPU memory bandwidth advisor bench --memory measured "
+                   f"({mem.bandwidth_gbs} GB/s)")
             out.append(dataclasses.replace(plan, predicted=_scaled(plan.predicted, ratio, None, why)))
             continue
         out.append(plan)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from dataclasses import dataclass, field
 
 from advisor.app.bench import BenchOptions, BenchOutcome, Progress, save
 from advisor.errors import BadInputError, CheckFailedError
@@ -29,6 +29,16 @@ from advisor.store import bench as store
 HOST = "127.0.0.1"
 #: Seconds between two "waiting for the engine" lines (the runner polls about once a second).
 WAIT_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServedSeams:
+    """What the served benchmark touches outside itself: the runner's seams (process, readiness, stopping), the
+    benchmark's HTTP, and a fixed port (None: a free one). Tests pass fakes."""
+
+    run: Seams = field(default_factory=Seams)
+    http: http.BenchSeams = field(default_factory=http.BenchSeams)
+    port: int | None = None
 
 
 class ProgressReporter:
@@ -118,14 +128,14 @@ def _connect(result: runner.RunResult, plan: Plan, seams: Seams, bench_seams: ht
 
 
 def bench_served(profile: HardwareProfile, plan: Plan, opts: BenchOptions, progress: Progress,
-                 seams: Any = None) -> BenchOutcome:
-    """Start ``plan``'s engine, measure it, stop it (always), store the record. ``seams``: (runner Seams,
-    BenchSeams, port) for tests; None: the real ones."""
+                 seams: ServedSeams | None = None) -> BenchOutcome:
+    """Start ``plan``'s engine, measure it, stop it (always), store the record."""
     from advisor.app import engines as engine_choice
     from advisor.hub.download import resolve
     from advisor.store import state
 
-    run_seams, bench_seams, port = seams or (Seams(), http.BenchSeams(), None)
+    seams = seams or ServedSeams()
+    run_seams, bench_seams, port = seams.run, seams.http, seams.port
     engine_choice.require(plan.engine_ref)
     model_path = str(resolve(plan.model, progress))
     request = runner.RunRequest(plan=plan, model_path=model_path, host=HOST, port=port or free_port(HOST),

@@ -4,10 +4,13 @@ and no chat template is added) drawn at random from what the engine's own ``/tok
 
 - prefill: prompt tokens / time to the first token, or the engine's own ``timings.prompt_per_second`` where it sends
   one (llama-server: tools/server/server-common.cpp, ``server_slot_stats::to_json``, in the last stream event);
-- decode: generated tokens after the first / time from the first to the last token, or the engine's
+- decode: tokens generated after the first event / time from the first to the last event, or the engine's
   ``timings.predicted_per_second``. Generation runs to ``max_tokens`` with ``ignore_eos`` (llama-server:
-  tools/server/server-schema.cpp; vLLM: ``CompletionRequest.ignore_eos`` in vllm/entrypoints/openai/protocol.py),
-  and the count is the engine's ``usage.completion_tokens``;
+  tools/server/server-schema.cpp; vLLM: ``CompletionRequest.ignore_eos`` in vllm/entrypoints/openai/completion/
+  protocol.py), and the count is the engine's ``usage.completion_tokens``. vLLM may put several tokens in one event,
+  so it is asked for the running count in every event (``stream_options.continuous_usage_stats``:
+  vllm/entrypoints/serve/utils/api_utils.py, ``should_include_usage``) and the tokens already in the first event
+  are not counted;
 - llama-server's prompt cache is off (``cache_prompt``, server-schema.cpp) and every prompt is a fresh random draw,
   so no request reuses an earlier one's KV cache (vLLM's prefix cache matches from the first token only).
 
@@ -119,6 +122,8 @@ def _request(server: Server, prompt: list[int], max_tokens: int) -> dict[str, An
         body["model"] = server.model
     if server.engine == LLAMA_SERVER:
         body["cache_prompt"] = False
+    else:
+        body["stream_options"]["continuous_usage_stats"] = True
     return body
 
 
@@ -127,7 +132,7 @@ def timed(server: Server, n_prompt: int, max_tokens: int, rng: random.Random, se
     prompt = [rng.choice(server.pool) for _ in range(n_prompt)]
     t0 = seams.clock()
     first = last = None
-    chunks = 0
+    chunks = at_first = 0  # events with tokens; tokens already generated at the first of them
     usage: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     stream = seams.stream(f"{server.url}/v1/completions", _request(server, prompt, max_tokens), server.headers,
@@ -136,10 +141,11 @@ def timed(server: Server, n_prompt: int, max_tokens: int, rng: random.Random, se
         now = seams.clock()
         if isinstance(event.get("error"), dict):
             raise CheckError(f"the engine answered an error: {event['error'].get('message')}")
-        if event.get("choices"):
-            first = now if first is None else first
-            last, chunks = now, chunks + 1
         usage = event.get("usage") or usage
+        if event.get("choices"):
+            if first is None:
+                first, at_first = now, int(usage.get("completion_tokens") or 1)
+            last, chunks = now, chunks + 1
         timings = event.get("timings") or timings
     if first is None:
         raise CheckError("the engine answered the benchmark request with no tokens")
@@ -149,5 +155,6 @@ def timed(server: Server, n_prompt: int, max_tokens: int, rng: random.Random, se
         decode = float(timings["predicted_per_second"]) if n_out > 1 else None
         return Timed(n_in, n_out, float(timings["prompt_per_second"]), decode or None, "engine")
     prefill = n_in / (first - t0) if first > t0 else None
-    decode = (n_out - 1) / (last - first) if n_out > 1 and last is not None and last > first else None
+    after = n_out - at_first
+    decode = after / (last - first) if after > 0 and last is not None and last > first else None
     return Timed(n_in, n_out, prefill, decode, "client")
