@@ -20,9 +20,8 @@ class FakeOpenAI:
                  token_delay: float = 0.0, per_event: int = 1) -> None:  # fmt: skip
         """``/v1/completions`` (the benchmark's requests) streams ``max_tokens`` tokens ``token_delay`` seconds
         apart, then usage (prompt tokens = the prompt's token ids) and, where ``completion_timings(body)`` gives
-        them, llama-server's ``timings``; ``per_event`` tokens in each event, as vLLM may send them, with the
-        running usage in each when ``stream_options.continuous_usage_stats`` asks (vLLM); ``/tokenize`` answers
-        ``vocab``; ``model`` adds fields to /v1/models' entry (llama-server's ``meta``, vLLM's ``max_model_len``)."""
+        them, llama-server's ``timings``; ``per_event`` tokens in each event, as vLLM may send them; ``/tokenize``
+        answers ``vocab``; ``model`` adds fields to /v1/models' entry (llama-server's ``meta``, vLLM's ``max_model_len``)."""
         self.per_event = per_event
         self.model = model or {}
         self.vocab = vocab
@@ -97,13 +96,10 @@ class FakeOpenAI:
                 self.end_headers()
                 n = int(body.get("max_tokens") or fake.tokens)
                 n_in = len(body.get("prompt") or [])
-                running = (body.get("stream_options") or {}).get("continuous_usage_stats")
                 for i in range(0, n, fake.per_event):
                     time.sleep(fake.token_delay)
                     k = min(fake.per_event, n - i)
-                    chunk: dict[str, Any] = {"choices": [{"index": 0, "text": "t " * k}]}
-                    if running:
-                        chunk["usage"] = {"prompt_tokens": n_in, "completion_tokens": i + k}
+                    chunk = {"choices": [{"index": 0, "text": "t " * k}]}
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     self.wfile.flush()
                 usage = {"prompt_tokens": n_in, "completion_tokens": n}

@@ -127,31 +127,33 @@ def test_llama_server_is_measured_with_its_own_timings_and_stopped(tiny: Path, e
     assert store.runs(app.machine_key(PROFILE)) == [r]
 
 
-def test_an_engine_without_timings_is_timed_from_the_stream(tiny: Path, exe: str) -> None:
-    """vLLM sends usage but no timings: decode is (tokens - 1) / (last - first token); the fake sends a token
-    every 10 ms, so decode cannot exceed 100 tokens/s."""
+def test_an_engine_without_timings_is_timed_by_whole_requests(tiny: Path, exe: str) -> None:
+    """vLLM sends usage but no timings: tg = tokens / the time of a one-token-prompt request, and at depth the extra
+    tokens of a longer generation over the extra time. The fake sends a token every 10 ms, so neither can exceed
+    100 tokens/s."""
     machine = Machine()
-    with FakeOpenAI(vocab=VOCAB, token_delay=0.01) as fake:
-        out = app.bench_model(PROFILE, served_plan(tiny, exe), app.BenchOptions(prompt=16, gen=8, reps=1, depth=0),
+    with FakeOpenAI(vocab=VOCAB, token_delay=0.01, model={"max_model_len": 256}) as fake:
+        out = app.bench_model(PROFILE, served_plan(tiny, exe), app.BenchOptions(prompt=16, gen=8, reps=1),
                               seams=bench_server.ServedSeams(machine.seams(), http.BenchSeams(), fake.port))
     got = {s.name: s.mean for s in out.record.samples}
-    assert set(got) == {"pp16", "tg8"}
-    assert 0 < got["tg8"] <= 101 and got["pp16"] > 0
+    depth = 256 - 32 - 8
+    assert set(got) == {"pp16", "tg8", f"pp{depth}", f"tg32@d{depth}"}
+    assert 0 < got["tg8"] <= 100 and 0 < got[f"tg32@d{depth}"] <= 100 and got["pp16"] > 0
+    posts = [(len(r[3]["prompt"]), r[3]["max_tokens"]) for r in fake.requests if r[1] == "/v1/completions"]
+    assert posts[-2:] == [(depth, 32), (depth, 1)]  # the same depth generating 32 tokens, then one
     assert machine.stopped
 
 
-def test_tokens_that_come_together_are_not_counted_as_decoded_in_no_time() -> None:
-    """vLLM may send several tokens in one event: with the running count it reports in each event (asked for), the
-    tokens of the first event are not counted. 4 tokens every 10 ms decode at 400 tokens/s at most (counting them
-    would give 15 / 0.03 s = 500)."""
+def test_tokens_that_come_together_are_timed_by_the_whole_request() -> None:
+    """vLLM may send many tokens in one event (its API server gets the CPU late): event times would make them
+    decoded in no time. 4 tokens every 10 ms decode at 400 tokens/s at most."""
     with FakeOpenAI(vocab=VOCAB, token_delay=0.01, per_event=4) as fake:
         server = http.Server(VLLM_SERVER, fake.url, pool=VOCAB)
-        t = http.timed(server, 8, 16, random.Random(0), http.BenchSeams())
+        t = http.timed(server, 1, 16, random.Random(0), http.BenchSeams())
     body = fake.requests[-1][3]
-    assert body["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
-    assert "cache_prompt" not in body and body["ignore_eos"] is True
-    assert (t.prompt_tokens, t.gen_tokens, t.source) == (8, 16, "client")
-    assert 0 < t.decode <= 404
+    assert "cache_prompt" not in body and body["ignore_eos"] is True and body["stream"] is True
+    assert (t.prompt_tokens, t.gen_tokens, t.engine_decode) == (1, 16, None)
+    assert 0 < t.decode <= 400
 
 
 def test_vllm_is_asked_to_tokenize_its_own_way() -> None:

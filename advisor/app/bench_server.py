@@ -4,8 +4,9 @@ other settings than the plan's), timed over its OpenAI-compatible API (advisor.r
 case (done, failed, Ctrl-C or a signal).
 
 Tests, as llama-bench names them: ``pp{prompt}`` (a ``prompt``-token prompt, one token generated), ``tg{gen}`` (a
-one-token prompt, ``gen`` tokens generated), ``reps`` times each after an untimed warm-up request; then one request
-at depth: a ``depth``-token prompt (``pp{depth}``) generating ``long_gen`` tokens (``tg{long_gen}@d{depth}``).
+one-token prompt, ``gen`` tokens generated), ``reps`` times each after an untimed warm-up request; then at depth: a
+``depth``-token prompt generating ``long_gen`` tokens (``tg{long_gen}@d{depth}``) and, for an engine that sends no
+timings, the same length generating one (``pp{depth}``, and the difference of the two gives the decode speed).
 The depth is capped by the context the server reports for one request.
 """
 
@@ -104,9 +105,10 @@ def measure(server: http.Server, opts: BenchOptions, progress: Progress,
     depth = depth_for(opts, server.n_ctx)
     if depth > opts.prompt:
         progress(f"filling {depth} tokens of context ...")
-        t = http.timed(server, depth, opts.long_gen, rng, seams)
-        samples.append(store.Sample("pp", depth, 0, [_rate(t.prefill, "prefill")]))
-        samples.append(store.Sample("tg", opts.long_gen, depth, [_rate(t.decode, "decode")]))
+        long = http.timed(server, depth, opts.long_gen, rng, seams)
+        short = long if long.engine_prefill and long.engine_decode else http.timed(server, depth, 1, rng, seams)
+        samples.append(store.Sample("pp", depth, 0, [_rate(short.prefill, "prefill")]))
+        samples.append(store.Sample("tg", opts.long_gen, depth, [_rate(http.decode_at_depth(short, long), "decode")]))
         progress(f"pp{depth}: {samples[-2].mean:.1f} tokens/s, tg{opts.long_gen}@d{depth}: "
                  f"{samples[-1].mean:.1f} tokens/s")
     return samples

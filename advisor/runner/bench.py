@@ -2,15 +2,16 @@
 tg tests: one streamed ``/v1/completions`` request per test, its prompt given as token ids (so its length is exact
 and no chat template is added) drawn at random from what the engine's own ``/tokenize`` returns for plain words.
 
-- prefill: prompt tokens / time to the first token, or the engine's own ``timings.prompt_per_second`` where it sends
-  one (llama-server: tools/server/server-common.cpp, ``server_slot_stats::to_json``, in the last stream event);
-- decode: tokens generated after the first event / time from the first to the last event, or the engine's
-  ``timings.predicted_per_second``. Generation runs to ``max_tokens`` with ``ignore_eos`` (llama-server:
-  tools/server/server-schema.cpp; vLLM: ``CompletionRequest.ignore_eos`` in vllm/entrypoints/openai/completion/
-  protocol.py), and the count is the engine's ``usage.completion_tokens``. vLLM may put several tokens in one event,
-  so it is asked for the running count in every event (``stream_options.continuous_usage_stats``:
-  vllm/entrypoints/serve/utils/api_utils.py, ``should_include_usage``) and the tokens already in the first event
-  are not counted;
+- with the engine's own timings where it sends them (llama-server: ``timings.prompt_per_second`` and
+  ``predicted_per_second`` in the last stream event, tools/server/server-common.cpp ``server_slot_stats::to_json``);
+- else from whole-request times, as llama-bench times whole tests (tools/llama-bench/llama-bench.cpp, ``test_prompt``
+  and ``test_gen``): prefill = prompt tokens / the time of a request generating one token; decode = tokens / the time
+  of a request with a one-token prompt; decode at depth = the extra tokens / the extra time of the same prompt
+  generating more. Event arrival times are not used: vLLM's API server may send many tokens in one event when its
+  process gets the CPU late (a tiny model on a loaded CPU read 130 to 129 000 tokens/s from event times);
+- generation runs to ``max_tokens`` with ``ignore_eos`` (llama-server: tools/server/server-schema.cpp; vLLM:
+  ``CompletionRequest.ignore_eos`` in vllm/entrypoints/openai/completion/protocol.py), counted by the engine's
+  ``usage.completion_tokens``;
 - llama-server's prompt cache is off (``cache_prompt``, server-schema.cpp) and every prompt is a fresh random draw,
   so no request reuses an earlier one's KV cache (vLLM's prefix cache matches from the first token only).
 
@@ -64,13 +65,36 @@ class BenchSeams:
 
 @dataclass(frozen=True)
 class Timed:
-    """One request's speeds (None: not measurable, e.g. one token generated) and where they come from."""
+    """One request: tokens in and out, its whole time, and the engine's own speeds where it sent them."""
 
     prompt_tokens: int
     gen_tokens: int
-    prefill: float | None
-    decode: float | None
-    source: str  # engine (its own timings) | client (timed from the stream)
+    seconds: float
+    engine_prefill: float | None = None
+    engine_decode: float | None = None
+
+    @property
+    def prefill(self) -> float | None:
+        """Prompt tokens/s: the engine's, else of a request that generated one token (its time is the prompt's)."""
+        if self.engine_prefill:
+            return self.engine_prefill
+        return self.prompt_tokens / self.seconds if self.seconds > 0 and self.gen_tokens <= 1 else None
+
+    @property
+    def decode(self) -> float | None:
+        """Generated tokens/s: the engine's, else of a request with a one-token prompt."""
+        if self.engine_decode:
+            return self.engine_decode
+        return self.gen_tokens / self.seconds if self.seconds > 0 and self.prompt_tokens <= 1 else None
+
+
+def decode_at_depth(short: Timed, long: Timed) -> float | None:
+    """Tokens/s generated after a deep prompt: the engine's, else the extra tokens of ``long`` over ``short`` (the
+    same prompt length) in the extra time."""
+    if long.engine_decode:
+        return long.engine_decode
+    extra, dt = long.gen_tokens - short.gen_tokens, long.seconds - short.seconds
+    return extra / dt if extra > 0 and dt > 0 else None
 
 
 @dataclass
@@ -122,8 +146,6 @@ def _request(server: Server, prompt: list[int], max_tokens: int) -> dict[str, An
         body["model"] = server.model
     if server.engine == LLAMA_SERVER:
         body["cache_prompt"] = False
-    else:
-        body["stream_options"]["continuous_usage_stats"] = True
     return body
 
 
@@ -131,30 +153,21 @@ def timed(server: Server, n_prompt: int, max_tokens: int, rng: random.Random, se
     """One streamed completion of a random ``n_prompt``-token prompt, generating ``max_tokens``."""
     prompt = [rng.choice(server.pool) for _ in range(n_prompt)]
     t0 = seams.clock()
-    first = last = None
-    chunks = at_first = 0  # events with tokens; tokens already generated at the first of them
+    events = 0
     usage: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     stream = seams.stream(f"{server.url}/v1/completions", _request(server, prompt, max_tokens), server.headers,
                           CHECK_TIMEOUT_S)
     for _, event in stream:
-        now = seams.clock()
         if isinstance(event.get("error"), dict):
             raise CheckError(f"the engine answered an error: {event['error'].get('message')}")
+        events += 1 if event.get("choices") else 0
         usage = event.get("usage") or usage
-        if event.get("choices"):
-            if first is None:
-                first, at_first = now, int(usage.get("completion_tokens") or 1)
-            last, chunks = now, chunks + 1
         timings = event.get("timings") or timings
-    if first is None:
+    seconds = seams.clock() - t0
+    if not events:
         raise CheckError("the engine answered the benchmark request with no tokens")
     n_in = int(timings.get("prompt_n") or usage.get("prompt_tokens") or n_prompt)
-    n_out = int(usage.get("completion_tokens") or timings.get("predicted_n") or chunks)
-    if timings.get("prompt_per_second") and timings.get("predicted_per_second") is not None:
-        decode = float(timings["predicted_per_second"]) if n_out > 1 else None
-        return Timed(n_in, n_out, float(timings["prompt_per_second"]), decode or None, "engine")
-    prefill = n_in / (first - t0) if first > t0 else None
-    after = n_out - at_first
-    decode = after / (last - first) if after > 0 and last is not None and last > first else None
-    return Timed(n_in, n_out, prefill, decode, "client")
+    n_out = int(usage.get("completion_tokens") or timings.get("predicted_n") or events)
+    pre, dec = timings.get("prompt_per_second"), timings.get("predicted_per_second")
+    return Timed(n_in, n_out, seconds, float(pre) if pre else None, float(dec) if dec and n_out > 1 else None)
