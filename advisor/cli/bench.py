@@ -13,8 +13,9 @@ from advisor.cli._options import JsonOpt
 
 
 def bench(
-    model: Annotated[str | None, typer.Argument(help="A local .gguf file or model directory, a catalog id or a Hub repo (planned as "
-                                                "'advisor run MODEL' would run it).", show_default=False)] = None,
+    model: Annotated[str | None, typer.Argument(
+        help="A local .gguf file or model directory, a catalog id or a Hub repo (planned as 'advisor run MODEL' "
+             "would run it).", show_default=False)] = None,
     plan_file: Annotated[Path | None, typer.Option("--plan", help="A plan JSON (one plan, or 'advisor recommend "
                                                    "--json' output: its first plan).", dir_okay=False)] = None,
     memory: Annotated[bool, typer.Option("--memory", help="Measure the CPU's memory bandwidth (a short streaming "
