@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,7 +15,18 @@ class FakeOpenAI:
 
     def __init__(self, health: list[int] | None = None, timings: dict[str, Any] | None = None,
                  api_key: str | None = None, tokens: int = 5, models_status: int = 200,
-                 done: bool = True) -> None:  # fmt: skip
+                 done: bool = True, model: dict[str, Any] | None = None,
+                 vocab: list[int] | None = None, completion_timings: Any = None,
+                 token_delay: float = 0.0, per_event: int = 1) -> None:  # fmt: skip
+        """``/v1/completions`` (the benchmark's requests) streams ``max_tokens`` tokens ``token_delay`` seconds
+        apart, then usage (prompt tokens = the prompt's token ids) and, where ``completion_timings(body)`` gives
+        them, llama-server's ``timings``; ``per_event`` tokens in each event, as vLLM may send them; ``/tokenize``
+        answers ``vocab``; ``model`` adds fields to /v1/models' entry (llama-server's ``meta``, vLLM's ``max_model_len``)."""
+        self.per_event = per_event
+        self.model = model or {}
+        self.vocab = vocab
+        self.completion_timings = completion_timings
+        self.token_delay = token_delay
         self.health = list(health or [200])
         self.timings = timings
         self.api_key = api_key
@@ -48,7 +60,7 @@ class FakeOpenAI:
                     if not self._authorized():
                         self._send(401, {"error": "unauthorized"})
                     else:
-                        self._send(fake.models_status, {"data": [{"id": "tiny", "object": "model"}]})
+                        self._send(fake.models_status, {"data": [{"id": "tiny", "object": "model", **fake.model}]})
                 else:
                     self._send(404, {"detail": "Not Found"})
 
@@ -58,6 +70,12 @@ class FakeOpenAI:
                 fake.requests.append(("POST", self.path, dict(self.headers), body))
                 if not self._authorized():
                     self._send(401, {"error": "unauthorized"})
+                    return
+                if self.path == "/tokenize":
+                    self._send(200 if fake.vocab else 404, {"tokens": fake.vocab or []})
+                    return
+                if self.path == "/v1/completions":
+                    self._complete(body)
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -69,6 +87,25 @@ class FakeOpenAI:
                 final: dict[str, Any] = {"choices": [], "usage": {"completion_tokens": fake.tokens}}
                 if fake.timings:
                     final["timings"] = fake.timings
+                end = "data: [DONE]\n\n" if fake.done else ""
+                self.wfile.write(f"data: {json.dumps(final)}\n\n{end}".encode())
+
+            def _complete(self, body: dict[str, Any]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                n = int(body.get("max_tokens") or fake.tokens)
+                n_in = len(body.get("prompt") or [])
+                for i in range(0, n, fake.per_event):
+                    time.sleep(fake.token_delay)
+                    k = min(fake.per_event, n - i)
+                    chunk = {"choices": [{"index": 0, "text": "t " * k}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                usage = {"prompt_tokens": n_in, "completion_tokens": n}
+                final: dict[str, Any] = {"choices": [], "usage": usage}
+                if fake.completion_timings:
+                    final["timings"] = fake.completion_timings(body)
                 end = "data: [DONE]\n\n" if fake.done else ""
                 self.wfile.write(f"data: {json.dumps(final)}\n\n{end}".encode())
 

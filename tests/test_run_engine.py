@@ -312,13 +312,18 @@ def vllm_python() -> str:
     return python
 
 
+def write_tiny_llama(python: str, model_dir: Path) -> Path:
+    """A 2-layer Llama with random weights and a 512-token BPE vocabulary, saved by transformers (tests/hf_tiny.py)."""
+    script = tiny_llama_script(model_dir)
+    subprocess.run([python, "-c", script], check=True, timeout=300)
+    return model_dir
+
+
 @pytest.mark.engine
 @pytest.mark.vllm
 def test_vllm_run_check(tmp_path: Path, vllm_python: str) -> None:
     python = vllm_python
-    model_dir = tmp_path / "tiny-llama"
-    script = tiny_llama_script(model_dir)
-    subprocess.run([python, "-c", script], check=True, timeout=300)
+    model_dir = write_tiny_llama(python, tmp_path / "tiny-llama")
     done = run_advisor(["run", str(model_dir), "--check", "--json", "--python", python], timeout=900)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

@@ -1,9 +1,11 @@
 """``advisor bench``: measure on this machine what the speed model predicts, and let plans use the measurement.
 
-- ``bench_model``: the plan for a model (as ``advisor run MODEL`` makes it) or a plan file is run in llama.cpp
-  through llama-cpp-python in-process, and timed like llama-bench: prompt processing of ``prompt`` tokens and
-  generation of ``gen`` tokens from an empty context, repeated, plus one long-context depth (a ``depth``-token
-  prompt, then generation at that depth). The record goes to advisor.store.bench with what was predicted.
+- ``bench_model``: the plan for a model (as ``advisor run MODEL`` makes it) or a plan file is run on its own engine
+  and timed like llama-bench: prompt processing of ``prompt`` tokens and generation of ``gen`` tokens from an empty
+  context, repeated, plus one long-context depth (a ``depth``-token prompt, then generation at that depth).
+  llama-cpp-python plans run in this process; llama-server and vLLM plans start their server and are timed over its
+  HTTP API (advisor.app.bench_server). The record goes to advisor.store.bench with what was predicted, under the
+  plan's backend (what later plans are matched by) and the engine that ran it.
 - ``bench_memory``: the CPU's memory bandwidth, from a short multi-threaded streaming read (NumPy sums over buffers
   far larger than the caches, one per thread; best of the passes within ``seconds``).
 - ``apply_measurements``: plans get ``predicted.basis`` = measured (this model, quant and engine was measured on
@@ -24,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import BadInputError, EngineMissingError, EngineUnsupportedError
-from advisor.plan import LLAMA_CPP, Plan, PlanFileError, Predicted
+from advisor.plan import LLAMA_CPP, LLAMA_SERVER, VLLM_SERVER, Plan, PlanFileError, Predicted
 from advisor.probe.profile import HardwareProfile
 from advisor.store import bench as store
 
 Progress = Callable[[str], None]
+#: Engines measured through their own server (advisor.app.bench_server); llama-cpp-python runs in-process.
+SERVED = (LLAMA_SERVER, VLLM_SERVER)
 MIB = 1 << 20
 
 
@@ -84,6 +88,10 @@ def plan_for(profile: HardwareProfile, model: str | None, plan_file: Path | None
         raise BadInputError("give a MODEL or --plan FILE (one of them)", hint="advisor bench MODEL.gguf")
     if plan_file is not None:
         return load_plan_file(plan_file)
+    assert model is not None
+    if Path(model).expanduser().is_dir():  # a model directory (vLLM): the plan advisor run makes for it
+        from advisor.app import serve
+        return serve.plan_for(serve.Source(model=model), serve.Options(), lambda _m: None)[0]
     from advisor.app.advise import advise
     from advisor.planner import Request
     advice = advise(profile, Request(model=model, top=1), here=True, measurements=False)  # the model's own figures
@@ -157,14 +165,50 @@ def _measure(llm: Any, opts: BenchOptions, depth: int, progress: Progress) -> li
     return samples
 
 
-def bench_model(profile: HardwareProfile, plan: Plan, opts: BenchOptions = BenchOptions(),
-                progress: Progress = lambda _m: None) -> BenchOutcome:
-    """Run ``plan``'s model in llama.cpp on this machine, time it, store the record and return it."""
-    if plan.backend != LLAMA_CPP or plan.llama_cpp is None:
-        raise EngineUnsupportedError(f"advisor bench runs llama.cpp plans; this plan is for {plan.backend}",
-                                     hint="benchmark the GGUF variant: advisor bench MODEL.gguf")
+def _check_options(opts: BenchOptions) -> None:
     if opts.prompt < 1 or opts.gen < 1 or opts.reps < 1:
         raise BadInputError("--prompt, --gen and --reps must be at least 1")
+    if opts.depth is not None and opts.depth < 0:
+        raise BadInputError("--depth must be 0 (none) or more")
+
+
+def bench(profile: HardwareProfile, model: str | None, plan_file: Path | None, opts: BenchOptions,
+          progress: Progress = lambda _m: None) -> BenchOutcome:
+    """``advisor bench MODEL | --plan FILE``: the options checked, the plan made or read, then measured."""
+    _check_options(opts)
+    return bench_model(profile, plan_for(profile, model, plan_file), opts, progress)
+
+
+def _with_engine(plan: Plan, profile: HardwareProfile) -> Plan:
+    """A plan file that names no engine is measured on this machine's engine for its backend, as ``advisor run``
+    would run it (advisor.app.serve.plan_for)."""
+    if plan.engine is not None:
+        return plan
+    from advisor import engines
+    from advisor.app import engines as engine_choice
+    llama, vllm = engine_choice.choose(profile, here=True)
+    ref = llama if plan.backend == LLAMA_CPP else vllm
+    return dataclasses.replace(plan, engine=ref, args=engines.argv(ref, plan.settings, plan.model, plan.sampling))
+
+
+def bench_model(profile: HardwareProfile, plan: Plan, opts: BenchOptions = BenchOptions(),
+                progress: Progress = lambda _m: None, seams: Any = None) -> BenchOutcome:  # bench_server.ServedSeams
+    """Measure ``plan`` on this machine, store the record and return it: through the plan's own server for
+    llama-server and vLLM plans (advisor.app.bench_server; ``seams``: its process/HTTP seams for tests), in-process
+    for llama-cpp-python."""
+    _check_options(opts)
+    plan = _with_engine(plan, profile)
+    if plan.engine_ref.name in SERVED:
+        from advisor.app.bench_server import bench_served
+        return bench_served(profile, plan, opts, progress, seams)
+    if plan.backend != LLAMA_CPP or plan.llama_cpp is None:
+        raise EngineUnsupportedError(f"advisor bench runs llama.cpp and vLLM plans; this plan is for {plan.backend}")
+    return _bench_in_process(profile, plan, opts, progress)
+
+
+def _bench_in_process(profile: HardwareProfile, plan: Plan, opts: BenchOptions, progress: Progress) -> BenchOutcome:
+    """Run ``plan``'s model in llama.cpp through llama-cpp-python in this process and time it."""
+    assert plan.llama_cpp is not None
     from advisor.hub.download import resolve
     path = resolve(plan.model, progress)
     from advisor.gguf.facts import read_gguf_facts
@@ -180,11 +224,19 @@ def bench_model(profile: HardwareProfile, plan: Plan, opts: BenchOptions = Bench
         if callable(close):
             close()
     import llama_cpp  # type: ignore[import-not-found]
+    return save(profile, plan, samples, runner="llama-cpp-python",
+                version=getattr(llama_cpp, "__version__", None), threads=plan.llama_cpp.threads)
+
+
+def save(profile: HardwareProfile, plan: Plan, samples: list[store.Sample], runner: str, version: str | None,
+         threads: int | None = None) -> BenchOutcome:
+    """Store what was measured for ``plan`` under its backend (what later plans are matched by) and ``runner``
+    (the engine that ran it), with what the speed model predicted."""
     record = store.BenchRecord(
-        model_id=plan.model.id, quant=plan.model.quant, engine=plan.backend, runner="llama-cpp-python",
-        n_gpu_layers=plan.llama_cpp.n_gpu_layers, samples=samples, threads=plan.llama_cpp.threads,
+        model_id=plan.model.id, quant=plan.model.quant, engine=plan.backend, runner=runner,
+        n_gpu_layers=plan.llama_cpp.n_gpu_layers if plan.llama_cpp else None, samples=samples, threads=threads,
         predicted_decode=plan.predicted.decode_tokens_per_s, predicted_prefill=plan.predicted.prefill_tokens_per_s,
-        engine_version=getattr(llama_cpp, "__version__", None))
+        engine_version=version)
     saved = store.save_run(machine_key(profile), record)
     return BenchOutcome(plan, record, saved)
 
@@ -299,7 +351,9 @@ def apply_measurements(profile: HardwareProfile, plans: list[Plan]) -> list[Plan
         ngl = plan.llama_cpp.n_gpu_layers if plan.llama_cpp else None
         exact = [r for r in same if r.n_gpu_layers == ngl]
         if exact:
-            out.append(dataclasses.replace(plan, predicted=_measured(plan, max(exact, key=lambda r: r.measured_at))))
+            # the plan's own engine first (llama-server and llama-cpp-python run the same backend), then the latest
+            latest = max(exact, key=lambda r: (r.runner == plan.engine_ref.name, r.measured_at))
+            out.append(dataclasses.replace(plan, predicted=_measured(plan, latest)))
             continue
         engine_runs = same or [r for r in runs if r.engine == plan.backend]
         dec, pre = _ratio(engine_runs, "tg"), _ratio(engine_runs, "pp")
@@ -310,7 +364,8 @@ def apply_measurements(profile: HardwareProfile, plans: list[Plan]) -> list[Plan
             continue
         ratio = _cpu_ratio(plan, profile, mem.bandwidth_gbs) if mem else None
         if ratio:
-            why = f"speed model with the CPU memory bandwidth advisor bench --memory measured ({mem.bandwidth_gbs} GB/s)"
+            why = ("speed model with the CPU memory bandwidth advisor bench --memory measured "
+                   f"({mem.bandwidth_gbs} GB/s)")
             out.append(dataclasses.replace(plan, predicted=_scaled(plan.predicted, ratio, None, why)))
             continue
         out.append(plan)

@@ -13,8 +13,9 @@ from advisor.cli._options import JsonOpt
 
 
 def bench(
-    model: Annotated[str | None, typer.Argument(help="A local .gguf file, a catalog id or a Hub repo (planned as "
-                                                "'advisor run MODEL' would run it).", show_default=False)] = None,
+    model: Annotated[str | None, typer.Argument(
+        help="A local .gguf file or model directory, a catalog id or a Hub repo (planned as 'advisor run MODEL' "
+             "would run it).", show_default=False)] = None,
     plan_file: Annotated[Path | None, typer.Option("--plan", help="A plan JSON (one plan, or 'advisor recommend "
                                                    "--json' output: its first plan).", dir_okay=False)] = None,
     memory: Annotated[bool, typer.Option("--memory", help="Measure the CPU's memory bandwidth (a short streaming "
@@ -27,7 +28,8 @@ def bench(
     seconds: Annotated[float, typer.Option("--seconds", help="With --memory: how long to read.")] = 2.0,
     json_output: JsonOpt = False,
 ) -> None:
-    """Measure prefill and decode tokens/s of a model on this machine (or its memory bandwidth with --memory)."""
+    """Measure prefill and decode tokens/s of a model on this machine (or its memory bandwidth with --memory):
+    in-process for llama-cpp-python plans, through the plan's own server for llama-server and vLLM plans."""
     from advisor.app import bench as app
     from advisor.app.advise import hardware
 
@@ -45,9 +47,8 @@ def bench(
         typer.echo(json.dumps(data, indent=2) if json_output else f"memory bandwidth: {rec.bandwidth_gbs:.1f} GB/s "
                    f"({rec.threads} threads)")
         return
-    plan = app.plan_for(profile, model, plan_file)
-    outcome = app.bench_model(profile, plan, app.BenchOptions(prompt=prompt, gen=gen, reps=reps, depth=depth),
-                              progress)
+    outcome = app.bench(profile, model, plan_file, app.BenchOptions(prompt=prompt, gen=gen, reps=reps, depth=depth),
+                        progress)
     if json_output:
         typer.echo(json.dumps(outcome.to_dict(), indent=2))
         return

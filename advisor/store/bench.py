@@ -119,12 +119,14 @@ def _record(d: Mapping[str, Any]) -> BenchRecord | None:
 
 
 def save_run(machine: str, record: BenchRecord) -> Path:
-    """Store ``record``, replacing an earlier one for the same model, quant, engine and GPU layers."""
+    """Store ``record``, replacing an earlier one for the same model, quant, backend, runner and GPU layers (a
+    llama-server measurement does not replace an in-process llama-cpp-python one)."""
     data = _load(machine)
     keep = []
+    same = (record.key(), record.runner, record.n_gpu_layers)
     for d in data["runs"]:
         r = _record(d)
-        if r is None or (r.key(), r.n_gpu_layers) != (record.key(), record.n_gpu_layers):
+        if r is None or (r.key(), r.runner, r.n_gpu_layers) != same:
             keep.append(d)
     keep.append(asdict(record))
     data["runs"] = keep
