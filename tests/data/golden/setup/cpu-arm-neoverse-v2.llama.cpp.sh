@@ -1,4 +1,4 @@
-# advisor setup: llama.cpp, cpu build: no GPU: CPU build for aarch64
+# advisor setup: llama.cpp, cpu build: no GPU: CPU build for ARM Neoverse-V2
 # found: no llama.cpp engine installed
 # needs: c++ or g++ or clang++: a C/C++ compiler to build llama.cpp (llama-cpp-python README 'Requirements': gcc or clang on Linux, Xcode on macOS)
 # managed virtualenv: /venvs/llama-cpp

@@ -1,4 +1,4 @@
-# advisor setup: vllm, cpu build: no GPU vLLM supports: CPU build for aarch64
+# advisor setup: vllm, cpu build: no GPU vLLM supports: CPU build for ARM Neoverse-V2
 # found: no vllm engine installed
 # managed virtualenv: /venvs/vllm
 # create the managed virtualenv
