@@ -108,6 +108,8 @@ def test_records_this_version_cannot_read_are_skipped() -> None:
     (["--memory", "x.gguf"], "--memory measures the machine"),
     (["--plan", "/nonexistent/plan.json"], "cannot read /nonexistent/plan.json"),
     (["--memory", "--seconds", "1000"], "--seconds must be between"),
+    (["x.gguf", "--depth", "-1"], "--depth must be 0"),
+    (["x.gguf", "--reps", "0"], "--reps must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], text: str) -> None:
     done = subprocess.run([ADVISOR, "bench", *args], capture_output=True, text=True, timeout=120, check=False)
