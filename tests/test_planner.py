@@ -451,3 +451,12 @@ def test_a_few_cores_cannot_draw_the_sockets_bandwidth(rules, cores):
         assert m.cpu.bandwidth_gbs < 2 * 19.2  # within twice what was measured here, not the socket's 150
     if cores == 64:
         assert m.cpu.bandwidth_gbs == r["cpu_bandwidth_gbs"] > 100
+
+
+def test_a_cpu_only_plan_offloads_nothing(catalog, rules):
+    """Without a GPU every layer stays on the CPU: -ngl 0 in the plan and its argv, and only the CPU holds memory."""
+    plan = plan_for_model(box(ram_gib=32), catalog, rules, "qwen2.5-coder-7b-instruct")
+    assert plan.llama_cpp.n_gpu_layers == 0
+    flag = next(a for a in ("-ngl", "--n-gpu-layers", "--n_gpu_layers") if a in plan.args)
+    assert plan.args[plan.args.index(flag) + 1] == "0"
+    assert {d.device for d in plan.memory if d.weights_bytes} == {"cpu"}
