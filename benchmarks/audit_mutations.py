@@ -12,10 +12,10 @@ Mutations (an audit of the suite found that these went unnoticed or were caught 
   error-reworded    "vLLM is not installed for ..." reworded
   error-crash       the same error path raises ZeroDivisionError instead (a traceback)
 
-Each runs the suite subset SUBSET (with the real llama.cpp buffer checks; vLLM and mutation tests deselected) without stopping at the first failure and
-prints the tests that fail; a mutation no test catches is marked MISSED and the exit status is 1. The patches are
-made on the syntax tree (or the TOML text) by function name, so they survive reformatting; one that no longer finds
-its target says so (exit 2) rather than reporting a pass.
+Each runs the suite subset SUBSET (with the real llama.cpp buffer checks; vLLM and mutation tests deselected) without
+stopping at the first failure and prints the tests that fail; a mutation no test catches is marked MISSED and the exit
+status is 1. The patches are made on the syntax tree (or the TOML text) by function name, so they survive
+reformatting; one that no longer finds its target says so (exit 2) rather than reporting a pass.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def _vllm_constants_x2(copy: Path) -> None:
     new = re.sub(r"(non_torch_mib\s*=\s*)(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) * 2}", text)
     new = re.sub(r"(activation_floats_per_token\s*=\s*)([\d.]+)", lambda m: f"{m.group(1)}{float(m.group(2)) * 2}",
                  new)
-    if new.count("\n") != text.count("\n") or new == text or len(re.findall(r"non_torch_mib|activation_floats", new)) < 2:
+    found = len(re.findall(r"non_torch_mib|activation_floats", new))
+    if new.count("\n") != text.count("\n") or new == text or found < 2:
         raise NotFound("rules/vllm.toml: non_torch_mib / activation_floats_per_token not found")
     path.write_text(new)
 

@@ -20,7 +20,17 @@ from advisor import engines
 from advisor.app import advise as advice
 from advisor.app import engines as engine_choice
 from advisor.errors import AdvisorError, BadInputError, EngineMissingError
-from advisor.plan import BACKENDS, LLAMA_CPP, VLLM, EngineRef, LlamaCppSettings, ModelRef, Plan, PlanFileError, VllmSettings
+from advisor.plan import (
+    BACKENDS,
+    LLAMA_CPP,
+    VLLM,
+    EngineRef,
+    LlamaCppSettings,
+    ModelRef,
+    Plan,
+    PlanFileError,
+    VllmSettings,
+)
 from advisor.planner import Request
 from advisor.probe.profile import HardwareProfile
 from advisor.runner import execute as runner

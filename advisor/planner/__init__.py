@@ -559,7 +559,8 @@ def plan_for_model(profile: HardwareProfile, catalog: Catalog, rules: Rules, mod
 def plan_for_gguf(profile: HardwareProfile, rules: Rules, facts: ModelFacts, request: Request = Request()) -> Plan:
     """The llama.cpp plan for a local GGUF file (its facts read by the caller). Raises NothingFitsError."""
     machine = build_machine(profile, rules, max(1, request.concurrency), request.task, request.assume_idle)
-    run = _Run(profile, None, machine, request, [LLAMA_CPP], "a local GGUF file runs on llama.cpp", {})  # type: ignore[arg-type]
+    run = _Run(profile, None, machine, request, [LLAMA_CPP],  # type: ignore[arg-type]
+               "a local GGUF file runs on llama.cpp", {})
     native = facts.n_ctx_train or 4096
     if request.context and request.context > native:
         raise NothingFitsError(f"{facts.path}: the asked context {request.context} is above its trained {native}")

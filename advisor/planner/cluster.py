@@ -453,7 +453,8 @@ def plan_gguf_cluster(profiles: list[HardwareProfile], rules: Rules, facts: Any,
     conc = max(1, request.concurrency)
     nodes = [ClusterNode(i, p, host_of(p, i), build_machine(p, rules, conc)) for i, p in enumerate(profiles)]
     m = rpc_machine(nodes)
-    run = _Run(profiles[0], None, m, request, [LLAMA_CPP], "a local GGUF file runs on llama.cpp", {})  # type: ignore[arg-type]
+    run = _Run(profiles[0], None, m, request, [LLAMA_CPP],  # type: ignore[arg-type]
+               "a local GGUF file runs on llama.cpp", {})
     native = facts.n_ctx_train or 4096
     plan = _llama_plan(run, None, None, compact(facts), native, 0.0, [f"local file {facts.path}"],
                        expert_fraction(facts))

@@ -1,10 +1,11 @@
 """llama.cpp settings for one model file on one machine: layers on the GPU(s), context, slots, threads.
 
-Memory comes from advisor.gguf.estimate (exact for weights, KV and output buffers; compute within 5 %), run for the GPUs'
-own backend (Machine.llama_backend: which buffers go to the pinned host buffer type, op offload, mapped weights). A
-GPU's need is its buffers plus the backend's context/driver overhead that no buffer reports (rules/backends.toml
-context_overhead_bytes); it must stay within the capacity less the headroom of rules/margins.toml. The host buffers
-(CUDA_Host...) and the CPU's buffers count against RAM, and with unified memory the GPUs' need does too.
+Memory comes from advisor.gguf.estimate (exact for weights, KV and output buffers; compute within 5 %), run for the
+GPUs' own backend (Machine.llama_backend: which buffers go to the pinned host buffer type, op offload, mapped
+weights). A GPU's need is its buffers plus the backend's context/driver overhead that no buffer reports
+(rules/backends.toml context_overhead_bytes); it must stay within the capacity less the headroom of
+rules/margins.toml. The host buffers (CUDA_Host...) and the CPU's buffers count against RAM, and with unified memory
+the GPUs' need does too.
 
 Order of choices: every layer on the GPUs, with the f16 KV cache from the wanted context down to what the task needs,
 then a quantized KV cache at that context (q8_0, q4_0), then shorter contexts down to the floor (llama.cpp --fit's

@@ -1,4 +1,5 @@
-"""vLLM settings and memory for one checkpoint on one machine (vllm/v1/worker/gpu_worker.py determine_available_memory, vllm/v1/core/kv_cache_utils.py).
+"""vLLM settings and memory for one checkpoint on one machine (vllm/v1/worker/gpu_worker.py
+determine_available_memory, vllm/v1/core/kv_cache_utils.py).
 
 Per GPU (rank): ``gpu_memory_utilization x total`` is vLLM's; from it come the weights (1/TP each), the activation
 peak of the profile run (grows with max_num_batched_tokens) and non-torch allocations; what is left is the KV cache.
