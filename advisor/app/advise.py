@@ -14,6 +14,7 @@ from advisor.plan import Plan
 from advisor.probe.profile import HardwareProfile
 
 if TYPE_CHECKING:  # the planner loads when a command plans, not when this module is imported
+    from advisor.catalog.model import Catalog
     from advisor.planner import Recommendation, Request
     from advisor.rules import Rules
 
@@ -111,7 +112,7 @@ def _advise(profile: HardwareProfile, request: Request, here: bool, python: str 
     return Advice(rec.plans, rec, list(rec.notes))
 
 
-def _hub_gguf_outside_catalog(catalog: Any, model: str) -> bool:
+def _hub_gguf_outside_catalog(catalog: Catalog, model: str) -> bool:
     """A Hub reference (org/repo[:QUANT], org/repo/file.gguf) whose repo no catalog model or variant names: it is
     planned from its GGUF header like a local file (the catalog's own repos keep their curated plans)."""
     from advisor.hub.gguf import looks_like_hub_ref, parse_ref
