@@ -9,6 +9,7 @@ the catalog's ``Architecture``, which names them as GGUF does; the sliding-windo
 from __future__ import annotations
 
 import dataclasses
+from functools import cache
 
 from advisor.gguf import ggml
 from advisor.catalog.model import Model, Variant
@@ -74,6 +75,7 @@ def facts_from_catalog(model: Model, variant: Variant) -> ModelFacts:
     return _skeleton(model, variant, tensors, layout.file_bytes)
 
 
+@cache  # the same tensor names come back for every quant of a model
 def _layer_of(name: str) -> int | None:
     if not name.startswith("blk."):
         return None
@@ -89,6 +91,7 @@ def _with_layers(facts: ModelFacts, globals_: tuple[TensorFacts, ...], per_layer
     return dataclasses.replace(facts, tensors=globals_ + layers + exps)
 
 
+@cache
 def _is_expert(name: str) -> bool:
     return "_exps" in name
 

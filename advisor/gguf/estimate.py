@@ -549,13 +549,14 @@ def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: lis
     cpu_experts: list[int] = []  # bytes of expert tensors kept on the CPU by --n-cpu-moe
     placed: list[tuple[str, Any]] = []  # (device, tensor)
     for t in facts.tensors:
-        if t.layer is not None and t.layer < facts.n_layer:
-            dev = layer_dev[t.layer]
+        layer = t.layer
+        if layer is not None and layer < facts.n_layer:
+            dev = layer_dev[layer]
             # --n-cpu-moe / --cpu-moe: an -ot "blk\.N\.ffn_(up|down|gate)_(ch|)exps=CPU" override per layer
             # (common/arg.cpp)
-            if t.layer < cpu_moe and "_exps" in t.name:
+            if layer < cpu_moe and "_exps" in t.name:
                 dev = "cpu"
-                if layer_dev[t.layer] != "cpu" or gpus:
+                if layer_dev[layer] != "cpu" or gpus:
                     cpu_experts.append(t.nbytes)
         elif t.name.startswith("output"):  # output.weight, output_norm.* follow the output layer
             dev = out_dev

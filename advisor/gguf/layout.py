@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol
+
+from advisor.gguf.ggml import TYPES
 
 # GGUF files align every tensor's data to 32 bytes (GGUF_DEFAULT_ALIGNMENT, ggml/include/gguf.h).
 GGUF_ALIGNMENT = 32
@@ -413,8 +416,6 @@ _FALLBACK = {
 
 def block(type_name: str) -> tuple[int, int]:
     """(elements per block, bytes per block) of a ggml type (advisor.gguf.ggml's table, ggml.c type_traits)."""
-    from advisor.gguf.ggml import TYPES
-
     _, blck, size = TYPES[type_name]
     return blck, size
 
@@ -428,6 +429,7 @@ def nbytes(type_name: str, shape: tuple[int, ...]) -> int:
     return rows * (shape[0] // blck) * size
 
 
+@cache  # a planner call asks for the same names once per quant
 def _category(name: str) -> str:
     # tensor_get_category: substring tests in this order.
     if name == "output.weight":
@@ -442,6 +444,7 @@ def _category(name: str) -> str:
     return "other"
 
 
+@cache
 def _quantizable(t: Tensor) -> bool:
     # tensor_allows_quantization: 2-D/3-D tensors named *weight, but not norms nor the MoE router.
     n = t.name

@@ -381,6 +381,8 @@ def _plan_model(run: _Run, model: Model, repo: str | None, quant: str | None) ->
             score = round(base * q.effective / 100, 2)
             if best is not None and score <= best[0][0]:
                 break  # variants are in quality order: none further down can beat the plan found
+            if best is not None and _score_bound(run, model, size, score) < best[0][0]:
+                continue  # even at its fastest this variant loses more to the speed penalty than it could win
             if _cheap_reject(run, model, v, size, engine):
                 continue
             plan = _plan_variant(run, model, v, q, engine, score, base, model_why)
@@ -408,6 +410,17 @@ def _ranked_variants(run: _Run, model: Model, engine: str, repo: str | None,
     ranked = [(v, q, quick_size(model, v, q)) for v in variants for q in (quality(run.catalog, v, m, key),)]
     ranked.sort(key=lambda t: (-t[1].effective, -t[1].rating, t[2]))
     return ranked
+
+
+def _score_bound(run: _Run, model: Model, size: int, score: float) -> float:
+    """The most a variant of ``size`` bytes can score: its quality less the speed penalty at an upper bound of its
+    decode speed (quick_decode over its weights without the token-embedding table, which a token reads one row of;
+    the table's size is counted at 2 bytes per value, so the bound stays above any real placement)."""
+    if run.request.model:
+        return score  # a model asked for by name is not penalised for its speed
+    a = model.arch
+    read = max(1, size - 2 * a.vocab_size * a.n_embd)
+    return score - slow_penalty(run.machine, quick_decode(read, _active_fraction(model), run.machine))
 
 
 def _floor_speed(run: _Run) -> float:
@@ -466,7 +479,7 @@ def _plan_variant(run: _Run, model: Model, v: Variant, q: Quality, engine: str, 
         return None
     floor_speed = _floor_speed(run)
     speed = plan.predicted.decode_tokens_per_s or 0.0
-    if plan.llama_cpp and not req.context and (speed < floor_speed or slow_penalty(m, speed)):
+    if _partial_offload(plan, model) and not req.context and (speed < floor_speed or slow_penalty(m, speed)):
         plan = _shorter_context(run, model, v, q, plan, score, why, base)
         speed = plan.predicted.decode_tokens_per_s or 0.0
     if floor_speed and speed < floor_speed:
@@ -476,6 +489,16 @@ def _plan_variant(run: _Run, model: Model, v: Variant, q: Quality, engine: str, 
                                         "placement": placement}, v.quant, engine))
         return None
     return assemble.apply_learned(plan, run.learned.get(model.id))
+
+
+def _partial_offload(plan: Plan, model: Model) -> bool:
+    """Some of the model's layers or experts on the CPU beside a GPU: the only placement a shorter context (a smaller
+    KV cache) can speed up, by letting more of the model onto the GPU. Decode reads the KV cache of the tokens in
+    context, not of the context size (advisor.planner.speed), so on the CPU alone or with every layer offloaded the
+    context does not change the speed."""
+    s = plan.llama_cpp
+    return s is not None and bool(plan.memory) and any(d.device != "cpu" for d in plan.memory) and (
+        bool(s.n_cpu_moe) or s.n_gpu_layers <= model.arch.n_layer)
 
 
 def _shorter_context(run: _Run, model: Model, v: Variant, q: Quality, plan: Plan, score: float, why: list[str],
