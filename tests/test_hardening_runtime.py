@@ -26,6 +26,7 @@ from advisor.errors import EngineError
 from advisor.runner import execute as executor
 from advisor.store import state
 from tests import ggufgen
+from tests.procs import gone
 from tests.test_executor import FakeClock, FakeModels, Script, fake_engine, llama_plan, request, seams_for
 from tests.test_run_engine import ADVISOR
 
@@ -45,18 +46,6 @@ def _kill(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("signame", ["SIGHUP", "SIGQUIT", "SIGTERM", "SIGINT"])
@@ -84,7 +73,7 @@ def test_a_signal_during_start_up_stops_the_engine(tmp_path: Path, signame: str)
         time.sleep(0.3)  # advisor is now polling for readiness
         advisor.send_signal(getattr(signal, signame))
         out, err = advisor.communicate(timeout=30)
-        assert _gone(engine_pid), f"the engine (pid {engine_pid}) outlived advisor after {signame}: {err}"
+        assert gone(engine_pid, 10.0), f"the engine (pid {engine_pid}) outlived advisor after {signame}: {err}"
         assert advisor.returncode == 130, err  # "interrupted", as for Ctrl-C
         assert "Traceback" not in err
         assert not list(state.servers_dir().glob("*.json")) if state.servers_dir().is_dir() else True

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from tests import gguf_from_catalog
+from tests.procs import gone
 from tests.test_executor import hub_cache_file
 from tests.test_run_engine import ADVISOR, engine_env, run_advisor
 
@@ -174,18 +175,6 @@ def _kill_engines_on(model_path: Path) -> list[int]:
     return killed
 
 
-def _engine_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.engine
 def test_run_auto_check_runs_the_recommended_file() -> None:
     plan = recommend()  # this machine, probed now: the same probe `run --auto` makes
@@ -214,7 +203,7 @@ def test_run_auto_check_runs_the_recommended_file() -> None:
     check = result["check"]
     assert check["completion_tokens"] and check["completion_tokens"] > 0, check
     assert check["text"], check
-    assert _engine_gone(result["pid"]), f"engine pid {result['pid']} is still running"
+    assert gone(result["pid"]), f"engine pid {result['pid']} is still running"
     # how long it takes is benchmarks/run_check.py's to say; the deadline above only catches a hang
     print(f"\nrun --auto chose {model['id']} {model['quant']} ({shlex.quote(cached.name)}) in {elapsed:.1f} s; "
           f"settings {plan['settings']}; check {check}; timings {result['timings']}")

@@ -21,6 +21,7 @@ import pytest
 
 from tests import ggufgen
 from tests.hf_tiny import tiny_llama_script
+from tests.procs import gone
 from tests.test_executor import hub_cache_file
 
 ADVISOR = str(Path(sys.executable).parent / "advisor")
@@ -47,15 +48,8 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], code: int, tex
 
 
 def assert_gone(pid: int) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} is still running")
+    if not gone(pid):
+        raise AssertionError(f"process {pid} is still running")
 
 
 @pytest.fixture

@@ -149,33 +149,6 @@ def wait_ready(
         delay = min(delay * 1.5, POLL_MAX_S)
 
 
-def wait_ready(
-    proc: Process, engine: Engine, url: str, headers: Mapping[str, str], timeout: float, log: Path,
-    seams: Seams, report: Reporter,
-) -> tuple[str, int | None]:  # fmt: skip
-    """Poll until ready: ("ready", None), ("exited", code) or ("timeout", None). The process is checked on every
-    round, so an engine that dies while loading is reported at once, not after the timeout."""
-    start = seams.clock()
-    delay = POLL_FIRST_S
-    while True:
-        code = proc.poll()
-        if code is not None:
-            return "exited", code
-        try:
-            answer = engine.ready(seams.http, url, headers)
-        except OSError:
-            answer = Ready(False, "not listening yet")
-        if answer.ready:
-            code = proc.poll()  # a server that answered must be ours, still alive
-            return ("ready", None) if code is None else ("exited", code)
-        elapsed = seams.clock() - start
-        if elapsed >= timeout:
-            return "timeout", None
-        report.waiting(f"waiting for {engine.name} ({elapsed:.0f} s): {answer.detail}", tail_lines(read_tail(log)))
-        seams.sleep(min(delay, max(0.0, timeout - elapsed)))
-        delay = min(delay * 1.5, POLL_MAX_S)
-
-
 def _exit_reason(code: int | None, log_text: str) -> str:
     if code is not None and code < 0:
         try:

@@ -35,7 +35,7 @@ from advisor.errors import EngineMissingError, EngineSetupError, EngineVerifyErr
 from advisor.plan import LLAMA_CPP
 from advisor.setup import record
 from advisor.setup.builds import PYTHON_LEAKS, TORCH_CPU_INDEX, TORCH_INDEX_ENV, Step, venv_python
-from advisor.setup.runner import Runner, SubprocessRunner
+from advisor.setup.runner import Runner, SubprocessRunner, run_steps
 from advisor.setup.verify import parse_marker
 
 CONVERTER = "converter"
@@ -317,13 +317,7 @@ def plan_converter(version: str, venv: Path, env: Mapping[str, str], base_python
 
 
 def _run(steps: list[Step], runner: Runner, say: Callable[[str], None]) -> None:
-    for step in steps:
-        say(f"{step.why}: {step.shell()}")
-        done = runner(step, capture=False)
-        if not done.ok:
-            why = f"exit {done.returncode}" if done.returncode is not None else done.stderr.strip() or "not started"
-            raise EngineSetupError(f"'{' '.join(step.argv[:5])} ...' failed ({why}); its output is above",
-                                   hint="see 'advisor setup --converter --dry-run' for the commands")  # fmt: skip
+    run_steps(steps, runner, say, hint="see 'advisor setup --converter --dry-run' for the commands")
 
 
 def verify(conv: Converter, runner: Runner) -> dict[str, object]:

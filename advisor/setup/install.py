@@ -27,7 +27,7 @@ from advisor.setup.builds import (
     make_plan,
     target_for,
 )
-from advisor.setup.runner import Runner, SubprocessRunner
+from advisor.setup.runner import Runner, SubprocessRunner, run_steps
 from advisor.setup.verify import Verification, verify
 
 #: Variables that stand in for a tool on PATH: CMake takes the CUDA compiler from CUDACXX (CMake docs, CUDACXX).
@@ -149,13 +149,7 @@ def run_setup(
         raise EngineSetupError(f"cannot build {plan.backend} ({plan.build}): " + "; ".join(missing),
                                hint="install it, or see 'advisor setup --dry-run' for the commands")  # fmt: skip
     Path(plan.venv).parent.mkdir(parents=True, exist_ok=True)
-    for step in plan.steps:
-        say(f"{step.why}: {step.shell()}")
-        done = runner(step, capture=False)
-        if not done.ok:
-            why = f"exit {done.returncode}" if done.returncode is not None else done.stderr.strip() or "not started"
-            raise EngineSetupError(f"'{' '.join(step.argv[:5])} ...' failed ({why}); its output is above",
-                                   hint="the commands are in 'advisor setup --dry-run'")  # fmt: skip
+    run_steps(plan.steps, runner, say, hint="the commands are in 'advisor setup --dry-run'")
     say(f"verifying: {plan.verify}")
     verification = verify(plan, runner)
     path = _record(plan, verification, env, managed=True, python=plan.python)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from advisor.errors import EngineSetupError
 from advisor.setup.builds import Step
 from advisor.system import Completed
 
@@ -54,3 +55,13 @@ class SubprocessRunner:
             return Completed(argv, None, out, err + f"\n{argv[0]}: no answer within {timeout:g} s")
         except OSError as exc:
             return Completed(argv, None, "", f"{argv[0]}: {exc.strerror or exc}")
+
+
+def run_steps(steps: list[Step], runner: Runner, say: Callable[[str], None], hint: str) -> None:
+    """Run each step with its output on the terminal, saying why first; the first that fails is one error line."""
+    for step in steps:
+        say(f"{step.why}: {step.shell()}")
+        done = runner(step, capture=False)
+        if not done.ok:
+            why = f"exit {done.returncode}" if done.returncode is not None else done.stderr.strip() or "not started"
+            raise EngineSetupError(f"'{' '.join(step.argv[:5])} ...' failed ({why}); its output is above", hint=hint)
