@@ -118,9 +118,10 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], text: str) -> None:
     assert len(lines) == 1 and text in lines[0] and "Traceback" not in done.stderr
 
 
-@pytest.mark.engine
-def test_bench_runs_llama_cpp_and_the_next_plan_uses_it(tiny: Path) -> None:
-    done = subprocess.run([ADVISOR, "bench", str(tiny), "--prompt", "64", "--gen", "16", "--reps", "2",
+def run_small_bench(*what: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """``advisor bench WHAT --prompt 64 --gen 16 --reps 2 --depth 256 --json``, checked for the four tests it runs
+    (two samples each) and its progress on stderr."""
+    done = subprocess.run([ADVISOR, "bench", *what, "--prompt", "64", "--gen", "16", "--reps", "2",
                            "--depth", "256", "--json"], capture_output=True, text=True, timeout=600,
                           check=False)
     assert done.returncode == 0, done.stderr
@@ -129,6 +130,12 @@ def test_bench_runs_llama_cpp_and_the_next_plan_uses_it(tiny: Path) -> None:
     assert set(tests) == {"pp64", "tg16", "pp256", "tg32@d256"}
     assert all(r["tokens_per_s"] > 0 for r in out["results"]) and len(tests["tg16"]["samples"]) == 2
     assert "bench: pp64" in done.stderr  # progress on stderr
+    return done, out
+
+
+@pytest.mark.engine
+def test_bench_runs_llama_cpp_and_the_next_plan_uses_it(tiny: Path) -> None:
+    done, out = run_small_bench(str(tiny))
     stored = Path(out["stored"])
     assert stat.S_IMODE(os.stat(stored).st_mode) == 0o600
     rec = subprocess.run([ADVISOR, "recommend", "--model", str(tiny), "--json"], capture_output=True, text=True,

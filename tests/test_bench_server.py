@@ -31,7 +31,7 @@ from advisor.runner.seams import Seams, UrllibHttp
 from advisor.store import bench as store
 from tests import ggufgen
 from tests.fake_openai import FakeOpenAI
-from tests.test_bench import ADVISOR, PROFILE
+from tests.test_bench import ADVISOR, PROFILE, run_small_bench
 from tests.test_run_engine import assert_gone, vllm_python, write_tiny_llama  # noqa: F401 (a fixture)
 
 VOCAB = list(range(1000, 1100))
@@ -240,16 +240,9 @@ def test_bench_runs_a_real_llama_server_and_the_next_plan_uses_it(tiny: Path, ll
                                                                    tmp_path: Path) -> None:
     plan = served_plan(tiny, llama_server)
     (tmp_path / "plan.json").write_text(json.dumps(plan.to_dict()))
-    done = subprocess.run([ADVISOR, "bench", "--plan", str(tmp_path / "plan.json"), "--prompt", "64", "--gen", "16",
-                           "--reps", "2", "--depth", "256", "--json"], capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
-    tests = {r["test"]: r for r in out["results"]}
-    assert set(tests) == {"pp64", "tg16", "pp256", "tg32@d256"}
-    assert all(r["tokens_per_s"] > 0 for r in out["results"]) and len(tests["tg16"]["samples"]) == 2
+    done, out = run_small_bench("--plan", str(tmp_path / "plan.json"))
     assert (out["engine"], out["runner"]) == ("llama.cpp", LLAMA_SERVER)
-    assert "bench: pp64" in done.stderr and "stopped llama-server" in done.stderr
+    assert "stopped llama-server" in done.stderr
     pid = int(done.stderr.split("stopped llama-server (pid ")[1].split(")")[0])
     assert_gone(pid)
     rec = subprocess.run([ADVISOR, "recommend", "--model", str(tiny), "--json"], capture_output=True, text=True,
