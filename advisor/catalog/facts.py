@@ -136,10 +136,9 @@ def inventory_sums(n_layer: int, inventory: list) -> InventorySums:
     return InventorySums(tuple(globals_), tuple(per_layer), tuple(experts))
 
 
-def approx_catalog_facts(model: Model, variant: Variant, bpw: float, inventory: list | InventorySums) -> ModelFacts:
+def approx_catalog_facts(model: Model, variant: Variant, bpw: float, sums: InventorySums) -> ModelFacts:
     """Facts with every tensor at the variant's average bits per weight: for ranking many candidates cheaply.
     Plans are re-sized with ``compact_catalog_facts`` before they are shown."""
-    sums = inventory if isinstance(inventory, InventorySums) else inventory_sums(model.arch.n_layer, inventory)
     globals_ = tuple(TensorFacts(name, shape, 24, int(n * bpw / 8)) for name, shape, n in sums.globals_)
     return _with_layers(_skeleton(model, variant), globals_, [int(n * bpw / 8) for n in sums.per_layer],
                         [int(n * bpw / 8) for n in sums.experts])

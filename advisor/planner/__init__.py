@@ -22,6 +22,7 @@ from advisor.gguf.facts import ModelFacts
 from advisor.plan import LLAMA_CPP, VLLM, EngineRef, LlamaCppSettings, ModelRef, Plan
 from advisor.planner import assemble
 from advisor.catalog.facts import (
+    InventorySums,
     approx_catalog_facts,
     compact,
     compact_catalog_facts,
@@ -106,7 +107,7 @@ class _Run:
     exact: bool = False  # False: rank with approximate sizes (APPROX_SCALE); shown plans are always re-sized
     facts: dict[tuple[str, str, bool, bool], ModelFacts] = field(default_factory=dict)
     inventories: dict[str, list[Any]] = field(default_factory=dict)
-    sums: dict[str, Any] = field(default_factory=dict)  # inventory_sums per model: what approximate facts scale
+    sums: dict[str, InventorySums] = field(default_factory=dict)  # per model: what approximate facts scale
 
 
 #: Ranking pass: every tensor at the quant's average bits per weight (catalog/quants.toml bpw, measured on
