@@ -25,6 +25,7 @@ Never writes into the repository: callers pass a path in a temporary directory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -95,8 +96,19 @@ def _write_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
 def write(path: str | os.PathLike[str], model_id: str, quant: str, *, file: str | None = None) -> Path:
     """Write catalog model ``model_id`` quantized as ``quant`` header-only (sparse) at ``path``; returns the path."""
     model, variant = find(model_id, quant, file)
+    return _write(Path(path), model, variant)
+
+
+def write_any_quant(path: str | os.PathLike[str], model_id: str, quant: str) -> Path:
+    """Like ``write``, for any GGUF quant llama-quantize can make of the model, listed in the catalog or not (F16 of
+    a model published in K-quants only, say): llama-quantize's recipe without an importance matrix."""
+    model = load_catalog().get(model_id)
+    variant = next(v for v in model.all_variants() if v.format == "gguf")
+    return _write(Path(path), model, dataclasses.replace(variant, quant=quant, imatrix=False))
+
+
+def _write(path: Path, model: Model, variant: Variant) -> Path:
     lay = layout(model, variant)
-    path = Path(path)
     w = gguf.GGUFWriter(path, model.arch.name)
     _write_kv(w, model, variant)
     total = 0

@@ -390,9 +390,12 @@ CPU_MOE = {"l06_gptoss20b_vulkan_m2pro_partial": 14, "l19_qwen3moe30b_2gpu_cpu_e
 # Builds of Ollama's own runner (it vendors a pinned llama.cpp): the excerpt prints none, so the era comes from the
 # log's date against the llama.cpp change it decides (advisor.gguf.estimate MASK_F16_SINCE, PR #23764 of 2026-05-27).
 BUILD_OF: dict[str, tuple[int, str]] = {
-    "l02_qwen2_7b_rtx3060_ollama": (9000, "Ollama runner, log of 2026-05-05: before PR #23764"),
-    "l09_chatglm9b_metal_m4_ollama": (9000, "Ollama 0.17.0 runner, 2026-02-25: before PR #23764"),
-    "l10_phi3mini128k_metal_m4_ollama": (9000, "Ollama 0.17.0 runner, 2026-02-25: before PR #23764"),
+    # Ollama runs the llama.cpp it vendors at a pinned commit (Makefile.sync FETCH_HEAD), months behind upstream:
+    # these logs' host compute buffers hold one embedding input, so that commit predates PR #18550 (January 2026,
+    # estimate.EMBD_INPUT_SINCE); it postdates the mid-2025 cache changes their KV lines show.
+    "l02_qwen2_7b_rtx3060_ollama": (7600, "Ollama runner, log of 2026-05-05: before PR #18550"),
+    "l09_chatglm9b_metal_m4_ollama": (7600, "Ollama 0.17.0 runner, 2026-02-25: before PR #18550"),
+    "l10_phi3mini128k_metal_m4_ollama": (7600, "Ollama 0.17.0 runner, 2026-02-25: before PR #18550"),
 }
 
 

@@ -86,6 +86,13 @@ SWIGLU_FUSED_SINCE = 5700
 # f32 input cast to f16 for the FA op, so the host side held 4 bytes per cell (gpu-logs l03 b5500: host 96.17 MiB =
 # 4*ub*(E + kv) with FA on). Approximate first build.
 MASK_F16_SINCE = 9350
+# The embeddings input beside the token ids (src/llama-graph.cpp build_inp_embd, "select one of the 2 inputs", llama.cpp
+# PR #18550, January 2026): a second n_embd-wide f32 graph input on the host side. Approximate first build.
+EMBD_INPUT_SINCE = 7700
+# KV cache writes through ggml_set_rows by default (llama.cpp PR #14959, "enable LLAMA_SET_ROWS=1 by default",
+# August 2025; PR #14285 added the path): the transposed V cache then takes an index input per V value.
+# Approximate first build.
+SET_ROWS_SINCE = 6070
 # V-less KV cache for MLA models (llama.cpp PR #19067, merged 2026-01-24: "kv-cache : support V-less cache"):
 # before it the cache also held a V tensor of value_length per cell (gpu-logs l18, b5331: K 1098 MiB + V 976 MiB).
 # Approximate first build (b9174 is 2026-05-16 at about 11 builds a day).
@@ -95,7 +102,8 @@ MLA_V_LESS_SINCE = 7950
 ERA_RULES: dict[str, int] = {
     "moe_batched": MOE_BATCHED_SINCE, "iswa_cache": ISWA_SINCE, "swiglu_fused": SWIGLU_FUSED_SINCE,
     "kv_streams": KV_STREAMS_SINCE, "output_layer_first": OUTPUT_FIRST_SINCE, "kv_pad_256": KV_PAD_256_SINCE,
-    "fa_mask_f16": MASK_F16_SINCE, "mla_v_less": MLA_V_LESS_SINCE,
+    "fa_mask_f16": MASK_F16_SINCE, "mla_v_less": MLA_V_LESS_SINCE, "embd_input": EMBD_INPUT_SINCE,
+    "set_rows_v_idxs": SET_ROWS_SINCE,
 }
 
 
@@ -141,7 +149,8 @@ class BackendRule:
     Schema (all keys required): name, llama_name (device prefix in llama.cpp's log), host_buffers (the backend has
     a pinned host buffer type, "<llama_name>_Host", that holds the CPU side's compute and the output buffers),
     op_offload (the scheduler runs big-batch ops of CPU-resident weights on the GPU, copying the weight into the
-    GPU's compute buffer: ggml_backend_dev_offload_op), mapped_weights (mmapped weights are wrapped zero-copy, so
+    GPU's compute buffer: ggml_backend_dev_offload_op), offload_without_layers (that also reaches a GPU holding no
+    layer, -ngl 0), mapped_weights (mmapped weights are wrapped zero-copy, so
     the GPU "model buffer" is the file mapping: Metal), compute_buffer_rule ("gpu" or "cpu": which phase
     coefficients of compute_bytes apply), context_overhead_bytes (per device, allocated by the driver/runtime and
     reported by no llama.cpp buffer), reason, source.
@@ -151,6 +160,7 @@ class BackendRule:
     llama_name: str
     host_buffers: bool
     op_offload: bool
+    offload_without_layers: bool
     mapped_weights: bool
     compute_buffer_rule: Literal["gpu", "cpu"]
     context_overhead_bytes: int
@@ -165,7 +175,7 @@ class _BackendFile:
 
 
 # Used when Settings.backend is None with GPUs: the pre-issue-7 behaviour (no host buffer split out, GPU phases).
-GENERIC_GPU = BackendRule("gpu", "GPU", False, False, False, "gpu", 0, "unnamed GPU backend", "-")
+GENERIC_GPU = BackendRule("gpu", "GPU", False, False, False, False, "gpu", 0, "unnamed GPU backend", "-")
 
 
 def _rules_file() -> Path:
@@ -490,7 +500,9 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                                        flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=True,
                                        n_stream=n_stream, n_seq=n_seq)
     else:
-        first_gpu = next((d for d in gpus if n_layers[d]), None)
+        # the scheduler offloads ops of CPU-resident weights to the first GPU (ggml_backend_sched backends in
+        # device order), also when -ngl 0 leaves it no layer (H200 memprobe, -ngl 0: output weight + logits)
+        first_gpu = next((d for d in gpus if n_layers[d]), gpus[0] if rule.offload_without_layers else None)
         for d in gpus:
             compute[d] = _gpu_compute(facts, s, rule, g, d, first=d == first_gpu, n_layers=n_layers[d],
                                       out_dev=out_dev, cpu_experts=cpu_experts)
@@ -556,8 +568,10 @@ def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: lis
             # (common/arg.cpp)
             if layer < cpu_moe and "_exps" in t.name:
                 dev = "cpu"
-                if layer_dev[layer] != "cpu" or gpus:
-                    cpu_experts.append(t.nbytes)
+            if dev == "cpu" and gpus and "_exps" in t.name:
+                # expert tensors in host memory (--n-cpu-moe, or a layer left on the CPU): candidates for the
+                # scheduler's op offload (ggml_backend_sched: a big batch runs on the GPU, the weight copied there)
+                cpu_experts.append(t.nbytes)
         elif t.name.startswith("output"):  # output.weight, output_norm.* follow the output layer
             dev = out_dev
         elif t.name.startswith(ROPE_TENSORS) and facts.n_layer:
@@ -636,7 +650,13 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
                              mask_cells=g.mask_cells, flash_attn=g.flash_attn, layers=n_layers > 0,
                              output=out_dev == d, moe_batched=moe_batched, copies=g.copies,
                              swiglu_fused=fused)
-    return max([base] + extra) if (n_layers or out_dev == d) else 0
+    return max([base] + extra) if (n_layers or out_dev == d) else max(extra, default=0)
+
+
+def v_width_max(facts: ModelFacts) -> int:
+    """The widest per-layer V row of the KV cache (llama_hparams::n_embd_v_gqa_max): KV heads x V head size."""
+    return max((facts.n_head_kv[il] * facts.head_dims(il)[1] for il in range(facts.n_layer)
+                if facts.n_head_kv[il]), default=0)
 
 
 def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, *, n_layers_cpu: int,
@@ -646,14 +666,21 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
     # live on the CPU: the token embeddings (get_rows of token_embd on the CPU) and the f32 KQ masks, one per
     # pipeline copy (gpu-logs l02 15.01 MiB = 4*ub*(E + kv); l20 78.02 MiB with 4 copies); with CPU layers their
     # own working set may be larger (CPU coefficients).
-    mask_bytes = 2 if g.flash_attn and (s.llama_build is None or s.llama_build >= MASK_F16_SINCE) else 4
-    inputs = g.n_ubatch * (4 * facts.n_embd + mask_bytes * g.copies * g.mask_cells)
-    if g.flash_attn and n_layers_cpu and rule.op_offload:
-        # ggml_flash_attn_ext of a CPU layer reads the CPU-resident KV cache, so it runs on the CPU (the
-        # scheduler pins an op to the backend of its weights/KV buffer) and its output (n_head * head_v floats
-        # per token) lives in the CPU side's buffer next to the mask (gpu-logs l24: 48.01 MiB = 4*ub*(E + Hv)
-        # + 2*ub*kv)
-        inputs += 4 * g.n_ubatch * max(facts.n_head, default=0) * facts.head_dim_v
+    def since(build: int) -> bool:
+        return s.llama_build is None or s.llama_build >= build
+
+    mask_bytes = 2 if g.flash_attn and since(MASK_F16_SINCE) else 4
+    # Current builds declare an embeddings input next to the token ids and select one of the two paths
+    # (src/llama-graph.cpp build_inp_embd, PR #18550): both n_embd-wide f32 tensors are live on the host side
+    # (measured on an H200, tests/data/llamacpp-cuda/h200-memprobe.jsonl: 4*ub*2E + masks with full, partial and
+    # no offload; gpu-logs l24 48.01 MiB = 4*ub*2E + 2*ub*kv).
+    embd_inputs = 2 if since(EMBD_INPUT_SINCE) else 1
+    inputs = g.n_ubatch * (4 * embd_inputs * facts.n_embd + mask_bytes * g.copies * g.mask_cells)
+    if not g.flash_attn and since(SET_ROWS_SINCE):
+        # without flash attention V is stored transposed, and ggml_set_rows scatters it element by element: an
+        # int64 index per token and V value, one per cache (src/llama-kv-cache.cpp build_input_v_idxs:
+        # n_tokens * n_embd_v_gqa_max when v_trans; measured on the H200: +8*ub*n_embd_v_gqa per cache kind)
+        inputs += 8 * g.n_ubatch * v_width_max(facts) * g.copies * ((g.kv_cells > 0) + (g.swa_cells > 0))
     cpu_layers = compute_bytes(facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells, swa_cells=g.swa_cells,
                                flash_attn=g.flash_attn, n_layers_here=n_layers_cpu, has_output=out_dev == "cpu",
                                n_stream=g.n_stream) if (n_layers_cpu or out_dev == "cpu") else 0

@@ -1,0 +1,51 @@
+"""The estimator against llama.cpp's own memory plan, recorded on an H200 (tests/cuda_memprobe.py): every buffer of
+every case within target, or a listed miss no worse than its bound. Replayed without a GPU or an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import cuda_memprobe as cm
+
+ROWS = [r for r in cm.rows() if "buffers" in r]
+MODELS = sorted({r["label"].split("|")[0] for r in ROWS})
+
+
+@pytest.fixture(scope="module")
+def header_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("memprobe-models")
+
+
+def test_the_recording_covers_the_settings_and_architectures() -> None:
+    assert {r["label"].split("|")[2] for r in ROWS} == set(cm.MEM_SETTINGS)
+    assert len(MODELS) >= 12
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_buffers_match_llamacpp(model_id: str, header_dir: Path) -> None:
+    bad, stale = [], set()
+    for row in (r for r in ROWS if r["label"].startswith(model_id + "|")):
+        setting = row["label"].split("|")[2]
+        for dev, buf, ours, theirs, ok in cm.compare(row, header_dir):
+            miss = cm.miss_of(model_id, setting, dev, buf)
+            err = (ours - theirs) / theirs if theirs else float("inf")
+            if not ok and (miss is None or abs(err) > miss[0]):
+                bad.append(f"{setting} {dev} {buf}: ours {ours / 2**20:.2f} MiB, llama.cpp {theirs / 2**20:.2f} MiB "
+                           f"({err:+.1%})" + (f", listed bound {miss[0]:.0%}" if miss else ""))
+    for (m, s, dev, buf) in cm.MISSES:
+        if m != model_id:
+            continue
+        cases = [r for r in ROWS if r["label"].startswith(model_id + "|") and (s == "*" or r["label"].endswith(s))]
+        if all(ok for r in cases for d, b, *_, ok in cm.compare(r, header_dir) if (d, b) == (dev, buf)):
+            stale.add(f"{s} {dev} {buf} is within target everywhere: remove it from MISSES")
+    assert not bad and not stale, "; ".join(bad + sorted(stale))
+
+
+def test_a_gpu_without_layers_still_gets_the_logits_matmul(header_dir: Path) -> None:
+    """-ngl 0 with a CUDA GPU: llama.cpp's plan gives the GPU the output weight and the logits (op offload)."""
+    row = next(r for r in ROWS if r["label"] == "llama-3.1-8b-instruct|Q4_K_M|c4096-ngl0")
+    got = {(d, b): (o, t) for d, b, o, t, _ in cm.compare(row, header_dir)}
+    ours, theirs = got[("gpu0", "compute")]
+    assert theirs > 600 * 2**20 and abs(ours - theirs) <= 0.02 * theirs
