@@ -15,6 +15,7 @@ evaluation: held out, devices chosen by the rule in SOURCES.md), backend and tes
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
 import sys
 from collections.abc import Callable
@@ -57,9 +58,10 @@ class Case:
 
 def depth_of(test: str) -> tuple[str, int]:
     """llama-bench's tgN generates N tokens from an empty context (average depth N/2); ppN processes N tokens in
-    one batch (attention over N/2 on average)."""
+    one batch (attention over N/2 on average); "@dD" (llama-bench -d D) starts both D tokens deep."""
+    test, _, start = test.partition("@d")
     n = int(test[2:])
-    return test[:2], n // 2
+    return test[:2], n // 2 + int(start or 0)
 
 
 #: llama.cpp's CUDA MMQ kernels moved to int8 tensor cores in June 2024 (pull requests 7676, 7860 and 7921, which
@@ -84,12 +86,17 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
     tied = mdl["tied_embeddings"] == "true"
     read_fraction = 1.0 if active >= params else (active - embd_params) / (params - embd_params)
     kv = 2 * int(mdl["n_layer"]) * int(mdl["n_kv_embd"]) * 2.0
+    use = int(mdl["n_expert_used"]) / int(mdl["n_expert"]) if mdl["n_expert"] else 0.0
+    experts = (params - active) / (1.0 - use) * use if use else 0.0  # total - active = all experts x (1 - use)
     ms = speed.ModelSpeed(quant=row["quant"], embd_bytes=int(embd), n_vocab=int(mdl["n_vocab"]),
                           n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]), kv_bytes_per_token=kv,
-                          read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params))
+                          read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params),
+                          expert_params=experts, expert_use=use)
     backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"])
     bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)
-    if backend == "cpu":
+    if row.get("n_cpu_moe"):
+        parts = expert_offload_parts(row, mdl, dev, hw[row["host_device"]], size, embd, backend)
+    elif backend == "cpu":
         parts = [speed.Part("cpu", bw, 0.0, size, 1.0, threads=int(row["threads"] or dev["cores"]), isa=dev["isa"])]
     else:
         n = int(row["n_gpus"] or 1)
@@ -103,6 +110,23 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
     test, depth = depth_of(row["test"])
     # the token-embedding table is a lookup, not a product (advisor/planner/speed.py active_params_of)
     return Case(row, backend, test, depth, float(row["tps"]), parts, ms, active - embd_params, tf)
+
+
+def expert_offload_parts(row: dict[str, str], mdl: dict[str, str], dev: dict[str, str], host: dict[str, str],
+                         size: float, embd: float, backend: str) -> list[speed.Part]:
+    """--n-cpu-moe over every layer: the expert tensors in host memory (a token reads n_used / n_expert of them),
+    the rest on the GPU (as advisor.planner.bridge places them)."""
+    params, active = float(mdl["params_b"]), float(mdl["active_b"])
+    used = int(mdl["n_expert_used"]) / int(mdl["n_expert"])
+    experts = (params - active) / (1.0 - used) / params * size  # expert bytes: total - active = experts x (1 - used)
+    f16x, qx, dequant = speed.matrix_path("cuda", dev["arch"], C)
+    tf = float(dev["fp16_tflops"])
+    gpu = size - embd - experts
+    total = gpu + experts
+    return [speed.Part(backend, float(dev["bandwidth_gbs"]), tf * f16x, gpu, gpu / total, quant_tflops=tf * qx,
+                       dequant=dequant),
+            speed.Part("cpu", float(host["bandwidth_gbs"]), 0.0, experts + embd, experts / total,
+                       threads=int(host["cores"]), isa=host["isa"], read_fraction=used * experts / (experts + embd))]
 
 
 def predicted(case: Case, c: speed.Constants) -> float:
@@ -134,7 +158,8 @@ def previous(case: Case) -> float:
 def load() -> list[Case]:
     models = {m["model"]: m for m in _csv("models.csv")}
     hw = {h["device"]: h for h in _csv("hardware.csv")}
-    return [case_of(r, models, hw) for r in _csv("results.csv")]
+    # results.csv: public results; measured.csv: this repository's own (benchmarks/device), calibration only
+    return [case_of(r, models, hw) for r in _csv("results.csv") + _csv("measured.csv")]
 
 
 def _resolved():
@@ -154,7 +179,7 @@ def summary(cases: list[Case], c: speed.Constants,
             ) -> list[tuple[str, str, str, int, float, float, float]]:
     predicted_ = model or predicted
     out = []
-    for split in ("calibration", "evaluation"):
+    for split in ("calibration", "evaluation", "measured"):
         for backend in (*FITTED, "all"):
             for test in ("pp", "tg"):
                 sel = [k for k in cases if k.row["split"] == split and k.test == test
@@ -222,7 +247,8 @@ def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dic
 def _unit(c: speed.Constants) -> speed.Constants:
     ones = {b: {f: 1.0 for f in speed.FAMILIES} for b in (*c.decode_efficiency, *FITTED)}
     return speed.Constants(ones, {b: 0.0 for b in (*c.layer_overhead_us, *FITTED)}, c.prefill_efficiency,
-                           c.cpu_gflops_per_core, c.ranges, c.matrix_rate)
+                           c.cpu_gflops_per_core, c.ranges, c.matrix_rate, c.op_offload_h2d_gbs,
+                           c.moe_half_rate_tokens)
 
 
 def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -> speed.Constants:
@@ -230,7 +256,8 @@ def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -
     table.setdefault(backend, dict(c._pick(c.decode_efficiency, backend))).update(effs)
     over = dict(c.layer_overhead_us)
     over[backend] = us
-    return speed.Constants(table, over, c.prefill_efficiency, c.cpu_gflops_per_core, c.ranges, c.matrix_rate)
+    return speed.Constants(table, over, c.prefill_efficiency, c.cpu_gflops_per_core, c.ranges, c.matrix_rate,
+                           c.op_offload_h2d_gbs, c.moe_half_rate_tokens)
 
 
 #: Prefill is compute-bound: HBM GPUs share their backend's prefill efficiency (cuda_hbm has no entry of its own).
@@ -245,10 +272,10 @@ def _pooled_away(b: str, pools: dict[str, tuple[str, ...]]) -> bool:
 
 def fit_prefill(cases: list[Case], c: speed.Constants, backend: str) -> dict[str, float]:
     pool = PREFILL_POOL.get(backend, (backend,))
-    sel = [k for k in cases if k.backend in pool and k.test == "pp"]
+    sel = [k for k in cases if k.backend in pool and k.test == "pp" and not k.ms.expert_params]  # dense rows
     ones = {b: {f: 1.0 for f in speed.FAMILIES} for b in (*c.prefill_efficiency, *FITTED)}
     unit = speed.Constants(c.decode_efficiency, c.layer_overhead_us, ones, c.cpu_gflops_per_core, c.ranges,
-                           c.matrix_rate)
+                           c.matrix_rate, c.op_offload_h2d_gbs, c.moe_half_rate_tokens)
     effs = {}
     for group in PREFILL_GROUPS:
         imp = [_implied_prefill_eff(k, unit) for k in sel if _prefill_group(k) in group]
@@ -284,6 +311,23 @@ def _pct(values: list[float], q: float) -> float:
     return v[i]
 
 
+def fit_moe(cases: list[Case], c: speed.Constants, backend: str) -> float | None:
+    """The tokens-per-expert half-rate point k that best reproduces the backend's MoE prefill rows (a grid); None
+    without such rows. Run after the prefill efficiencies, which the dense rows set."""
+    pool = PREFILL_POOL.get(backend, (backend,))
+    sel = [k for k in cases if k.backend in pool and k.test == "pp" and k.ms.expert_params]
+    if not sel:
+        return None
+    best = None
+    for k in [10.0 * x for x in range(1, 101)]:
+        trial = dataclasses.replace(c, moe_half_rate_tokens={**c.moe_half_rate_tokens, backend: k})
+        err = statistics.median(abs(predicted(r, trial) / r.measured - 1) for r in sel)
+        if best is None or err < best[0] - 1e-9:
+            best = (err, k)
+    assert best is not None
+    return best[1]
+
+
 def fit(cases: list[Case], c: speed.Constants) -> str:
     cal = [k for k in cases if k.row["split"] == "calibration"]
     dec, over, pre = {}, {}, {}
@@ -293,7 +337,14 @@ def fit(cases: list[Case], c: speed.Constants) -> str:
             dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
         if not _pooled_away(b, PREFILL_POOL):
             pre[b] = _fill(fit_prefill(cal, c, b), c._pick(c.prefill_efficiency, b))
-    fitted = speed.Constants(dec, over, pre, c.cpu_gflops_per_core, c.ranges, c.matrix_rate)
+    fitted = speed.Constants(dec, over, pre, c.cpu_gflops_per_core, c.ranges, c.matrix_rate, c.op_offload_h2d_gbs,
+                             c.moe_half_rate_tokens)
+    moe = {}
+    own = [k for k in cases if k.row["split"] == "measured"]  # the H200's MoE rows: no public CUDA MoE row exists
+    for b in FITTED:
+        if not _pooled_away(b, PREFILL_POOL) and (k := fit_moe(cal + own, fitted, b)) is not None:
+            moe[b] = k
+    fitted = dataclasses.replace(fitted, moe_half_rate_tokens=moe)
     ranges = {}
     for b in FITTED:  # pooled over backends: a single backend's few rows would give a falsely narrow range
         ranges[b] = {}
@@ -305,6 +356,7 @@ def fit(cases: list[Case], c: speed.Constants) -> str:
     lines += ["", "[rule.set.decode_layer_overhead_us]"] + [f"{b} = {v:.1f}" for b, v in over.items()]
     lines += ["", "[rule.set.prefill_compute_efficiency]"]
     lines += [f"{b} = {{ " + ", ".join(f"{f} = {v:.3f}" for f, v in pre[b].items()) + " }" for b in pre]
+    lines += ["", "[rule.set.moe_half_rate_tokens]"] + [f"{b} = {v:.1f}" for b, v in moe.items()]
     lines += ["", "[rule.set.prediction_range]"]
     lines += [f"{b} = {{ decode = {r['decode']}, prefill = {r['prefill']} }}" for b, r in ranges.items()]
     return "\n".join(lines)

@@ -7,6 +7,8 @@ cache read at every step)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from advisor.plan import DeviceMemory, Plan, Predicted
@@ -135,9 +137,28 @@ def test_partial_offload_is_the_sum_of_both_devices_times() -> None:
     alone = speed.decode_seconds([gpu], model, c, depth=0) + speed.decode_seconds([cpu], model, c, depth=0)
     assert both == pytest.approx(alone - c.overhead_s("cpu", model.n_layer), rel=1e-9)
     assert both > 2e9 / (51.2e9 * c.decode_eff("cpu", "k")) + over * 0.999  # the CPU's share dominates
+    # prefill: llama.cpp offloads the CPU-resident weights' products to the GPU, copying each weight once per
+    # ubatch (op offload): the copy at rules/speed.toml's rate plus the CPU share's FLOPs at the GPU's rate
     pre = speed.prefill_seconds([gpu, cpu], 8e9, model, c)
-    assert pre == pytest.approx(speed.prefill_seconds([gpu], 8e9, model, c)
-                                + speed.prefill_seconds([cpu], 8e9, model, c), rel=1e-9)
+    copy = 2e9 / (c.op_offload_h2d_gbs * 1e9) / speed.UBATCH
+    gpu_all = dataclasses.replace(gpu, layer_share=1.0)
+    assert pre == pytest.approx(speed.prefill_seconds([gpu_all], 8e9, model, c) + copy, rel=1e-9)
+    assert pre < speed.prefill_seconds([gpu], 8e9, model, c) + speed.prefill_seconds([cpu], 8e9, model, c)
+
+
+def test_moe_prefill_pays_for_small_expert_batches() -> None:
+    """An expert sees ubatch x n_used / n_expert tokens of a prompt batch: measured on an H200
+    (tests/data/llama-bench/measured.csv), Qwen3-30B-A3B (3.3B active) prefills slower than the dense Llama 3 8B
+    (6855 against 9435 t/s pp512, Q4_K_M both)."""
+    c = constants()
+    gpu = [speed.Part("cuda_hbm", 4800.0, 989.0, 17e9, 1.0, quant_tflops=989.0)]
+    dense = speed.ModelSpeed(quant="Q4_K_M", n_layer=32, n_embd=4096)
+    moe = speed.ModelSpeed(quant="Q4_K_M", n_layer=48, n_embd=2048, expert_params=1.8e9, expert_use=8 / 128)
+    assert speed.expert_slowdown(dense, c, "cuda_hbm") == 1.0
+    slow = speed.expert_slowdown(moe, c, "cuda_hbm")
+    wider = speed.expert_slowdown(dataclasses.replace(moe, expert_use=4 / 32), c, "cuda_hbm")
+    assert slow > wider > 1.0  # fewer tokens per expert, slower
+    assert speed.prefill_seconds(gpu, 3.0e9, moe, c) > speed.prefill_seconds(gpu, 7.5e9, dense, c)
 
 
 def test_tensor_parallel_ranks_work_at_once() -> None:

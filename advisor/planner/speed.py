@@ -81,6 +81,8 @@ class ModelSpeed:
     kv_bytes_per_token: float = 0.0  # KV cache bytes per token of context, all layers (f16)
     read_fraction: float = 1.0  # share of the layer weights a token reads (MoE: < 1)
     output_params: float = 0.0  # the output projection's parameters (in the active ones): prefill runs it once a batch
+    expert_params: float = 0.0  # MoE: the expert parameters a token multiplies by (in the active ones)
+    expert_use: float = 0.0  # MoE: n_expert_used / n_expert, the share of a batch's tokens each expert sees
 
     @property
     def family(self) -> str:
@@ -119,9 +121,11 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     kv_heads = facts.n_head_kv[0] if facts.n_head_kv else 0
     kv = facts.n_layer * kv_heads * (facts.head_dim_k + facts.head_dim_v) * 2
     out = next((float(math.prod(t.shape)) for t in facts.tensors if t.name == "output.weight"), 0.0)
+    use = facts.n_expert_used / facts.n_expert if facts.n_expert else 0.0
+    experts = sum(float(math.prod(t.shape)) for t in facts.tensors if "_exps." in t.name) * use
     return ModelSpeed(quant=quant, embd_bytes=embd, n_vocab=facts.n_vocab, n_layer=facts.n_layer,
                       n_embd=facts.n_embd, kv_bytes_per_token=float(kv), read_fraction=active_fraction,
-                      output_params=out)
+                      output_params=out, expert_params=experts, expert_use=use)
 
 
 @dataclass(frozen=True)
@@ -149,11 +153,15 @@ class Constants:
     cpu_gflops_per_core: dict[str, float]
     ranges: dict[str, dict[str, list[float]]]
     matrix_rate: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    op_offload_h2d_gbs: float = 0.0  # host-to-GPU copy rate of op offload (0: ops of CPU weights stay on the CPU)
+    #: per backend, the tokens per expert at which an expert's product runs at half rate (no entry: off)
+    moe_half_rate_tokens: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_rules(cls, r: Any) -> Constants:
         return cls(r["decode_bandwidth_efficiency"], r["decode_layer_overhead_us"], r["prefill_compute_efficiency"],
-                   r["cpu_prefill_gflops_per_core"], r["prediction_range"], r["prefill_matrix_rate"])
+                   r["cpu_prefill_gflops_per_core"], r["prediction_range"], r["prefill_matrix_rate"],
+                   float(r["op_offload_h2d_gbs"]), r["moe_half_rate_tokens"])
 
     def _pick(self, table: dict[str, Any], backend: str) -> Any:
         """A backend's entry; a backend without one (vulkan_nvidia -> vulkan, anything else -> vulkan) falls back."""
@@ -203,6 +211,8 @@ def _cpu_flops(p: Part, c: Constants) -> float:
     return max(1, p.threads) * per_core * 1e9
 
 
+#: Speed-model backends without op offload (rules/backends.toml op_offload = false: Metal shares the CPU's memory).
+NO_OP_OFFLOAD = ("metal",)
 #: llama.cpp's default physical batch (common/common.h n_ubatch = 512): a prompt is multiplied 512 tokens at a time,
 #: so what a batch pays once (converting the weights to F16) is shared by 512 tokens.
 UBATCH = 512
@@ -233,14 +243,25 @@ def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: 
     fam = ms.family
     out = min(ms.output_params, active_params)
     flops = 2.0 * (active_params - out + out / UBATCH) + 4.0 * ms.n_layer * ms.n_embd * depth
+    main = next((p.backend for p in parts if p.backend != "cpu" and p.layer_share > 0), "cpu")
+    flops += 2.0 * ms.expert_params * (expert_slowdown(ms, c, main) - 1.0)
     gpu = [p for p in parts if p.backend != "cpu" and p.layer_share > 0]
     if tensor_parallel and gpu:
         rate = sum(_gpu_rate(p, fam, c) for p in gpu)
         conv = max(_dequant_seconds(p, active_params, fam) for p in gpu)
         return flops / rate + conv if rate > 0 else float("inf")
     total = 0.0
+    offload_to = next((p for p in gpu if p.backend not in NO_OP_OFFLOAD), None)
     for p in parts:
         if p.layer_share <= 0:
+            continue
+        if p.backend == "cpu" and offload_to is not None and c.op_offload_h2d_gbs > 0:
+            # op offload: a prompt batch's matrix products of CPU-resident weights run on the GPU, each weight
+            # copied over once per ubatch (ggml-backend.cpp ggml_backend_sched_backend_id_from_cur with
+            # ggml_backend_dev_offload_op; ggml-cuda: batch >= 32), so the copy, not the CPU, sets the pace
+            copy = max(0.0, p.weights_bytes - ms.embd_bytes) / (c.op_offload_h2d_gbs * 1e9) / UBATCH
+            rate = _gpu_rate(offload_to, fam, c)
+            total += copy + (flops * p.layer_share / rate if rate > 0 else float("inf"))
             continue
         if p.backend == "cpu":
             rate = _cpu_flops(p, c) * c.prefill_eff("cpu", fam)
@@ -249,6 +270,21 @@ def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: 
             total += _dequant_seconds(p, active_params, fam)
         total += flops * p.layer_share / rate if rate > 0 else float("inf")
     return total
+
+
+def expert_slowdown(ms: ModelSpeed, c: Constants, backend: str) -> float:
+    """How much slower an expert's matrix product runs per FLOP than a dense layer's, in a prompt batch: each expert
+    multiplies only the batch's tokens routed to it (ubatch x n_used / n_expert: 32 for Qwen3-30B-A3B, 64 for
+    gpt-oss-20b), and a weight tile's fixed cost (loading and unpacking it) is shared by those tokens, so the
+    throughput per token goes as t / (t + k) (k per backend: rules/speed.toml moe_half_rate_tokens), relative to
+    a dense product's 512 tokens."""
+    t_ = c.moe_half_rate_tokens
+    k = float(t_.get(backend) or t_.get(backend.split("_")[0]) or t_.get("vulkan" if backend != "cpu" else "cpu")
+              or 0.0)
+    if not ms.expert_params or not ms.expert_use or k <= 0:
+        return 1.0
+    t = UBATCH * ms.expert_use
+    return (1.0 + k / t) / (1.0 + k / UBATCH)
 
 
 def matrix_path(backend: str, arch: str, c: Constants) -> tuple[float, float, bool]:
