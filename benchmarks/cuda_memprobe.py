@@ -1,6 +1,7 @@
 """The estimator against llama.cpp's own memory plan on a CUDA GPU (an H200), per buffer.
 
-Usage: python benchmarks/cuda_memprobe.py [--rows].
+Usage: python benchmarks/cuda_memprobe.py [--rows]. Also replays the same cases recorded on this project's CPU
+(tests/data/llamacpp-cpu/memprobe-cpu.jsonl: every catalog architecture, no GPU).
 
 The recording (tests/data/llamacpp-cuda/h200-memprobe.jsonl, described in tests/cuda_memprobe.py) is replayed: each
 catalog model is rebuilt header-only here, estimated with the case's llama-server settings and the CUDA backend,
@@ -25,21 +26,28 @@ MIB = 2**20
 
 
 def main(argv: list[str]) -> int:
+    for data, gpu in ((cm.DATA, True), (cm.DATA_CPU, False)):
+        report(data, gpu, "--rows" in argv)
+    return 0
+
+
+def report(data: Path, gpu: bool, every_row: bool) -> None:
     table = []
-    recorded = cm.rows()
+    recorded = cm.rows(data)
     failed = [r["label"] for r in recorded if "buffers" not in r]
     with tempfile.TemporaryDirectory(prefix="advisor-memprobe-") as tmp:
         for row in recorded:
             if "buffers" in row:
                 model_id, _quant, setting = row["label"].split("|")
-                table += [(model_id, setting, *c) for c in cm.compare(row, Path(tmp))]
+                table += [(model_id, setting, *c) for c in cm.compare(row, Path(tmp), gpu)]
     for m, s, dev, buf, o, t, ok in table:
-        if "--rows" in argv or not ok:
-            miss = cm.miss_of(m, s, dev, buf)
+        if every_row or not ok:
+            miss = cm.miss_of(m, s, dev, buf) if gpu else cm.CPU_MISSES.get((m, s)) or cm.CPU_MISSES.get((m, "*"))
             mark = "ok" if ok else ("MISS (listed)" if miss and abs(o - t) <= miss[0] * t else "MISS")
             print(f"{m:32} {s:22} {dev:5} {buf:8} ours {o / MIB:10.2f} llama.cpp {t / MIB:10.2f} MiB "
                   f"{(o - t) / t if t else float('inf'):+8.1%}  {mark}")
-    print(f"\n{len(recorded)} cases measured on an H200 ({cm.DATA.relative_to(ROOT)}); {len(failed)} with a model "
+    where = "an H200" if gpu else "this project's CPU (no GPU)"
+    print(f"\n{len(recorded)} cases measured on {where} ({data.relative_to(ROOT)}); {len(failed)} with a model "
           "that llama.cpp could not load from the header-only file")
     print(f"{'device':6} {'buffer':8} {'rows':>5} {'in target':>10} {'median |err|':>13}")
     for dev in ("gpu0", "host", "cpu"):
@@ -49,10 +57,14 @@ def main(argv: list[str]) -> int:
                 errs = [abs(o - t) / t for o, t, _ in sel if t]
                 print(f"{dev:6} {buf:8} {len(sel):5} {sum(ok for *_, ok in sel):5}/{len(sel):<4} "
                       f"{statistics.median(errs) if errs else 0.0:12.1%}")
-    print("\nListed misses (tests/cuda_memprobe.py MISSES):")
-    for (m, s, dev, buf), (bound, why) in cm.MISSES.items():
-        print(f"  {m} {s} {dev} {buf} (|error| <= {bound:.0%}): {why}")
-    return 0
+    print("\nListed misses (tests/cuda_memprobe.py):")
+    if gpu:
+        for (m, s, dev, buf), (bound, why) in cm.MISSES.items():
+            print(f"  {m} {s} {dev} {buf} (|error| <= {bound:.0%}): {why}")
+    else:
+        for (m, s), (bound, why) in cm.CPU_MISSES.items():
+            print(f"  {m} {s} cpu compute (|error| <= {bound:.0%}): {why}")
+    print()
 
 
 if __name__ == "__main__":

@@ -91,6 +91,55 @@ def _write_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
         _set_kv(w, f"{a.name}.attention.kv_lora_rank", a.kv_lora_rank, U32)
         _set_kv(w, f"{a.name}.attention.q_lora_rank", a.q_lora_rank, U32)
         _set_kv(w, f"{a.name}.rope.dimension_count", a.qk_rope_head_dim, U32)
+    _write_arch_kv(w, model, variant)
+
+
+def _write_arch_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
+    """The key-values llama.cpp's per-architecture load_arch_hparams requires (src/models/<arch>.cpp) beyond
+    ggufgen's, as convert_hf_to_gguf writes them; values that size no buffer are the model config's."""
+    a, n = model.arch, model.arch.name
+    U32, F32 = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32
+    if any(t.tensor.name.endswith("attn_k_b.weight") for t in layout(model, variant).tensors):
+        # MLA with attn_kv_b split (convert_hf_to_gguf DeepseekV2Model): the cache holds the compressed KV
+        # (kv_lora_rank + rope per cell, one KV head); the per-head sizes move to the *_mla keys
+        _set_kv(w, f"{n}.attention.key_length", a.kv_lora_rank + a.qk_rope_head_dim, U32)
+        _set_kv(w, f"{n}.attention.value_length", a.kv_lora_rank, U32)
+        _set_kv(w, f"{n}.attention.key_length_mla", a.qk_nope_head_dim + a.qk_rope_head_dim, U32)
+        _set_kv(w, f"{n}.attention.value_length_mla", a.v_head_dim, U32)
+        _set_kv(w, f"{n}.attention.head_count_kv", 1, U32)
+    if n == "starcoder2":  # LayerNorm, not RMSNorm (starcoder2.cpp: LLM_KV_ATTENTION_LAYERNORM_EPS)
+        _set_kv(w, f"{n}.attention.layer_norm_epsilon", 1e-5, F32)
+        # the converter writes no sliding window for it (conversion/starcoder.py), and llama.cpp runs full attention
+        w.kv_data[0].pop(f"{n}.attention.sliding_window", None)
+    if n == "gemma3n":  # conversion/gemma.py Gemma3nModel: per-layer SWA flags and the KV-sharing layers
+        p = a.sliding_window_pattern
+        flags = [il % p < p - 1 for il in range(a.n_layer)] if p else [True] * a.n_layer
+        w.kv_data[0][f"{n}.attention.sliding_window_pattern"] = gguf.GGUFValue(
+            value=flags, type=gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.BOOL)
+        if a.n_layer_kv_from_start:
+            _set_kv(w, f"{n}.attention.shared_kv_layers", a.n_layer - a.n_layer_kv_from_start, U32)
+    if n == "llama4":
+        _set_kv(w, f"{n}.interleave_moe_layer_step", a.moe_layer_step or 1, U32)
+    if a.n_layer_nextn:  # the MTP layers count in block_count (glm4-moe.cpp: nextn_predict_layers)
+        _set_kv(w, f"{n}.block_count", a.n_layer + a.n_layer_nextn, U32)
+        _set_kv(w, f"{n}.nextn_predict_layers", a.n_layer_nextn, U32)
+    if a.ssm_d_inner:
+        for key, value in (("conv_kernel", a.ssm_d_conv), ("inner_size", a.ssm_d_inner), ("state_size", a.ssm_d_state),
+                           ("time_step_rank", a.ssm_dt_rank), ("group_count", a.ssm_n_group)):
+            _set_kv(w, f"{n}.ssm.{key}", value, U32)
+    if a.n_ff_shexp:  # shared-expert width apart from n_ff (llama.cpp falls back to n_ff without it)
+        _set_kv(w, f"{n}.expert_shared_feed_forward_length", a.n_ff_shexp, U32)
+    if n == "granitehybrid" and not a.n_ff:  # granite-hybrid.cpp sizes the experts by feed_forward_length
+        _set_kv(w, f"{n}.feed_forward_length", a.n_ff_expert, U32)
+    if a.full_attention_interval:
+        _set_kv(w, f"{n}.full_attention_interval", a.full_attention_interval, U32)
+    if a.attention_layers:  # granitehybrid: head_count_kv per layer, 0 on the Mamba2 layers
+        kv = [a.n_head_kv if il in a.attention_layers else 0 for il in range(a.n_layer)]
+        w.kv_data[0][f"{n}.attention.head_count_kv"] = gguf.GGUFValue(value=kv, type=gguf.GGUFValueType.ARRAY,
+                                                                       sub_type=U32)
+    if n in ("qwen35", "qwen35moe"):  # multimodal rope sections (the config's mrope_section; sizes no buffer)
+        w.kv_data[0][f"{n}.rope.dimension_sections"] = gguf.GGUFValue(value=[11, 11, 10, 0],
+                                                                       type=gguf.GGUFValueType.ARRAY, sub_type=U32)
 
 
 def write(path: str | os.PathLike[str], model_id: str, quant: str, *, file: str | None = None) -> Path:

@@ -1,5 +1,6 @@
-"""The estimator against llama.cpp's own memory plan, recorded on an H200 (tests/cuda_memprobe.py): every buffer of
-every case within target, or a listed miss no worse than its bound. Replayed without a GPU or an engine."""
+"""The estimator against llama.cpp's own memory plan, recorded on an H200 and on this project's CPU
+(tests/cuda_memprobe.py): every buffer of every case within target, or a listed miss no worse than its bound.
+Replayed without a GPU or an engine."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from tests import cuda_memprobe as cm
 
 ROWS = [r for r in cm.rows() if "buffers" in r]
 MODELS = sorted({r["label"].split("|")[0] for r in ROWS})
+CPU_ROWS = cm.rows(cm.DATA_CPU)
+CPU_MODELS = sorted({r["label"].split("|")[0] for r in CPU_ROWS})
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +52,27 @@ def test_a_gpu_without_layers_still_gets_the_logits_matmul(header_dir: Path) -> 
     got = {(d, b): (o, t) for d, b, o, t, _ in cm.compare(row, header_dir)}
     ours, theirs = got[("gpu0", "compute")]
     assert theirs > 600 * 2**20 and abs(ours - theirs) <= 0.02 * theirs
+
+
+def test_the_cpu_recording_covers_every_catalog_architecture() -> None:
+    from advisor.catalog.load import load_catalog
+
+    archs = {m.arch.name for m in load_catalog().models}
+    recorded = {load_catalog().get(m).arch.name for m in CPU_MODELS}
+    assert all("buffers" in r for r in CPU_ROWS)
+    assert recorded == archs
+
+
+@pytest.mark.parametrize("model_id", CPU_MODELS)
+def test_cpu_buffers_match_llamacpp(model_id: str, header_dir: Path) -> None:
+    """Weights and KV of every architecture exactly; the CPU compute buffer within 5 % or 2 MiB, or a listed miss."""
+    bad = []
+    for row in (r for r in CPU_ROWS if r["label"].startswith(model_id + "|")):
+        setting = row["label"].split("|")[2]
+        for dev, buf, ours, theirs, ok in cm.compare(row, header_dir, gpu=False):
+            miss = cm.CPU_MISSES.get((model_id, setting)) or cm.CPU_MISSES.get((model_id, "*"))
+            err = (ours - theirs) / theirs if theirs else float("inf")
+            if not ok and (buf != "compute" or miss is None or abs(err) > miss[0]):
+                bad.append(f"{setting} {dev} {buf}: ours {ours / 2**20:.2f} MiB, llama.cpp {theirs / 2**20:.2f} MiB "
+                           f"({err:+.1%})")
+    assert not bad, "; ".join(bad)

@@ -90,7 +90,10 @@ def test_granite_hybrid_attention_only_on_its_attention_layers(catalog):
 def test_gemma3n_per_layer_embeddings_and_shared_kv(catalog):
     m = catalog.get("gemma-3n-e2b-it")
     t = names(m)
-    assert t["per_layer_token_embd.weight"] == (256 * 30, 262144)
+    # the converter pads the per-layer table from vocab_size_per_layer_input (262144) to the full vocabulary
+    # (convert_hf_to_gguf Gemma3nModel, "pad to vocab_size"), and llama.cpp requires {.., n_vocab}
+    # (src/models/gemma3n.cpp: per_layer_tok_embd), so a real file has 262400 rows
+    assert t["per_layer_token_embd.weight"] == (256 * 30, 262400)
     assert t["blk.0.laurel_l.weight"] == (2048, 64) and t["altup_proj.weight"] == (2048, 2048, 3)
     types = dict((x.name, ty) for x, ty in layout.assign_types(m.arch, "Q4_K_M"))
     # left unquantized by llama-quantize (tensor_allows_quantization); convert_hf_to_gguf wrote the coefficients in

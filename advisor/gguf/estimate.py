@@ -562,7 +562,9 @@ def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: lis
     placed: list[tuple[str, Any]] = []  # (device, tensor)
     for t in facts.tensors:
         layer = t.layer
-        if layer is not None and layer < facts.n_layer:
+        if layer is not None and layer >= facts.n_layer:
+            continue  # a NextN/MTP layer: llama.cpp skips its tensors (facts.py: n_layer leaves it out)
+        if layer is not None:
             dev = layer_dev[layer]
             # --n-cpu-moe / --cpu-moe: an -ot "blk\.N\.ffn_(up|down|gate)_(ch|)exps=CPU" override per layer
             # (common/arg.cpp)
@@ -581,7 +583,7 @@ def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: lis
         weights[dev] += t.nbytes
         placed.append((dev, t))
     embd = facts.tensor("token_embd.weight")
-    if facts.tied_embeddings and out_dev != "cpu" and embd is not None:
+    if facts.tied_embeddings and (out_dev != "cpu" or facts.architecture in OUTPUT_COPY_FIRST) and embd is not None:
         # TENSOR_DUPLICATED: a second copy of the embedding for the output
         weights[out_dev] += embd.nbytes
         placed.append((out_dev, embd))
@@ -686,6 +688,12 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
                                n_stream=g.n_stream) if (n_layers_cpu or out_dev == "cpu") else 0
     return max(inputs, 0 if rule.op_offload else cpu_layers)
 
+
+# Architectures whose loader creates the tied output (TENSOR_DUPLICATED) before token_embd itself, so the output
+# is a second copy even when both stay on the CPU (src/models/gemma3n.cpp load_arch_tensors; gemma3 and the others
+# create token_embd first and the duplicate then shares it). Measured on this CPU: gemma-3n-e4b +420.41 MiB, its
+# Q6_K token_embd (tests/data/llamacpp-cpu/memprobe-cpu.jsonl).
+OUTPUT_COPY_FIRST = frozenset({"gemma3n"})
 
 # Layer-less rope tensors (rope_freqs, rope_factors_long/short) are created inside the layer loop of load_tensors with
 # layer 0's buffer type, TENSOR_DUPLICATED for the others (src/llama-model.cpp create_tensor(tn(LLM_TENSOR_ROPE_FREQS,

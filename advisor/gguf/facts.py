@@ -576,15 +576,22 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
             raise BadInputError(f"{path}: GGUF has no {arch}.{key}: unsupported or incomplete model file")
         return v
 
-    n_layer = int(need("block_count"))
+    n_all = int(need("block_count"))
+    # NextN/MTP layers count in block_count but are not part of the model llama.cpp runs: hparams.n_layer() is
+    # n_layer_all - n_layer_nextn, their tensors load TENSOR_SKIP (unless an MTP context asks for them) and the
+    # KV cache leaves them out (src/llama-hparams.cpp, src/models/glm4-moe.cpp load_arch_tensors,
+    # src/llama-model.cpp create_memory layer filters)
+    n_nextn = int(get("nextn_predict_layers", 0) or 0)
+    n_layer = n_all - n_nextn if 0 <= n_nextn < n_all else n_all
     n_embd = int(need("embedding_length"))
-    n_head = _per_layer(get("attention.head_count", 0), n_layer, "head_count", path)
-    n_head_kv = _per_layer(get("attention.head_count_kv", list(n_head)), n_layer, "head_count_kv", path)
+    n_head = _per_layer(get("attention.head_count", 0), n_all, "head_count", path)[:n_layer]
+    n_head_kv = _per_layer(get("attention.head_count_kv", list(n_head) + [0] * (n_all - n_layer)), n_all,
+                           "head_count_kv", path)[:n_layer]
     head0 = max(n_head) if n_head else 0
     default_hd = n_embd // head0 if head0 else 0
     head_k = int(get("attention.key_length", default_hd))
     head_v = int(get("attention.value_length", default_hd))
-    n_ff = _per_layer(get("feed_forward_length", 0), n_layer, "feed_forward_length", path)
+    n_ff = _per_layer(get("feed_forward_length", 0), n_all, "feed_forward_length", path)[:n_layer]
 
     n_vocab = _n_vocab(kv, tensors, get)
     n_swa = int(get("attention.sliding_window", 0) or 0)

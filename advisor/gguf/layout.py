@@ -364,7 +364,9 @@ def tensor_inventory(a: ArchFacts, ordered: bool = True) -> list[Tensor]:
         tensors.append(Tensor("output.weight", (a.n_embd, a.vocab_size)))
     if a.name == "gemma3n":  # per-layer embeddings and AltUp projections (src/models/gemma3n.cpp)
         pl, n_alt = _opt(a, "n_embd_per_layer") * a.n_layer, _opt(a, "n_altup", 4)
-        tensors += [Tensor("per_layer_token_embd.weight", (pl, _opt(a, "vocab_size_per_layer") or a.vocab_size)),
+        # the converter pads the per-layer table to the full vocabulary, as llama.cpp requires ({.., n_vocab}):
+        # convert_hf_to_gguf.py (conversion/gemma.py) Gemma3nModel pads embed_tokens_per_layer to vocab_size
+        tensors += [Tensor("per_layer_token_embd.weight", (pl, a.vocab_size)),
                     Tensor("per_layer_model_proj.weight", (a.n_embd, pl)),
                     Tensor("per_layer_proj_norm.weight", (_opt(a, "n_embd_per_layer"),)),
                     Tensor("altup_proj.weight", (a.n_embd, a.n_embd, n_alt - 1)),

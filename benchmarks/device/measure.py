@@ -157,12 +157,13 @@ def run_to(path: Path, cmds: list[list[str]]) -> None:
                 f.write(f"failed: {e!r}\n")
 
 
-def step_memprobe(binary: Path, models: Path, out: Path, deadline: float) -> None:
-    jobs = [(m, q, str(models / f"{m}-{q}.gguf"), False) for m, q in MEM_MODELS]
+def step_memprobe(binary: Path, models: Path, out: Path, deadline: float, only: set[str] = frozenset()) -> None:
+    chosen = [(m, q) for m, q in MEM_MODELS if not only or m in only]
+    jobs = [(m, q, str(models / f"{m}-{q}.gguf"), False) for m, q in chosen]
     with ProcessPoolExecutor(8) as pool:
         done = list(pool.map(safe_write, jobs))
     cases = []
-    for (m, q), path in zip(MEM_MODELS, done):
+    for (m, q), path in zip(chosen, done):
         if path is None:
             continue
         layers = n_layer(m)
@@ -222,6 +223,7 @@ def main() -> int:
     ap.add_argument("--models", type=Path, default=Path("/tmp/advisor-models"))
     ap.add_argument("--budget", type=float, default=480.0, help="seconds for all steps")
     ap.add_argument("--steps", default="probe,memprobe,bench")
+    ap.add_argument("--only", default="", help="memprobe: these catalog models only (comma-separated ids)")
     a = ap.parse_args()
     start = time.time()
     a.models.mkdir(parents=True, exist_ok=True)
@@ -231,7 +233,8 @@ def main() -> int:
         log("probe")
         step_probe(a.out)
     if "memprobe" in steps:
-        step_memprobe(a.bin / "llama-memprobe", a.models, a.out, start + a.budget * 0.45)
+        only = set(filter(None, a.only.split(",")))
+        step_memprobe(a.bin / "llama-memprobe", a.models, a.out, start + a.budget * 0.45, only)
     if "bench" in steps:
         step_bench(a.bin / "llama-bench", a.models, a.out, start + a.budget)
     log(f"done in {time.time() - start:.0f} s")

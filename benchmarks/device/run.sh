@@ -16,4 +16,4 @@ export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/.dev/lib" PYTHONPATH="$PWD/.dev/py
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 ldd .dev/bin/llama-bench | grep -i "not found\|cuda\|cublas\|gomp"
 .dev/bin/llama-bench --list-devices 2>&1 | tail -4
-python3 benchmarks/device/measure.py --bin .dev/bin --out "$OUT" --budget "${BUDGET:-480}" ${STEPS:+--steps $STEPS}
+python3 benchmarks/device/measure.py --bin .dev/bin --out "$OUT" --budget "${BUDGET:-480}" ${STEPS:+--steps $STEPS} ${ONLY:+--only $ONLY}
