@@ -76,3 +76,19 @@ def test_cpu_buffers_match_llamacpp(model_id: str, header_dir: Path) -> None:
                 bad.append(f"{setting} {dev} {buf}: ours {ours / 2**20:.2f} MiB, llama.cpp {theirs / 2**20:.2f} MiB "
                            f"({err:+.1%})")
     assert not bad, "; ".join(bad)
+
+
+def test_gemma3n_output_copy_costs_memory_only_without_mmap(header_dir: Path) -> None:
+    """llama-cpp-python 0.3.36 on this CPU, gemma-3n-e4b-it Q4_K_M header-only: model buffer 4614.22 MiB with mmap
+    (the tied output maps the same file bytes), 5034.63 MiB without (a second copy of the Q6_K token_embd)."""
+    from advisor.gguf.estimate import Settings, estimate
+    from advisor.gguf.facts import read_gguf_facts
+    from tests import gguf_from_catalog
+
+    path = header_dir / "gemma-3n-e4b-it-Q4_K_M.gguf"
+    if not path.exists():
+        gguf_from_catalog.write_any_quant(path, "gemma-3n-e4b-it", "Q4_K_M")
+    facts = read_gguf_facts(path)
+    mib = {mm: estimate(facts, Settings(n_ctx=4096, n_parallel=1, mmap=mm)).weights_bytes / 2**20
+           for mm in (True, False)}
+    assert abs(mib[True] - 4614.22) < 0.01 and abs(mib[False] - 5034.63) < 0.01

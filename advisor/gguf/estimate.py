@@ -583,7 +583,8 @@ def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: lis
         weights[dev] += t.nbytes
         placed.append((dev, t))
     embd = facts.tensor("token_embd.weight")
-    if facts.tied_embeddings and (out_dev != "cpu" or facts.architecture in OUTPUT_COPY_FIRST) and embd is not None:
+    copy_first = facts.architecture in OUTPUT_COPY_FIRST and not s.mmap
+    if facts.tied_embeddings and (out_dev != "cpu" or copy_first) and embd is not None:
         # TENSOR_DUPLICATED: a second copy of the embedding for the output
         weights[out_dev] += embd.nbytes
         placed.append((out_dev, embd))
@@ -689,10 +690,11 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
     return max(inputs, 0 if rule.op_offload else cpu_layers)
 
 
-# Architectures whose loader creates the tied output (TENSOR_DUPLICATED) before token_embd itself, so the output
-# is a second copy even when both stay on the CPU (src/models/gemma3n.cpp load_arch_tensors; gemma3 and the others
-# create token_embd first and the duplicate then shares it). Measured on this CPU: gemma-3n-e4b +420.41 MiB, its
-# Q6_K token_embd (tests/data/llamacpp-cpu/memprobe-cpu.jsonl).
+# Architectures whose loader creates the tied output (TENSOR_DUPLICATED) before token_embd itself, so without mmap
+# the output is a second copy even when both stay on the CPU (src/models/gemma3n.cpp load_arch_tensors; gemma3 and
+# the others create token_embd first and the duplicate then shares it). Measured on this CPU with gemma-3n-e4b:
+# +420.41 MiB, its Q6_K token_embd, without mmap (tests/data/llamacpp-cpu/memprobe-cpu.jsonl); with mmap both map
+# the same file bytes (llama-cpp-python: 4614.22 MiB either way).
 OUTPUT_COPY_FIRST = frozenset({"gemma3n"})
 
 # Layer-less rope tensors (rope_freqs, rope_factors_long/short) are created inside the layer loop of load_tensors with
