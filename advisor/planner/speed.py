@@ -278,13 +278,25 @@ def expert_slowdown(ms: ModelSpeed, c: Constants, backend: str) -> float:
     gpt-oss-20b), and a weight tile's fixed cost (loading and unpacking it) is shared by those tokens, so the
     throughput per token goes as t / (t + k) (k per backend: rules/speed.toml moe_half_rate_tokens), relative to
     a dense product's 512 tokens."""
-    t_ = c.moe_half_rate_tokens
-    k = float(t_.get(backend) or t_.get(backend.split("_")[0]) or t_.get("vulkan" if backend != "cpu" else "cpu")
-              or 0.0)
+    k = _moe_k(c.moe_half_rate_tokens, backend)
     if not ms.expert_params or not ms.expert_use or k <= 0:
         return 1.0
     t = UBATCH * ms.expert_use
     return (1.0 + k / t) / (1.0 + k / UBATCH)
+
+
+#: Backends that run another's MoE kernels: ROCm builds ggml-cuda's MMQ for HIP (ggml/src/ggml-hip).
+MOE_KERNELS_OF = {"rocm": "cuda", "rocm_hbm": "cuda"}
+
+
+def _moe_k(table: Mapping[str, float], backend: str) -> float:
+    """The backend's tokens-per-expert half-rate point: its own entry, its family's (cuda_hbm -> cuda), the one whose
+    kernels it runs, else the median of the fitted backends (a backend without MoE rows: Metal, SYCL)."""
+    for key in (backend, backend.split("_")[0], MOE_KERNELS_OF.get(backend, "")):
+        if table.get(key):
+            return float(table[key])
+    values = sorted(float(v) for v in table.values() if v)
+    return values[len(values) // 2] if values else 0.0
 
 
 def matrix_path(backend: str, arch: str, c: Constants) -> tuple[float, float, bool]:
