@@ -227,3 +227,13 @@ def test_vllm_plans_use_the_datasheet_fp16_rate() -> None:
     # llama.cpp's F16 GEMM accumulates in FP16: twice the GeForce FP32-accumulate figure vLLM is given
     llama = speed.parts_of(full_offload(4.6e9, 0.0), m)
     assert llama[0].tflops == 2 * parts[0].tflops
+
+
+def test_every_gpu_backend_has_a_moe_half_rate_point() -> None:
+    """ROCm builds ggml-cuda's MMQ kernels for HIP, so it takes CUDA's fitted point; a backend with no MoE row of its
+    own still pays for small expert batches (the fitted backends' median), never nothing."""
+    c = constants()
+    table = c.moe_half_rate_tokens
+    assert speed._moe_k(table, "rocm") == table["cuda"] and speed._moe_k(table, "cuda_hbm") == table["cuda"]
+    for backend in ("metal", "sycl", "vulkan", "rocm_hbm"):
+        assert speed._moe_k(table, backend) > 0
