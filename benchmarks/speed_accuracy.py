@@ -328,6 +328,21 @@ def fit_moe(cases: list[Case], c: speed.Constants, backend: str) -> float | None
     return best[1]
 
 
+def fit_hopper(cases: list[Case], c: speed.Constants) -> dict[str, float]:
+    """Hopper's matrix-path rates (prefill_matrix_rate.hopper) from this repository's H200 rows, the only Hopper
+    measured with a current build (the public H100 rows are 2024 builds and held out): each rate divided by the
+    median predicted/measured of its dense prefill rows (F16: cuBLAS; quantized: MMQ)."""
+    hw = {h["device"]: h for h in _csv("hardware.csv")}
+    rows = [k for k in cases if k.row["split"] == "measured" and k.test == "pp" and not k.ms.expert_params
+            and not k.row.get("n_cpu_moe") and speed.gpu_class("cuda", hw[k.row["device"]]["arch"]) == "hopper"]
+    out = dict(c.matrix_rate.get("hopper", {}))
+    for key, sel in (("f16", [k for k in rows if k.ms.family == "f16"]),
+                     ("quant", [k for k in rows if k.ms.family != "f16"])):
+        if sel:
+            out[key] = round(out.get(key, 1.0) / statistics.median(predicted(k, c) / k.measured for k in sel), 2)
+    return out
+
+
 def fit(cases: list[Case], c: speed.Constants) -> str:
     cal = [k for k in cases if k.row["split"] == "calibration"]
     dec, over, pre = {}, {}, {}
@@ -357,6 +372,9 @@ def fit(cases: list[Case], c: speed.Constants) -> str:
     lines += ["", "[rule.set.prefill_compute_efficiency]"]
     lines += [f"{b} = {{ " + ", ".join(f"{f} = {v:.3f}" for f, v in pre[b].items()) + " }" for b in pre]
     lines += ["", "[rule.set.moe_half_rate_tokens]"] + [f"{b} = {v:.1f}" for b, v in moe.items()]
+    hop = fit_hopper(cases, fitted)
+    lines += ["", "[rule.set.prefill_matrix_rate] (hopper only)",
+              "hopper = { " + ", ".join(f"{k} = {v}" for k, v in hop.items()) + " }"]
     lines += ["", "[rule.set.prediction_range]"]
     lines += [f"{b} = {{ decode = {r['decode']}, prefill = {r['prefill']} }}" for b, r in ranges.items()]
     return "\n".join(lines)

@@ -3,8 +3,8 @@
 Usage: python benchmarks/device/bench_rows.py tests/data/llama-bench/h200-bench.jsonl > rows.csv
 
 Split "measured": kept apart from the public calibration and evaluation sets (benchmarks/speed_accuracy.py reports
-it as a third set; it sets only the constants of mechanisms the public rows cannot show: MoE prefill with its
-calibration rows, op offload's copy rate). One row per test at flash attention on (llama-bench's current default,
+it as a third set; it sets only what the public rows cannot show: the CUDA MoE prefill constant, op offload's copy
+rate and Hopper's matrix rates with a current build). One row per test at flash attention on (llama-bench's current default,
 "auto", resolves to on for these GPUs); llama-bench's ``n_depth`` becomes a ``@dN`` suffix of the test, ``n_cpu_moe`` the ``n_cpu_moe`` column. The model
 key is the models.csv shape the catalog model has (Llama 3.1 8B and 3.3 70B have Llama 3 8B's and 70B's).
 """
