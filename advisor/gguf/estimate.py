@@ -443,6 +443,10 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
             ff = 3 * facts.n_ff_exp * facts.n_expert_used + 2 * facts.n_expert + rest
             if facts.n_expert_shared:
                 ff = max(ff, 3 * max(facts.n_ff) + rest)
+        elif facts.tensor("blk.0.ffn_gate.weight") is None and not fused_up:
+            # a non-gated FFN (ffn_up, GELU, ffn_down: starcoder2): two F-wide tensors and the mask; measured on
+            # this CPU with starcoder2-7b shapes at F 18432 (2F + mask to 7 floats, 4096 and 32768 cells)
+            ff = 2 * max(facts.n_ff) + mask
         else:
             ff = 3 * max(facts.n_ff) + rest
         phases.append(ff)
@@ -450,7 +454,12 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
             phases.append(mask + ssm_phase(facts, n_ubatch, n_seq))
     if has_output:
         pure_recurrent = facts.is_recurrent and not (kv_cells or swa_cells)
-        phases.append(facts.n_vocab + (3 if pure_recurrent else 2) * E + (max(facts.n_ff) if fused_up else 0))
+        # with LayerNorm and biases (output_norm.bias: starcoder2) the logits phase holds one more E-wide tensor:
+        # V + 3E measured on this CPU with starcoder2-7b and an f16 cache (62977 floats per token at every context
+        # and ubatch; V + 2E with a q8_0 cache, tests/cuda_memprobe.py CPU_MISSES). One architecture measured.
+        norm_bias = 1 if facts.tensor("output_norm.bias") is not None else 0
+        phases.append(facts.n_vocab + (3 if pure_recurrent else 2 + norm_bias) * E
+                      + (max(facts.n_ff) if fused_up else 0))
     return int(4 * n_ubatch * max(phases))
 
 
