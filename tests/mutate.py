@@ -36,7 +36,7 @@ GROUPS: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]] = {
                                       "compute_bytes", "gpu_compute_bytes", "estimate", "_flash_attn", "_cache_cells",
                                       "_place_weights", "_place_caches", "_gpu_compute", "_host_compute")},
         ("tests/test_estimate_properties.py", "tests/test_planner_independent.py", "tests/test_estimate.py",
-         "tests/test_gpu_logs.py", "tests/test_llamacpp_accuracy.py"),
+         "tests/test_gpu_logs.py", "tests/test_llamacpp_accuracy.py", "tests/test_cuda_memprobe.py"),
     ),
     "planner": (
         {"advisor/planner/llamacpp.py": ("check", "_split", "ctx_ladder", "_plan_llama", "_cpu_only", "_full_offload",

@@ -92,3 +92,17 @@ def test_gemma3n_output_copy_costs_memory_only_without_mmap(header_dir: Path) ->
     mib = {mm: estimate(facts, Settings(n_ctx=4096, n_parallel=1, mmap=mm)).weights_bytes / 2**20
            for mm in (True, False)}
     assert abs(mib[True] - 4614.22) < 0.01 and abs(mib[False] - 5034.63) < 0.01
+
+
+#: Dense catalog models whose CPU compute buffer at 4096 cells is their logits phase (V + 2E, V + 3E with
+#: starcoder2's LayerNorm biases): llama.cpp's plan and the estimate agree to the byte there.
+LOGITS_PEAK = ("llama-3.1-8b-instruct", "gemma-3-12b-it", "gemma-2-9b-it", "phi-4-mini-instruct",
+               "deepseek-r1-distill-qwen-7b", "deepseek-r1-0528-qwen3-8b", "codegemma-1.1-7b-it", "starcoder2-7b",
+               "smollm3-3b")
+
+
+@pytest.mark.parametrize("model_id", LOGITS_PEAK)
+def test_the_cpu_logits_phase_is_exact(model_id: str, header_dir: Path) -> None:
+    row = next(r for r in CPU_ROWS if r["label"].startswith(model_id + "|") and r["label"].endswith("|c4096"))
+    (ours, theirs), = [(o, t) for d, b, o, t, _ in cm.compare(row, header_dir, gpu=False) if b == "compute"]
+    assert abs(ours - theirs) <= 0.001 * theirs, (ours / 2**20, theirs / 2**20)
