@@ -244,3 +244,17 @@ def test_a_moe_gpu_phase_holds_the_router_pair_and_not_more():
                             output=False, attention=False) / (4 * ub)
     router = 2 * 1024
     assert router <= got <= router + 3 * 16 * 2 + 4 * 64
+
+
+def test_the_planners_compact_facts_size_compute_like_the_file(facts, tmp_path):
+    """The planner sizes catalog variants from compact facts (one 'blk.N.all' tensor per layer); their compute
+    buffer must be the header-only file's, so no rule may read a per-tensor name the compact facts do not have as
+    'absent' (a gated FFN taken for a GELU one)."""
+    from advisor.gguf.facts import read_gguf_facts
+    from tests import gguf_from_catalog
+
+    path = gguf_from_catalog.write(tmp_path / "llama.gguf", "llama-3.1-8b-instruct", "Q4_K_M")
+    full = read_gguf_facts(path)
+    for fa in ("on", "off"):
+        s = Settings(n_ctx=4096, n_parallel=1, flash_attn=fa)
+        assert estimate(facts, s).compute_bytes == estimate(full, s).compute_bytes

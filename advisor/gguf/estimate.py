@@ -443,7 +443,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
             ff = 3 * facts.n_ff_exp * facts.n_expert_used + 2 * facts.n_expert + rest
             if facts.n_expert_shared:
                 ff = max(ff, 3 * max(facts.n_ff) + rest)
-        elif facts.tensor("blk.0.ffn_gate.weight") is None and not fused_up:
+        elif up is not None and facts.tensor("blk.0.ffn_gate.weight") is None and not fused_up:
             # a non-gated FFN (ffn_up, GELU, ffn_down: starcoder2): two F-wide tensors and the mask; measured on
             # this CPU with starcoder2-7b shapes at F 18432 (2F + mask to 7 floats, 4096 and 32768 cells)
             ff = 2 * max(facts.n_ff) + mask
