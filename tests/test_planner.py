@@ -460,3 +460,20 @@ def test_a_cpu_only_plan_offloads_nothing(catalog, rules):
     flag = next(a for a in ("-ngl", "--n-gpu-layers", "--n_gpu_layers") if a in plan.args)
     assert plan.args[plan.args.index(flag) + 1] == "0"
     assert {d.device for d in plan.memory if d.weights_bytes} == {"cpu"}
+
+
+@pytest.mark.parametrize("model_id", ["llama-3.1-8b-instruct", "qwen3-30b-a3b"])
+def test_a_local_file_is_predicted_like_the_same_catalog_variant(catalog, rules, model_id):
+    """The same weights as a local GGUF or as a catalog variant take the same speed: the local file's parameter
+    counts come from its tensor shapes (the compact facts the planner sizes memory with carry bytes only), the
+    catalog's from its config (8.0B / 3.3B active, MoE experts from n_ff_expert x n_used)."""
+    from advisor.planner import plan_for_gguf
+
+    profile = box("NVIDIA GeForce RTX 4090", 24564)
+    plan = plan_for_model(profile, catalog, rules, model_id)
+    model = catalog.get(model_id)
+    variant = next(v for v in model.all_variants() if v.format == "gguf" and v.files == tuple(plan.model.files))
+    local = plan_for_gguf(profile, rules, facts_from_catalog(model, variant), Request()).predicted
+    listed = plan.predicted
+    assert local.prefill_tokens_per_s == pytest.approx(listed.prefill_tokens_per_s, rel=0.15)
+    assert local.decode_tokens_per_s == pytest.approx(listed.decode_tokens_per_s, rel=0.15)

@@ -32,7 +32,7 @@ from advisor.catalog.facts import (
 from advisor.planner.llamacpp import Contexts, Fit, LlamaChoice, plan_llama, threads_for
 from advisor.planner.machine import Machine, build_machine
 from advisor.planner.quality import Quality, model_score, quality, quick_size, speed_backend, superseded
-from advisor.planner.speed import active_params_of, model_speed, predict, quick_decode
+from advisor.planner.speed import active_params_of, expert_params_of, model_speed, predict, quick_decode
 from advisor.planner.vllm import VllmMiss, plan_vllm, quantization_for
 from advisor.planner.whynot import Rejection
 from advisor.probe.profile import HardwareProfile
@@ -274,14 +274,21 @@ def _llama_memory(choice: LlamaChoice, m: Machine) -> list:
 
 def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelFacts, native: int,
                 score: float, reasons: list[str], frac: float, base_pct: float = 100.0,
-                ctx_cap: int | None = None) -> Plan | Fit:
+                ctx_cap: int | None = None, speed_facts: ModelFacts | None = None) -> Plan | Fit:
+    """``facts`` size the memory (compact facts do); the speed model reads parameter counts from tensor shapes,
+    which compact facts ("blk.N.all", bytes only) do not have: a local file passes its full facts as
+    ``speed_facts``, a catalog model's come from its config."""
     m, req = run.machine, run.request
     cx = _contexts(run, native)
     if ctx_cap is not None and not cx.fixed:
         cap = max(cx.floor, min(cx.want, ctx_cap))
         cx = Contexts(cap, min(cx.need, cap), cx.floor, False)
-    active = (model.params_active_b or model.params_total_b) * 1e9 if model else active_params_of(facts)
-    ms = model_speed(facts, v.quant if v else None, frac)
+    sf = speed_facts or facts
+    active = (model.params_active_b or model.params_total_b) * 1e9 if model else active_params_of(sf)
+    ms = model_speed(sf, v.quant if v else None, frac)
+    if model is not None and not ms.expert_params and model.arch.n_expert:
+        ms = replace(ms, expert_params=expert_params_of(model.arch),
+                     expert_use=model.arch.n_expert_used / model.arch.n_expert)
 
     def speed(c: LlamaChoice) -> float:
         mem = _llama_memory(c, m)
@@ -589,7 +596,7 @@ def plan_for_gguf(profile: HardwareProfile, rules: Rules, facts: ModelFacts, req
     if request.context and request.context > native:
         raise NothingFitsError(f"{facts.path}: the asked context {request.context} is above its trained {native}")
     plan = _llama_plan(run, None, None, compact(facts), native, 0.0, [f"local file {facts.path}"],
-                       expert_fraction(facts))
+                       expert_fraction(facts), speed_facts=facts)
     if isinstance(plan, Fit):
         raise NothingFitsError(f"{facts.path}: needs {plan.need_bytes >> 20} MiB on {plan.where}, which has "
                                f"{plan.have_bytes >> 20} MiB after its margins")

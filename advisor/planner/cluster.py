@@ -457,7 +457,7 @@ def plan_gguf_cluster(profiles: list[HardwareProfile], rules: Rules, facts: Any,
                "a local GGUF file runs on llama.cpp", {})
     native = facts.n_ctx_train or 4096
     plan = _llama_plan(run, None, None, compact(facts), native, 0.0, [f"local file {facts.path}"],
-                       expert_fraction(facts))
+                       expert_fraction(facts), speed_facts=facts)
     if isinstance(plan, Fit):
         raise NothingFitsError(f"{facts.path}: needs {plan.need_bytes >> 20} MiB on {plan.where} even across the "
                                f"{len(nodes)} nodes, which has {plan.have_bytes >> 20} MiB after its margins")

@@ -122,10 +122,23 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     kv = facts.n_layer * kv_heads * (facts.head_dim_k + facts.head_dim_v) * 2
     out = next((float(math.prod(t.shape)) for t in facts.tensors if t.name == "output.weight"), 0.0)
     use = facts.n_expert_used / facts.n_expert if facts.n_expert else 0.0
-    experts = sum(float(math.prod(t.shape)) for t in facts.tensors if "_exps." in t.name) * use
+    # compact facts ("blk.N.ffn_exps.all") carry bytes, not shapes: their expert parameters come from the
+    # architecture (expert_params_of)
+    experts = sum(float(math.prod(t.shape)) for t in facts.tensors
+                  if "_exps." in t.name and not t.name.endswith(".all")) * use
     return ModelSpeed(quant=quant, embd_bytes=embd, n_vocab=facts.n_vocab, n_layer=facts.n_layer,
                       n_embd=facts.n_embd, kv_bytes_per_token=float(kv), read_fraction=active_fraction,
                       output_params=out, expert_params=experts, expert_use=use)
+
+
+def expert_params_of(arch: Any) -> float:
+    """The expert parameters a token multiplies by, from a catalog Architecture: gate, up and down (n_embd x
+    n_ff_expert each) of n_expert_used experts in every MoE layer (all but the dense lead layers; llama4: every
+    moe_layer_step-th layer)."""
+    if not arch.n_expert or not arch.n_expert_used:
+        return 0.0
+    moe_layers = (arch.n_layer - arch.n_layer_dense_lead) // max(1, arch.moe_layer_step)
+    return 3.0 * arch.n_embd * (arch.n_ff_expert or max(arch.n_ff, 1)) * arch.n_expert_used * moe_layers
 
 
 @dataclass(frozen=True)
