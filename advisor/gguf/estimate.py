@@ -135,6 +135,10 @@ class Settings:
     llama_build: int | None = None  # llama.cpp build number whose placement rules apply; None = current
     tensor_overrides: bool = False  # -ot/--override-tensor given (beyond --n-cpu-moe): no pipeline parallelism
 
+    def since(self, build: int) -> bool:
+        """Whether the llama.cpp build modelled has the behaviour that first shipped in ``build`` (a build era)."""
+        return self.llama_build is None or self.llama_build >= build
+
     def resolved_parallel(self) -> tuple[int, bool]:
         """(n_seq_max, kv_unified) after llama-server's auto rule."""
         if self.n_parallel < 0:
@@ -274,7 +278,7 @@ def pad(x: int, n: int) -> int:
 
 def kv_pad(s: Settings) -> int:
     """Cell padding of the KV caches: 256, or 32 without flash attention before KV_PAD_256_SINCE."""
-    if s.llama_build is not None and s.llama_build < KV_PAD_256_SINCE and s.flash_attn == "off":
+    if not s.since(KV_PAD_256_SINCE) and s.flash_attn == "off":
         return 32
     return CTX_PAD
 
@@ -282,7 +286,7 @@ def kv_pad(s: Settings) -> int:
 def context(facts: ModelFacts, s: Settings) -> tuple[int, int, int, bool, int]:
     """(n_ctx, n_ctx_seq, n_seq, unified, n_stream) as llama_context's constructor resolves them."""
     n_seq, unified = s.resolved_parallel()
-    if s.llama_build is not None and s.llama_build < KV_STREAMS_SINCE:
+    if not s.since(KV_STREAMS_SINCE):
         unified = True  # one cache of n_ctx cells shared by every sequence
     pad_to = kv_pad(s)
     n_ctx = pad(s.n_ctx if s.n_ctx > 0 else (facts.n_ctx_train or 4096), pad_to)
@@ -354,7 +358,7 @@ def layer_devices(facts: ModelFacts, s: Settings) -> tuple[list[str], str]:
     if s.n_gpus <= 0 or s.n_gpu_layers == 0:
         return ["cpu"] * n, "cpu"
     req = n + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers  # llama_model_default_params: 999 = everything
-    if s.llama_build is not None and s.llama_build < OUTPUT_FIRST_SINCE:
+    if not s.since(OUTPUT_FIRST_SINCE):
         start = max(n - req, 0)  # old i_gpu_start: the output slot counts only once every layer is offloaded
     else:
         start = max(n + 1 - req, 0)
@@ -480,7 +484,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     names = ["cpu"] + gpus + (["host"] if host == "host" else [])
     cpu_moe = facts.n_layer if s.n_cpu_moe < 0 else s.n_cpu_moe
     weights, cpu_experts = _place_weights(facts, s, rule, names, gpus, layer_dev, out_dev, cpu_moe)
-    iswa = s.llama_build is None or s.llama_build >= ISWA_SINCE
+    iswa = s.since(ISWA_SINCE)
     kv, rs, n_layers = _place_caches(facts, s, names, layer_dev, swa_any=swa_any, swa_cells=swa_cells,
                                      kv_cells=kv_cells, iswa=iswa, n_stream=n_stream, n_seq=n_seq, tk=tk, tv=tv)
 
@@ -567,7 +571,7 @@ def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: lis
     """Model buffer bytes per device (file spans when mmapped), and the bytes of each expert tensor that
     --n-cpu-moe keeps on the CPU."""
     weights = dict.fromkeys(names, 0)
-    cpu_experts: list[int] = []  # bytes of expert tensors kept on the CPU by --n-cpu-moe
+    cpu_experts: list[int] = []  # bytes of each expert tensor in host memory while a GPU is there (op offload)
     placed: list[tuple[str, Any]] = []  # (device, tensor)
     for t in facts.tensors:
         layer = t.layer
@@ -611,7 +615,7 @@ def _place_caches(facts: ModelFacts, s: Settings, names: list[str], layer_dev: l
     kv = dict.fromkeys(names, 0)
     rs = dict.fromkeys(names, 0)
     n_layers = dict.fromkeys(names, 0)
-    v_less = s.llama_build is None or s.llama_build >= MLA_V_LESS_SINCE
+    v_less = s.since(MLA_V_LESS_SINCE)
     for il in range(facts.n_layer):
         cells = swa_cells if facts.swa_layers[il] and swa_any and iswa else (kv_cells or swa_cells)
         dev = layer_dev[il] if s.offload_kqv else "cpu"
@@ -641,8 +645,8 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
                  n_layers: int, out_dev: str, cpu_experts: list[int]) -> int:
     """Compute buffer of GPU ``d`` holding ``n_layers`` repeating layers (and the output layer if it is
     ``out_dev``); ``first``: the first GPU with layers, where the scheduler offloads ops of CPU-resident weights."""
-    moe_batched = s.llama_build is None or s.llama_build >= MOE_BATCHED_SINCE
-    fused = s.llama_build is None or s.llama_build >= SWIGLU_FUSED_SINCE
+    moe_batched = s.since(MOE_BATCHED_SINCE)
+    fused = s.since(SWIGLU_FUSED_SINCE)
     extra: list[int] = []
     if rule.op_offload and first:
         # ggml_backend_sched runs big-batch ops of CPU-resident weights on the first GPU that accepts them
@@ -678,17 +682,14 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
     # live on the CPU: the token embeddings (get_rows of token_embd on the CPU) and the f32 KQ masks, one per
     # pipeline copy (gpu-logs l02 15.01 MiB = 4*ub*(E + kv); l20 78.02 MiB with 4 copies); with CPU layers their
     # own working set may be larger (CPU coefficients).
-    def since(build: int) -> bool:
-        return s.llama_build is None or s.llama_build >= build
-
-    mask_bytes = 2 if g.flash_attn and since(MASK_F16_SINCE) else 4
+    mask_bytes = 2 if g.flash_attn and s.since(MASK_F16_SINCE) else 4
     # Current builds declare an embeddings input next to the token ids and select one of the two paths
     # (src/llama-graph.cpp build_inp_embd, PR #18550): both n_embd-wide f32 tensors are live on the host side
     # (measured on an H200, tests/data/llamacpp-cuda/h200-memprobe.jsonl: 4*ub*2E + masks with full, partial and
     # no offload; gpu-logs l24 48.01 MiB = 4*ub*2E + 2*ub*kv).
-    embd_inputs = 2 if since(EMBD_INPUT_SINCE) else 1
+    embd_inputs = 2 if s.since(EMBD_INPUT_SINCE) else 1
     inputs = g.n_ubatch * (4 * embd_inputs * facts.n_embd + mask_bytes * g.copies * g.mask_cells)
-    if not g.flash_attn and since(SET_ROWS_SINCE):
+    if not g.flash_attn and s.since(SET_ROWS_SINCE):
         # without flash attention V is stored transposed, and ggml_set_rows scatters it element by element: an
         # int64 index per token and V value, one per cache (src/llama-kv-cache.cpp build_input_v_idxs:
         # n_tokens * n_embd_v_gqa_max when v_trans; measured on the H200: +8*ub*n_embd_v_gqa per cache kind)
