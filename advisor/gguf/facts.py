@@ -584,9 +584,9 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
     n_nextn = int(get("nextn_predict_layers", 0) or 0)
     n_layer = n_all - n_nextn if 0 <= n_nextn < n_all else n_all
     n_embd = int(need("embedding_length"))
-    n_head = _per_layer(get("attention.head_count", 0), n_all, "head_count", path)[:n_layer]
-    n_head_kv = _per_layer(get("attention.head_count_kv", list(n_head) + [0] * (n_all - n_layer)), n_all,
-                           "head_count_kv", path)[:n_layer]
+    heads = _per_layer(get("attention.head_count", 0), n_all, "head_count", path)
+    n_head_kv = _per_layer(get("attention.head_count_kv", list(heads)), n_all, "head_count_kv", path)[:n_layer]
+    n_head = heads[:n_layer]
     head0 = max(n_head) if n_head else 0
     default_hd = n_embd // head0 if head0 else 0
     head_k = int(get("attention.key_length", default_hd))
