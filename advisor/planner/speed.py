@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from advisor.gguf.estimate import backend_rules
 from advisor.plan import DeviceMemory, Predicted
 from advisor.planner.machine import Machine
 
@@ -224,8 +225,6 @@ def _cpu_flops(p: Part, c: Constants) -> float:
     return max(1, p.threads) * per_core * 1e9
 
 
-#: Speed-model backends without op offload (rules/backends.toml op_offload = false: Metal shares the CPU's memory).
-NO_OP_OFFLOAD = ("metal",)
 #: llama.cpp's default physical batch (common/common.h n_ubatch = 512): a prompt is multiplied 512 tokens at a time,
 #: so what a batch pays once (converting the weights to F16) is shared by 512 tokens.
 UBATCH = 512
@@ -256,15 +255,14 @@ def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: 
     fam = ms.family
     out = min(ms.output_params, active_params)
     flops = 2.0 * (active_params - out + out / UBATCH) + 4.0 * ms.n_layer * ms.n_embd * depth
-    main = next((p.backend for p in parts if p.backend != "cpu" and p.layer_share > 0), "cpu")
-    flops += 2.0 * ms.expert_params * (expert_slowdown(ms, c, main) - 1.0)
     gpu = [p for p in parts if p.backend != "cpu" and p.layer_share > 0]
+    flops += 2.0 * ms.expert_params * (expert_slowdown(ms, c, gpu[0].backend if gpu else "cpu") - 1.0)
     if tensor_parallel and gpu:
         rate = sum(_gpu_rate(p, fam, c) for p in gpu)
         conv = max(_dequant_seconds(p, active_params, fam) for p in gpu)
         return flops / rate + conv if rate > 0 else float("inf")
     total = 0.0
-    offload_to = next((p for p in gpu if p.backend not in NO_OP_OFFLOAD), None)
+    offload_to = next((p for p in gpu if _op_offload(p.backend)), None)
     for p in parts:
         if p.layer_share <= 0:
             continue
@@ -298,14 +296,22 @@ def expert_slowdown(ms: ModelSpeed, c: Constants, backend: str) -> float:
     return (1.0 + k / t) / (1.0 + k / UBATCH)
 
 
+def _op_offload(key: str) -> bool:
+    """Whether llama.cpp's backend of a speed-table key (cuda_hbm -> cuda) runs big-batch products of CPU-resident
+    weights on the GPU (rules/backends.toml op_offload; Metal shares the CPU's memory and does not)."""
+    rule = backend_rules().get(key.split("_")[0])
+    return bool(rule and rule.op_offload)
+
+
 #: Backends that run another's MoE kernels: ROCm builds ggml-cuda's MMQ for HIP (ggml/src/ggml-hip).
-MOE_KERNELS_OF = {"rocm": "cuda", "rocm_hbm": "cuda"}
+MOE_KERNELS_OF = {"rocm": "cuda"}
 
 
 def _moe_k(table: Mapping[str, float], backend: str) -> float:
     """The backend's tokens-per-expert half-rate point: its own entry, its family's (cuda_hbm -> cuda), the one whose
     kernels it runs, else the median of the fitted backends (a backend without MoE rows: Metal, SYCL)."""
-    for key in (backend, backend.split("_")[0], MOE_KERNELS_OF.get(backend, "")):
+    family = backend.split("_")[0]
+    for key in (backend, family, MOE_KERNELS_OF.get(family, "")):
         if table.get(key):
             return float(table[key])
     values = sorted(float(v) for v in table.values() if v)
