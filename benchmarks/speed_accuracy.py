@@ -86,8 +86,8 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
     tied = mdl["tied_embeddings"] == "true"
     read_fraction = 1.0 if active >= params else (active - embd_params) / (params - embd_params)
     kv = 2 * int(mdl["n_layer"]) * int(mdl["n_kv_embd"]) * 2.0
-    use = int(mdl["n_expert_used"]) / int(mdl["n_expert"]) if mdl["n_expert"] else 0.0
-    experts = (params - active) / (1.0 - use) * use if use else 0.0  # total - active = all experts x (1 - use)
+    use, all_experts = _experts(mdl)
+    experts = all_experts * 1e9 * use
     ms = speed.ModelSpeed(quant=row["quant"], embd_bytes=int(embd), n_vocab=int(mdl["n_vocab"]),
                           n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]), kv_bytes_per_token=kv,
                           read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params),
@@ -112,13 +112,21 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
     return Case(row, backend, test, depth, float(row["tps"]), parts, ms, active - embd_params, tf)
 
 
+def _experts(mdl: dict[str, str]) -> tuple[float, float]:
+    """(n_used / n_expert, every expert's parameters in billions) of a models.csv row: total - active = experts x
+    (1 - n_used / n_expert); (0, 0) for a dense model."""
+    if not mdl["n_expert"]:
+        return 0.0, 0.0
+    use = int(mdl["n_expert_used"]) / int(mdl["n_expert"])
+    return use, (float(mdl["params_b"]) - float(mdl["active_b"])) / (1.0 - use)
+
+
 def expert_offload_parts(row: dict[str, str], mdl: dict[str, str], dev: dict[str, str], host: dict[str, str],
                          size: float, embd: float, backend: str) -> list[speed.Part]:
     """--n-cpu-moe over every layer: the expert tensors in host memory (a token reads n_used / n_expert of them),
     the rest on the GPU (as advisor.planner.bridge places them)."""
-    params, active = float(mdl["params_b"]), float(mdl["active_b"])
-    used = int(mdl["n_expert_used"]) / int(mdl["n_expert"])
-    experts = (params - active) / (1.0 - used) / params * size  # expert bytes: total - active = experts x (1 - used)
+    used, all_experts = _experts(mdl)
+    experts = all_experts / float(mdl["params_b"]) * size  # their bytes, at the file's average bytes per parameter
     f16x, qx, dequant = speed.matrix_path("cuda", dev["arch"], C)
     tf = float(dev["fp16_tflops"])
     gpu = size - embd - experts
@@ -158,7 +166,7 @@ def previous(case: Case) -> float:
 def load() -> list[Case]:
     models = {m["model"]: m for m in _csv("models.csv")}
     hw = {h["device"]: h for h in _csv("hardware.csv")}
-    # results.csv: public results; measured.csv: this repository's own (benchmarks/device), calibration only
+    # results.csv: public results; measured.csv: this repository's own (benchmarks/device), split "measured"
     return [case_of(r, models, hw) for r in _csv("results.csv") + _csv("measured.csv")]
 
 
@@ -246,9 +254,8 @@ def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dic
 
 def _unit(c: speed.Constants) -> speed.Constants:
     ones = {b: {f: 1.0 for f in speed.FAMILIES} for b in (*c.decode_efficiency, *FITTED)}
-    return speed.Constants(ones, {b: 0.0 for b in (*c.layer_overhead_us, *FITTED)}, c.prefill_efficiency,
-                           c.cpu_gflops_per_core, c.ranges, c.matrix_rate, c.op_offload_h2d_gbs,
-                           c.moe_half_rate_tokens)
+    return dataclasses.replace(c, decode_efficiency=ones,
+                               layer_overhead_us={b: 0.0 for b in (*c.layer_overhead_us, *FITTED)})
 
 
 def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -> speed.Constants:
@@ -256,8 +263,7 @@ def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -
     table.setdefault(backend, dict(c._pick(c.decode_efficiency, backend))).update(effs)
     over = dict(c.layer_overhead_us)
     over[backend] = us
-    return speed.Constants(table, over, c.prefill_efficiency, c.cpu_gflops_per_core, c.ranges, c.matrix_rate,
-                           c.op_offload_h2d_gbs, c.moe_half_rate_tokens)
+    return dataclasses.replace(c, decode_efficiency=table, layer_overhead_us=over)
 
 
 #: Prefill is compute-bound: HBM GPUs share their backend's prefill efficiency (cuda_hbm has no entry of its own).
@@ -274,8 +280,7 @@ def fit_prefill(cases: list[Case], c: speed.Constants, backend: str) -> dict[str
     pool = PREFILL_POOL.get(backend, (backend,))
     sel = [k for k in cases if k.backend in pool and k.test == "pp" and not k.ms.expert_params]  # dense rows
     ones = {b: {f: 1.0 for f in speed.FAMILIES} for b in (*c.prefill_efficiency, *FITTED)}
-    unit = speed.Constants(c.decode_efficiency, c.layer_overhead_us, ones, c.cpu_gflops_per_core, c.ranges,
-                           c.matrix_rate, c.op_offload_h2d_gbs, c.moe_half_rate_tokens)
+    unit = dataclasses.replace(c, prefill_efficiency=ones)
     effs = {}
     for group in PREFILL_GROUPS:
         imp = [_implied_prefill_eff(k, unit) for k in sel if _prefill_group(k) in group]
@@ -352,8 +357,7 @@ def fit(cases: list[Case], c: speed.Constants) -> str:
             dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
         if not _pooled_away(b, PREFILL_POOL):
             pre[b] = _fill(fit_prefill(cal, c, b), c._pick(c.prefill_efficiency, b))
-    fitted = speed.Constants(dec, over, pre, c.cpu_gflops_per_core, c.ranges, c.matrix_rate, c.op_offload_h2d_gbs,
-                             c.moe_half_rate_tokens)
+    fitted = dataclasses.replace(c, decode_efficiency=dec, layer_overhead_us=over, prefill_efficiency=pre)
     moe = {}
     own = [k for k in cases if k.row["split"] == "measured"]  # the H200's MoE rows: no public CUDA MoE row exists
     for b in FITTED:
