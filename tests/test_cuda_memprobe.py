@@ -28,22 +28,19 @@ def test_the_recording_covers_the_settings_and_architectures() -> None:
 
 @pytest.mark.parametrize("model_id", MODELS)
 def test_buffers_match_llamacpp(model_id: str, header_dir: Path) -> None:
-    bad, stale = [], set()
-    for row in (r for r in ROWS if r["label"].startswith(model_id + "|")):
-        setting = row["label"].split("|")[2]
-        for dev, buf, ours, theirs, ok in cm.compare(row, header_dir):
-            miss = cm.miss_of(model_id, setting, dev, buf)
-            err = (ours - theirs) / theirs if theirs else float("inf")
-            if not ok and (miss is None or abs(err) > miss[0]):
-                bad.append(f"{setting} {dev} {buf}: ours {ours / 2**20:.2f} MiB, llama.cpp {theirs / 2**20:.2f} MiB "
-                           f"({err:+.1%})" + (f", listed bound {miss[0]:.0%}" if miss else ""))
-    for (m, s, dev, buf) in cm.MISSES:
-        if m != model_id:
-            continue
-        cases = [r for r in ROWS if r["label"].startswith(model_id + "|") and (s == "*" or r["label"].endswith(s))]
-        if all(ok for r in cases for d, b, *_, ok in cm.compare(r, header_dir) if (d, b) == (dev, buf)):
-            stale.add(f"{s} {dev} {buf} is within target everywhere: remove it from MISSES")
-    assert not bad and not stale, "; ".join(bad + sorted(stale))
+    results = [(row["label"].split("|")[2], *c) for row in ROWS if row["label"].startswith(model_id + "|")
+               for c in cm.compare(row, header_dir)]
+    bad = []
+    for setting, dev, buf, ours, theirs, ok in results:
+        miss = cm.miss_of(model_id, setting, dev, buf)
+        err = (ours - theirs) / theirs if theirs else float("inf")
+        if not ok and (miss is None or abs(err) > miss[0]):
+            bad.append(f"{setting} {dev} {buf}: ours {ours / 2**20:.2f} MiB, llama.cpp {theirs / 2**20:.2f} MiB "
+                       f"({err:+.1%})" + (f", listed bound {miss[0]:.0%}" if miss else ""))
+    stale = [f"{s} {dev} {buf} is within target everywhere: remove it from MISSES"
+             for (m, s, dev, buf) in cm.MISSES if m == model_id
+             and all(ok for setting, d, b, *_, ok in results if (d, b) == (dev, buf) and s in ("*", setting))]
+    assert not bad and not stale, "; ".join(bad + stale)
 
 
 def test_a_gpu_without_layers_still_gets_the_logits_matmul(header_dir: Path) -> None:

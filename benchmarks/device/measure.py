@@ -128,10 +128,10 @@ def random_blocks(rng: np.random.Generator, kind: str, nbytes: int) -> bytes:
     return blocks.tobytes()
 
 
-def n_layer(model_id: str) -> int:
+def arch_of(model_id: str):  # noqa: ANN201 - advisor.catalog.model.Architecture
     from tests import gguf_from_catalog as gc
 
-    return gc.load_catalog().get(model_id).arch.n_layer
+    return gc.load_catalog().get(model_id).arch
 
 
 def step_probe(out: Path) -> None:
@@ -166,11 +166,11 @@ def step_memprobe(binary: Path, models: Path, out: Path, deadline: float, only: 
     for (m, q), path in zip(chosen, done):
         if path is None:
             continue
-        layers = n_layer(m)
+        arch = arch_of(m)
         for label, flags in MEM_SETTINGS.items():
-            if "{all}" in flags and "moe" not in path.lower() and m not in MOE_IDS:
+            if "{all}" in flags and not arch.n_expert:  # --n-cpu-moe: MoE models only
                 continue
-            flags = flags.format(half=layers // 2, all=layers)
+            flags = flags.format(half=arch.n_layer // 2, all=arch.n_layer)
             cases.append(f"{m}|{q}|{label} -m {path} {flags}")
     log(f"memprobe: {len(cases)} cases")
     with (out / "memprobe.jsonl").open("a") as f, (out / "memprobe.err").open("a") as err:
@@ -180,11 +180,6 @@ def step_memprobe(binary: Path, models: Path, out: Path, deadline: float, only: 
         except subprocess.TimeoutExpired:
             p.kill()
             log("memprobe: out of time")
-
-
-MOE_IDS = {"glm-4.5-air", "llama-4-scout-17b-16e-instruct", "gpt-oss-20b", "gpt-oss-120b", "qwen3.5-35b-a3b",
-           "qwen3-30b-a3b", "qwen3-next-80b-a3b-instruct", "deepseek-coder-v2-lite-instruct", "deepseek-v3.1",
-           "granite-4.0-h-tiny"}
 
 
 def safe_write(job: tuple[str, str, str, bool]) -> str | None:
