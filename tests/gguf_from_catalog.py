@@ -70,12 +70,17 @@ def file_type(quant: str) -> int:
     return int(gguf.LlamaFileType[name])
 
 
-def _set_kv(w: gguf.GGUFWriter, key: str, value: object, vtype: gguf.GGUFValueType) -> None:
-    """Replace (or add) one key-value: _add_kv already wrote some keys, and GGUFWriter refuses duplicates."""
-    w.kv_data[0][key] = gguf.GGUFValue(value=value, type=vtype)
+def _set_kv(w: gguf.GGUFWriter, key: str, value: object, vtype: gguf.GGUFValueType,
+            sub_type: gguf.GGUFValueType | None = None) -> None:
+    """Replace (or add) one key-value (an array of ``sub_type`` when given): _add_kv already wrote some keys, and
+    GGUFWriter refuses duplicates."""
+    if sub_type is not None:
+        w.kv_data[0][key] = gguf.GGUFValue(value=value, type=gguf.GGUFValueType.ARRAY, sub_type=sub_type)
+    else:
+        w.kv_data[0][key] = gguf.GGUFValue(value=value, type=vtype)
 
 
-def _write_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
+def _write_kv(w: gguf.GGUFWriter, model: Model, variant: Variant, lay: ql.Layout) -> None:
     a = model.arch
     U32 = gguf.GGUFValueType.UINT32
     ggufgen._add_kv(w, spec_of(model))
@@ -91,15 +96,15 @@ def _write_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
         _set_kv(w, f"{a.name}.attention.kv_lora_rank", a.kv_lora_rank, U32)
         _set_kv(w, f"{a.name}.attention.q_lora_rank", a.q_lora_rank, U32)
         _set_kv(w, f"{a.name}.rope.dimension_count", a.qk_rope_head_dim, U32)
-    _write_arch_kv(w, model, variant)
+    _write_arch_kv(w, model, lay)
 
 
-def _write_arch_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
+def _write_arch_kv(w: gguf.GGUFWriter, model: Model, lay: ql.Layout) -> None:
     """The key-values llama.cpp's per-architecture load_arch_hparams requires (src/models/<arch>.cpp) beyond
     ggufgen's, as convert_hf_to_gguf writes them; values that size no buffer are the model config's."""
     a, n = model.arch, model.arch.name
     U32, F32 = gguf.GGUFValueType.UINT32, gguf.GGUFValueType.FLOAT32
-    if any(t.tensor.name.endswith("attn_k_b.weight") for t in layout(model, variant).tensors):
+    if any(t.tensor.name.endswith("attn_k_b.weight") for t in lay.tensors):
         # MLA with attn_kv_b split (convert_hf_to_gguf DeepseekV2Model): the cache holds the compressed KV
         # (kv_lora_rank + rope per cell, one KV head); the per-head sizes move to the *_mla keys
         _set_kv(w, f"{n}.attention.key_length", a.kv_lora_rank + a.qk_rope_head_dim, U32)
@@ -114,8 +119,7 @@ def _write_arch_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
     if n == "gemma3n":  # conversion/gemma.py Gemma3nModel: per-layer SWA flags and the KV-sharing layers
         p = a.sliding_window_pattern
         flags = [il % p < p - 1 for il in range(a.n_layer)] if p else [True] * a.n_layer
-        w.kv_data[0][f"{n}.attention.sliding_window_pattern"] = gguf.GGUFValue(
-            value=flags, type=gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.BOOL)
+        _set_kv(w, f"{n}.attention.sliding_window_pattern", flags, U32, sub_type=gguf.GGUFValueType.BOOL)
         if a.n_layer_kv_from_start:
             _set_kv(w, f"{n}.attention.shared_kv_layers", a.n_layer - a.n_layer_kv_from_start, U32)
     if n == "llama4":
@@ -135,11 +139,9 @@ def _write_arch_kv(w: gguf.GGUFWriter, model: Model, variant: Variant) -> None:
         _set_kv(w, f"{n}.full_attention_interval", a.full_attention_interval, U32)
     if a.attention_layers:  # granitehybrid: head_count_kv per layer, 0 on the Mamba2 layers
         kv = [a.n_head_kv if il in a.attention_layers else 0 for il in range(a.n_layer)]
-        w.kv_data[0][f"{n}.attention.head_count_kv"] = gguf.GGUFValue(value=kv, type=gguf.GGUFValueType.ARRAY,
-                                                                       sub_type=U32)
+        _set_kv(w, f"{n}.attention.head_count_kv", kv, U32, sub_type=U32)
     if n in ("qwen35", "qwen35moe"):  # multimodal rope sections (the config's mrope_section; sizes no buffer)
-        w.kv_data[0][f"{n}.rope.dimension_sections"] = gguf.GGUFValue(value=[11, 11, 10, 0],
-                                                                       type=gguf.GGUFValueType.ARRAY, sub_type=U32)
+        _set_kv(w, f"{n}.rope.dimension_sections", [11, 11, 10, 0], U32, sub_type=U32)
 
 
 def write(path: str | os.PathLike[str], model_id: str, quant: str, *, file: str | None = None) -> Path:
@@ -159,7 +161,7 @@ def write_any_quant(path: str | os.PathLike[str], model_id: str, quant: str) -> 
 def _write(path: Path, model: Model, variant: Variant) -> Path:
     lay = layout(model, variant)
     w = gguf.GGUFWriter(path, model.arch.name)
-    _write_kv(w, model, variant)
+    _write_kv(w, model, variant, lay)
     total = 0
     for p in lay.tensors:
         qtype = gguf.GGMLQuantizationType[p.type]

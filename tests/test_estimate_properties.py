@@ -222,7 +222,7 @@ def test_batched_moe_from_its_first_build():
     assert at >= 4 * 512 * 3 * 768 * 8 and at > before
 
 
-def test_a_moe_gpu_phase_holds_the_router_pair_and_not_more():
+def test_a_moe_gpu_phase_holds_the_router_pair_and_not_more(tmp_path):
     """llama-graph.cpp build_moe_ffn: the router's logits (ggml_mul_mat of ffn_gate_inp, n_expert f32 per token) and
     their soft_max probabilities are live together, beside the used experts' gate/up/SwiGLU outputs (3 x F_exp x
     n_used) and a few E-wide rows. A model of many tiny experts makes the router pair most of the phase, so the
@@ -232,13 +232,9 @@ def test_a_moe_gpu_phase_holds_the_router_pair_and_not_more():
     from advisor.gguf.facts import read_gguf_facts
     from tests import ggufgen
 
-    import tempfile
-    from pathlib import Path
-
     spec = ggufgen.Spec("qwen3moe", n_layer=2, n_embd=64, n_head=2, n_head_kv=1, n_ff=64, n_vocab=300,
                         n_expert=1024, n_expert_used=2, n_ff_exp=16)  # 1024: llama.cpp's LLAMA_MAX_EXPERTS
-    with tempfile.TemporaryDirectory() as d:
-        moe = read_gguf_facts(ggufgen.write(Path(d) / "moe.gguf", spec, sparse=True))
+    moe = read_gguf_facts(ggufgen.write(tmp_path / "moe.gguf", spec, sparse=True))
     ub = 512
     got = gpu_compute_bytes(moe, n_ubatch=ub, kv_cells=0, mask_cells=0, flash_attn=True, layers=True,
                             output=False, attention=False) / (4 * ub)
