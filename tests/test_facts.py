@@ -176,3 +176,21 @@ def test_generator_covers_many_archs():
     archs = ggufgen.supported_archs()
     assert {"llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3", "mistral3"} <= set(archs)
     assert len(archs) >= 40
+
+
+@pytest.mark.parametrize("value, message", [("two", "must be an integer"), (4, "leaves no layer to run")])
+def test_a_bad_nextn_layer_count_is_refused_in_one_line(tmp_path, value, message):
+    """nextn_predict_layers (the MTP layers block_count includes) is read as an integer below block_count, as
+    llama.cpp's loader requires (src/llama-model.cpp: GGML_ASSERT(n_layer_nextn <= n_layer_all)): anything else is
+    a BadInputError, not a traceback."""
+    spec = Spec(n_layer=4, n_embd=256, n_ff=512, extra_kv=(("llama.nextn_predict_layers", value),))
+    path = ggufgen.write(tmp_path / "m.gguf", spec, sparse=True)
+    with pytest.raises(BadInputError, match=message):
+        read_gguf_facts(path)
+
+
+def test_nextn_layers_are_not_part_of_the_model(tmp_path):
+    """GLM-4.5's MTP block counts in block_count; llama.cpp runs n_layer_all - n_layer_nextn layers."""
+    spec = Spec(n_layer=4, n_embd=256, n_ff=512, extra_kv=(("llama.nextn_predict_layers", 1),))
+    facts = read_gguf_facts(ggufgen.write(tmp_path / "m.gguf", spec, sparse=True))
+    assert facts.n_layer == 3 and len(facts.n_head_kv) == 3

@@ -503,7 +503,7 @@ INT_KEYS = ("block_count", "embedding_length", "attention.head_count", "attentio
             "expert_feed_forward_length", "expert_shared_count", "attention.kv_lora_rank", "attention.key_length_mla",
             "attention.value_length_mla", "ssm.conv_kernel", "ssm.inner_size", "ssm.state_size",
             "ssm.time_step_rank", "ssm.group_count", "wkv.head_size", "token_shift_count", "shortconv.l_cache",
-            "full_attention_interval")
+            "full_attention_interval", "nextn_predict_layers")
 
 
 def _check_values(path: str, kv: dict[str, Any], tensors: list[TensorFacts]) -> None:
@@ -582,7 +582,10 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
     # KV cache leaves them out (src/llama-hparams.cpp, src/models/glm4-moe.cpp load_arch_tensors,
     # src/llama-model.cpp create_memory layer filters)
     n_nextn = int(get("nextn_predict_layers", 0) or 0)
-    n_layer = n_all - n_nextn if 0 <= n_nextn < n_all else n_all
+    if n_nextn >= n_all:
+        raise BadInputError(f"{path}: {arch}.nextn_predict_layers = {n_nextn} of {n_all} blocks leaves no layer to "
+                            "run: not a model llama.cpp can load")
+    n_layer = n_all - n_nextn
     n_embd = int(need("embedding_length"))
     heads = _per_layer(get("attention.head_count", 0), n_all, "head_count", path)
     n_head_kv = _per_layer(get("attention.head_count_kv", list(heads)), n_all, "head_count_kv", path)[:n_layer]
