@@ -194,3 +194,20 @@ def test_nextn_layers_are_not_part_of_the_model(tmp_path):
     spec = Spec(n_layer=4, n_embd=256, n_ff=512, extra_kv=(("llama.nextn_predict_layers", 1),))
     facts = read_gguf_facts(ggufgen.write(tmp_path / "m.gguf", spec, sparse=True))
     assert facts.n_layer == 3 and len(facts.n_head_kv) == 3
+
+
+@pytest.mark.parametrize("ngl, gpu_trunk, output_on_gpu", [(2, 0, True), (3, 1, True), (5, 3, True), (1, 0, True)])
+def test_nextn_blocks_take_gpu_slots(tmp_path, ngl, gpu_trunk, output_on_gpu):
+    """-ngl counts block_count + 1 slots from the end (llama_model::load_tensors: i_gpu_start = n_layer_all + 1 -
+    n_gpu_layers), so a trailing NextN block takes a GPU slot although its tensors are skipped: 4 blocks with one
+    NextN leave -ngl N with N - 2 trunk layers on the GPU. The H200 recording of GLM-4.5-Air (46 + 1 blocks) at
+    -ngl 23 has 21 trunk layers' KV on the GPU (tests/data/llamacpp-cuda)."""
+    from advisor.gguf.estimate import Settings, layer_devices
+    spec = Spec(n_layer=4, n_embd=256, n_ff=512, extra_kv=(("llama.nextn_predict_layers", 1),))
+    facts = read_gguf_facts(ggufgen.write(tmp_path / "m.gguf", spec, sparse=True))
+    assert facts.n_layer_all == 4
+    layers, output = layer_devices(facts, Settings(n_gpu_layers=ngl, n_gpus=1))
+    assert layers.count("gpu0") == gpu_trunk and len(layers) == 3
+    assert (output == "gpu0") == output_on_gpu
+    # every block plus the output layer: the value the planner writes for full offload
+    assert layer_devices(facts, Settings(n_gpu_layers=facts.n_layer_all + 1, n_gpus=1))[0] == ["gpu0"] * 3

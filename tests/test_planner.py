@@ -477,3 +477,13 @@ def test_a_local_file_is_predicted_like_the_same_catalog_variant(catalog, rules,
     listed = plan.predicted
     assert local.prefill_tokens_per_s == pytest.approx(listed.prefill_tokens_per_s, rel=0.15)
     assert local.decode_tokens_per_s == pytest.approx(listed.decode_tokens_per_s, rel=0.15)
+
+
+def test_full_offload_counts_the_nextn_block(catalog, rules):
+    """GLM-4.5-Air has 46 trunk blocks and one NextN block; -ngl counts all 47 plus the output layer
+    (llama_model::load_tensors), so full offload is -ngl 48: -ngl 47 would leave trunk layer 0 on the CPU."""
+    model = catalog.get("glm-4.5-air")
+    assert model.arch.n_layer_nextn == 1
+    plan = plan_for_model(box("NVIDIA H200", 143771, ram_gib=256), catalog, rules, "glm-4.5-air")
+    assert plan.llama_cpp.n_gpu_layers == model.arch.n_layer + 2
+    assert not any(m.device == "cpu" and m.weights_bytes > 2 * GIB for m in plan.memory)

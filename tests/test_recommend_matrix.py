@@ -108,7 +108,7 @@ def _check_plan(plan, machine, catalog):
         assert model.arch.n_head % s.tensor_parallel_size == 0
     if plan.llama_cpp and machine.gpus:
         gpu_weights = sum(m.weights_bytes for m in plan.memory if m.device in devs)
-        full = plan.llama_cpp.n_gpu_layers == model.arch.n_layer + 1
+        full = plan.llama_cpp.n_gpu_layers == model.arch.n_layer + model.arch.n_layer_nextn + 1
         # full offload whenever the whole model fits the GPU budget with room for its buffers
         if not full:
             assert plan.model.size_bytes is None or gpu_weights < machine.gpu_budget_bytes

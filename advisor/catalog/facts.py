@@ -60,7 +60,7 @@ def _skeleton(model: Model, variant: Variant, tensors: tuple[TensorFacts, ...] =
         n_expert=a.n_expert, n_expert_used=a.n_expert_used, n_ff_exp=a.n_ff_expert,
         n_expert_shared=a.n_expert_shared, kv_lora_rank=a.kv_lora_rank, key_length_mla=0, value_length_mla=0,
         tied_embeddings=a.tied_embeddings, tensors=tensors, data_offset=0, file_bytes=file_bytes,
-        **_recurrent(model),
+        n_layer_nextn=a.n_layer_nextn, **_recurrent(model),
     )
 
 

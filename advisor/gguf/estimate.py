@@ -353,17 +353,21 @@ def layer_devices(facts: ModelFacts, s: Settings) -> tuple[list[str], str]:
     Current llama.cpp counts n_layer + 1 slots, the last being the output layer, and fills them from the end:
     -ngl N puts the output plus the last N-1 repeating layers on the GPU(s). Builds before OUTPUT_FIRST_SINCE start
     at i_gpu_start = n_layer - N, so the output is offloaded only when N > n_layer.
+    The slots are counted over block_count (n_layer_all), NextN/MTP blocks included: they are the last blocks, so
+    with partial offload they take GPU slots although llama.cpp skips their tensors (H200: GLM-4.5-Air, 46 + 1
+    blocks, -ngl 23 puts 21 trunk layers on the GPU; tests/data/llamacpp-cuda).
     """
     n = facts.n_layer
+    n_all = facts.n_layer_all
     if s.n_gpus <= 0 or s.n_gpu_layers == 0:
         return ["cpu"] * n, "cpu"
-    req = n + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers  # llama_model_default_params: 999 = everything
+    req = n_all + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers  # llama_model_default_params: 999 = everything
     if not s.since(OUTPUT_FIRST_SINCE):
-        start = max(n - req, 0)  # old i_gpu_start: the output slot counts only once every layer is offloaded
+        start = max(n_all - req, 0)  # old i_gpu_start: the output slot counts only once every layer is offloaded
     else:
-        start = max(n + 1 - req, 0)
-    act = min(req, n + 1)  # act_gpu_layers
-    gpu_slots = [il for il in range(n + 1) if il >= start and il - start < act]
+        start = max(n_all + 1 - req, 0)
+    act = min(req, n_all + 1)  # act_gpu_layers
+    gpu_slots = [il for il in range(n_all + 1) if il >= start and il - start < act]
     split = list(s.tensor_split) if s.tensor_split else [1.0] * s.n_gpus
     split = (split + [0.0] * s.n_gpus)[: s.n_gpus]
     total = sum(split) or 1.0
@@ -373,12 +377,12 @@ def layer_devices(facts: ModelFacts, s: Settings) -> tuple[list[str], str]:
     for w in split:
         acc += w / total
         cum.append(acc)
-    devs = ["cpu"] * (n + 1)
+    devs = ["cpu"] * (n_all + 1)
     for slot in gpu_slots:
         frac = (slot - start) / act
         g = next((i for i, c in enumerate(cum) if frac < c - 1e-12), s.n_gpus - 1)
         devs[slot] = f"gpu{g}"
-    return devs[:n], devs[n]
+    return devs[:n], devs[n_all]
 
 
 def ssm_phase(facts: ModelFacts, n_ubatch: int, n_seq: int) -> float:
@@ -447,7 +451,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
             ff = 3 * facts.n_ff_exp * facts.n_expert_used + 2 * facts.n_expert + rest
             if facts.n_expert_shared:
                 ff = max(ff, 3 * max(facts.n_ff) + rest)
-        elif up is not None and facts.tensor("blk.0.ffn_gate.weight") is None and not fused_up:
+        elif _non_gated_ffn(facts):
             # a non-gated FFN (ffn_up, GELU, ffn_down: starcoder2): two F-wide tensors and the mask; measured on
             # this CPU with starcoder2-7b shapes at F 18432 (2F + mask to 7 floats, 4096 and 32768 cells)
             ff = 2 * max(facts.n_ff) + mask
@@ -465,6 +469,14 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
         phases.append(facts.n_vocab + (3 if pure_recurrent else 2 + norm_bias) * E
                       + (max(facts.n_ff) if fused_up else 0))
     return int(4 * n_ubatch * max(phases))
+
+
+def _non_gated_ffn(facts: ModelFacts) -> bool:
+    """ffn_up without ffn_gate and not 2F wide (a fused SwiGLU up): a GELU FFN, as starcoder2's."""
+    up = facts.tensor("blk.0.ffn_up.weight")
+    if up is None or facts.n_expert or facts.tensor("blk.0.ffn_gate.weight") is not None:
+        return False
+    return not (len(up.shape) == 2 and facts.n_ff and up.shape[1] == 2 * max(facts.n_ff))
 
 
 def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
@@ -587,9 +599,9 @@ def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: lis
                 # expert tensors in host memory (--n-cpu-moe, or a layer left on the CPU): candidates for the
                 # scheduler's op offload (ggml_backend_sched: a big batch runs on the GPU, the weight copied there)
                 cpu_experts.append(t.nbytes)
-        elif t.name.startswith("output"):  # output.weight, output_norm.* follow the output layer
+        elif t.name.startswith(OUTPUT_SIDE):  # output.weight, output_norm.* ... follow the output layer
             dev = out_dev
-        elif t.name.startswith(ROPE_TENSORS) and facts.n_layer:
+        elif t.name.startswith(FIRST_LAYER_SIDE) and facts.n_layer:
             dev = layer_dev[0]
         else:
             dev = "cpu"  # token_embd and other input-side tensors stay on the CPU
@@ -689,6 +701,12 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
     # no offload; gpu-logs l24 48.01 MiB = 4*ub*2E + 2*ub*kv).
     embd_inputs = 2 if s.since(EMBD_INPUT_SINCE) else 1
     inputs = g.n_ubatch * (4 * embd_inputs * facts.n_embd + mask_bytes * g.copies * g.mask_cells)
+    per_layer = facts.tensor("per_layer_token_embd.weight")
+    if per_layer is not None:
+        # Gemma 3n's per-layer embeddings: get_rows of per_layer_token_embd (an input-side tensor, on the CPU), one
+        # f32 row of n_embd_altup x n_layer per token (src/models/gemma3n.cpp get_per_layer_inputs); H200:
+        # 8960 floats per token more on the host at ub 256, 512 and 2048 (tests/data/llamacpp-cuda)
+        inputs += 4 * g.n_ubatch * per_layer.shape[0]
     if not g.flash_attn and s.since(SET_ROWS_SINCE):
         # without flash attention V is stored transposed, and ggml_set_rows scatters it element by element: an
         # int64 index per token and V value, one per cache (src/llama-kv-cache.cpp build_input_v_idxs:
@@ -711,6 +729,14 @@ OUTPUT_COPY_FIRST = frozenset({"gemma3n"})
 # layer 0's buffer type, TENSOR_DUPLICATED for the others (src/llama-model.cpp create_tensor(tn(LLM_TENSOR_ROPE_FREQS,
 # "weight", i), ..., i != 0 ? TENSOR_DUPLICATED : 0)): they live with the first layer.
 ROPE_TENSORS = ("rope_freqs", "rope_factors")
+#: Global tensors that llama.cpp places with the output layer (LLM_TENSOR_LAYER_OUTPUT in src/llama-arch.cpp's
+#: LLM_TENSOR_INFOS): the output projection and norm, classifier heads, and Gemma 3n's AltUp projections (H200:
+#: 48.00 MiB more on the GPU whenever the output layer is there, tests/data/llamacpp-cuda).
+OUTPUT_SIDE = ("output", "cls", "altup_proj", "altup_unembd_proj", "dense_2", "dense_3")
+#: Global tensors created with layer index 0 (tn(..., 0)), so they sit with the first repeating layer: the rope
+#: tables, and Gemma 3n's per-layer input projection and its norm (src/models/gemma3n.cpp load_arch_tensors;
+#: H200: 35.00 MiB on the GPU under full offload, on the CPU with layer 0 there).
+FIRST_LAYER_SIDE = ROPE_TENSORS + ("per_layer_model_proj", "per_layer_proj_norm")
 
 
 def mapped_spans(placed: list[tuple[str, Any]], devices: list[str]) -> dict[str, int]:
@@ -790,7 +816,15 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
                 ff = max(ff, 3 * max(facts.n_ff))
         else:
             ff = (3 if swiglu_fused else 2) * max(facts.n_ff)
-        phases.append(ff + mask + 4 * E)
+        if _non_gated_ffn(facts):
+            # up and its GELU and the mask, as on the CPU (compute_bytes): starcoder2-7b on the H200, 114.00 MiB
+            # = V + 2E at 4096 to 32768 cells (2F + mask + 4E would be 140 MiB at 32768)
+            phases.append(2 * max(facts.n_ff) + mask)
+        else:
+            phases.append(ff + mask + 4 * E)
     if output:
-        phases.append(facts.n_vocab + E)
+        # one E row less than the CPU's logits phase (V + 2E there), as for every dense model the H200 recorded;
+        # with output_norm.bias one more (starcoder2: V + 2E on the H200, V + 3E on the CPU)
+        norm_bias = 1 if facts.tensor("output_norm.bias") is not None else 0
+        phases.append(facts.n_vocab + (1 + norm_bias) * E)
     return int(4 * n_ubatch * max(phases))

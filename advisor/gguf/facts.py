@@ -155,6 +155,14 @@ class ModelFacts:
     # KV sharing (Gemma 3n / Gemma 4): layers from this index on reuse an earlier layer's KV cache and own none
     # (llama_hparams::n_layer_kv_from_start; create_memory's reuse callback); -1 = every layer has its own.
     n_layer_kv_from_start: int = -1
+    # NextN/MTP blocks after the trunk (block_count - n_layer): not run, but they count in the -ngl slots
+    # (llama_model::load_tensors: i_gpu_start = n_layer_all + 1 - n_gpu_layers)
+    n_layer_nextn: int = 0
+
+    @property
+    def n_layer_all(self) -> int:
+        """Blocks in the file (block_count), NextN/MTP blocks included: llama.cpp's -ngl counts these + 1."""
+        return self.n_layer + self.n_layer_nextn
 
     def head_dims(self, il: int) -> tuple[int, int]:
         """(key, value) head size of layer ``il`` (llama_hparams::n_embd_head_k(il) / n_embd_head_v(il))."""
@@ -629,7 +637,7 @@ def _facts(path: str, files: list[str], version: int, kv: dict[str, Any], tensor
         head_dim_v_swa=_dim(get("attention.value_length_swa", 0)),
         n_layer_kv_from_start=kv_from if 0 < kv_from < n_layer else -1,
         token_shift_count=shift, shortconv_l_cache=int(get("shortconv.l_cache", 0) or 0),
-        recurrent_layers=recurrent,
+        recurrent_layers=recurrent, n_layer_nextn=n_nextn,
     )
 
 

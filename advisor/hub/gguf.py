@@ -51,7 +51,7 @@ GROWTH = 2
 #: a branch may move, and a day-old listing only risks a day-old size).
 REF_TTL_S = 24 * 3600
 #: Cache format; bump when the stored JSON changes.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _REPO_RE = re.compile(r"^(?:hf://|hf\.co/|https://huggingface\.co/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
                       r"(?P<path>(?:/[^:]+)*?)(?::(?P<quant>[\w.-]+))?$")

@@ -154,16 +154,16 @@ def _full(facts: ModelFacts, m: Machine, plan: list[tuple[int, str]], parallel: 
           split: tuple[float, ...] | None) -> tuple[int, LlamaChoice] | Fit | None:
     """The first rung at which every layer fits the GPUs, with its index. The rungs need less memory one after the
     other (rungs()), so the first that fits is found by bisection."""
-    n = facts.n_layer
+    every = facts.n_layer_all + 1  # -ngl counts every block (NextN ones too) and the output layer
     lo, hi = 0, len(plan) - 1
     found: tuple[int, LlamaChoice] | None = None
     miss: tuple[int, Fit] | None = None  # the failing rung that needs the least memory: the closest miss
     while lo <= hi:
         i = (lo + hi) // 2
         c, kv = plan[i]
-        est, fit = _try(facts, m, n + 1, c, parallel, split, kv)
+        est, fit = _try(facts, m, every, c, parallel, split, kv)
         if est is not None and fit.ok:
-            found, hi = (i, LlamaChoice(est, n + 1, c * parallel, parallel, split, True, [], kv)), i - 1
+            found, hi = (i, LlamaChoice(est, every, c * parallel, parallel, split, True, [], kv)), i - 1
         else:
             if fit.shortfall_bytes and (miss is None or i > miss[0]):
                 miss = (i, fit)
@@ -222,7 +222,7 @@ def _cpu_moe(facts: ModelFacts, m: Machine, c: int, kv: str, parallel: int,
     lo, hi, best = 1, n, None
     while lo <= hi:
         k = (lo + hi) // 2
-        est, fit = _try(facts, m, n + 1, c, parallel, split, kv, k)
+        est, fit = _try(facts, m, facts.n_layer_all + 1, c, parallel, split, kv, k)
         if est is not None and fit.ok:
             best, hi = (k, est), k - 1
         elif est is not None and any(dev.name == fit.where for dev in m.gpus):
@@ -235,7 +235,7 @@ def _cpu_moe(facts: ModelFacts, m: Machine, c: int, kv: str, parallel: int,
     why = [f"all {n} layers on the GPU{'s' if len(m.gpus) > 1 else ''} but the experts of the first {k} "
            f"(--n-cpu-moe {k}, the smallest that fits): attention, shared tensors and the KV cache stay on the GPU, "
            "and only the few active experts of those layers are read from RAM per token"]
-    return LlamaChoice(est, n + 1, c * parallel, parallel, split, False, why, kv, n_cpu_moe=k)
+    return LlamaChoice(est, facts.n_layer_all + 1, c * parallel, parallel, split, False, why, kv, n_cpu_moe=k)
 
 
 def _layers(facts: ModelFacts, m: Machine, c: int, kv: str, parallel: int,
