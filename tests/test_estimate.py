@@ -272,3 +272,46 @@ def test_llama_build_eras_reported(llama8b):
     # b5000 offloads the output layer only past n_layer; a current build offloads it first
     assert {d.device: d.n_layers for d in old.devices}["gpu0"] == 32
     assert {d.device: d.n_layers for d in new.devices}["gpu0"] == 31
+
+
+def _catalog_file(tmp_path, model_id):
+    from tests import gguf_from_catalog
+    path = tmp_path / f"{model_id}.gguf"
+    gguf_from_catalog.write_any_quant(str(path), model_id, "Q4_K_M")
+    return read_gguf_facts(str(path))
+
+
+def test_cuda_has_no_flash_attention_kernel_for_unsplit_deepseek_heads(tmp_path):
+    """ggml-cuda's FA kernels cover K/V head sizes 192/128 only with a GQA ratio that is a multiple of 8
+    (fattn.cu ggml_cuda_get_best_fattn_kernel); a DeepSeek-V2-Lite GGUF with attn_kv_b has 16 heads of 16 KV heads.
+    With -fa auto llama.cpp turns flash attention off; forced on, the FA op runs on the CPU and the host holds one
+    layer's K and V views (H200: 58.01 MiB at 4096 cells, 366.01 at 32768)."""
+    from advisor.gguf.estimate import gpu_has_fa_kernel
+    facts = _catalog_file(tmp_path, "deepseek-coder-v2-lite-instruct")
+    assert (facts.head_dim_k, facts.head_dim_v, facts.n_head_kv[0]) == (192, 128, 16)
+    assert not gpu_has_fa_kernel(facts, "cuda") and gpu_has_fa_kernel(facts, "vulkan")
+    auto = estimate(facts, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, backend="cuda", flash_attn="auto"))
+    assert not auto.flash_attn
+    host = {c: next(d for d in estimate(facts, Settings(n_ctx=c, n_parallel=1, n_gpus=1, backend="cuda",
+                                                        flash_attn="on")).devices if d.device == "host")
+            for c in (4096, 32768)}
+    # one layer's f16 K (16 x 192) and V (16 x 128) per cell more for each added cell, plus the f16 mask's growth
+    per_cell = 16 * (192 + 128) * 2 + 512 * 2
+    assert host[32768].compute_bytes - host[4096].compute_bytes == (32768 - 4096) * per_cell
+    cpu_only = estimate(facts, Settings(n_ctx=4096, n_parallel=1, flash_attn="auto"))
+    assert cpu_only.flash_attn  # the CPU backend runs FA for any head size
+
+
+def test_split_mla_catalog_facts_match_the_file(tmp_path):
+    """DeepSeek-V3-class catalog models are sized as the split-MLA GGUFs people run (one latent per cell): the
+    catalog's facts carry the same head sizes and KV bytes as a file written as the converter writes it."""
+    from advisor.catalog.facts import facts_from_catalog
+    from advisor.catalog.load import load_catalog
+    model = load_catalog().get("deepseek-v3.1")
+    variant = next(v for v in model.all_variants() if v.quant == "Q4_K_M")
+    cat, file = facts_from_catalog(model, variant), _catalog_file(tmp_path, "deepseek-v3.1")
+    keys = ("head_dim_k", "head_dim_v", "key_length_mla", "value_length_mla", "kv_lora_rank", "n_head_kv")
+    assert {k: getattr(cat, k) for k in keys} == {k: getattr(file, k) for k in keys}
+    s = Settings(n_ctx=32768, n_parallel=1, n_gpus=1, backend="cuda")
+    kv = [sum(d.kv_cache_bytes for d in estimate(f, s).devices) for f in (cat, file)]
+    assert kv[0] == kv[1] == 61 * 32768 * 576 * 2  # 61 layers x (512 latent + 64 rope) f16, no V tensor

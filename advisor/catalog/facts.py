@@ -48,17 +48,25 @@ def _recurrent(model: Model) -> dict:
 
 
 def _skeleton(model: Model, variant: Variant, tensors: tuple[TensorFacts, ...] = (), file_bytes: int = 0) -> ModelFacts:
+    from advisor.gguf import layout as quant_layout
     a = model.arch
     n = a.n_layer
     n_ff = tuple(a.n_ff if (not a.n_expert or il < a.n_layer_dense_lead) else 0 for il in range(n))
+    heads = dict(n_head_kv=_kv_heads(model), head_dim_k=a.head_dim_k, head_dim_v=a.head_dim_v, key_length_mla=0,
+                 value_length_mla=0)
+    if quant_layout.mla_split(a):
+        # as the converter writes a split-MLA file: the cache holds the latent (kv_lora_rank + rope per cell, one KV
+        # head) and the per-head sizes move to the *_mla keys (convert_hf_to_gguf DeepseekV2Model)
+        heads = dict(n_head_kv=tuple(min(h, 1) for h in heads["n_head_kv"]),
+                     head_dim_k=a.kv_lora_rank + a.qk_rope_head_dim, head_dim_v=a.kv_lora_rank,
+                     key_length_mla=a.qk_nope_head_dim + a.qk_rope_head_dim, value_length_mla=a.v_head_dim)
     return ModelFacts(
         path=f"catalog:{model.id}/{variant.quant}", files=variant.files, gguf_version=3, architecture=a.name,
-        name=model.name, file_type=None, n_layer=n, n_embd=a.n_embd, n_head=(a.n_head,) * n,
-        n_head_kv=_kv_heads(model), head_dim_k=a.head_dim_k, head_dim_v=a.head_dim_v,
+        name=model.name, file_type=None, n_layer=n, n_embd=a.n_embd, n_head=(a.n_head,) * n, **heads,
         n_ff=n_ff if any(n_ff) else (a.n_ff,) * n, n_vocab=a.vocab_size, n_ctx_train=model.context_native,
         sliding_window=a.sliding_window, swa_layers=_swa_layers(n, a.sliding_window, a.sliding_window_pattern),
         n_expert=a.n_expert, n_expert_used=a.n_expert_used, n_ff_exp=a.n_ff_expert,
-        n_expert_shared=a.n_expert_shared, kv_lora_rank=a.kv_lora_rank, key_length_mla=0, value_length_mla=0,
+        n_expert_shared=a.n_expert_shared, kv_lora_rank=a.kv_lora_rank,
         tied_embeddings=a.tied_embeddings, tensors=tensors, data_offset=0, file_bytes=file_bytes,
         n_layer_nextn=a.n_layer_nextn, **_recurrent(model),
     )

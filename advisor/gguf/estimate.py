@@ -484,6 +484,11 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     n_ctx, n_ctx_seq, n_seq, unified, n_stream = context(facts, s)
     tk, tv = _type(s.cache_type_k), _type(s.cache_type_v)
     fa = _flash_attn(facts, s, tk, tv)
+    fa_on_cpu = False
+    if fa and s.n_gpus > 0 and s.n_gpu_layers != 0 and not gpu_has_fa_kernel(facts, s.backend):
+        # llama_context's FA "auto" check finds the FA ops on another device than their layer and turns flash
+        # attention off; forced on, the scheduler runs them on the CPU (ggml_backend_sched: unsupported op)
+        fa, fa_on_cpu = (False, False) if s.flash_attn == "auto" else (True, True)
     # causal models cap n_batch at n_ctx and n_ubatch at n_batch (llama_context constructor)
     n_batch = min(n_ctx, s.n_batch)
     n_ubatch = min(n_batch, s.n_ubatch)
@@ -518,7 +523,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe
                            and not s.tensor_overrides) else 1
     g = _Graph(n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells, mask_cells=mask_cells, flash_attn=fa,
-               n_stream=n_stream, copies=copies)
+               n_stream=n_stream, copies=copies, fa_on_cpu=fa_on_cpu)
     compute = dict.fromkeys(names, 0)
     if not gpus:
         compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
@@ -540,6 +545,35 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     return Estimate(settings=s, n_ctx=n_ctx, n_ctx_seq=n_ctx_seq, n_seq=n_seq, kv_unified=unified,
                     n_stream=n_stream, kv_cells=kv_cells, swa_cells=swa_cells, n_batch=n_batch,
                     n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices))
+
+
+#: The head sizes (K, V) ggml-cuda's flash-attention kernels cover -> the GQA ratio (n_head / n_head_kv) they need:
+#: (at least, a multiple of) (ggml/src/ggml-cuda/fattn.cu ggml_cuda_get_best_fattn_kernel: the switch on K->ne[0];
+#: its "gqa_opt" path needs a ratio of at least 2). ROCm builds the same file for HIP.
+CUDA_FA_HEADS: dict[tuple[int, int], tuple[int, int]] = {
+    **{(d, d): (1, 1) for d in (40, 64, 72, 80, 96, 112, 128, 256)},
+    (192, 128): (8, 8),  # DeepSeek-V2/V3 GGUFs made before attn_kv_b was split (MHA, ratio 1): no kernel
+    (320, 256): (32, 32),
+    (512, 512): (2, 1),
+    (576, 512): (2, 1),  # MLA with attn_k_b / attn_v_b: one KV head, the ratio is n_head
+}
+FA_KERNEL_TABLES = {"cuda": CUDA_FA_HEADS, "rocm": CUDA_FA_HEADS}
+
+
+def gpu_has_fa_kernel(facts: ModelFacts, backend: str) -> bool:
+    """Whether ``backend`` has a flash-attention kernel for every attention layer's head sizes (True for backends
+    without a table here: their coverage is not modelled)."""
+    table = FA_KERNEL_TABLES.get(backend)
+    if table is None:
+        return True
+    for il in range(facts.n_layer):
+        if not facts.n_head_kv[il]:
+            continue  # recurrent or KV-sharing layer: no attention of its own
+        need = table.get(facts.head_dims(il))
+        ratio = facts.n_head[il] // facts.n_head_kv[il]
+        if need is None or ratio < need[0] or ratio % need[1]:
+            return False
+    return True
 
 
 def _flash_attn(facts: ModelFacts, s: Settings, tk: int, tv: int) -> bool:
@@ -651,6 +685,7 @@ class _Graph:
     flash_attn: bool
     n_stream: int
     copies: int
+    fa_on_cpu: bool = False  # flash attention forced on with head sizes the GPU backend has no kernel for
 
 
 def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d: str, *, first: bool,
@@ -707,6 +742,15 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
         # f32 row of n_embd_altup x n_layer per token (src/models/gemma3n.cpp get_per_layer_inputs); H200:
         # 8960 floats per token more on the host at ub 256, 512 and 2048 (tests/data/llamacpp-cuda)
         inputs += 4 * g.n_ubatch * per_layer.shape[0]
+    if g.fa_on_cpu:
+        # the FA op on the CPU: one layer's K and V cache views and its query copied to the host (H200,
+        # DeepSeek-V2-Lite GGUF with attn_kv_b, K 192 / V 128 and 16 KV heads: 58.01, 102.01, 190.01, 366.01 MiB at
+        # 4096-32768 cells = 4*ub*(2E + mask + H*Dk) + cells*Hkv*(Dk + Dv)*2 exactly, ub 256-2048)
+        hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
+        per_cell = hkv * (facts.head_dim_k * ggml.bytes_per_element(_type(s.cache_type_k))
+                          + facts.head_dim_v * ggml.bytes_per_element(_type(s.cache_type_v)))
+        inputs += int((g.kv_cells or g.swa_cells) * g.n_stream * per_cell)  # the views span every stream
+        inputs += 4 * g.n_ubatch * (max(facts.n_head) if facts.n_head else 0) * facts.head_dim_k
     if not g.flash_attn and s.since(SET_ROWS_SINCE):
         # without flash attention V is stored transposed, and ggml_set_rows scatters it element by element: an
         # int64 index per token and V value, one per cache (src/llama-kv-cache.cpp build_input_v_idxs:

@@ -194,7 +194,7 @@ def _layer(a: ArchFacts, i: int) -> list[Tensor]:
             Tensor(f"{p}ffn_down.weight", (a.n_ff, e)),
             Tensor(f"{p}ffn_down.bias", (e,)),
         ]
-    if arch == "deepseek2" and a.q_lora_rank:  # DeepSeek-V3/R1 (src/models/deepseek2.cpp, is_mla: split k_b / v_b)
+    if mla_split(a):  # DeepSeek-V3/R1 (src/models/deepseek2.cpp, is_mla: split k_b / v_b)
         return _deepseek_v3_layer(a, p, i)
     if arch == "deepseek2":
         return _deepseek_v2_lite_layer(a, p, i)
@@ -273,6 +273,13 @@ def _deepseek_v3_layer(a: ArchFacts, p: str, i: int) -> list[Tensor]:
     if i < a.n_layer_dense_lead:
         return t + _gated_ffn(a, p, a.n_ff)
     return t + _experts(a, p) + [Tensor(f"{p}exp_probs_b.bias", (a.n_expert,))]
+
+
+def mla_split(a: ArchFacts) -> bool:
+    """The catalog's GGUF of this model has attn_kv_b split into attn_k_b / attn_v_b (conversions after llama.cpp
+    PR #12801, April 2025: the DeepSeek-V3/R1 files people run), so llama.cpp caches the compressed latent (MLA);
+    the DeepSeek-V2-Lite files are 2024 conversions with attn_kv_b."""
+    return a.name == "deepseek2" and bool(_opt(a, "q_lora_rank"))
 
 
 def is_recurrent_layer(a: ArchFacts, il: int) -> bool:

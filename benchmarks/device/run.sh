@@ -16,4 +16,7 @@ export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/.dev/lib" PYTHONPATH="$PWD/.dev/py
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 ldd .dev/bin/llama-bench | grep -i "not found\|cuda\|cublas\|gomp"
 .dev/bin/llama-bench --list-devices 2>&1 | tail -4
+if [ -n "${CASES:-}" ]; then  # extra cases (benchmarks/device/cases.py) instead of measure.py's steps
+    exec python3 benchmarks/device/cases.py --bin .dev/bin --out "$OUT" --budget "${BUDGET:-240}" "$CASES"
+fi
 python3 benchmarks/device/measure.py --bin .dev/bin --out "$OUT" --budget "${BUDGET:-480}" ${STEPS:+--steps $STEPS} ${ONLY:+--only $ONLY}
