@@ -26,7 +26,7 @@ MIB = 2**20
 
 
 def main(argv: list[str]) -> int:
-    for data, gpu in ((cm.DATA, True), (cm.DATA_CPU, False)):
+    for data, gpu in ((cm.DATA, True), (cm.DATA_CPU, False), (cm.DATA_CASES, True)):
         report(data, gpu, "--rows" in argv)
     return 0
 
@@ -38,13 +38,14 @@ def report(data: Path, gpu: bool, every_row: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="advisor-memprobe-") as tmp:
         for row in recorded:
             if "buffers" in row:
-                model_id, _quant, setting = row["label"].split("|")
+                model_id, _quant, setting, env = cm.parse_label(row["label"])
+                setting += f" [{env}]" if env else ""
                 table += [(model_id, setting, *c) for c in cm.compare(row, Path(tmp), gpu)]
     for m, s, dev, buf, o, t, ok in table:
         if every_row or not ok:
             miss = cm.miss_of(m, s, dev, buf) if gpu else cm.CPU_MISSES.get((m, s)) or cm.CPU_MISSES.get((m, "*"))
             mark = "ok" if ok else ("MISS (listed)" if miss and abs(o - t) <= miss[0] * t else "MISS")
-            print(f"{m:32} {s:22} {dev:5} {buf:8} ours {o / MIB:10.2f} llama.cpp {t / MIB:10.2f} MiB "
+            print(f"{m:32} {s:22.60} {dev:5} {buf:8} ours {o / MIB:10.2f} llama.cpp {t / MIB:10.2f} MiB "
                   f"{(o - t) / t if t else float('inf'):+8.1%}  {mark}")
     where = "an H200" if gpu else "this project's CPU (no GPU)"
     print(f"\n{len(recorded)} cases measured on {where} ({data.relative_to(ROOT)}); {len(failed)} with a model "

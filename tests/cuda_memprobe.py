@@ -23,6 +23,11 @@ DATA = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-mempro
 #: The same cases on this project's 2-vCPU machine, no GPU (the same binary; -ngl and --n-cpu-moe have nothing to
 #: offload to): every architecture's weights and KV, and the CPU compute buffer.
 DATA_CPU = Path(__file__).resolve().parent / "data" / "llamacpp-cpu" / "memprobe-cpu.jsonl"
+#: Extra H200 cases (benchmarks/device/cases-h200b.txt): ubatch, -ngl and stream series, and the MoE models with
+#: GGML_CUDA_DISABLE_FUSION=1. Labels are model|quant|environment|flags (spaces in the flags as _).
+DATA_CASES = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-cases.jsonl"
+#: The switch that turns off the CUDA fusions (ggml-cuda.cu: GGML_CUDA_DISABLE_FUSION).
+NO_FUSION = "GGML_CUDA_DISABLE_FUSION=1"
 
 #: label -> llama-server flags; "{half}" is half the layers, "{all}" every layer (MoE models only).
 MEM_SETTINGS: dict[str, str] = {
@@ -44,9 +49,13 @@ MEM_SETTINGS: dict[str, str] = {
 #: Buffers out of target: (model, setting or "*", device, buffer) -> (|error| bound, reason).
 MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
     ("qwen3-30b-a3b", "*", "gpu0", "compute"): (
-        0.13, "MoE on the GPU: the peak is the output phase, 4*ub*(V + E) = 300.75 MiB, and llama.cpp's plan is "
-              "341.54 MiB (V + 22.9k floats per token) at every context and cache setting; the extra is not one "
-              "identified tensor of the last MoE layer (its down-projection output, n_used x E, would be 16.4k)"),
+        0.13, "MoE on the GPU: 341.54 MiB = V + 22.9k floats per token against our V + E (300.75), at every "
+              "context, cache and ubatch. Identified: ggml-cuda's graph_optimize keeps the experts' down output "
+              "alive until the fused weighted reduction ends (add_alloc_dep for "
+              "ggml_cuda_match_moe_weighted_reduction), so the weighted product is not computed in place and "
+              "ggml-alloc's best fit puts the reduction, and then the logits, higher in the buffer. With "
+              "GGML_CUDA_DISABLE_FUSION=1 llama.cpp's plan is our V + E exactly (h200-cases.jsonl). Where the "
+              "reduction lands depends on the free-block layout the earlier phases leave; not modelled"),
     ("deepseek-coder-v2-lite-instruct", "*", "gpu0", "compute"): (
         0.27, "MLA (DeepSeek-V2-Lite) on the GPU: 21.7 % under at every context (260.39 MiB against 204.00), 15 % "
               "over with every expert on the CPU; the absorbed-attention and MoE phases of this architecture are "
@@ -65,20 +74,22 @@ MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
               "256: the CPU layers' attention operands)"),
     ("glm-4.5-air", "*", "gpu0", "compute"): (
         0.34, "MoE with a shared expert on the GPU: 33 % under with flash attention (454.01 MiB = V + 80.9k floats "
-              "per token at ub 512 and 2048, against our V + E); the CPU recording of the same cases is V + 18.4k. "
-              "As for qwen3-30b-a3b, the CUDA backend's fused MoE reduction keeps the experts' outputs live "
-              "longer (ggml-cuda.cu graph_optimize adds allocation dependencies); not modelled"),
+              "per token at ub 256 to 2048, against our V + E): the fused MoE reduction's allocation dependencies, "
+              "as for qwen3-30b-a3b; with GGML_CUDA_DISABLE_FUSION=1 it is 320.00 MiB, 5 % from ours"),
     ("granite-4.0-h-tiny", "*", "gpu0", "compute"): (
         0.19, "hybrid Mamba2 MoE on the GPU: 11-18 % under (241.40 MiB = 123.6k floats per token at ub 512 and "
-              "2048; the CPU recording is 106.5k, in target); the GPU-only excess, as for the other MoE models"),
+              "2048; 205.00 MiB with GGML_CUDA_DISABLE_FUSION=1, 3 % from ours): the fused MoE reduction, as for "
+              "qwen3-30b-a3b"),
     ("granite-4.0-h-tiny", "*", "host", "compute"): (
-        0.71, "recurrent layers on the CPU side (partial or -ngl 0): 24 MiB more than inputs + masks; the "
-              "recurrent state is not a weight, so its ops stay on the CPU (no op offload); only ub 512 was "
-              "recorded, so whether the excess goes with the ubatch or with the state is not known"),
+        0.72, "recurrent layers on the CPU side (partial or -ngl 0): about 12.3k floats per token more than "
+              "inputs + masks, at ub 256 to 2048 and with 1 or 4 sequences (h200-cases.jsonl), so a per-token "
+              "working set of the SSM ops, which stay on the CPU because the state is not a weight (no op "
+              "offload); which of their tensors is not identified"),
     ("qwen3.5-9b", "*", "host", "compute"): (
-        0.29, "as granite-4.0-h-tiny: gated delta-net layers on the CPU side, 8.11 MiB more than inputs + masks"),
+        0.29, "as granite-4.0-h-tiny: gated delta-net layers on the CPU side, about 4.2k floats per token more "
+              "than inputs + masks at every ubatch and sequence count"),
     ("qwen3.5-35b-a3b", "*", "host", "compute"): (
-        0.51, "as granite-4.0-h-tiny: gated delta-net layers on the CPU side, 12.11 MiB more"),
+        0.51, "as granite-4.0-h-tiny: gated delta-net layers on the CPU side, about 6.2k floats per token more"),
     ("qwen3-next-80b-a3b-instruct", "*", "host", "compute"): (
         0.51, "as qwen3.5-35b-a3b (same linear-attention shapes): 12.11 MiB more"),
     ("qwen3-next-80b-a3b-instruct", "c131072", "gpu0", "compute"): (
@@ -190,14 +201,23 @@ def miss_of(model_id: str, setting: str, dev: str, buf: str) -> tuple[float, str
     return MISSES.get((model_id, setting, dev, buf)) or MISSES.get((model_id, "*", dev, buf))
 
 
+def parse_label(label: str) -> tuple[str, str, str, str]:
+    """(model, quant, setting, environment): a MEM_SETTINGS name, or for the extra cases the flags themselves."""
+    parts = label.split("|")
+    if len(parts) == 4:
+        return parts[0], parts[1], parts[3].replace("_", " "), parts[2]
+    return parts[0], parts[1], parts[2], ""
+
+
 def compare(row: dict[str, Any], model_dir: Path, gpu: bool = True) -> list[tuple[str, str, int, int, bool]]:
     """[(device, buffer, ours, llama.cpp's, within target)] for one recorded case (``gpu``: of the H200 file)."""
-    model_id, quant, setting = row["label"].split("|")
+    model_id, quant, setting, _env = parse_label(row["label"])
     path = model_dir / f"{model_id}-{quant}.gguf"
     if not path.exists():
         gguf_from_catalog.write_any_quant(path, model_id, quant)
     facts = read_gguf_facts(path)
-    est = estimate(facts, settings_of(flags_of(model_id, setting, facts.n_layer), gpu))
+    flags = setting.split() if setting.startswith("-") else flags_of(model_id, setting, facts.n_layer)
+    est = estimate(facts, settings_of(flags, gpu))
     mine, theirs = ours(est), measured(row)
     out = []
     for dev, buf in sorted(set(mine) | set(theirs)):
