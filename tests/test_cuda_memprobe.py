@@ -141,3 +141,20 @@ def test_flash_attention_without_a_cuda_kernel_holds_kv_views_on_the_host(header
     for row in rows:
         (ours, theirs), = [(o, t) for d, b, o, t, _ in cm.compare(row, header_dir) if (d, b) == ("host", "compute")]
         assert abs(ours - theirs) <= 0.01 * theirs, row["label"]
+
+
+def test_flash_attention_auto_turns_off_without_a_cuda_kernel(header_dir: Path) -> None:
+    """-fa auto on the same model: llama.cpp logs "Flash Attention not supported, set to disabled" and, its cache
+    made before the check with V untransposed, holds only the inputs and the f32 mask on the host (16.01 and
+    72.01 MiB at 4096 and 32768 cells); a model with a kernel keeps it on (DeepSeek-V3.1, one latent head)."""
+    from advisor.gguf.estimate import estimate
+    from advisor.gguf.facts import read_gguf_facts
+
+    rows = [r for r in CASE_ROWS if "-fa auto" in cm.parse_label(r["label"])[2]]
+    assert len(rows) == 4
+    for row in rows:
+        got = {(d, b): ok for d, b, _o, _t, ok in cm.compare(row, header_dir)}
+        assert got[("host", "compute")] and got[("gpu0", "context")], row["label"]
+    model_id, quant, flags, _ = cm.parse_label(rows[0]["label"])
+    facts = read_gguf_facts(header_dir / f"{model_id}-{quant}.gguf")
+    assert not estimate(facts, cm.settings_of(flags.split())).flash_attn

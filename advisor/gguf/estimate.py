@@ -751,10 +751,12 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
                           + facts.head_dim_v * ggml.bytes_per_element(_type(s.cache_type_v)))
         inputs += int((g.kv_cells or g.swa_cells) * g.n_stream * per_cell)  # the views span every stream
         inputs += 4 * g.n_ubatch * (max(facts.n_head) if facts.n_head else 0) * facts.head_dim_k
-    if not g.flash_attn and s.since(SET_ROWS_SINCE):
+    if s.flash_attn == "off" and s.since(SET_ROWS_SINCE):
         # without flash attention V is stored transposed, and ggml_set_rows scatters it element by element: an
         # int64 index per token and V value, one per cache (src/llama-kv-cache.cpp build_input_v_idxs:
-        # n_tokens * n_embd_v_gqa_max when v_trans; measured on the H200: +8*ub*n_embd_v_gqa per cache kind)
+        # n_tokens * n_embd_v_gqa_max when v_trans; measured on the H200: +8*ub*n_embd_v_gqa per cache kind).
+        # The cache is created before "auto" is resolved, with attn_v_trans = !cparams.flash_attn = false
+        # (src/llama-context.cpp), so FA that auto turns off keeps V untransposed (H200: no index input)
         inputs += 8 * g.n_ubatch * v_width_max(facts) * g.copies * ((g.kv_cells > 0) + (g.swa_cells > 0))
     cpu_layers = compute_bytes(facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells, swa_cells=g.swa_cells,
                                flash_attn=g.flash_attn, n_layers_here=n_layers_cpu, has_output=out_dev == "cpu",
