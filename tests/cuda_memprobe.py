@@ -139,8 +139,8 @@ def settings_of(flags: list[str], gpu: bool = True) -> Settings:
     it = iter(flags)
     ints = {"-c": "n_ctx", "-np": "n_parallel", "-b": "n_batch", "-ub": "n_ubatch", "--n-cpu-moe": "n_cpu_moe"}
     for f in it:
-        if f == "-kvu":
-            kw["kv_unified"] = True
+        if f in ("-kvu", "-nkvo"):
+            kw["kv_unified" if f == "-kvu" else "offload_kqv"] = f == "-kvu"
             continue
         v = next(it)
         if f in ints:
@@ -209,7 +209,10 @@ def parse_label(label: str) -> tuple[str, str, str, str]:
     """(model, quant, setting, environment): a MEM_SETTINGS name, or for the extra cases the flags themselves."""
     parts = label.split("|")
     if len(parts) == 4:
-        return parts[0], parts[1], parts[3].replace("_", " "), parts[2]
+        # "-c_4096_-ctk_q8_0_-kvu": each flag starts with "-", its value (which may hold "_") follows the first "_"
+        words = [w for i, piece in enumerate(parts[3].split("_-"))
+                 for w in ("-" * (i > 0) + piece).split("_", 1)]
+        return parts[0], parts[1], " ".join(words), parts[2]
     return parts[0], parts[1], parts[2], ""
 
 

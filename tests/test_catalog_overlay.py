@@ -207,3 +207,28 @@ def test_refresh_discovers_new_publisher_repos(tmp_path: Path, fake_hub: FakeHub
     r = run("catalog", "show", row["id"], "--json", env=env)
     variants = {v["quant"]: v for v in json.loads(r.stdout)["variants"]}
     assert set(variants) == {"Q8_0", "Q4_K_M"} and variants["Q8_0"]["size_bytes"] == new.stat().st_size
+
+
+@pytest.mark.parametrize("model_id", ["glm-4.5-air", "deepseek-v3.1"])
+def test_a_user_added_gguf_is_sized_like_its_file(model_id, tmp_path):
+    """`advisor catalog add` keeps what sizes the model in llama.cpp: GLM-4.5's NextN block (its -ngl slots) and
+    a split-MLA file's latent cache (the config's head sizes come from the *_mla keys, the latent back from
+    q_lora_rank), so the planner's catalog facts give the file's KV and layer slots; and a header refresh reports
+    no mismatch with the catalog entry."""
+    from advisor.app.catalog import _mismatches
+    from advisor.catalog.facts import facts_from_catalog
+    from advisor.catalog.load import load_catalog
+    from advisor.catalog.overlay import model_from_facts
+    from advisor.gguf.estimate import Settings, estimate
+    from advisor.gguf.facts import read_gguf_facts
+    from tests import gguf_from_catalog
+
+    path = gguf_from_catalog.write(tmp_path / "m.gguf", model_id, "Q4_K_M")
+    file = read_gguf_facts(path)
+    user = model_from_facts(file, model_id="user/m", repo="user/m", files=["m.gguf"], size_bytes=file.file_bytes,
+                            quant="Q4_K_M", tasks=["chat"], source="test", date="2026-12-04")
+    cat = facts_from_catalog(user, user.all_variants()[0])
+    s = Settings(n_ctx=8192, n_parallel=1, n_gpus=1, backend="cuda", n_gpu_layers=20)
+    assert cat.n_layer_all == file.n_layer_all
+    assert [d.kv_cache_bytes for d in estimate(cat, s).devices] == [d.kv_cache_bytes for d in estimate(file, s).devices]
+    assert _mismatches(load_catalog().get(model_id).arch, file) == []

@@ -150,11 +150,32 @@ def test_flash_attention_auto_turns_off_without_a_cuda_kernel(header_dir: Path) 
     from advisor.gguf.estimate import estimate
     from advisor.gguf.facts import read_gguf_facts
 
-    rows = [r for r in CASE_ROWS if "-fa auto" in cm.parse_label(r["label"])[2]]
+    rows = [r for r in CASE_ROWS if "-fa auto -ngl 999" in cm.parse_label(r["label"])[2]]
     assert len(rows) == 4
     for row in rows:
         got = {(d, b): ok for d, b, _o, _t, ok in cm.compare(row, header_dir)}
         assert got[("host", "compute")] and got[("gpu0", "context")], row["label"]
-    model_id, quant, flags, _ = cm.parse_label(rows[0]["label"])
-    facts = read_gguf_facts(header_dir / f"{model_id}-{quant}.gguf")
-    assert not estimate(facts, cm.settings_of(flags.split())).flash_attn
+    for row in rows:
+        model_id, quant, flags, _ = cm.parse_label(row["label"])
+        facts = read_gguf_facts(header_dir / f"{model_id}-{quant}.gguf")
+        on = estimate(facts, cm.settings_of(flags.split())).flash_attn
+        assert on == (model_id != "deepseek-coder-v2-lite-instruct"), row["label"]
+
+
+def test_flash_attention_auto_looks_at_the_layers_on_the_gpu(header_dir: Path) -> None:
+    """llama.cpp's auto check compares each layer's FA op with the layer's device: with -ngl 1 only the output
+    layer is on the GPU and FA stays on; with -ngl 2 a layer is there and FA goes off. A quantized V cache turns
+    auto into on before the check, so the FA ops run on the CPU (host 39.29 MiB with q8_0 K/V views)."""
+    from advisor.gguf.estimate import estimate
+    from advisor.gguf.facts import read_gguf_facts
+
+    model = "deepseek-coder-v2-lite-instruct"
+    rows = {cm.parse_label(r["label"])[2]: r for r in CASE_ROWS if r["label"].startswith(model + "|")}
+    q8 = "-c 4096 -np 1 -fa auto -ctk q8_0 -ctv q8_0 -ngl 999"
+    for flags, want in (("-c 4096 -np 1 -fa auto -ngl 1", True), ("-c 4096 -np 1 -fa auto -ngl 2", False),
+                        (q8, True)):
+        got = {(d, b): ok for d, b, _o, _t, ok in cm.compare(rows[flags], header_dir)}
+        facts = read_gguf_facts(header_dir / f"{model}-Q4_K_M.gguf")
+        assert estimate(facts, cm.settings_of(flags.split())).flash_attn == want, flags
+        assert all(ok for (d, b), ok in got.items() if b != "compute"), flags
+    assert {(d, b): ok for d, b, _o, _t, ok in cm.compare(rows[q8], header_dir)}[("host", "compute")]

@@ -258,3 +258,27 @@ def test_the_planners_compact_facts_size_compute_like_the_file(facts, tmp_path):
                   Settings(n_ctx=4096, n_parallel=1, flash_attn=fa, n_gpus=1, backend="metal", n_gpu_layers=10)):
             assert [d.compute_bytes for d in estimate(facts, s).devices] == \
                 [d.compute_bytes for d in estimate(full, s).devices], s
+
+
+@pytest.mark.parametrize("model_id", ["starcoder2-7b", "phi-4-mini-instruct", "qwen3-30b-a3b", "gemma-3n-e4b-it"])
+def test_every_compact_form_sizes_compute_like_the_file(model_id, tmp_path):
+    """The planner's three cheap forms of a catalog variant (compact facts of the file, compact catalog facts, and
+    the average-bits facts it ranks with) keep the layer kinds the compute phases read from layer 0's tensor shapes
+    (starcoder2's GELU FFN, phi3's fused QKV and up): every buffer of every device is the header-only file's, on a
+    CPU and on a CUDA GPU."""
+    from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog_facts, inventory_sums
+    from advisor.catalog.load import load_catalog
+    from advisor.gguf.facts import read_gguf_facts
+    from advisor.gguf.layout import tensor_inventory
+    from tests import gguf_from_catalog
+
+    model = load_catalog().get(model_id)
+    variant = next(v for v in model.all_variants() if v.quant == "Q4_K_M")
+    full = read_gguf_facts(gguf_from_catalog.write(tmp_path / "m.gguf", model_id, "Q4_K_M"))
+    sums = inventory_sums(model.arch.n_layer, tensor_inventory(model.arch, False))
+    forms = [compact(full), compact_catalog_facts(model, variant), approx_catalog_facts(model, variant, 4.8, sums)]
+    for s in (Settings(n_ctx=32768, n_parallel=1), Settings(n_ctx=32768, n_parallel=1, n_gpus=1, backend="cuda"),
+              Settings(n_ctx=8192, n_parallel=1, n_gpus=1, backend="cuda", flash_attn="off", n_gpu_layers=8)):
+        want = [d.compute_bytes for d in estimate(full, s).devices]
+        for form in forms:
+            assert [d.compute_bytes for d in estimate(form, s).devices] == want, (model_id, s)

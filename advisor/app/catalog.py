@@ -35,10 +35,14 @@ Progress = Callable[[str, int, int], None]
 
 def _mismatches(arch: Any, facts: Any) -> list[str]:
     """Where a GGUF header disagrees with the catalog's Architecture (names as in catalog.Architecture)."""
+    # a split-MLA header stores the latent cache (one KV head of kv_lora_rank + rope); its per-head sizes are
+    # the *_mla keys, which are the config's
+    mla = bool(facts.key_length_mla and facts.kv_lora_rank)
     pairs = [("name", arch.name, facts.architecture), ("n_layer", arch.n_layer, facts.n_layer),
              ("n_embd", arch.n_embd, facts.n_embd), ("n_head", arch.n_head, max(facts.n_head, default=0)),
-             ("n_head_kv", arch.n_head_kv, max(facts.n_head_kv, default=0)),
-             ("head_dim_k", arch.head_dim_k, facts.head_dim_k), ("vocab_size", arch.vocab_size, facts.n_vocab),
+             ("n_head_kv", 1 if mla else arch.n_head_kv, max(facts.n_head_kv, default=0)),
+             ("head_dim_k", arch.head_dim_k, facts.key_length_mla if mla else facts.head_dim_k),
+             ("vocab_size", arch.vocab_size, facts.n_vocab),
              ("tied_embeddings", arch.tied_embeddings, facts.tied_embeddings),
              ("n_expert", arch.n_expert, facts.n_expert)]
     return [f"{k}: catalog {a}, header {b}" for k, a, b in pairs if a != b]

@@ -91,12 +91,20 @@ def _layer_of(name: str) -> int | None:
 
 
 def _with_layers(facts: ModelFacts, globals_: tuple[TensorFacts, ...], per_layer: list[int],
-                 experts: list[int] | None = None) -> ModelFacts:
+                 experts: list[int] | None = None, shapes: dict[str, tuple[int, ...]] | None = None) -> ModelFacts:
     """One tensor per layer, and one more for a MoE layer's expert tensors (``blk.N.ffn_exps.all``): --n-cpu-moe
-    places those apart from the rest of the layer (the estimator matches ``_exps`` as llama.cpp's -ot pattern)."""
+    places those apart from the rest of the layer (the estimator matches ``_exps`` as llama.cpp's -ot pattern).
+    ``shapes``: the layer-0 tensors of estimate.SHAPE_TENSORS the model has, kept as zero-byte markers so that the
+    compute phases see the same layer kinds (fused QKV, GELU or fused-up FFN) as with the full facts."""
     layers = tuple(TensorFacts(f"blk.{il}.all", (b,), 24, b) for il, b in enumerate(per_layer))  # 24 = I8: 1 B/elt
     exps = tuple(TensorFacts(f"blk.{il}.ffn_exps.all", (b,), 24, b) for il, b in enumerate(experts or []) if b)
-    return dataclasses.replace(facts, tensors=globals_ + layers + exps)
+    marks = tuple(TensorFacts(n, shape, 24, 0) for n, shape in (shapes or {}).items())
+    return dataclasses.replace(facts, tensors=globals_ + layers + exps + marks)
+
+
+def _shapes(tensors) -> dict[str, tuple[int, ...]]:  # noqa: ANN001 - TensorFacts or layout Tensors
+    from advisor.gguf.estimate import SHAPE_TENSORS
+    return {t.name: tuple(t.shape) for t in tensors if t.name in SHAPE_TENSORS}
 
 
 @cache
@@ -119,7 +127,7 @@ def compact_catalog_facts(model: Model, variant: Variant, inventory: list | None
             globals_.append(TensorFacts(t.name, t.shape, ggml.type_id(ty), nb))
         elif il < a.n_layer:
             (experts if _is_expert(t.name) else per_layer)[il] += nb
-    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer, experts)
+    return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer, experts, _shapes(inv))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +138,7 @@ class InventorySums:
     globals_: tuple[tuple[str, tuple[int, ...], int], ...]
     per_layer: tuple[int, ...]
     experts: tuple[int, ...]
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 def inventory_sums(n_layer: int, inventory: list) -> InventorySums:
@@ -141,7 +150,7 @@ def inventory_sums(n_layer: int, inventory: list) -> InventorySums:
             globals_.append((t.name, t.shape, t.n_elements))
         elif il < n_layer:
             (experts if _is_expert(t.name) else per_layer)[il] += t.n_elements
-    return InventorySums(tuple(globals_), tuple(per_layer), tuple(experts))
+    return InventorySums(tuple(globals_), tuple(per_layer), tuple(experts), tuple(_shapes(inventory).items()))
 
 
 def approx_catalog_facts(model: Model, variant: Variant, bpw: float, sums: InventorySums) -> ModelFacts:
@@ -149,7 +158,7 @@ def approx_catalog_facts(model: Model, variant: Variant, bpw: float, sums: Inven
     Plans are re-sized with ``compact_catalog_facts`` before they are shown."""
     globals_ = tuple(TensorFacts(name, shape, 24, int(n * bpw / 8)) for name, shape, n in sums.globals_)
     return _with_layers(_skeleton(model, variant), globals_, [int(n * bpw / 8) for n in sums.per_layer],
-                        [int(n * bpw / 8) for n in sums.experts])
+                        [int(n * bpw / 8) for n in sums.experts], dict(sums.shapes))
 
 
 def compact(facts: ModelFacts) -> ModelFacts:
@@ -166,7 +175,7 @@ def compact(facts: ModelFacts) -> ModelFacts:
             globals_.append(t)
         elif il < facts.n_layer:
             (experts if _is_expert(t.name) else per_layer)[il] += t.nbytes
-    return _with_layers(facts, tuple(globals_), per_layer, experts)
+    return _with_layers(facts, tuple(globals_), per_layer, experts, _shapes(facts.tensors))
 
 
 def expert_fraction(facts: ModelFacts) -> float:

@@ -210,17 +210,32 @@ def model_from_facts(facts: Any, *, model_id: str, repo: str, files: list[str], 
         active = round((total - experts + experts * facts.n_expert_used / facts.n_expert) / 1e9, 6)
     a = Architecture(
         name=arch, n_layer=facts.n_layer, n_embd=facts.n_embd, n_head=max(facts.n_head, default=0),
-        n_head_kv=max(facts.n_head_kv, default=0), head_dim_k=facts.head_dim_k, head_dim_v=facts.head_dim_v,
         n_ff=max(facts.n_ff, default=0), vocab_size=facts.n_vocab, tied_embeddings=facts.tied_embeddings,
         source=source, tokenizer="llama" if meta.get("tokenizer.ggml.model") == "llama" else "gpt2",
         sliding_window=facts.sliding_window, sliding_window_pattern=period if facts.sliding_window else 0,
         n_expert=facts.n_expert, n_expert_used=facts.n_expert_used, n_expert_shared=facts.n_expert_shared,
-        n_ff_expert=facts.n_ff_exp, kv_lora_rank=facts.kv_lora_rank)
+        n_ff_expert=facts.n_ff_exp, n_layer_nextn=facts.n_layer_nextn, **_attention(facts))
     lic = meta.get("general.license")
     v = Variant(format="gguf", quant=quant, repo=repo, files=tuple(files), size_source="measured",
                 size_bytes=size_bytes, size_where=f"advisor catalog add {date}: {source}")
     return _user_model(model_id, facts.name or model_id, repo, lic if isinstance(lic, str) and lic else "unknown",
                        tasks, total, active, facts.n_ctx_train or 4096, a, (v,), source, Sampling)
+
+
+def _attention(facts: Any) -> dict[str, int]:
+    """The Architecture's attention fields, in the model config's terms. A split-MLA GGUF (key_length_mla set)
+    stores the latent cache sizes as its head sizes; the config's per-head sizes are the *_mla keys, and the
+    catalog derives the latent layout back from q_lora_rank (advisor.gguf.layout.mla_split)."""
+    meta, arch = facts.metadata, facts.architecture
+    out = dict(n_head_kv=max(facts.n_head_kv, default=0), head_dim_k=facts.head_dim_k, head_dim_v=facts.head_dim_v,
+               kv_lora_rank=facts.kv_lora_rank)
+    if facts.key_length_mla and facts.kv_lora_rank:
+        rope = int(meta.get(f"{arch}.rope.dimension_count") or facts.head_dim_k - facts.kv_lora_rank)
+        out.update(n_head_kv=max(facts.n_head, default=0), head_dim_k=facts.key_length_mla,
+                   head_dim_v=facts.value_length_mla, qk_rope_head_dim=rope,
+                   qk_nope_head_dim=facts.key_length_mla - rope, v_head_dim=facts.value_length_mla,
+                   q_lora_rank=int(meta.get(f"{arch}.attention.q_lora_rank") or 0))
+    return out
 
 
 def _elements(shape: tuple[int, ...]) -> int:

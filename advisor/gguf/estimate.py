@@ -471,6 +471,11 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     return int(4 * n_ubatch * max(phases))
 
 
+#: Layer-0 tensors whose shapes (not bytes) the compute-buffer phases read: a fused QKV projection, the FFN's up and
+#: gate. Compact facts (advisor/catalog/facts.py) keep them as zero-byte markers.
+SHAPE_TENSORS = ("blk.0.attn_qkv.weight", "blk.0.ffn_up.weight", "blk.0.ffn_gate.weight")
+
+
 def _non_gated_ffn(facts: ModelFacts) -> bool:
     """ffn_up without ffn_gate and not 2F wide (a fused SwiGLU up): a GELU FFN, as starcoder2's."""
     up = facts.tensor("blk.0.ffn_up.weight")
@@ -483,18 +488,13 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     """The memory llama.cpp will allocate for ``facts`` under ``s``, per device. Raises BadInputError."""
     n_ctx, n_ctx_seq, n_seq, unified, n_stream = context(facts, s)
     tk, tv = _type(s.cache_type_k), _type(s.cache_type_v)
-    fa = _flash_attn(facts, s, tk, tv)
-    fa_on_cpu = False
-    if fa and s.n_gpus > 0 and s.n_gpu_layers != 0 and not gpu_has_fa_kernel(facts, s.backend):
-        # llama_context's FA "auto" check finds the FA ops on another device than their layer and turns flash
-        # attention off; forced on, the scheduler runs them on the CPU (ggml_backend_sched: unsupported op)
-        fa, fa_on_cpu = (False, False) if s.flash_attn == "auto" else (True, True)
+    layer_dev, out_dev = layer_devices(facts, s)
+    fa, fa_on_cpu, v_untransposed = _resolve_flash_attn(facts, s, tk, tv, layer_dev)
     # causal models cap n_batch at n_ctx and n_ubatch at n_batch (llama_context constructor)
     n_batch = min(n_ctx, s.n_batch)
     n_ubatch = min(n_batch, s.n_ubatch)
     swa_any, swa_cells, kv_cells = _cache_cells(facts, s, n_ctx_seq, n_seq, unified, n_ubatch)
 
-    layer_dev, out_dev = layer_devices(facts, s)
     rule = _backend(s)
     gpus = [f"gpu{i}" for i in range(max(0, s.n_gpus))]
     host = "host" if gpus and rule.host_buffers else "cpu"
@@ -523,7 +523,8 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     copies = PP_COPIES if (len(gpus) > 1 and all_offloaded and s.offload_kqv and not cpu_moe
                            and not s.tensor_overrides) else 1
     g = _Graph(n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells, mask_cells=mask_cells, flash_attn=fa,
-               n_stream=n_stream, copies=copies, fa_on_cpu=fa_on_cpu)
+               n_stream=n_stream, copies=copies, fa_on_cpu=fa_on_cpu,
+               v_cont=_v_cont_floats(facts, s, kv_cells or swa_cells, n_ubatch) if v_untransposed else 0.0)
     compute = dict.fromkeys(names, 0)
     if not gpus:
         compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
@@ -560,13 +561,14 @@ CUDA_FA_HEADS: dict[tuple[int, int], tuple[int, int]] = {
 FA_KERNEL_TABLES = {"cuda": CUDA_FA_HEADS, "rocm": CUDA_FA_HEADS}
 
 
-def gpu_has_fa_kernel(facts: ModelFacts, backend: str) -> bool:
-    """Whether ``backend`` has a flash-attention kernel for every attention layer's head sizes (True for backends
-    without a table here: their coverage is not modelled)."""
+def gpu_has_fa_kernel(facts: ModelFacts, backend: str, layers: list[int] | None = None) -> bool:
+    """Whether ``backend`` has a flash-attention kernel for the head sizes of every attention layer among ``layers``
+    (default all). True for backends without a table here: their coverage is not modelled, nor are the cache types
+    a kernel takes (ggml_cuda_fattn_kv_type_supported) or the build eras of the kernels."""
     table = FA_KERNEL_TABLES.get(backend)
     if table is None:
         return True
-    for il in range(facts.n_layer):
+    for il in range(facts.n_layer) if layers is None else layers:
         if not facts.n_head_kv[il]:
             continue  # recurrent or KV-sharing layer: no attention of its own
         need = table.get(facts.head_dims(il))
@@ -576,12 +578,37 @@ def gpu_has_fa_kernel(facts: ModelFacts, backend: str) -> bool:
     return True
 
 
+def _resolve_flash_attn(facts: ModelFacts, s: Settings, tk: int, tv: int,
+                        layer_dev: list[str]) -> tuple[bool, bool, bool]:
+    """(flash attention on, its ops on the CPU, V cache untransposed without it). llama_context's "auto" check
+    (resolve_fused_ops, src/llama-context.cpp) compares each layer's FA op device with the layer's: a layer on a GPU
+    whose backend has no kernel for its head sizes turns FA off. The cache was made before the check with
+    attn_v_trans = !flash_attn, so V stays untransposed. A quantized V cache turns "auto" into "on" before the
+    check (llama_init_from_model), and forced on the FA ops run on the CPU (H200, DeepSeek-V2-Lite K 192 / V 128:
+    "Flash Attention not supported, set to disabled" with -ngl 2, kept with -ngl 1, the output layer alone, and
+    kept with a q8_0 V cache; tests/data/llamacpp-cuda/h200-cases.jsonl)."""
+    fa = _flash_attn(facts, s, tk, tv)
+    on_gpu = [il for il, d in enumerate(layer_dev) if d != "cpu"]
+    if not fa or not on_gpu or gpu_has_fa_kernel(facts, s.backend, on_gpu):
+        return fa, False, False
+    if s.flash_attn == "auto" and ggml.block_size(tv)[0] == 1:
+        return False, False, True
+    return True, True, False
+
+
+def _v_cont_floats(facts: ModelFacts, s: Settings, cells: int, n_ubatch: int) -> float:
+    """Without flash attention an untransposed V is copied transposed for the KQV product (llama-graph.cpp
+    build_attn_mha: ggml_cont(ggml_transpose(v))): one layer's cells x KV heads x V head size, in the cache type,
+    as f32 values per ubatch token."""
+    hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
+    return cells * hkv * facts.head_dim_v * ggml.bytes_per_element(_type(s.cache_type_v)) / (4 * n_ubatch)
+
+
 def _flash_attn(facts: ModelFacts, s: Settings, tk: int, tv: int) -> bool:
     """Whether flash attention is on, after checking that the cache types can be used with it and the model's head
     sizes. Raises BadInputError."""
-    # FA auto resolves to enabled when every FA op can run on its layer's device, which is the case for the
-    # CPU and current CUDA/Metal/Vulkan backends (llama_context constructor, "Flash Attention was auto, set to
-    # enabled"; measured: CPU auto -> enabled).
+    # FA auto resolves to enabled when every FA op can run on its layer's device: always on the CPU (measured:
+    # CPU auto -> enabled); on a GPU see _resolve_flash_attn, which narrows this per head size.
     fa = s.flash_attn != "off"
     if not fa and ggml.block_size(tv)[0] > 1:
         raise BadInputError(f"cache type V {s.cache_type_v} needs flash attention (llama.cpp: 'quantized V cache "
@@ -594,13 +621,18 @@ def _flash_attn(facts: ModelFacts, s: Settings, tk: int, tv: int) -> bool:
     return fa
 
 
+#: Architectures whose sliding window llama.cpp does not honour, though their configs (and for Phi-3 their GGUFs)
+#: name one: Phi-3 ("Phi SWA is currently disabled", load_hparams, llama.cpp PR #13676; gpu-logs l10: one
+#: 32768-cell cache for all 32 layers); starcoder2 (src/models/starcoder2.cpp sets no SWA type, and the converter
+#: writes no window: H200, one full cache for every layer, tests/data/llamacpp-cuda).
+SWA_IGNORED = frozenset({"phi3", "starcoder2"})
+
+
 def _cache_cells(facts: ModelFacts, s: Settings, n_ctx_seq: int, n_seq: int, unified: bool,
                  n_ubatch: int) -> tuple[bool, int, int]:
     """(swa_any, swa_cells, kv_cells): whether the model has sliding-window layers llama.cpp honours, the cells of
     one stream of the SWA cache and of the full cache (0 when there is none of that kind)."""
-    # Phi-3 GGUFs carry a sliding_window that llama.cpp ignores ("Phi SWA is currently disabled", load_hparams,
-    # llama.cpp PR #13676; gpu-logs l10: one 32768-cell cache for all 32 layers).
-    swa_any = facts.sliding_window > 0 and any(facts.swa_layers) and facts.architecture != "phi3"
+    swa_any = facts.sliding_window > 0 and any(facts.swa_layers) and facts.architecture not in SWA_IGNORED
     swa_cells = 0
     if swa_any:
         # llama_kv_cache_iswa: size_swa = pad(min(size_base, n_swa * (unified ? n_seq : 1) + n_ubatch), 256),
@@ -686,6 +718,7 @@ class _Graph:
     n_stream: int
     copies: int
     fa_on_cpu: bool = False  # flash attention forced on with head sizes the GPU backend has no kernel for
+    v_cont: float = 0.0  # f32 values per token of the contiguous V^T copy FA-off attention makes of an untransposed V
 
 
 def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d: str, *, first: bool,
@@ -712,7 +745,7 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
     base = gpu_compute_bytes(facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells or g.swa_cells,
                              mask_cells=g.mask_cells, flash_attn=g.flash_attn, layers=n_layers > 0,
                              output=out_dev == d, moe_batched=moe_batched, copies=g.copies,
-                             swiglu_fused=fused)
+                             swiglu_fused=fused, v_cont=g.v_cont)
     return max([base] + extra) if (n_layers or out_dev == d) else max(extra, default=0)
 
 
@@ -745,7 +778,8 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
     if g.fa_on_cpu:
         # the FA op on the CPU: one layer's K and V cache views and its query copied to the host (H200,
         # DeepSeek-V2-Lite GGUF with attn_kv_b, K 192 / V 128 and 16 KV heads: 58.01, 102.01, 190.01, 366.01 MiB at
-        # 4096-32768 cells = 4*ub*(2E + mask + H*Dk) + cells*Hkv*(Dk + Dv)*2 exactly, ub 256-2048)
+        # 4096-32768 cells = 4*ub*(2E + mask + H*Dk) + cells*Hkv*(Dk + Dv)*2 exactly, ub 256-2048, f16 and q8_0;
+        # the one architecture measured: models with per-layer head sizes take the largest)
         hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
         per_cell = hkv * (facts.head_dim_k * ggml.bytes_per_element(_type(s.cache_type_k))
                           + facts.head_dim_v * ggml.bytes_per_element(_type(s.cache_type_v)))
@@ -828,7 +862,7 @@ def mla_q_floats(facts: ModelFacts) -> int:
 
 def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_cells: int, flash_attn: bool,
                       layers: bool, output: bool, moe_batched: bool = True, copies: int = 1,
-                      attention: bool = True, swiglu_fused: bool = True) -> int:
+                      attention: bool = True, swiglu_fused: bool = True, v_cont: float = 0.0) -> int:
     """Compute buffer of one GPU device: the peak over its phases, in f32 values per ubatch token.
 
     Same phases as the CPU's ``compute_bytes`` with the coefficients the GPU logs show (E = n_embd, F = n_ff,
@@ -854,7 +888,7 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
         if attention:
             mla = mla_q_floats(facts)
             fa_attn = mask + 4 * E + (mla if mla else 2 * Hk + Hq)
-            phases.append(fa_attn if flash_attn else kv_cells * H + mask + 4 * E)
+            phases.append(fa_attn if flash_attn else kv_cells * H + mask + 4 * E + v_cont)
         f_exp = facts.n_ff_exp or max(facts.n_ff)  # 2024 Mixtral GGUFs have no expert_feed_forward_length
         if facts.n_expert:
             ff = (3 * f_exp * facts.n_expert_used if moe_batched else 3 * f_exp) + 2 * facts.n_expert
@@ -870,7 +904,8 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
             phases.append(ff + mask + 4 * E)
     if output:
         # one E row less than the CPU's logits phase (V + 2E there), as for every dense model the H200 recorded;
-        # with output_norm.bias one more (starcoder2: V + 2E on the H200, V + 3E on the CPU)
+        # with output_norm.bias one more (starcoder2: V + 2E on the H200, V + 3E on the CPU; the only LayerNorm
+        # model with a bias that was measured, the others are assumed alike)
         norm_bias = 1 if facts.tensor("output_norm.bias") is not None else 0
         phases.append(facts.n_vocab + (1 + norm_bias) * E)
     return int(4 * n_ubatch * max(phases))

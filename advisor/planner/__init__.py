@@ -506,7 +506,7 @@ def _partial_offload(plan: Plan, model: Model) -> bool:
     context does not change the speed."""
     s = plan.llama_cpp
     return s is not None and bool(plan.memory) and any(d.device != "cpu" for d in plan.memory) and (
-        bool(s.n_cpu_moe) or s.n_gpu_layers <= model.arch.n_layer)
+        bool(s.n_cpu_moe) or s.n_gpu_layers <= model.arch.n_layer + model.arch.n_layer_nextn)
 
 
 def _shorter_context(run: _Run, model: Model, v: Variant, q: Quality, plan: Plan, score: float, why: list[str],

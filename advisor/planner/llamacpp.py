@@ -243,7 +243,7 @@ def _layers(facts: ModelFacts, m: Machine, c: int, kv: str, parallel: int,
     """As many whole layers on the GPUs as fit, the rest on the CPU (binary search; memory grows with layers on
     the GPU and shrinks on the CPU, the GPU side decides)."""
     n = facts.n_layer
-    lo, hi, best, last = 0, n, None, None
+    lo, hi, best, last = 0, facts.n_layer_all, None, None  # -ngl slots: NextN blocks count, the output is the last
     while lo <= hi:
         mid = (lo + hi) // 2
         est, fit = _try(facts, m, mid, c, parallel, split, kv)
@@ -258,7 +258,8 @@ def _layers(facts: ModelFacts, m: Machine, c: int, kv: str, parallel: int,
     if best is None:
         return last or Fit(False, 0, "gpu0")
     ngl, est = best
-    why = [f"{ngl} of {n} layers on the GPU, the rest on the CPU (partial offload: the whole model does not "
+    on_gpu = sum(d.n_layers for d in est.devices if d.device.startswith("gpu"))  # -ngl N also counts the output
+    why = [f"{on_gpu} of {n} layers on the GPU, the rest on the CPU (partial offload: the whole model does not "
            "fit in GPU memory)" if ngl else "every layer on the CPU: not even one layer fits the GPU budget"]
     return LlamaChoice(est, ngl, c * parallel, parallel, split if ngl else None, False, why, kv)
 

@@ -39,6 +39,10 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     rows = [line.strip().split("|", 3) for line in a.cases.read_text().splitlines()
             if line.strip() and not line.startswith("#")]
+    bad = [r for r in rows if len(r) != 4]
+    if bad:
+        print(f"{a.cases}: lines need model|quant|ENV|flags: {'|'.join(bad[0])}", file=sys.stderr)
+        return 2
     models = sorted({(m, q) for m, q, _, _ in rows})
     with ProcessPoolExecutor(8) as pool:
         paths = dict(zip(models, pool.map(safe_write, [(m, q, str(a.models / f"{m}-{q}.gguf"), False)
@@ -58,6 +62,7 @@ def main() -> int:
                 p.communicate("\n".join(cases) + "\n", timeout=max(10, start + a.budget - time.time()))
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
                 log("out of time")
     log(f"done in {time.time() - start:.0f} s")
     return 0
