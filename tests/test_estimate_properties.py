@@ -264,8 +264,9 @@ def test_the_planners_compact_facts_size_compute_like_the_file(facts, tmp_path):
 def test_every_compact_form_sizes_compute_like_the_file(model_id, tmp_path):
     """The planner's three cheap forms of a catalog variant (compact facts of the file, compact catalog facts, and
     the average-bits facts it ranks with) keep the layer kinds the compute phases read from layer 0's tensor shapes
-    (starcoder2's GELU FFN, phi3's fused QKV and up): every buffer of every device is the header-only file's, on a
-    CPU and on a CUDA GPU."""
+    (starcoder2's GELU FFN, phi3's fused QKV and up), and the caches llama.cpp makes (starcoder2's config names a
+    sliding window its loader ignores): compute and KV of every device are the header-only file's, on a CPU and on a
+    CUDA GPU."""
     from advisor.catalog.facts import approx_catalog_facts, compact, compact_catalog_facts, inventory_sums
     from advisor.catalog.load import load_catalog
     from advisor.gguf.facts import read_gguf_facts
@@ -279,6 +280,6 @@ def test_every_compact_form_sizes_compute_like_the_file(model_id, tmp_path):
     forms = [compact(full), compact_catalog_facts(model, variant), approx_catalog_facts(model, variant, 4.8, sums)]
     for s in (Settings(n_ctx=32768, n_parallel=1), Settings(n_ctx=32768, n_parallel=1, n_gpus=1, backend="cuda"),
               Settings(n_ctx=8192, n_parallel=1, n_gpus=1, backend="cuda", flash_attn="off", n_gpu_layers=8)):
-        want = [d.compute_bytes for d in estimate(full, s).devices]
+        want = [(d.compute_bytes, d.kv_cache_bytes) for d in estimate(full, s).devices]
         for form in forms:
-            assert [d.compute_bytes for d in estimate(form, s).devices] == want, (model_id, s)
+            assert [(d.compute_bytes, d.kv_cache_bytes) for d in estimate(form, s).devices] == want, (model_id, s)
