@@ -179,3 +179,25 @@ def test_flash_attention_auto_looks_at_the_layers_on_the_gpu(header_dir: Path) -
         assert estimate(facts, cm.settings_of(flags.split())).flash_attn == want, flags
         assert all(ok for (d, b), ok in got.items() if b != "compute"), flags
     assert {(d, b): ok for d, b, _o, _t, ok in cm.compare(rows[q8], header_dir)}[("host", "compute")]
+
+
+@pytest.mark.parametrize("model_id", ["gpt-oss-20b", "qwen3-next-80b-a3b-instruct", "qwen3.5-35b-a3b", "qwen3.5-9b"])
+def test_the_kept_hidden_state_is_live_at_the_logits(model_id: str, header_dir: Path) -> None:
+    """Graphs that mark every token's final hidden state as an output (res->t_h_nextn) before taking the output
+    rows hold V + 3E at the logits on the CPU: exact where no hole sits below them (131072 cells, a q8_0 cache)."""
+    for setting in ("c131072", "c16384-q8"):
+        row = next(r for r in CPU_ROWS if r["label"].startswith(f"{model_id}|") and r["label"].endswith(setting))
+        (ours, theirs), = [(o, t) for d, b, o, t, _ in cm.compare(row, header_dir, gpu=False) if b == "compute"]
+        assert abs(ours - theirs) <= 0.001 * theirs, (setting, ours, theirs)
+
+
+def test_absorbed_mla_attention_is_exact_on_the_cpu(header_dir: Path) -> None:
+    """DeepSeek-V3.1 (split MLA): the query chain stacks under the KQ scores, with and without flash attention;
+    every recorded CPU case but one (4 unified streams without FA, 0.2 % over) within 0.1 %."""
+    rows = [r for r in CPU_ROWS if r["label"].startswith("deepseek-v3.1|")]
+    close = 0
+    for row in rows:
+        (ours, theirs), = [(o, t) for d, b, o, t, _ in cm.compare(row, header_dir, gpu=False) if b == "compute"]
+        close += abs(ours - theirs) <= 0.001 * theirs
+        assert abs(ours - theirs) <= 0.005 * theirs, row["label"]
+    assert close >= len(rows) - 1

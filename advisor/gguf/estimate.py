@@ -402,7 +402,8 @@ def ssm_phase(facts: ModelFacts, n_ubatch: int, n_seq: int) -> float:
 
 
 def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells: int, flash_attn: bool,
-                  n_layers_here: int, has_output: bool, n_stream: int, n_seq: int = 1) -> int:
+                  n_layers_here: int, has_output: bool, n_stream: int, n_seq: int = 1,
+                  kept_hidden: bool = False) -> int:
     """Compute buffer of one backend: the peak over the graph's phases, in f32 values per ubatch token.
 
     ggml-alloc reuses memory between ops and lets in-place ops share their parent, so the buffer is about
@@ -420,6 +421,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     can come out up to ~10 % high through allocator fragmentation.
     Recurrent models: an SSM phase, mask + ``ssm_phase``; purely recurrent ones (no attention layer, kv = 0) hold
     one more E row at the logits (V + 3E: measured 18.63 MiB for mamba and mamba2 with V 8000, E 512, ub 512).
+    ``kept_hidden``: the final hidden state of every token is a graph output (HIDDEN_KEPT), one more E row.
     """
     E = facts.n_embd
     H = max(facts.n_head) if facts.n_head else 0
@@ -441,8 +443,15 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     phases = [0.0]
     if n_layers_here:
         kv_big = kv_cells or swa_cells
-        if flash_attn:
-            attn = mask + 4 * E + (mla_q_floats(facts) or 2 * Hk + Hq)
+        mla = mla_q_floats(facts)
+        if mla:
+            # absorbed MLA: the query chain stacks (q_b output, q_nope absorbed, the concatenated query), the KQ
+            # scores without flash attention go on top of it, and an H x v_head slot of the previous layer's
+            # attention output stays below (traced on this CPU with ggml-alloc's log, DeepSeek-V3.1: 1440.01,
+            # 2472.01, 1236.00 MiB FA off and every FA-on case of tests/data/llamacpp-cpu exactly)
+            attn = (0 if flash_attn else kv_big * H) + mask + 4 * E + mla + H * facts.value_length_mla
+        elif flash_attn:
+            attn = mask + 4 * E + 2 * Hk + Hq
         else:
             attn = kv_big * H + mask + (3 if fused_qkv else 5) * E + 2 * Hk
         phases.append(attn)
@@ -466,7 +475,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
         # V + 3E measured on this CPU with starcoder2-7b and an f16 cache (62977 floats per token at every context
         # and ubatch; V + 2E with a q8_0 cache, tests/cuda_memprobe.py CPU_MISSES). One architecture measured.
         norm_bias = 1 if facts.tensor("output_norm.bias") is not None else 0
-        phases.append(facts.n_vocab + (3 if pure_recurrent else 2 + norm_bias) * E
+        phases.append(facts.n_vocab + (3 if pure_recurrent else 2 + norm_bias + kept_hidden) * E
                       + (max(facts.n_ff) if fused_up else 0))
     return int(4 * n_ubatch * max(phases))
 
@@ -529,7 +538,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     if not gpus:
         compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
                                        flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=True,
-                                       n_stream=n_stream, n_seq=n_seq)
+                                       n_stream=n_stream, n_seq=n_seq, kept_hidden=_kept_hidden(facts, s))
     else:
         # the scheduler offloads ops of CPU-resident weights to the first GPU (ggml_backend_sched backends in
         # device order), also when -ngl 0 leaves it no layer (H200 memprobe, -ngl 0: output weight + logits)
@@ -619,6 +628,19 @@ def _flash_attn(facts: ModelFacts, s: Settings, tk: int, tv: int) -> bool:
             raise BadInputError(f"cache type {name} {ggml.type_name(tid).lower()} needs a head size that is a "
                                 f"multiple of {blck}; this model's is {hd}")
     return fa
+
+
+#: Architectures whose graph marks the final hidden state of every token as an output (res->t_h_nextn, for their
+#: multi-token-prediction heads) before taking the rows to output (inp_out_ids) after the layer loop, unless a
+#: context asks for masked NextN embeddings (src/models/openai-moe.cpp, qwen3next.cpp, qwen35.cpp, qwen35moe.cpp,
+#: gemma4.cpp, step35.cpp, cohere2moe.cpp; llama-graph.cpp ggml_set_output(t_h_nextn)): that E-wide row stays live
+#: through the logits. Traced on this CPU: gpt-oss-20b and qwen3-next at V + 3E; qwen3.5 records V + 3E + 1.
+HIDDEN_KEPT = frozenset({"gpt-oss", "qwen3next", "qwen35", "qwen35moe", "gemma4", "step35", "cohere2moe"})
+# First build with t_h_nextn (MTP support, 2026); approximate, at the latest the build llama-cpp-python 0.3.36 vendors.
+HIDDEN_KEPT_SINCE = 9350
+
+def _kept_hidden(facts: ModelFacts, s: Settings) -> bool:
+    return facts.architecture in HIDDEN_KEPT and s.since(HIDDEN_KEPT_SINCE)
 
 
 #: Architectures whose sliding window llama.cpp does not honour, though their configs (and for Phi-3 their GGUFs)
@@ -745,7 +767,7 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
     base = gpu_compute_bytes(facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells or g.swa_cells,
                              mask_cells=g.mask_cells, flash_attn=g.flash_attn, layers=n_layers > 0,
                              output=out_dev == d, moe_batched=moe_batched, copies=g.copies,
-                             swiglu_fused=fused, v_cont=g.v_cont)
+                             swiglu_fused=fused, v_cont=g.v_cont, kept_hidden=_kept_hidden(facts, s))
     return max([base] + extra) if (n_layers or out_dev == d) else max(extra, default=0)
 
 
@@ -794,7 +816,8 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
         inputs += 8 * g.n_ubatch * v_width_max(facts) * g.copies * ((g.kv_cells > 0) + (g.swa_cells > 0))
     cpu_layers = compute_bytes(facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells, swa_cells=g.swa_cells,
                                flash_attn=g.flash_attn, n_layers_here=n_layers_cpu, has_output=out_dev == "cpu",
-                               n_stream=g.n_stream) if (n_layers_cpu or out_dev == "cpu") else 0
+                               n_stream=g.n_stream, kept_hidden=_kept_hidden(facts, s)
+                               ) if (n_layers_cpu or out_dev == "cpu") else 0
     return max(inputs, 0 if rule.op_offload else cpu_layers)
 
 
@@ -862,7 +885,8 @@ def mla_q_floats(facts: ModelFacts) -> int:
 
 def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_cells: int, flash_attn: bool,
                       layers: bool, output: bool, moe_batched: bool = True, copies: int = 1,
-                      attention: bool = True, swiglu_fused: bool = True, v_cont: float = 0.0) -> int:
+                      attention: bool = True, swiglu_fused: bool = True, v_cont: float = 0.0,
+                      kept_hidden: bool = False) -> int:
     """Compute buffer of one GPU device: the peak over its phases, in f32 values per ubatch token.
 
     Same phases as the CPU's ``compute_bytes`` with the coefficients the GPU logs show (E = n_embd, F = n_ff,
@@ -888,7 +912,9 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
         if attention:
             mla = mla_q_floats(facts)
             fa_attn = mask + 4 * E + (mla if mla else 2 * Hk + Hq)
-            phases.append(fa_attn if flash_attn else kv_cells * H + mask + 4 * E + v_cont)
+            # absorbed MLA without flash attention: the KQ scores on top of the query chain, as on the CPU
+            # (H200, DeepSeek-V3.1: 1401.02 and 1216.51 MiB, within 0.6 %)
+            phases.append(fa_attn if flash_attn else kv_cells * H + mask + 4 * E + mla + v_cont)
         f_exp = facts.n_ff_exp or max(facts.n_ff)  # 2024 Mixtral GGUFs have no expert_feed_forward_length
         if facts.n_expert:
             ff = (3 * f_exp * facts.n_expert_used if moe_batched else 3 * f_exp) + 2 * facts.n_expert
@@ -907,5 +933,5 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
         # with output_norm.bias one more (starcoder2: V + 2E on the H200, V + 3E on the CPU; the only LayerNorm
         # model with a bias that was measured, the others are assumed alike)
         norm_bias = 1 if facts.tensor("output_norm.bias") is not None else 0
-        phases.append(facts.n_vocab + (1 + norm_bias) * E)
+        phases.append(facts.n_vocab + (1 + norm_bias + kept_hidden) * E)
     return int(4 * n_ubatch * max(phases))
