@@ -443,3 +443,26 @@ def test_a_bad_plan_names_the_place_as_the_file_spells_it() -> None:
     data = {"schema": 1, "backend": "llama.cpp", "model": {"id": "x"}, "settings": {"ctx": "big"}}
     with pytest.raises(PlanFileError, match=r"^plan\.json\.settings\.ctx: expected an integer"):
         Plan.from_dict(data, where="plan.json")
+
+
+def test_fewer_layers_rung_moves_whole_quarters_from_full_offload() -> None:
+    """-ngl counts the output layer's slot (llama_model::load_tensors): from full offload of 32 blocks (-ngl 33)
+    the rung that keeps 8 more layers on the CPU is -ngl 25, which leaves blocks 0-7 there; GLM-4.5-Air's 47 blocks
+    (one NextN) go from -ngl 48 to 36."""
+    import tempfile
+
+    from advisor.gguf.estimate import Settings, layer_devices
+    from advisor.gguf.facts import read_gguf_facts
+    from tests import ggufgen
+
+    rung = next(r for r in ladder(LlamaCppSettings(ctx=4096, n_gpu_layers=33), n_layer=32)
+                if "n_gpu_layers" in r.settings)
+    assert rung.settings == {"n_gpu_layers": 25} and "keep 8 more" in rung.reason
+    with tempfile.TemporaryDirectory() as d:
+        facts = read_gguf_facts(ggufgen.write(Path(d) / "m.gguf", ggufgen.Spec(n_layer=32, n_embd=64, n_ff=128),
+                                              sparse=True))
+    layers, _ = layer_devices(facts, Settings(n_gpus=1, n_gpu_layers=25))
+    assert layers.count("cpu") == 8
+    glm = next(r for r in ladder(LlamaCppSettings(ctx=4096, n_gpu_layers=48), n_layer=47)
+               if "n_gpu_layers" in r.settings)
+    assert glm.settings == {"n_gpu_layers": 36}

@@ -340,7 +340,7 @@ def _llama_plan(run: _Run, model: Model | None, v: Variant | None, facts: ModelF
         why.append(f"tensor split {settings.tensor_split}: layers shared in proportion to each GPU's free budget")
     return Plan(model=ref, backend=LLAMA_CPP, llama_cpp=settings, engine=engine,
                 args=assemble.plan_args(engine, settings, ref, sampling), memory=memory, predicted=predicted,
-                sampling=sampling, score=score, reasons=why, fallbacks=ladder(settings, cx.floor, facts.n_layer))
+                sampling=sampling, score=score, reasons=why, fallbacks=ladder(settings, cx.floor, facts.n_layer_all))
 
 
 def _vllm_plan(run: _Run, model: Model, v: Variant, q: Quality, score: float,

@@ -24,7 +24,8 @@ def ladder(settings: Settings, floor: int = CTX_FLOOR, n_layer: int | None = Non
     """The back-off rungs for ``settings``, in llama.cpp's own fitting order (docs/run.md "Back-off"): a shorter
     context, a q8_0 KV cache, one slot, fewer GPU layers (a quarter of the model's layers, or of those on the GPU
     when the layer count is unknown), CPU only; for vLLM: no CUDA graphs, a shorter context, fewer sequences, a
-    lower memory share. The planner stores them in the plan; the runner uses them for a plan that has none."""
+    lower memory share. The planner stores them in the plan; the runner uses them for a plan that has none.
+    ``n_layer``: the blocks -ngl counts (NextN blocks included), without the output layer."""
     if isinstance(settings, VllmSettings):
         return _vllm_rungs(settings, floor)
     rungs = []
@@ -44,7 +45,9 @@ def ladder(settings: Settings, floor: int = CTX_FLOOR, n_layer: int | None = Non
     if slots > 1:
         rungs.append(Fallback({"parallel": 1, "ctx": settings.ctx // slots}, "one slot: one sequence's KV cache"))
     if settings.n_gpu_layers > 0:
-        on_gpu = min(settings.n_gpu_layers, n_layer) if n_layer else settings.n_gpu_layers
+        # -ngl counts the output layer too (its slot is the last): from full offload (n_layer + 1), N fewer slots
+        # leave the first N repeating layers on the CPU
+        on_gpu = min(settings.n_gpu_layers, n_layer + 1) if n_layer else settings.n_gpu_layers
         step = max(1, -(-(n_layer or on_gpu) // 4))
         rungs.append(Fallback({"n_gpu_layers": max(0, on_gpu - step)},
                               f"keep {step} more layers on the CPU: less GPU memory, slower"))
