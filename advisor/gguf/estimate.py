@@ -401,6 +401,23 @@ def ssm_phase(facts: ModelFacts, n_ubatch: int, n_seq: int) -> float:
     return 2 * d_in_proj + 2 * conv_dim + n_seq * (facts.n_embd_r + facts.n_embd_s) / max(1, n_ubatch)
 
 
+def _cpu_attention(facts: ModelFacts, kv: int, mask: float, flash_attn: bool, fused_qkv: bool) -> float:
+    """compute_bytes' attention phase, in f32 values per ubatch token (kv: cells of one stream)."""
+    E = facts.n_embd
+    H = max(facts.n_head) if facts.n_head else 0
+    Hk = (max(facts.n_head_kv) if facts.n_head_kv else 0) * facts.head_dim_k
+    mla = mla_q_floats(facts)
+    if mla:
+        # absorbed MLA: the query chain stacks (q_b output, q_nope absorbed, the concatenated query), the KQ
+        # scores without flash attention go on top of it, and an H x v_head slot of the previous layer's
+        # attention output stays below (traced on this CPU with ggml-alloc's log, DeepSeek-V3.1: 1440.01,
+        # 2472.01, 1236.00 MiB FA off and every FA-on case of tests/data/llamacpp-cpu exactly)
+        return (0 if flash_attn else kv * H) + mask + 4 * E + mla + H * facts.value_length_mla
+    if flash_attn:
+        return mask + 4 * E + 2 * Hk + H * facts.head_dim_k
+    return kv * H + mask + (3 if fused_qkv else 5) * E + 2 * Hk
+
+
 def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells: int, flash_attn: bool,
                   n_layers_here: int, has_output: bool, n_stream: int, n_seq: int = 1,
                   kept_hidden: bool = False) -> int:
@@ -424,10 +441,6 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     ``kept_hidden``: the final hidden state of every token is a graph output (HIDDEN_KEPT), one more E row.
     """
     E = facts.n_embd
-    H = max(facts.n_head) if facts.n_head else 0
-    hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
-    Hq = H * facts.head_dim_k
-    Hk = hkv * facts.head_dim_k
     # Fused projections (phi3's attn_qkv, and an ffn_up 2F wide that ggml_swiglu splits, with no ffn_gate), measured
     # on the CPU backend with phi3 shapes (benchmarks/estimate_accuracy.py, and vocab 1000/5000 and F 1024/4096
     # variants, each to 0.1 %): two E rows fewer in the FA-off attention phase, one fewer in the FFN phase, and the
@@ -442,19 +455,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     mask = mask_per * (kv_cells + swa_cells)
     phases = [0.0]
     if n_layers_here:
-        kv_big = kv_cells or swa_cells
-        mla = mla_q_floats(facts)
-        if mla:
-            # absorbed MLA: the query chain stacks (q_b output, q_nope absorbed, the concatenated query), the KQ
-            # scores without flash attention go on top of it, and an H x v_head slot of the previous layer's
-            # attention output stays below (traced on this CPU with ggml-alloc's log, DeepSeek-V3.1: 1440.01,
-            # 2472.01, 1236.00 MiB FA off and every FA-on case of tests/data/llamacpp-cpu exactly)
-            attn = (0 if flash_attn else kv_big * H) + mask + 4 * E + mla + H * facts.value_length_mla
-        elif flash_attn:
-            attn = mask + 4 * E + 2 * Hk + Hq
-        else:
-            attn = kv_big * H + mask + (3 if fused_qkv else 5) * E + 2 * Hk
-        phases.append(attn)
+        phases.append(_cpu_attention(facts, kv_cells or swa_cells, mask, flash_attn, fused_qkv))
         rest = mask + ((4 if flash_attn else 5) - (1 if fused_up else 0)) * E
         if facts.n_expert:
             ff = 3 * facts.n_ff_exp * facts.n_expert_used + 2 * facts.n_expert + rest
