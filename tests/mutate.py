@@ -34,7 +34,8 @@ GROUPS: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]] = {
     "estimate": (
         {"advisor/gguf/estimate.py": ("kv_pad", "context", "kv_layer_bytes", "recurrent_layer_bytes", "layer_devices",
                                       "compute_bytes", "gpu_compute_bytes", "estimate", "_flash_attn", "_cache_cells",
-                                      "_place_weights", "_place_caches", "_gpu_compute", "_host_compute")},
+                                      "_place_weights", "_place_caches", "_gpu_compute", "_host_compute",
+                                      "_cpu_attention", "_resolve_flash_attn", "gpu_has_fa_kernel")},
         ("tests/test_estimate_properties.py", "tests/test_planner_independent.py", "tests/test_estimate.py",
          "tests/test_gpu_logs.py", "tests/test_llamacpp_accuracy.py", "tests/test_cuda_memprobe.py"),
     ),
@@ -55,7 +56,7 @@ GROUPS: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]] = {
 #: source line, change) so that the key survives line shifts; they are reported apart and left out of the share.
 EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("advisor/gguf/estimate.py", "layer_devices",
-     "req = n + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers  # llama_model_default_params: 999 = everything",
+     "req = n_all + 1 if s.n_gpu_layers < 0 else s.n_gpu_layers  # llama_model_default_params: 999 = everything",
      "< -> <="): "n_gpu_layers == 0 returned earlier",
     ("advisor/gguf/estimate.py", "layer_devices",
      "split = list(s.tensor_split) if s.tensor_split else [1.0] * s.n_gpus", "1.0 -> 1.08"):
@@ -63,11 +64,21 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("advisor/gguf/estimate.py", "_flash_attn", "if blck > 1 and hd % blck:", "> -> >="):
         "hd % 1 is always 0",
     ("advisor/gguf/estimate.py", "_host_compute",
-     'n_stream=g.n_stream) if (n_layers_cpu or out_dev == "cpu") else 0', "== -> !="):
+     ') if (n_layers_cpu or out_dev == "cpu") else 0', "== -> !="):
         "without CPU layers or output the CPU graph has no phase: 0 either way",
     ("advisor/gguf/estimate.py", "_host_compute",
-     'n_stream=g.n_stream) if (n_layers_cpu or out_dev == "cpu") else 0', "0 -> 1"):
+     ') if (n_layers_cpu or out_dev == "cpu") else 0', "0 -> 1"):
         "max(inputs, 1) == inputs, and op-offload backends take 0 anyway",
+    ("advisor/gguf/estimate.py", "layer_devices",
+     "g = next((i for i, c in enumerate(cum) if frac < c - 1e-12), s.n_gpus - 1)", "1e-12 -> 1.08e-12"):
+        "a rounding guard: slot fractions (k / act) and cumulative split shares are either equal or at least "
+        "1 / (act x n_gpus) apart, far above either epsilon",
+    ("advisor/gguf/estimate.py", "_host_compute", "return max(inputs, 0 if rule.op_offload else cpu_layers)",
+     "0 -> 1"): "the inputs are never empty (token embeddings), so max(inputs, 1) == inputs",
+    ("advisor/gguf/estimate.py", "_gpu_compute",
+     'facts.tensor("token_embd.weight").nbytes if facts.tensor("token_embd.weight") else 0)', "0 -> 1"):
+        "only reached by a model with neither output.weight nor token_embd, which llama.cpp does not load "
+        "(token_embd is required): 0 or 1 byte of a weight that cannot exist",
     ("advisor/planner/machine.py", "build_machine",
      "gpu_memory_per_device_gib=min((g.memory_total_bytes or 0 for g in gpus), default=0) / GIB,", "0 -> 1"):
         "0 or 1 byte (1e-9 GiB) where there is no GPU, and GPUs of unknown memory are left out before: no rule "

@@ -186,6 +186,7 @@ def test_mamba_recurrent_state(mamba):
     # the state does not grow with the context, and neither does the compute buffer (no KQ mask)
     a, b = (estimate(mamba, Settings(n_ctx=c, n_parallel=1)) for c in (4096, 65536))
     assert (a.recurrent_bytes, a.compute_bytes) == (b.recurrent_bytes, b.compute_bytes)
+    assert (a.kv_cells, a.swa_cells) == (0, 0)  # no attention cells the graph would span
 
 
 def test_hybrid_kv_on_attention_layers_only(hybrid):
@@ -315,3 +316,31 @@ def test_split_mla_catalog_facts_match_the_file(tmp_path):
     s = Settings(n_ctx=32768, n_parallel=1, n_gpus=1, backend="cuda")
     kv = [sum(d.kv_cache_bytes for d in estimate(f, s).devices) for f in (cat, file)]
     assert kv[0] == kv[1] == 61 * 32768 * 576 * 2  # 61 layers x (512 latent + 64 rope) f16, no V tensor
+
+
+@pytest.mark.parametrize("n_vocab, n_ff, measured", [(1000, 4096, 31733760), (5000, 4096, 31733760),
+                                                     (1000, 1024, 12859392)])
+def test_phi3_fused_up_ffn_phase(tmp_path, n_vocab, n_ff, measured):
+    """phi3's fused up projection (ffn_up 2F wide, split by ggml_swiglu) holds one E row fewer in the FFN phase. With
+    a small vocabulary that phase is the CPU compute buffer's peak. Measured with llama-memprobe
+    (benchmarks/device/memprobe.cpp, no GPU) on the llama.cpp llama-cpp-python 0.3.36 vendors, -c 4096 -fa on: the
+    bytes below."""
+    spec = Spec("phi3", n_layer=3, n_embd=384, n_head=6, n_head_kv=6, n_ff=n_ff, n_vocab=n_vocab, wtype=T.F16)
+    facts = read_gguf_facts(ggufgen.write(tmp_path / "phi3.gguf", spec, sparse=True))
+    got = estimate(facts, Settings(n_ctx=4096, n_parallel=1, flash_attn="on")).devices[0].compute_bytes
+    assert abs(got - measured) <= 0.002 * measured
+
+
+def test_a_gpu_with_nothing_on_it_has_no_compute_buffer(llama8b):
+    """-ts 1,0: every layer and the output on the first GPU; the second holds no graph node, so ggml-alloc reserves
+    nothing for it (op offload goes to the first GPU, the one with layers)."""
+    est = estimate(llama8b, Settings(n_ctx=4096, n_parallel=1, n_gpus=2, tensor_split=(1.0, 0.0), backend="cuda"))
+    gpu1 = next(d for d in est.devices if d.device == "gpu1")
+    assert (gpu1.n_layers, gpu1.compute_bytes, gpu1.weights_bytes) == (0, 0, 0)
+
+
+def test_a_one_token_window_is_still_a_sliding_window(gemma3):
+    """llama.cpp honours any n_swa > 0 (llama_kv_cache_iswa: size_swa = pad(min(size_base, n_swa + n_ubatch), 256)):
+    a 1-token window gives a 768-cell SWA cache at ub 512."""
+    est = estimate(dataclasses.replace(gemma3, sliding_window=1), Settings(n_ctx=8192, n_parallel=1))
+    assert est.swa_cells == 768 and est.kv_cells == 8192
