@@ -299,8 +299,11 @@ def test_cuda_has_no_flash_attention_kernel_for_unsplit_deepseek_heads(tmp_path)
     # one layer's f16 K (16 x 192) and V (16 x 128) per cell more for each added cell, plus the f16 mask's growth
     per_cell = 16 * (192 + 128) * 2 + 512 * 2
     assert host[32768].compute_bytes - host[4096].compute_bytes == (32768 - 4096) * per_cell
+    forced = estimate(facts, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, backend="cuda", flash_attn="on"))
+    assert forced.flash_attn and forced.flash_attn_on_cpu and forced.to_dict()["flash_attn_on_cpu"] is True
+    assert not auto.flash_attn_on_cpu
     cpu_only = estimate(facts, Settings(n_ctx=4096, n_parallel=1, flash_attn="auto"))
-    assert cpu_only.flash_attn  # the CPU backend runs FA for any head size
+    assert cpu_only.flash_attn and not cpu_only.flash_attn_on_cpu  # the CPU backend runs FA for any head size
 
 
 def test_split_mla_catalog_facts_match_the_file(tmp_path):

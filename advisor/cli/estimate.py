@@ -184,7 +184,9 @@ def _render(found) -> None:  # type: ignore[no-untyped-def]
     title = (f"{shown(facts.name or facts.architecture)} ({shown(facts.architecture)}, {facts.n_layer} layers): "
              f"ctx {est.n_ctx}"
              f" ({est.n_seq} seq, {'unified' if est.kv_unified else 'per-slot'} KV), ubatch {est.n_ubatch}, "
-             f"flash attention {'on' if est.flash_attn else 'off'}")
+             f"flash attention {'on' if est.flash_attn else 'off'}"
+             + (" (its ops on the CPU: the GPU backend has no kernel for these head sizes)"
+                if est.flash_attn_on_cpu else ""))
     table = Table(title=title)
     # the recurrent-state column (llama.cpp's "RS buffer") only for models that have one (Mamba, RWKV, hybrids)
     rs = est.recurrent_bytes > 0

@@ -231,6 +231,8 @@ class Estimate:
     n_ubatch: int
     flash_attn: bool
     devices: tuple[DeviceEstimate, ...]
+    # flash attention on, but its ops run on the CPU: the GPU backend has no kernel for these head sizes
+    flash_attn_on_cpu: bool = False
 
     @property
     def weights_bytes(self) -> int:
@@ -264,7 +266,8 @@ class Estimate:
             "output_bytes": self.output_bytes, "total_bytes": self.total_bytes,
             "n_ctx": self.n_ctx, "n_ctx_seq": self.n_ctx_seq, "n_seq": self.n_seq, "kv_unified": self.kv_unified,
             "kv_cells": self.kv_cells, "swa_cells": self.swa_cells, "n_batch": self.n_batch,
-            "n_ubatch": self.n_ubatch, "flash_attn": self.flash_attn, "settings": s,
+            "n_ubatch": self.n_ubatch, "flash_attn": self.flash_attn, "flash_attn_on_cpu": self.flash_attn_on_cpu,
+            "settings": s,
             "devices": [{"device": d.device, "weights_bytes": d.weights_bytes, "kv_cache_bytes": d.kv_cache_bytes,
                          "recurrent_bytes": d.recurrent_bytes, "compute_bytes": d.compute_bytes,
                          "output_bytes": d.output_bytes,
@@ -555,7 +558,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                                       n_layers[d], recurrent_bytes=rs[d]))
     return Estimate(settings=s, n_ctx=n_ctx, n_ctx_seq=n_ctx_seq, n_seq=n_seq, kv_unified=unified,
                     n_stream=n_stream, kv_cells=kv_cells, swa_cells=swa_cells, n_batch=n_batch,
-                    n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices))
+                    n_ubatch=n_ubatch, flash_attn=fa, devices=tuple(devices), flash_attn_on_cpu=fa_on_cpu)
 
 
 #: The head sizes (K, V) ggml-cuda's flash-attention kernels cover -> the GQA ratio (n_head / n_head_kv) they need:
