@@ -45,7 +45,7 @@ def report(data: Path, gpu: bool, every_row: bool) -> None:
         if every_row or not ok:
             miss = cm.miss_of(m, s, dev, buf) if gpu else cm.CPU_MISSES.get((m, s)) or cm.CPU_MISSES.get((m, "*"))
             mark = "ok" if ok else ("MISS (listed)" if miss and abs(o - t) <= miss[0] * t else "MISS")
-            print(f"{m:32} {s:22.60} {dev:5} {buf:8} ours {o / MIB:10.2f} llama.cpp {t / MIB:10.2f} MiB "
+            print(f"{m:32} {s[:60]:22} {dev:5} {buf:8} ours {o / MIB:10.2f} llama.cpp {t / MIB:10.2f} MiB "
                   f"{(o - t) / t if t else float('inf'):+8.1%}  {mark}")
     where = "an H200" if gpu else "this project's CPU (no GPU)"
     print(f"\n{len(recorded)} cases measured on {where} ({data.relative_to(ROOT)}); {len(failed)} with a model "

@@ -35,9 +35,7 @@ Progress = Callable[[str, int, int], None]
 
 def _mismatches(arch: Any, facts: Any) -> list[str]:
     """Where a GGUF header disagrees with the catalog's Architecture (names as in catalog.Architecture)."""
-    # a split-MLA header stores the latent cache (one KV head of kv_lora_rank + rope); its per-head sizes are
-    # the *_mla keys, which are the config's
-    mla = bool(facts.key_length_mla and facts.kv_lora_rank)
+    mla = facts.is_mla  # the header's head sizes are the latent cache's; the config's are the *_mla keys
     pairs = [("name", arch.name, facts.architecture), ("n_layer", arch.n_layer, facts.n_layer),
              ("n_embd", arch.n_embd, facts.n_embd), ("n_head", arch.n_head, max(facts.n_head, default=0)),
              ("n_head_kv", 1 if mla else arch.n_head_kv, max(facts.n_head_kv, default=0)),

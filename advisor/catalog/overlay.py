@@ -229,7 +229,7 @@ def _attention(facts: Any) -> dict[str, int]:
     meta, arch = facts.metadata, facts.architecture
     out = dict(n_head_kv=max(facts.n_head_kv, default=0), head_dim_k=facts.head_dim_k, head_dim_v=facts.head_dim_v,
                kv_lora_rank=facts.kv_lora_rank)
-    if facts.key_length_mla and facts.kv_lora_rank:
+    if facts.is_mla and facts.kv_lora_rank:
         rope = int(meta.get(f"{arch}.rope.dimension_count") or facts.head_dim_k - facts.kv_lora_rank)
         out.update(n_head_kv=max(facts.n_head, default=0), head_dim_k=facts.key_length_mla,
                    head_dim_v=facts.value_length_mla, qk_rope_head_dim=rope,

@@ -324,7 +324,7 @@ def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: in
     k = ggml.row_size(tk, hkv * dk)
     # MLA GGUFs (attention.key_length_mla set: llama_hparams::is_mla) store one latent per token in K and, since
     # llama.cpp PR #19067 (2026-01-24), no V tensor (llama_kv_cache constructor: has_v = !is_mla)
-    v = 0 if v_less and facts.key_length_mla and facts.value_length_mla else ggml.row_size(tv, hkv * dv)
+    v = 0 if v_less and facts.is_mla else ggml.row_size(tv, hkv * dv)
     return (k + v) * cells * n_stream
 
 
@@ -449,9 +449,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
     # variants, each to 0.1 %): two E rows fewer in the FA-off attention phase, one fewer in the FFN phase, and the
     # last layer's F-wide SwiGLU output still live during the logits (V + F + 2E). Only phi3 was measured.
     fused_qkv = facts.tensor("blk.0.attn_qkv.weight") is not None
-    up = facts.tensor("blk.0.ffn_up.weight")
-    fused_up = (facts.tensor("blk.0.ffn_gate.weight") is None and up is not None and len(up.shape) == 2
-                and facts.n_ff and up.shape[1] == 2 * max(facts.n_ff))
+    fused_up = _ffn_kind(facts) == "fused_up"
     # The mask and KQ are per stream: with per-slot streams a ubatch's tokens only see their own slot's cells, so
     # the sizes follow the cells of one stream (measured: -np 4 without -kvu costs the same as -np 1).
     mask_per = 0.5 if flash_attn else 1.0
@@ -489,12 +487,19 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
 SHAPE_TENSORS = ("blk.0.attn_qkv.weight", "blk.0.ffn_up.weight", "blk.0.ffn_gate.weight")
 
 
-def _non_gated_ffn(facts: ModelFacts) -> bool:
-    """ffn_up without ffn_gate and not 2F wide (a fused SwiGLU up): a GELU FFN, as starcoder2's."""
+def _ffn_kind(facts: ModelFacts) -> str:
+    """Layer 0's dense FFN: "gated" (ffn_gate beside ffn_up, or none seen), "fused_up" (an ffn_up 2F wide that
+    ggml_swiglu splits: phi3) or "gelu" (ffn_up alone, F wide: starcoder2)."""
     up = facts.tensor("blk.0.ffn_up.weight")
-    if up is None or facts.n_expert or facts.tensor("blk.0.ffn_gate.weight") is not None:
-        return False
-    return not (len(up.shape) == 2 and facts.n_ff and up.shape[1] == 2 * max(facts.n_ff))
+    if up is None or facts.tensor("blk.0.ffn_gate.weight") is not None:
+        return "gated"
+    if len(up.shape) == 2 and facts.n_ff and up.shape[1] == 2 * max(facts.n_ff):
+        return "fused_up"
+    return "gated" if facts.n_expert else "gelu"
+
+
+def _non_gated_ffn(facts: ModelFacts) -> bool:
+    return _ffn_kind(facts) == "gelu"
 
 
 def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
@@ -642,6 +647,7 @@ def _flash_attn(facts: ModelFacts, s: Settings, tk: int, tv: int) -> bool:
 HIDDEN_KEPT = frozenset({"gpt-oss", "qwen3next", "qwen35", "qwen35moe", "gemma4", "step35", "cohere2moe"})
 # First build with t_h_nextn (MTP support, 2026); approximate, at the latest the build llama-cpp-python 0.3.36 vendors.
 HIDDEN_KEPT_SINCE = 9350
+
 
 def _kept_hidden(facts: ModelFacts, s: Settings) -> bool:
     return facts.architecture in HIDDEN_KEPT and s.since(HIDDEN_KEPT_SINCE)
@@ -924,14 +930,13 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
             ff = (3 * f_exp * facts.n_expert_used if moe_batched else 3 * f_exp) + 2 * facts.n_expert
             if facts.n_expert_shared:
                 ff = max(ff, 3 * max(facts.n_ff))
-        else:
-            ff = (3 if swiglu_fused else 2) * max(facts.n_ff)
-        if _non_gated_ffn(facts):
+            phases.append(ff + mask + 4 * E)
+        elif _non_gated_ffn(facts):
             # up and its GELU and the mask, as on the CPU (compute_bytes): starcoder2-7b on the H200, 114.00 MiB
             # = V + 2E at 4096 to 32768 cells (2F + mask + 4E would be 140 MiB at 32768)
             phases.append(2 * max(facts.n_ff) + mask)
         else:
-            phases.append(ff + mask + 4 * E)
+            phases.append((3 if swiglu_fused else 2) * max(facts.n_ff) + mask + 4 * E)
     if output:
         # one E row less than the CPU's logits phase (V + 2E there), as for every dense model the H200 recorded;
         # with output_norm.bias one more (starcoder2: V + 2E on the H200, V + 3E on the CPU; the only LayerNorm

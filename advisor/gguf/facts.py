@@ -160,6 +160,12 @@ class ModelFacts:
     n_layer_nextn: int = 0
 
     @property
+    def is_mla(self) -> bool:
+        """An MLA file with attn_kv_b split (llama_hparams::is_mla: both *_mla head sizes set): its cache holds one
+        latent per token (head_dim_k = kv_lora_rank + rope, one KV head) and the per-head sizes are the *_mla keys."""
+        return bool(self.key_length_mla and self.value_length_mla)
+
+    @property
     def n_layer_all(self) -> int:
         """Blocks in the file (block_count), NextN/MTP blocks included: llama.cpp's -ngl counts these + 1."""
         return self.n_layer + self.n_layer_nextn

@@ -121,7 +121,7 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     embd = next((t.nbytes for t in facts.tensors if t.name == "token_embd.weight"), 0)
     kv_heads = facts.n_head_kv[0] if facts.n_head_kv else 0
     # MLA files cache one latent per token in K and keep no V (estimate.kv_layer_bytes)
-    v_dim = 0 if facts.key_length_mla and facts.value_length_mla else facts.head_dim_v
+    v_dim = 0 if facts.is_mla else facts.head_dim_v
     kv = facts.n_layer * kv_heads * (facts.head_dim_k + v_dim) * 2
     out = next((float(math.prod(t.shape)) for t in facts.tensors if t.name == "output.weight"), 0.0)
     use = facts.n_expert_used / facts.n_expert if facts.n_expert else 0.0
