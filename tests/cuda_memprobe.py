@@ -16,7 +16,8 @@ from typing import Any
 
 from advisor.gguf.estimate import Settings, estimate
 from advisor.gguf.facts import read_gguf_facts
-from tests import gguf_from_catalog
+from tests import ggufgen, gguf_from_catalog
+from tests.ggufgen import Spec, T
 from tests.gguf_from_log import within
 
 DATA = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-memprobe.jsonl"
@@ -26,6 +27,19 @@ DATA_CPU = Path(__file__).resolve().parent / "data" / "llamacpp-cpu" / "memprobe
 #: Extra H200 cases (benchmarks/device/cases-h200b.txt): ubatch, -ngl and stream series, and the MoE models with
 #: GGML_CUDA_DISABLE_FUSION=1. Labels are model|quant|environment|flags (spaces in the flags as _).
 DATA_CASES = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-cases.jsonl"
+#: Small generated models (SPECS) whose attention phase is the compute buffer's peak at long contexts, on the H200
+#: (benchmarks/device/spec_cases.py) and on this project's CPU (the same llama-memprobe, -ngl 0). Labels are
+#: spec|flags (spaces in the flags as _).
+DATA_SPECS = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-specs.jsonl"
+DATA_SPECS_CPU = Path(__file__).resolve().parent / "data" / "llamacpp-cpu" / "specs-cpu.jsonl"
+#: name -> spec: small vocabularies and FFNs, so that at 16384-65536 cells the attention phase with flash attention
+#: (the f16 mask, Q, K, V and the output) is the peak; one with as many KV heads as query heads, one with GQA.
+SPECS = {
+    "mha-h8-d128": Spec("llama", n_layer=2, n_embd=1024, n_head=8, n_head_kv=8, n_ff=512, n_vocab=1000,
+                        wtype=T.F16),
+    "gqa-h16-kv4-d64": Spec("llama", n_layer=2, n_embd=1024, n_head=16, n_head_kv=4, n_ff=512, n_vocab=1000,
+                            wtype=T.F16),
+}
 #: The switch that turns off the CUDA fusions (ggml-cuda.cu: GGML_CUDA_DISABLE_FUSION).
 NO_FUSION = "GGML_CUDA_DISABLE_FUSION=1"
 
@@ -234,3 +248,17 @@ def compare(row: dict[str, Any], model_dir: Path, gpu: bool = True) -> list[tupl
         o, t = mine.get((dev, buf), 0), theirs.get((dev, buf), 0)
         out.append((dev, buf, o, t, within(o, t, target(dev, buf), "compute" if buf == "compute" else "kv_cache")))
     return out
+
+
+def compare_spec(row: dict[str, Any], model_dir: Path, gpu: bool = True) -> list[tuple[str, str, int, int, bool]]:
+    """compare() for a SPECS case: the model is generated (header-only), not taken from the catalog."""
+    name, flags = row["label"].split("|")
+    path = model_dir / f"{name}.gguf"
+    if not path.exists():
+        ggufgen.write(path, SPECS[name], sparse=True)
+    est = estimate(read_gguf_facts(path), settings_of(flags.replace("_", " ").split(), gpu))
+    mine, theirs = ours(est), measured(row)
+    return [(dev, buf, mine.get((dev, buf), 0), theirs.get((dev, buf), 0),
+             within(mine.get((dev, buf), 0), theirs.get((dev, buf), 0), target(dev, buf),
+                    "compute" if buf == "compute" else "kv_cache"))
+            for dev, buf in sorted(set(mine) | set(theirs))]

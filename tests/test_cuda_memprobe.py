@@ -205,3 +205,25 @@ def test_absorbed_mla_attention_is_exact_on_the_cpu(header_dir: Path) -> None:
         close += abs(ours - theirs) <= 0.001 * theirs
         assert abs(ours - theirs) <= 0.005 * theirs, row["label"]
     assert close >= len(rows) - 1
+
+
+#: The one SPECS case out of target, with its bound: with a feed-forward width of half n_embd the GPU's FFN phase
+#: (3F + mask + 4E, set on real models whose F-sized tensors cannot reuse the attention block's E-sized holes)
+#: overcounts: here those tensors fit in the holes and the attention phase's mask + 4E is the peak.
+SPEC_MISSES = {("gqa-h16-kv4-d64|-c_16384_-np_1_-fa_on_-ngl_999", "gpu0", "compute"): 0.13}
+
+
+@pytest.mark.parametrize("data,gpu", [(cm.DATA_SPECS, True), (cm.DATA_SPECS_CPU, False)])
+def test_small_vocabulary_attention_phases(data: Path, gpu: bool, header_dir: Path) -> None:
+    """Shapes whose peak is the attention phase (H200 and this CPU): every buffer in target but the listed FFN
+    overcount. With flash attention the GPU's phase is the live set of the attention block in graph order (MHA:
+    mask + 5E, within 4 %; it was 2Hk + Hq larger)."""
+    rows = cm.rows(data)
+    assert len(rows) == 6
+    for row in rows:
+        for dev, buf, ours, theirs, ok in cm.compare_spec(row, header_dir, gpu):
+            bound = SPEC_MISSES.get((row["label"], dev, buf))
+            assert ok or (bound and abs(ours - theirs) <= bound * theirs), (row["label"], dev, buf, ours, theirs)
+    mha = next(r for r in cm.rows(cm.DATA_SPECS) if r["label"].startswith("mha-h8-d128|-c_16384_-np_1_-fa_on"))
+    (ours, theirs), = [(o, t) for d, b, o, t, _ in cm.compare_spec(mha, header_dir) if (d, b) == ("gpu0", "compute")]
+    assert abs(ours - theirs) <= 0.04 * theirs

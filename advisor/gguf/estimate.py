@@ -893,6 +893,17 @@ def mla_q_floats(facts: ModelFacts) -> int:
     return H * (facts.key_length_mla + facts.kv_lora_rank + facts.head_dim_k)
 
 
+def _fa_sequence(facts: ModelFacts, E: float, Hq: float, Hk: float) -> float:
+    """The largest live set of a llama-style attention block with flash attention, in the order ggml builds it
+    (src/models/llama.cpp, llama-graph.cpp build_attn): the residual and the normed input stay live while Q is
+    multiplied and roped (2E + 2Hq), then V and K are multiplied (2E + Hq + Hk + Hv), the normed input is freed and
+    K roped (E + Hq + Hv + 2Hk), K and V are written to the cache and the FA output taken (E + Hq + Hout)."""
+    hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
+    H = max(facts.n_head) if facts.n_head else 0
+    Hv, Hout = hkv * facts.head_dim_v, H * facts.head_dim_v
+    return max(2 * E + 2 * Hq, 2 * E + Hq + Hk + Hv, E + Hq + Hv + 2 * Hk, E + Hq + Hout)
+
+
 def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_cells: int, flash_attn: bool,
                       layers: bool, output: bool, moe_batched: bool = True, copies: int = 1,
                       attention: bool = True, swiglu_fused: bool = True, v_cont: float = 0.0,
@@ -905,7 +916,8 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
                           l09, l11 exactly)
       attention, FA off : kv*H (KQ, soft_max in place) + mask (f32) + 4E (Mistral-7B 164.00 and
                           2144.00 MiB exactly; gpu-logs l19, l20)
-      attention, FA on  : mask/2 (the f16 copy of the mask; the f32 one stays on the host) + 4E + 2Hk + Hq
+      attention, FA on  : mask/2 (the mask is f16) + the attention block's largest live set in graph order
+                          (_fa_sequence; H200 small-vocabulary models: MHA mask/2 + 5E, GQA mask/2 + 4E exactly)
       FFN               : 3F + mask + 4E (2F before SWIGLU_FUSED_SINCE); MoE 3 * F_exp * n_used + 2 * n_expert;
                           before MOE_BATCHED_SINCE one used expert at a time: 3F (gpu-logs l26); phi3/chatglm's
                           fused up is 2F + F = 3F as well (gpu-logs l10: 108.01 MiB)
@@ -921,7 +933,7 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
     if layers:
         if attention:
             mla = mla_q_floats(facts)
-            fa_attn = mask + 4 * E + (mla if mla else 2 * Hk + Hq)
+            fa_attn = mask + (4 * E + mla if mla else _fa_sequence(facts, E, Hq, Hk))
             # absorbed MLA without flash attention: the KQ scores on top of the query chain, as on the CPU
             # (H200, DeepSeek-V3.1: 1401.02 and 1216.51 MiB, within 0.6 %)
             phases.append(fa_attn if flash_attn else kv_cells * H + mask + 4 * E + mla + v_cont)

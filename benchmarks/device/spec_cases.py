@@ -17,16 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests import ggufgen  # noqa: E402
-from tests.ggufgen import Spec, T  # noqa: E402
+from tests.cuda_memprobe import SPECS  # noqa: E402
 
-#: name -> spec: small vocabularies and FFNs, so that at long contexts the attention phase (flash attention on:
-#: the f16 mask, Q, K, V and the output) is the peak.
-SPECS = {
-    "mha-h8-d128": Spec("llama", n_layer=2, n_embd=1024, n_head=8, n_head_kv=8, n_ff=512, n_vocab=1000,
-                        wtype=T.F16),
-    "gqa-h16-kv4-d64": Spec("llama", n_layer=2, n_embd=1024, n_head=16, n_head_kv=4, n_ff=512, n_vocab=1000,
-                            wtype=T.F16),
-}
 FLAGS = ("-c 16384 -np 1 -fa on -ngl 999", "-c 65536 -np 1 -fa on -ngl 999", "-c 16384 -np 1 -fa off -ngl 999")
 
 
