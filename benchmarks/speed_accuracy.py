@@ -31,7 +31,11 @@ from advisor.rules import Subject, load_rules
 DATA = ROOT / "tests" / "data" / "llama-bench"
 GIB = 1 << 30
 BACKENDS = {"CUDA": "cuda", "ROCm": "rocm", "Vulkan": "vulkan", "Metal": "metal", "CPU": "cpu", "SYCL": "sycl"}
-FITTED = ("cuda", "cuda_hbm", "rocm", "vulkan", "vulkan_coopmat", "vulkan_nvidia", "metal", "cpu")
+FITTED = ("cuda", "cuda_hbm", "cuda_hbm_2024", "rocm", "vulkan", "vulkan_coopmat", "vulkan_nvidia", "metal", "cpu")
+#: Decode on HBM GPUs differs by llama.cpp build era: the public A100/H100 rows (May 2024 builds) read at about half
+#: the bandwidth share this repository's H200 reads at with a 2026 build (measured.csv). Rows of builds before
+#: HBM_CURRENT_SINCE take the "cuda_hbm_2024" entries; the planner, which models the installed build, "cuda_hbm".
+HBM_CURRENT_SINCE = "2025"
 #: Families fitted together (too few rows per family): 8-16-bit types stream at one rate, 4-bit block types at
 #: another; prefill: F16 (cuBLAS/hipBLAS/mul_mm in F16) apart from every quantized type (MMQ / dequantize+mul_mm).
 DECODE_GROUPS = (("f16", "q8_0"), ("q4_0", "k", "iq", "mxfp4"))
@@ -91,8 +95,11 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
     ms = speed.ModelSpeed(quant=row["quant"], embd_bytes=int(embd), n_vocab=int(mdl["n_vocab"]),
                           n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]), kv_bytes_per_token=kv,
                           read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params),
-                          expert_params=experts, expert_use=use)
+                          expert_params=experts, expert_use=use, arch=mdl["arch"],
+                          n_expert_used=int(mdl["n_expert_used"] or 0))
     backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"])
+    if backend == "cuda_hbm" and row["date"] and row["date"] < HBM_CURRENT_SINCE:
+        backend = "cuda_hbm_2024"
     bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)
     if row.get("n_cpu_moe"):
         parts = expert_offload_parts(row, mdl, dev, hw[row["host_device"]], size, embd, backend)
@@ -166,8 +173,9 @@ def previous(case: Case) -> float:
 def load() -> list[Case]:
     models = {m["model"]: m for m in _csv("models.csv")}
     hw = {h["device"]: h for h in _csv("hardware.csv")}
-    # results.csv: public results; measured.csv: this repository's own (benchmarks/device), split "measured"
-    return [case_of(r, models, hw) for r in _csv("results.csv") + _csv("measured.csv")]
+    # results.csv: public results; measured.csv: this repository's own (benchmarks/device), split "measured";
+    # modern.csv: public results of 2025-2026 builds collected after the fit, split "modern" (never fitted)
+    return [case_of(r, models, hw) for r in _csv("results.csv") + _csv("measured.csv") + _csv("modern.csv")]
 
 
 def _resolved():
@@ -187,7 +195,7 @@ def summary(cases: list[Case], c: speed.Constants,
             ) -> list[tuple[str, str, str, int, float, float, float]]:
     predicted_ = model or predicted
     out = []
-    for split in ("calibration", "evaluation", "measured"):
+    for split in ("calibration", "evaluation", "measured", "modern"):
         for backend in (*FITTED, "all"):
             for test in ("pp", "tg"):
                 sel = [k for k in cases if k.row["split"] == split and k.test == test
@@ -238,7 +246,7 @@ def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dic
             for k in sel:
                 if k.ms.family not in group:
                     continue
-                t = 1.0 / k.measured - us * 1e-6 * k.ms.n_layer
+                t = 1.0 / k.measured - us * 1e-6 * k.ms.n_layer * C.kernel_ratio(k.ms)
                 unit = speed.decode_seconds(k.parts, k.ms, _unit(c), k.depth) - _unit(c).overhead_s(backend, 0)
                 if t > 0:
                     imp.append(unit / t)
@@ -267,7 +275,7 @@ def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -
 
 
 #: Prefill is compute-bound: HBM GPUs share their backend's prefill efficiency (cuda_hbm has no entry of its own).
-PREFILL_POOL = {"cuda": ("cuda", "cuda_hbm")}
+PREFILL_POOL = {"cuda": ("cuda", "cuda_hbm", "cuda_hbm_2024")}
 #: Decode reads memory the same way whether or not Vulkan's matrix shaders use cooperative matrices.
 DECODE_POOL = {"vulkan": ("vulkan", "vulkan_coopmat")}
 
@@ -350,10 +358,12 @@ def fit_hopper(cases: list[Case], c: speed.Constants) -> dict[str, float]:
 
 def fit(cases: list[Case], c: speed.Constants) -> str:
     cal = [k for k in cases if k.row["split"] == "calibration"]
+    # current-build HBM decode: no public row, this repository's H200 (full offload) sets it
+    own_gpu = [k for k in cases if k.row["split"] == "measured" and not k.row.get("n_cpu_moe")]
     dec, over, pre = {}, {}, {}
     for b in FITTED:
         if not _pooled_away(b, DECODE_POOL):
-            effs, us = fit_decode(cal, c, b)
+            effs, us = fit_decode(own_gpu if b == "cuda_hbm" else cal, c, b)
             dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
         if not _pooled_away(b, PREFILL_POOL):
             pre[b] = _fill(fit_prefill(cal, c, b), c._pick(c.prefill_efficiency, b))

@@ -237,3 +237,33 @@ def test_every_gpu_backend_has_a_moe_half_rate_point() -> None:
     assert speed._moe_k(table, "rocm") == table["cuda"] and speed._moe_k(table, "cuda_hbm") == table["cuda"]
     for backend in ("metal", "sycl", "vulkan", "rocm_hbm"):
         assert speed._moe_k(table, backend) > 0
+
+
+def test_decode_overhead_scales_with_the_layers_kernels() -> None:
+    """A layer's fixed decode cost goes with the kernels llama.cpp's graph launches for it (rules/speed.toml
+    decode-graph-kernels, counted by benchmarks/graph_kernels.py): a Qwen3-MoE layer launches about twice a llama
+    layer's, so at the same bytes per token it decodes slower; an unknown architecture keeps the llama figure."""
+    c = constants()
+    table, ref = c.graph_kernels, c.graph_kernels_reference
+    dense = ms("Q4_K_M", arch="llama")
+    moe = ms("Q4_K_M", arch="qwen3moe", n_expert_used=c.graph_kernels_n_used["qwen3moe"])
+    assert c.kernel_ratio(dense) == pytest.approx(table["llama"] / ref)
+    assert c.kernel_ratio(moe) == pytest.approx(table["qwen3moe"] / ref) and c.kernel_ratio(moe) > 1.5
+    assert c.kernel_ratio(ms("Q4_K_M")) == 1.0
+    gpu = [speed.Part("cuda", 1008.0, 330.0, 4 * GIB, 1.0), speed.Part("cpu", 50.0, 0.0, 0.5 * GIB, 0.0, threads=8)]
+    assert speed.decode_seconds(gpu, moe, c) - speed.decode_seconds(gpu, dense, c) == pytest.approx(
+        c.overhead_s("cuda", 32) * (table["qwen3moe"] - table["llama"]) / ref)
+
+
+def test_another_expert_count_changes_the_aggregation_adds() -> None:
+    """build_moe_ffn sums the n_used expert outputs with n_used - 1 adds: a file with more experts per token than
+    the one counted has more kernels; an MoE file of a dense-counted architecture (Mixtral as "llama") gets the MoE
+    layer's extra kernels."""
+    c = constants()
+    counted = c.graph_kernels_n_used["qwen3moe"]
+    more = ms("Q4_K_M", arch="qwen3moe", n_expert_used=counted + 2)
+    base = ms("Q4_K_M", arch="qwen3moe", n_expert_used=counted)
+    assert (c.kernel_ratio(more) - c.kernel_ratio(base)) * c.graph_kernels_reference == pytest.approx(2.0)
+    mixtral = ms("Q4_K_M", arch="llama", n_expert_used=2)
+    assert c.kernel_ratio(mixtral) * c.graph_kernels_reference == pytest.approx(
+        c.graph_kernels["llama"] + c.graph_kernels_moe_extra + 1)

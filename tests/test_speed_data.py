@@ -78,3 +78,14 @@ def test_the_benchmark_reports_both_sets(split: str) -> None:
     mine = [t for t in table if t[0] == split and t[1] == "all"]
     assert {t[2] for t in mine} == {"pp512", "tg"}
     assert all(t[3] > 0 for t in mine)
+
+
+def test_the_modern_set_is_sourced_and_described() -> None:
+    """modern.csv: results of current builds, never fitted on; every row sourced, on a described device and model."""
+    hw = {h["device"] for h in rows("hardware.csv")}
+    models = {m["model"] for m in rows("models.csv")}
+    modern = rows("modern.csv")
+    assert len(modern) >= 10
+    for r in modern:
+        assert r["split"] == "modern" and r["source_url"].startswith("https://") and r["date"] >= "2025", r
+        assert r["device"] in hw and r["model"] in models and float(r["tps"]) > 0 and float(r["size_gib"]) > 0, r

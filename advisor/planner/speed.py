@@ -8,7 +8,12 @@ at once, so their time is the largest one's):
               + one row of the token-embedding table (llama.cpp's get_rows, src/llama-graph.cpp build_inp_embd; the
                 table lives in host memory, llama-model.cpp puts LLM_TENSOR_LAYER_INPUT on the CPU)
               + the KV cache of the tokens already in context (attention reads all of it)
-    t_decode = sum_d bytes_d / (bandwidth_d x efficiency[backend_d][quant family]) + n_layer x per-layer overhead
+    t_decode = sum_d bytes_d / (bandwidth_d x efficiency[backend_d][quant family])
+               + n_layer x per-layer overhead x kernels per layer / a llama layer's
+
+The overhead is what a layer's kernels cost beyond their traffic; it was fitted on llama-style layers (19 kernels)
+and scales with the architecture's count in llama.cpp's graph (``Constants.kernel_ratio``: 38 for a Qwen3-MoE layer,
+68 for Gemma 3n; benchmarks/graph_kernels.py counts them).
 
 Prefill is compute-bound: 2 FLOPs per active parameter per token plus attention (4 x n_layer x n_embd x depth),
 on the matrix throughput of the path llama.cpp takes (or the CPU's cores) times an efficiency per backend and quant
@@ -84,6 +89,8 @@ class ModelSpeed:
     output_params: float = 0.0  # the output projection's parameters (in the active ones): prefill runs it once a batch
     expert_params: float = 0.0  # MoE: the expert parameters a token multiplies by (in the active ones)
     expert_use: float = 0.0  # MoE: n_expert_used / n_expert, the share of a batch's tokens each expert sees
+    arch: str = ""  # llama.cpp architecture ("" unknown): how many kernels a layer launches (Constants.kernel_ratio)
+    n_expert_used: int = 0
 
     @property
     def family(self) -> str:
@@ -131,7 +138,8 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
                   if "_exps." in t.name and not t.name.endswith(".all")) * use
     return ModelSpeed(quant=quant, embd_bytes=embd, n_vocab=facts.n_vocab, n_layer=facts.n_layer,
                       n_embd=facts.n_embd, kv_bytes_per_token=float(kv), read_fraction=active_fraction,
-                      output_params=out, expert_params=experts, expert_use=use)
+                      output_params=out, expert_params=experts, expert_use=use, arch=facts.architecture,
+                      n_expert_used=facts.n_expert_used)
 
 
 def expert_params_of(arch: Any) -> float:
@@ -172,12 +180,21 @@ class Constants:
     op_offload_h2d_gbs: float = 0.0  # host-to-GPU copy rate of op offload (0: ops of CPU weights stay on the CPU)
     #: per backend, the tokens per expert at which an expert's product runs at half rate (no entry: off)
     moe_half_rate_tokens: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: rules/speed.toml decode-graph-kernels: kernels per layer of llama.cpp's graph by architecture, the n_used
+    #: each was counted at, llama's (what layer_overhead_us is per), and what an MoE layer adds besides its
+    #: n_used - 1 aggregation adds (an architecture not in the table)
+    graph_kernels: dict[str, float] = dataclasses.field(default_factory=dict)
+    graph_kernels_n_used: dict[str, int] = dataclasses.field(default_factory=dict)
+    graph_kernels_reference: float = 0.0
+    graph_kernels_moe_extra: float = 0.0
 
     @classmethod
     def from_rules(cls, r: Any) -> Constants:
         return cls(r["decode_bandwidth_efficiency"], r["decode_layer_overhead_us"], r["prefill_compute_efficiency"],
                    r["cpu_prefill_gflops_per_core"], r["prediction_range"], r["prefill_matrix_rate"],
-                   float(r["op_offload_h2d_gbs"]), r["moe_half_rate_tokens"])
+                   float(r["op_offload_h2d_gbs"]), r["moe_half_rate_tokens"], r["graph_kernels_per_layer"],
+                   r["graph_kernels_n_used"], float(r["graph_kernels_reference"]),
+                   float(r["graph_kernels_moe_extra"]))
 
     def _pick(self, table: dict[str, Any], backend: str) -> Any:
         """A backend's entry; a backend without one (vulkan_nvidia -> vulkan, anything else -> vulkan) falls back."""
@@ -193,6 +210,22 @@ class Constants:
 
     def overhead_s(self, backend: str, n_layer: int) -> float:
         return float(self._pick(self.layer_overhead_us, backend)) * 1e-6 * n_layer
+
+    def kernel_ratio(self, ms: ModelSpeed) -> float:
+        """A layer's kernels relative to a llama layer's (what the per-layer overhead was fitted on): the
+        architecture's count, with one aggregation add per expert more or less when a file uses another
+        n_expert_used than the one counted; an architecture not in the table, or a dense-counted one with experts
+        (a Mixtral under "llama"), gets the MoE layer's extra kernels and its n_used - 1 adds. 1 for a model of
+        unknown architecture."""
+        ref = self.graph_kernels_reference
+        if not ms.arch or ref <= 0:
+            return 1.0
+        k = self.graph_kernels.get(ms.arch, ref)
+        counted_used = self.graph_kernels_n_used.get(ms.arch, 0) if ms.arch in self.graph_kernels else 0
+        if ms.n_expert_used:
+            k += (ms.n_expert_used - counted_used if counted_used
+                  else self.graph_kernels_moe_extra + ms.n_expert_used - 1)
+        return k / ref
 
     def range_of(self, backend: str, test: str) -> tuple[float, float]:
         lo, hi = self._pick(self.ranges, backend)[test]
@@ -219,7 +252,7 @@ def decode_seconds(parts: list[Part], ms: ModelSpeed, c: Constants, depth: int =
         return 0.0
     main = next((p.backend for p in parts if p.layer_share > 0 and p.backend != "cpu"), "cpu")
     compute = max(times) if tensor_parallel else sum(times)
-    return compute + c.overhead_s(main, ms.n_layer)
+    return compute + c.overhead_s(main, ms.n_layer) * c.kernel_ratio(ms)
 
 
 def _cpu_flops(p: Part, c: Constants) -> float:
