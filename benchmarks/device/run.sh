@@ -16,6 +16,9 @@ export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/.dev/lib" PYTHONPATH="$PWD/.dev/py
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 ldd .dev/bin/llama-bench | grep -i "not found\|cuda\|cublas\|gomp"
 .dev/bin/llama-bench --list-devices 2>&1 | tail -4
+if [ -n "${SCRIPT:-}" ]; then  # another device script taking --bin/--out/--budget (decode_kernels.py)
+    exec python3 "$SCRIPT" --bin .dev/bin --out "$OUT" --budget "${BUDGET:-240}"
+fi
 if [ -n "${CASES:-}" ]; then  # extra cases (benchmarks/device/cases.py) instead of measure.py's steps
     exec python3 benchmarks/device/cases.py --bin .dev/bin --out "$OUT" --budget "${BUDGET:-240}" "$CASES"
 fi
