@@ -35,7 +35,7 @@ GROUPS: dict[str, tuple[dict[str, tuple[str, ...]], tuple[str, ...]]] = {
         {"advisor/gguf/estimate.py": ("kv_pad", "context", "kv_layer_bytes", "recurrent_layer_bytes", "layer_devices",
                                       "compute_bytes", "gpu_compute_bytes", "estimate", "_flash_attn", "_cache_cells",
                                       "_place_weights", "_place_caches", "_gpu_compute", "_host_compute",
-                                      "_cpu_attention", "_resolve_flash_attn", "gpu_has_fa_kernel")},
+                                      "_cpu_attention", "_resolve_flash_attn", "gpu_has_fa_kernel", "_fa_sequence")},
         ("tests/test_estimate_properties.py", "tests/test_planner_independent.py", "tests/test_estimate.py",
          "tests/test_gpu_logs.py", "tests/test_llamacpp_accuracy.py", "tests/test_cuda_memprobe.py"),
     ),
