@@ -267,3 +267,20 @@ def test_another_expert_count_changes_the_aggregation_adds() -> None:
     mixtral = ms("Q4_K_M", arch="llama", n_expert_used=2)
     assert c.kernel_ratio(mixtral) * c.graph_kernels_reference == pytest.approx(
         c.graph_kernels["llama"] + c.graph_kernels_moe_extra + 1)
+
+
+def test_metal_moe_prefill_wastes_only_the_last_tile() -> None:
+    """Metal multiplies an expert's tokens in 32-token tiles, as its dense product (mul_mm.metal kernel_mul_mm_id:
+    NR1 = 32): an expert batch costs its filled tiles, so the slowdown is the empty part of the last tile under a
+    uniform router (Binomial tokens per expert), not CUDA's fitted half-rate form."""
+    c = constants()
+    tile = c.moe_token_tile["metal"]
+    assert speed.tile_waste(512, 1.0, tile) == 1.0
+    qwen3 = speed.tile_waste(512, 8 / 128, tile)  # 32 tokens per expert on average
+    gpt_oss = speed.tile_waste(512, 4 / 32, tile)  # 64
+    assert 1.3 < qwen3 < 1.6 and 1.1 < gpt_oss < qwen3
+    # every expert gets at least one tile: with two tokens per expert on average, most of each tile is empty
+    assert speed.tile_waste(512, 2 / 512, tile) > 10
+    moe = speed.ModelSpeed(quant="Q4_K_M", n_layer=48, n_embd=2048, expert_params=1.8e9, expert_use=8 / 128)
+    assert speed.expert_slowdown(moe, c, "metal") == pytest.approx(qwen3)
+    assert speed.expert_slowdown(moe, c, "cuda") != pytest.approx(qwen3)

@@ -187,6 +187,9 @@ class Constants:
     graph_kernels_n_used: dict[str, int] = dataclasses.field(default_factory=dict)
     graph_kernels_reference: float = 0.0
     graph_kernels_moe_extra: float = 0.0
+    #: per backend family, the token tile its MoE kernel multiplies each expert's tokens in (no entry: the
+    #: half-rate form of moe_half_rate_tokens)
+    moe_token_tile: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_rules(cls, r: Any) -> Constants:
@@ -194,7 +197,7 @@ class Constants:
                    r["cpu_prefill_gflops_per_core"], r["prediction_range"], r["prefill_matrix_rate"],
                    float(r["op_offload_h2d_gbs"]), r["moe_half_rate_tokens"], r["graph_kernels_per_layer"],
                    r["graph_kernels_n_used"], float(r["graph_kernels_reference"]),
-                   float(r["graph_kernels_moe_extra"]))
+                   float(r["graph_kernels_moe_extra"]), {k: int(v) for k, v in r["moe_token_tile"].items()})
 
     def _pick(self, table: dict[str, Any], backend: str) -> Any:
         """A backend's entry; a backend without one (vulkan_nvidia -> vulkan, anything else -> vulkan) falls back."""
@@ -324,11 +327,30 @@ def expert_slowdown(ms: ModelSpeed, c: Constants, backend: str) -> float:
     gpt-oss-20b), and a weight tile's fixed cost (loading and unpacking it) is shared by those tokens, so the
     throughput per token goes as t / (t + k) (k per backend: rules/speed.toml moe_half_rate_tokens), relative to
     a dense product's 512 tokens."""
+    if not ms.expert_params or not ms.expert_use:
+        return 1.0
+    tile = c.moe_token_tile.get(backend.split("_")[0], 0)
+    if tile:
+        return tile_waste(UBATCH, min(1.0, ms.expert_use), tile)
     k = _moe_k(c.moe_half_rate_tokens, backend)
-    if not ms.expert_params or not ms.expert_use or k <= 0:
+    if k <= 0:
         return 1.0
     t = UBATCH * ms.expert_use
     return (1.0 + k / t) / (1.0 + k / UBATCH)
+
+
+def tile_waste(n: int, p: float, tile: int) -> float:
+    """Work per useful token of a kernel that multiplies each expert's tokens in whole tiles of ``tile`` tokens
+    (Metal's kernel_mul_mm_id: 32, as its dense kernel_mul_mm), relative to a dense product whose ``n`` tokens fill
+    their tiles: E[ceil(X / tile)] x tile / E[X] with X ~ Binomial(n, p), the tokens routed to one expert when each
+    token picks an expert with probability p = n_used / n_expert (a uniform router)."""
+    if p >= 1.0:
+        return math.ceil(n / tile) * tile / n
+    pk, tiles = (1.0 - p) ** n, 0.0
+    for k in range(n + 1):
+        tiles += pk * math.ceil(k / tile)
+        pk *= (n - k) / (k + 1) * p / (1.0 - p)
+    return tiles * tile / (n * p) / (math.ceil(n / tile) * tile / n)
 
 
 def _op_offload(key: str) -> bool:
@@ -344,7 +366,8 @@ MOE_KERNELS_OF = {"rocm": "cuda"}
 
 def _moe_k(table: Mapping[str, float], backend: str) -> float:
     """The backend's tokens-per-expert half-rate point: its own entry, its family's (cuda_hbm -> cuda), the one whose
-    kernels it runs, else the median of the fitted backends (a backend without MoE rows: Metal, SYCL)."""
+    kernels it runs, else the median of the fitted backends (a backend without MoE rows: SYCL, plain Vulkan; Metal
+    is modelled by its token tile instead, moe_token_tile)."""
     family = backend.split("_")[0]
     for key in (backend, family, MOE_KERNELS_OF.get(family, "")):
         if table.get(key):
