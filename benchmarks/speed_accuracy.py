@@ -31,11 +31,14 @@ from advisor.rules import Subject, load_rules
 DATA = ROOT / "tests" / "data" / "llama-bench"
 GIB = 1 << 30
 BACKENDS = {"CUDA": "cuda", "ROCm": "rocm", "Vulkan": "vulkan", "Metal": "metal", "CPU": "cpu", "SYCL": "sycl"}
-FITTED = ("cuda", "cuda_hbm", "cuda_hbm_2024", "rocm", "vulkan", "vulkan_coopmat", "vulkan_nvidia", "metal", "cpu")
-#: Decode on HBM GPUs differs by llama.cpp build era: the public A100/H100 rows (May 2024 builds) read at about half
-#: the bandwidth share this repository's H200 reads at with a 2026 build (measured.csv). Rows of builds before
-#: HBM_CURRENT_SINCE take the "cuda_hbm_2024" entries; the planner, which models the installed build, "cuda_hbm".
-HBM_CURRENT_SINCE = "2025"
+FITTED = ("cuda", "cuda_hbm", "cuda_hbm_hopper", "rocm", "vulkan", "vulkan_coopmat", "vulkan_nvidia", "metal", "cpu")
+#: Decode on HBM GPUs: "cuda_hbm" is fitted on the public A100 rows (May 2024 builds), "cuda_hbm_hopper" on this
+#: repository's H200 rows (a 2026 build, measured.csv), the only Hopper rows of a current build. A Hopper row of a
+#: build before HOPPER_CURRENT_SINCE (the public H100 PCIe rows, May 2024) takes "cuda_hbm", the constants of its
+#: build era.
+HOPPER_CURRENT_SINCE = "2025"
+#: Families fitted apart for Hopper: its rows cover each, and 8- and 16-bit types do not stream at one rate there.
+HOPPER_GROUPS = (("f16",), ("q8_0",), ("q4_0", "k", "iq", "mxfp4"))
 #: Families fitted together (too few rows per family): 8-16-bit types stream at one rate, 4-bit block types at
 #: another; prefill: F16 (cuBLAS/hipBLAS/mul_mm in F16) apart from every quantized type (MMQ / dequantize+mul_mm).
 DECODE_GROUPS = (("f16", "q8_0"), ("q4_0", "k", "iq", "mxfp4"))
@@ -98,8 +101,8 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
                           expert_params=experts, expert_use=use, arch=mdl["arch"],
                           n_expert_used=int(mdl["n_expert_used"] or 0))
     backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"])
-    if backend == "cuda_hbm" and row["date"] and row["date"] < HBM_CURRENT_SINCE:
-        backend = "cuda_hbm_2024"
+    if backend == "cuda_hbm_hopper" and row["date"] and row["date"] < HOPPER_CURRENT_SINCE:
+        backend = "cuda_hbm"
     bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)
     if row.get("n_cpu_moe"):
         parts = expert_offload_parts(row, mdl, dev, hw[row["host_device"]], size, embd, backend)
@@ -232,32 +235,42 @@ def _median_or(values: list[float], default: float) -> float:
     return statistics.median(values) if values else default
 
 
-def fit_decode(cases: list[Case], c: speed.Constants, backend: str) -> tuple[dict[str, float], float]:
-    """Per-layer overhead by a grid, then each family's efficiency as the median implied by its rows."""
+#: Decode overhead grid (us per llama layer: 19 kernels at up to about 5 us each, launch and synchronisation) and
+#: the tolerance within which a flatter error curve gives way to the smaller overhead: with few or slow rows the
+#: error barely moves with the overhead, and the grid's far end is no measurement.
+OVERHEAD_GRID_US = [x * 2.5 for x in range(41)]
+FLAT_ERROR = 0.005
+#: Fewer decode rows than this cannot separate an overhead from an efficiency: the backend gets none (cpu: three).
+MIN_OVERHEAD_ROWS = 4
+
+
+def fit_decode(cases: list[Case], c: speed.Constants, backend: str,
+               groups: tuple[tuple[str, ...], ...] = DECODE_GROUPS) -> tuple[dict[str, float], float]:
+    """Per-layer overhead by a grid (the smallest within FLAT_ERROR of the best median error), then each family
+    group's efficiency as the median implied by its rows."""
     pool = DECODE_POOL.get(backend, (backend,))
     sel = [k for k in cases if k.backend in pool and k.test == "tg"]
     if not sel:
         return dict(c._pick(c.decode_efficiency, backend)), c._pick(c.layer_overhead_us, backend)
-    best = None
-    for us in [x * 2.5 for x in range(41)]:
+    trials = []
+    for us in OVERHEAD_GRID_US if len(sel) >= MIN_OVERHEAD_ROWS else [0.0]:
         effs = {}
-        for group in DECODE_GROUPS:
+        for group in groups:
             imp = []
             for k in sel:
                 if k.ms.family not in group:
                     continue
-                t = 1.0 / k.measured - us * 1e-6 * k.ms.n_layer * C.kernel_ratio(k.ms)
+                t = 1.0 / k.measured - us * 1e-6 * k.ms.n_layer * c.kernel_ratio(k.ms)
                 unit = speed.decode_seconds(k.parts, k.ms, _unit(c), k.depth) - _unit(c).overhead_s(backend, 0)
                 if t > 0:
                     imp.append(unit / t)
             if imp:
                 effs.update({fam: min(0.98, statistics.median(imp)) for fam in group})
         trial = _with(c, backend, effs, us)
-        err = statistics.median(abs(predicted(k, trial) / k.measured - 1) for k in sel)
-        if best is None or err < best[0]:
-            best = (err, effs, us)
-    assert best is not None
-    return best[1], best[2]
+        trials.append((statistics.median(abs(predicted(k, trial) / k.measured - 1) for k in sel), effs, us))
+    best = min(err for err, _e, _u in trials)
+    _err, effs, us = next(t for t in trials if t[0] <= best + FLAT_ERROR)
+    return effs, us
 
 
 def _unit(c: speed.Constants) -> speed.Constants:
@@ -275,7 +288,7 @@ def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -
 
 
 #: Prefill is compute-bound: HBM GPUs share their backend's prefill efficiency (cuda_hbm has no entry of its own).
-PREFILL_POOL = {"cuda": ("cuda", "cuda_hbm", "cuda_hbm_2024")}
+PREFILL_POOL = {"cuda": ("cuda", "cuda_hbm", "cuda_hbm_hopper")}
 #: Decode reads memory the same way whether or not Vulkan's matrix shaders use cooperative matrices.
 DECODE_POOL = {"vulkan": ("vulkan", "vulkan_coopmat")}
 
@@ -329,7 +342,7 @@ def fit_moe(cases: list[Case], c: speed.Constants, backend: str) -> float | None
     without such rows. Run after the prefill efficiencies, which the dense rows set."""
     pool = PREFILL_POOL.get(backend, (backend,))
     sel = [k for k in cases if k.backend in pool and k.test == "pp" and k.ms.expert_params]
-    if not sel:
+    if not sel or backend.split("_")[0] in c.moe_token_tile:  # modelled from its kernel's tile, nothing to fit
         return None
     best = None
     for k in [10.0 * x for x in range(1, 101)]:
@@ -358,12 +371,13 @@ def fit_hopper(cases: list[Case], c: speed.Constants) -> dict[str, float]:
 
 def fit(cases: list[Case], c: speed.Constants) -> str:
     cal = [k for k in cases if k.row["split"] == "calibration"]
-    # current-build HBM decode: no public row, this repository's H200 (full offload) sets it
+    # current-build Hopper decode: no public row, this repository's H200 (full offload) sets it
     own_gpu = [k for k in cases if k.row["split"] == "measured" and not k.row.get("n_cpu_moe")]
     dec, over, pre = {}, {}, {}
     for b in FITTED:
         if not _pooled_away(b, DECODE_POOL):
-            effs, us = fit_decode(own_gpu if b == "cuda_hbm" else cal, c, b)
+            effs, us = (fit_decode(own_gpu, c, b, HOPPER_GROUPS) if b == "cuda_hbm_hopper"
+                        else fit_decode(cal, c, b))
             dec[b], over[b] = _fill(effs, c._pick(c.decode_efficiency, b)), us
         if not _pooled_away(b, PREFILL_POOL):
             pre[b] = _fill(fit_prefill(cal, c, b), c._pick(c.prefill_efficiency, b))

@@ -189,6 +189,8 @@ def test_prediction_carries_its_basis_and_range() -> None:
 def test_hbm_gpus_have_their_own_entry_and_fall_back() -> None:
     hbm = load_rules().resolve(Subject())["hbm_gpu_match"]
     assert speed.speed_backend("cuda", "nvidia", "NVIDIA H100 80GB HBM3", hbm) == "cuda_hbm"
+    assert speed.speed_backend("cuda", "nvidia", "NVIDIA H100 80GB HBM3", hbm, "9.0") == "cuda_hbm_hopper"
+    assert speed.speed_backend("cuda", "nvidia", "NVIDIA A100-SXM4-80GB", hbm, "8.0") == "cuda_hbm"
     assert speed.speed_backend("cuda", "nvidia", "NVIDIA GeForce RTX 4090", hbm) == "cuda"
     assert speed.speed_backend("vulkan", "nvidia", "NVIDIA GeForce RTX 3090", hbm) == "vulkan_nvidia"
     assert speed.speed_backend("cpu_x86", "none") == "cpu"
@@ -284,3 +286,42 @@ def test_metal_moe_prefill_wastes_only_the_last_tile() -> None:
     moe = speed.ModelSpeed(quant="Q4_K_M", n_layer=48, n_embd=2048, expert_params=1.8e9, expert_use=8 / 128)
     assert speed.expert_slowdown(moe, c, "metal") == pytest.approx(qwen3)
     assert speed.expert_slowdown(moe, c, "cuda") != pytest.approx(qwen3)
+
+
+@pytest.mark.parametrize("name,arch,bandwidth", [("NVIDIA A100-SXM4-80GB", "8.0", 2039.0),
+                                                ("NVIDIA H100 PCIe", "9.0", 2000.0),
+                                                ("NVIDIA H100 80GB HBM3", "9.0", 3350.0),
+                                                ("NVIDIA H200", "9.0", 4800.0), ("Tesla V100-SXM2-32GB", "7.0", 900.0)])
+def test_a_smaller_file_decodes_faster_on_every_hbm_gpu(name: str, arch: str, bandwidth: float) -> None:
+    """Decode reads the weights once per token, so at the same shape a 4-bit file (4.6 GB) must not be predicted
+    slower than Q8_0 (8.5 GB) or F16 (16 GB), whatever the efficiency of each family on the GPU."""
+    c = constants()
+    key = speed.speed_backend("cuda", "nvidia", name, load_rules().resolve(Subject())["hbm_gpu_match"], arch)
+    rates = []
+    for quant, gib in (("Q4_K_M", 4.58), ("Q8_0", 7.95), ("F16", 14.96)):
+        model = ms(quant, embd=0.5 * GIB, arch="llama")
+        parts = [speed.Part(key, bandwidth, 300.0, gib * GIB - 0.5 * GIB, 1.0),
+                 speed.Part("cpu", 50.0, 0.0, 0.5 * GIB, 0.0, threads=8)]
+        rates.append(1.0 / speed.decode_seconds(parts, model, c))
+    assert rates[0] > rates[1] > rates[2], (key, rates)
+
+
+@pytest.mark.parametrize("n", [512, 2048, 8192])
+@pytest.mark.parametrize("p", [1 / 256, 0.125, 0.5, 0.9, 1.0])
+def test_tile_waste_stays_finite_for_long_batches_and_dense_routing(n: int, p: float) -> None:
+    """The Binomial pmf is taken in log space: (1 - p)^n underflows at n x p in the thousands, which would zero the
+    expected tiles. Routing nearly every token to every expert wastes next to nothing; every expert costs at least
+    its tokens' share."""
+    w = speed.tile_waste(n, p, 32)
+    assert 0.99 < w < 40
+    if p >= 0.5:
+        assert w < 1.1
+
+
+def test_a_dense_file_of_an_moe_counted_architecture_loses_the_moe_kernels() -> None:
+    c = constants()
+    counted = c.graph_kernels_n_used["granitehybrid"]
+    moe = ms("Q4_K_M", arch="granitehybrid", n_expert_used=counted)
+    dense = ms("Q4_K_M", arch="granitehybrid")
+    assert (c.kernel_ratio(moe) - c.kernel_ratio(dense)) * c.graph_kernels_reference == pytest.approx(
+        c.graph_kernels_moe_extra + counted - 1)

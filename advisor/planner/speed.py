@@ -106,12 +106,18 @@ def dominant_type(facts: Any) -> str | None:
     return max(by_type, key=lambda k: by_type[k]) if by_type else None
 
 
+#: Tables a token reads one row of (get_rows), not multiplies by, held in host memory: the token embeddings and
+#: Gemma 3n's per-layer embeddings (llama-model.cpp: LLM_TENSOR_PER_LAYER_TOKEN_EMBD is an input-layer tensor, on
+#: the CPU; llama-graph.cpp get_rows), both with a row per vocabulary entry.
+LOOKUP_TABLES = ("token_embd.weight", "per_layer_token_embd.weight")
+
+
 def active_params_of(facts: Any) -> float:
-    """Parameters a token multiplies by, counted from a GGUF's tensor shapes: every weight but the token-embedding
-    table (a lookup), MoE expert tensors at n_used / n_expert."""
+    """Parameters a token multiplies by, counted from a GGUF's tensor shapes: every weight but the lookup tables
+    (LOOKUP_TABLES), MoE expert tensors at n_used / n_expert."""
     total = 0.0
     for t in facts.tensors:
-        if t.name == "token_embd.weight" or t.name.endswith(".all"):
+        if t.name in LOOKUP_TABLES or t.name.endswith(".all"):
             continue
         n = float(math.prod(t.shape))
         if "_exps." in t.name and facts.n_expert:
@@ -125,7 +131,7 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     if facts is None:
         return ModelSpeed(quant=quant, read_fraction=active_fraction)
     quant = quant or dominant_type(facts)
-    embd = next((t.nbytes for t in facts.tensors if t.name == "token_embd.weight"), 0)
+    embd = sum(t.nbytes for t in facts.tensors if t.name in LOOKUP_TABLES)
     kv_heads = facts.n_head_kv[0] if facts.n_head_kv else 0
     # MLA files cache one latent per token in K and keep no V (estimate.kv_layer_bytes)
     v_dim = 0 if facts.is_mla else facts.head_dim_v
@@ -218,8 +224,8 @@ class Constants:
         """A layer's kernels relative to a llama layer's (what the per-layer overhead was fitted on): the
         architecture's count, with one aggregation add per expert more or less when a file uses another
         n_expert_used than the one counted; an architecture not in the table, or a dense-counted one with experts
-        (a Mixtral under "llama"), gets the MoE layer's extra kernels and its n_used - 1 adds. 1 for a model of
-        unknown architecture."""
+        (a Mixtral under "llama"), gets the MoE layer's extra kernels and its n_used - 1 adds, and a dense file of
+        an MoE-counted architecture loses them. 1 for a model of unknown architecture."""
         ref = self.graph_kernels_reference
         if not ms.arch or ref <= 0:
             return 1.0
@@ -228,6 +234,8 @@ class Constants:
         if ms.n_expert_used:
             k += (ms.n_expert_used - counted_used if counted_used
                   else self.graph_kernels_moe_extra + ms.n_expert_used - 1)
+        elif counted_used:  # a dense file of an architecture counted on an MoE one (granite-4.0-h micro)
+            k -= self.graph_kernels_moe_extra + counted_used - 1
         return k / ref
 
     def range_of(self, backend: str, test: str) -> tuple[float, float]:
@@ -341,15 +349,17 @@ def expert_slowdown(ms: ModelSpeed, c: Constants, backend: str) -> float:
 
 def tile_waste(n: int, p: float, tile: int) -> float:
     """Work per useful token of a kernel that multiplies each expert's tokens in whole tiles of ``tile`` tokens
-    (Metal's kernel_mul_mm_id: 32, as its dense kernel_mul_mm), relative to a dense product whose ``n`` tokens fill
-    their tiles: E[ceil(X / tile)] x tile / E[X] with X ~ Binomial(n, p), the tokens routed to one expert when each
-    token picks an expert with probability p = n_used / n_expert (a uniform router)."""
+    (Metal's kernel_mul_mm_id: 32, as its dense kernel_mul_mm), relative to a dense product of the ``n`` tokens:
+    E[ceil(X / tile)] x tile / E[X] with X ~ Binomial(n, p), the tokens routed to one expert when each token picks
+    an expert with probability p = n_used / n_expert (a uniform router), over the dense product's own
+    ceil(n / tile) x tile / n. The pmf is taken in log space: (1 - p)^n underflows for large n x p."""
     if p >= 1.0:
-        return math.ceil(n / tile) * tile / n
-    pk, tiles = (1.0 - p) ** n, 0.0
-    for k in range(n + 1):
-        tiles += pk * math.ceil(k / tile)
-        pk *= (n - k) / (k + 1) * p / (1.0 - p)
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    lp, lq, ln = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    tiles = sum(math.exp(ln - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq)
+                * math.ceil(k / tile) for k in range(1, n + 1))
     return tiles * tile / (n * p) / (math.ceil(n / tile) * tile / n)
 
 
@@ -411,7 +421,7 @@ def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list
     ggml/src/ggml-vulkan/ggml-vulkan.cpp; on GPUs without them it uses the shader cores) and HBM GPUs apart
     (``<backend>_hbm``: one token's matrix-vector products keep too few bytes in flight to cover HBM's latency, so
     they reach a smaller share of its bandwidth; rules/speed.toml hbm_gpu_match names them). A key without an
-    entry falls back to the backend's own. Vulkan on AMD RDNA3 and later (gfx11, gfx12: WMMA) runs its matrix
+    entry falls back to the backend's own; ``cuda_hbm_hopper``: HBM GPUs of compute capability 9.x. Vulkan on AMD RDNA3 and later (gfx11, gfx12: WMMA) runs its matrix
     multiplications as KHR_cooperative_matrix shaders (``vulkan_coopmat``; ggml-vulkan.cpp picks its pipelines by
     device->coopmat_support), against the WMMA rate; RDNA1/2 have no matrix cores and run the scalar shaders
     against the packed-FP16 rate: different code, so a prefill efficiency each (decode shares vulkan's)."""
@@ -422,7 +432,9 @@ def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list
     if backend == "vulkan" and vendor == "amd" and (arch or "").lower().startswith(("gfx11", "gfx12")):
         return "vulkan_coopmat"
     if gpu_name and any(re.search(p, gpu_name, re.IGNORECASE) for p in hbm_match):
-        return f"{backend}_hbm"
+        # Hopper's decode was measured with a current build (rules/speed.toml decode-bandwidth-efficiency); the
+        # other HBM GPUs keep the constants of the builds they were measured with
+        return f"{backend}_hbm_hopper" if gpu_class(backend, arch) == "hopper" else f"{backend}_hbm"
     return backend
 
 

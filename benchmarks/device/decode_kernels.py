@@ -63,7 +63,8 @@ def main() -> int:
                     if line.startswith("{"):
                         f.write(json.dumps({**json.loads(line), "env": name}) + "\n")
             if p.returncode:
-                (a.out / "decode-kernels.err").open("a").write(p.stderr[-3000:])
+                with (a.out / "decode-kernels.err").open("a") as err:
+                    err.write(p.stderr[-3000:])
         os.unlink(path)  # the page cache and disk of one model at a time
     log("done")
     return 0
