@@ -82,9 +82,14 @@ def main(argv: list[str]) -> int:
         seen = {}
         for arch, _m, n_layer, _u, nodes in rows:
             seen.setdefault(arch, round(nodes / n_layer, 1))
-        print("graph_kernels_per_layer = { " + ", ".join(f'"{a}" = {v}' for a, v in seen.items()) + " }")
-        used = {arch: u for arch, _m, _l, u, _n in rows if u}
-        print("graph_kernels_n_used = { " + ", ".join(f'"{a}" = {u}' for a, u in used.items()) + " }")
+        print("[rule.set.graph_kernels_per_layer]")
+        print("\n".join(f"{a} = {v}" for a, v in seen.items()))
+        used: dict[str, int] = {}
+        for arch, _m, _l, u, _n in rows:
+            if u:
+                used.setdefault(arch, u)  # the n_used of the model the architecture's count came from
+        print("[rule.set.graph_kernels_n_used]")
+        print("\n".join(f"{a} = {u}" for a, u in used.items()))
         return 0
     print(f"{'architecture':16} {'model':34} {'layers':>6} {'n_used':>6} {'kernels':>8} {'per layer':>9}")
     for arch, model_id, n_layer, used, nodes in rows:

@@ -11,7 +11,6 @@ in the flags written as _).
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -23,15 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import log, safe_write  # noqa: E402
+from measure import device_parser, log, safe_write  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--models", type=Path, default=Path("/tmp/advisor-models"))
-    ap.add_argument("--budget", type=float, default=240.0)
+    ap = device_parser(240.0)
     ap.add_argument("cases", type=Path)
     a = ap.parse_args()
     start = time.time()

@@ -11,7 +11,6 @@ Writes decode-kernels.jsonl: llama-bench's JSON lines, each with the environment
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.device.measure import log, safe_write  # noqa: E402
+from benchmarks.device.measure import device_parser, log, safe_write  # noqa: E402
 
 MODELS = [("llama-3.1-8b-instruct", "Q4_K_M"), ("gemma-3-12b-it", "Q4_K_M"), ("qwen3.5-9b", "Q4_K_M"),
           ("gpt-oss-20b", "MXFP4_MOE"), ("qwen3-30b-a3b", "Q4_K_M")]
@@ -31,11 +30,7 @@ ENVS = {"default": {}, "no-fusion": {"GGML_CUDA_DISABLE_FUSION": "1"}, "no-graph
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--models", type=Path, default=Path("/tmp/advisor-models"))
-    ap.add_argument("--budget", type=float, default=300.0)
+    ap = device_parser(300.0)
     a = ap.parse_args()
     deadline = time.time() + a.budget
     a.models.mkdir(parents=True, exist_ok=True)

@@ -211,12 +211,19 @@ def step_bench(binary: Path, models: Path, out: Path, deadline: float) -> None:
         os.unlink(path)  # the page cache of one model at a time
 
 
-def main() -> int:
+def device_parser(budget: float) -> argparse.ArgumentParser:
+    """The options every device script takes: the binaries, the output folder, where models are written, and the
+    seconds it may use."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--models", type=Path, default=Path("/tmp/advisor-models"))
-    ap.add_argument("--budget", type=float, default=480.0, help="seconds for all steps")
+    ap.add_argument("--budget", type=float, default=budget, help="seconds for all steps")
+    return ap
+
+
+def main() -> int:
+    ap = device_parser(480.0)
     ap.add_argument("--steps", default="probe,memprobe,bench")
     ap.add_argument("--only", default="", help="memprobe: these catalog models only (comma-separated ids)")
     a = ap.parse_args()
