@@ -325,3 +325,17 @@ def test_a_dense_file_of_an_moe_counted_architecture_loses_the_moe_kernels() -> 
     dense = ms("Q4_K_M", arch="granitehybrid")
     assert (c.kernel_ratio(moe) - c.kernel_ratio(dense)) * c.graph_kernels_reference == pytest.approx(
         c.graph_kernels_moe_extra + counted - 1)
+
+
+def test_quick_decode_is_an_upper_bound_on_a_hopper_gpu() -> None:
+    """quick_decode prunes variants that cannot reach the minimum speed; on a Hopper GPU, whose current-build F16
+    efficiency is above the plain CUDA entry's, it must still bound the full prediction."""
+    m = gpu_machine("NVIDIA H100 80GB HBM3")
+    size = int(15e9)
+    memory = full_offload(size - 1.0 * GIB, 1.0 * GIB)
+    # one layer and no context: nothing but the weights' traffic, which the bound must cover
+    model = dataclasses.replace(ms("F16", 1.0 * GIB, arch="llama"), n_layer=1, kv_bytes_per_token=0.0)
+    p = speed.predict(memory, m, 1.0, 8e9, model=model)
+    assert speed.device_arch(m.gpus[0]).startswith("9")
+    # the planner bounds the weights without the token-embedding table (a token reads one row of it)
+    assert speed.quick_decode(size - GIB, 1.0, m) >= p.decode_tokens_per_s

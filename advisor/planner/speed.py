@@ -551,5 +551,8 @@ def quick_decode(size_bytes: int, active_fraction: float, m: Machine) -> float:
     best = lambda b: max(c._pick(c.decode_efficiency, b).values())
     seconds = (size_bytes - on_gpu) * active_fraction / (m.cpu.bandwidth_gbs * 1e9 * best("cpu"))
     if on_gpu and bw_gpu:
-        seconds += on_gpu * active_fraction / (bw_gpu * 1e9 * best(speed_backend(m.backend, m.vendor)))
+        # the GPUs' own keys (an HBM or Hopper entry can exceed the backend's) and the backend's
+        keys = {speed_backend(m.backend, m.vendor, g.gpu.name if g.gpu else "", m.rules["hbm_gpu_match"],
+                              device_arch(g)) for g in m.gpus} | {speed_backend(m.backend, m.vendor)}
+        seconds += on_gpu * active_fraction / (bw_gpu * 1e9 * max(best(k) for k in keys))
     return 1.0 / seconds if seconds > 0 else float("inf")
