@@ -31,7 +31,8 @@ from advisor.rules import Subject, load_rules
 DATA = ROOT / "tests" / "data" / "llama-bench"
 GIB = 1 << 30
 BACKENDS = {"CUDA": "cuda", "ROCm": "rocm", "Vulkan": "vulkan", "Metal": "metal", "CPU": "cpu", "SYCL": "sycl"}
-FITTED = ("cuda", "cuda_hbm", "cuda_hbm_hopper", "rocm", "vulkan", "vulkan_coopmat", "vulkan_nvidia", "metal", "cpu")
+FITTED = ("cuda", "cuda_hbm", "cuda_hbm_hopper", "cuda_igpu", "rocm", "vulkan", "vulkan_coopmat", "vulkan_nvidia",
+          "metal", "cpu")
 #: Decode on HBM GPUs: "cuda_hbm" is fitted on the public A100 rows (May 2024 builds), "cuda_hbm_hopper" on this
 #: repository's H200 rows (a 2026 build, measured.csv), the only Hopper rows of a current build. A Hopper row of a
 #: build before HOPPER_CURRENT_SINCE (the public H100 PCIe rows, May 2024) takes "cuda_hbm", the constants of its
@@ -100,7 +101,8 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
                           read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params),
                           expert_params=experts, expert_use=use, arch=mdl["arch"],
                           n_expert_used=int(mdl["n_expert_used"] or 0))
-    backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"])
+    backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"],
+                                  dev["kind"] == "igpu")
     if backend == "cuda_hbm_hopper" and row["date"] and row["date"] < HOPPER_CURRENT_SINCE:
         backend = "cuda_hbm"
     bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)
@@ -290,7 +292,7 @@ def _with(c: speed.Constants, backend: str, effs: dict[str, float], us: float) -
 #: Prefill is compute-bound: HBM GPUs share their backend's prefill efficiency (cuda_hbm has no entry of its own).
 PREFILL_POOL = {"cuda": ("cuda", "cuda_hbm", "cuda_hbm_hopper")}
 #: Decode reads memory the same way whether or not Vulkan's matrix shaders use cooperative matrices.
-DECODE_POOL = {"vulkan": ("vulkan", "vulkan_coopmat")}
+DECODE_POOL = {"vulkan": ("vulkan", "vulkan_coopmat"), "cuda": ("cuda", "cuda_igpu")}
 
 
 def _pooled_away(b: str, pools: dict[str, tuple[str, ...]]) -> bool:

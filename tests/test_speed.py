@@ -339,3 +339,23 @@ def test_quick_decode_is_an_upper_bound_on_a_hopper_gpu() -> None:
     assert speed.device_arch(m.gpus[0]).startswith("9")
     # the planner bounds the weights without the token-embedding table (a token reads one row of it)
     assert speed.quick_decode(size - GIB, 1.0, m) >= p.decode_tokens_per_s
+
+
+def test_integrated_nvidia_gpus_have_their_own_prefill_entry() -> None:
+    """A Jetson or DGX Spark shares a power-limited SoC's memory: its own prefill efficiency (rules/speed.toml
+    cuda_igpu), lower than a discrete card's; decode falls back to the CUDA entry."""
+    c = constants()
+    assert speed.speed_backend("cuda", "nvidia", "NVIDIA GB10", (), "12.1", integrated=True) == "cuda_igpu"
+    assert c.prefill_eff("cuda_igpu", "k") < c.prefill_eff("cuda", "k")
+    assert c.decode_eff("cuda_igpu", "k") == c.decode_eff("cuda", "k")
+
+
+def test_attention_runs_at_the_f16_rate_whatever_the_weights() -> None:
+    """Deep in the context, prefill is attention over F16 K and V (flash attention), so a 4-bit model's extra time
+    per token from more context is what an F16 model's is: the same FLOPs at the same rate."""
+    c = constants()
+    gpu = [speed.Part("cuda", 1008.0, 330.0, 4 * GIB, 1.0, quant_tflops=660.0)]
+    def extra(quant: str) -> float:
+        m = ms(quant)
+        return speed.prefill_seconds(gpu, 7e9, m, c, depth=16384) - speed.prefill_seconds(gpu, 7e9, m, c, depth=256)
+    assert extra("Q4_K_M") == pytest.approx(extra("F16"))

@@ -297,16 +297,19 @@ def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: 
                     depth: int = 256, tensor_parallel: bool = False) -> float:
     """Seconds per prompt token (a 512-token batch averages 256 tokens of context: ``depth``). The output
     projection runs for the tokens that return logits only, the last of the batch (src/models/llama.cpp: the last
-    layer keeps the rows of inp_out_ids; llama-batch.cpp: without a logits array only the last token is an output)."""
+    layer keeps the rows of inp_out_ids; llama-batch.cpp: without a logits array only the last token is an output).
+    The weights' products run on the quant family's path; attention (4 x n_layer x n_embd x depth: QK and PV over
+    the context) multiplies F16 K and V in the flash-attention kernels, at the F16 path's rate."""
     fam = ms.family
     out = min(ms.output_params, active_params)
-    flops = 2.0 * (active_params - out + out / UBATCH) + 4.0 * ms.n_layer * ms.n_embd * depth
     gpu = [p for p in parts if p.backend != "cpu" and p.layer_share > 0]
-    flops += 2.0 * ms.expert_params * (expert_slowdown(ms, c, gpu[0].backend if gpu else "cpu") - 1.0)
+    weights = 2.0 * (active_params - out + out / UBATCH)
+    weights += 2.0 * ms.expert_params * (expert_slowdown(ms, c, gpu[0].backend if gpu else "cpu") - 1.0)
+    attn = 4.0 * ms.n_layer * ms.n_embd * depth
     if tensor_parallel and gpu:
-        rate = sum(_gpu_rate(p, fam, c) for p in gpu)
+        rate, rate16 = sum(_gpu_rate(p, fam, c) for p in gpu), sum(_gpu_rate(p, "f16", c) for p in gpu)
         conv = max(_dequant_seconds(p, active_params, fam) for p in gpu)
-        return flops / rate + conv if rate > 0 else float("inf")
+        return weights / rate + attn / rate16 + conv if rate > 0 and rate16 > 0 else float("inf")
     total = 0.0
     offload_to = next((p for p in gpu if _op_offload(p.backend)), None)
     for p in parts:
@@ -317,15 +320,15 @@ def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: 
             # copied over once per ubatch (ggml-backend.cpp ggml_backend_sched_backend_id_from_cur with
             # ggml_backend_dev_offload_op; ggml-cuda: batch >= 32), so the copy, not the CPU, sets the pace
             copy = max(0.0, p.weights_bytes - ms.embd_bytes) / (c.op_offload_h2d_gbs * 1e9) / UBATCH
-            rate = _gpu_rate(offload_to, fam, c)
-            total += copy + (flops * p.layer_share / rate if rate > 0 else float("inf"))
-            continue
-        if p.backend == "cpu":
-            rate = _cpu_flops(p, c) * c.prefill_eff("cpu", fam)
+            rate, rate16 = _gpu_rate(offload_to, fam, c), _gpu_rate(offload_to, "f16", c)
+        elif p.backend == "cpu":
+            copy, rate = 0.0, _cpu_flops(p, c) * c.prefill_eff("cpu", fam)
+            rate16 = rate
         else:
-            rate = _gpu_rate(p, fam, c)
-            total += _dequant_seconds(p, active_params, fam)
-        total += flops * p.layer_share / rate if rate > 0 else float("inf")
+            copy, rate, rate16 = _dequant_seconds(p, active_params, fam), _gpu_rate(p, fam, c), _gpu_rate(p, "f16", c)
+        if rate <= 0 or rate16 <= 0:
+            return float("inf")
+        total += copy + weights * p.layer_share / rate + attn * p.layer_share / rate16
     return total
 
 
@@ -415,18 +418,22 @@ def gpu_class(backend: str, arch: str) -> str:
 
 
 def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list[str] | tuple[str, ...] = (),
-                  arch: str = "") -> str:
+                  arch: str = "", integrated: bool = False) -> str:
     """The key of rules/speed.toml's tables: the llama.cpp backend, with Vulkan on NVIDIA apart (ggml-vulkan runs
     its matrix multiplications on the tensor cores there through NV_cooperative_matrix2 / KHR_cooperative_matrix,
     ggml/src/ggml-vulkan/ggml-vulkan.cpp; on GPUs without them it uses the shader cores) and HBM GPUs apart
     (``<backend>_hbm``: one token's matrix-vector products keep too few bytes in flight to cover HBM's latency, so
     they reach a smaller share of its bandwidth; rules/speed.toml hbm_gpu_match names them). A key without an
-    entry falls back to the backend's own; ``cuda_hbm_hopper``: HBM GPUs of compute capability 9.x. Vulkan on AMD RDNA3 and later (gfx11, gfx12: WMMA) runs its matrix
+    entry falls back to the backend's own; ``cuda_hbm_hopper``: HBM GPUs of compute capability 9.x; ``cuda_igpu``:
+    NVIDIA GPUs sharing a power-limited SoC's memory (Jetson, DGX Spark GB10), whose tensor units do not sustain
+    the datasheet's clocks through a prompt batch. Vulkan on AMD RDNA3 and later (gfx11, gfx12: WMMA) runs its matrix
     multiplications as KHR_cooperative_matrix shaders (``vulkan_coopmat``; ggml-vulkan.cpp picks its pipelines by
     device->coopmat_support), against the WMMA rate; RDNA1/2 have no matrix cores and run the scalar shaders
     against the packed-FP16 rate: different code, so a prefill efficiency each (decode shares vulkan's)."""
     if backend.startswith("cpu"):
         return "cpu"
+    if backend == "cuda" and integrated:
+        return "cuda_igpu"
     if backend == "vulkan" and vendor == "nvidia":
         return "vulkan_nvidia"
     if backend == "vulkan" and vendor == "amd" and (arch or "").lower().startswith(("gfx11", "gfx12")):
@@ -479,7 +486,7 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
         if d.device in gpus:
             g = gpus[d.device]
             arch, name = device_arch(g), g.gpu.name if g.gpu else ""
-            key = speed_backend(m.backend, m.vendor, name, hbm, arch)
+            key = speed_backend(m.backend, m.vendor, name, hbm, arch, m.unified)
             tf = g.tflops or 0.0
             if not llama_cpp:
                 out.append(Part(key, g.bandwidth_gbs or 0.0, tf, d.weights_bytes, d.weights_bytes / total,
@@ -553,6 +560,6 @@ def quick_decode(size_bytes: int, active_fraction: float, m: Machine) -> float:
     if on_gpu and bw_gpu:
         # the GPUs' own keys (an HBM or Hopper entry can exceed the backend's) and the backend's
         keys = {speed_backend(m.backend, m.vendor, g.gpu.name if g.gpu else "", m.rules["hbm_gpu_match"],
-                              device_arch(g)) for g in m.gpus} | {speed_backend(m.backend, m.vendor)}
+                              device_arch(g), m.unified) for g in m.gpus} | {speed_backend(m.backend, m.vendor)}
         seconds += on_gpu * active_fraction / (bw_gpu * 1e9 * max(best(k) for k in keys))
     return 1.0 / seconds if seconds > 0 else float("inf")
