@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -102,7 +103,7 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
                           expert_params=experts, expert_use=use, arch=mdl["arch"],
                           n_expert_used=int(mdl["n_expert_used"] or 0))
     backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"],
-                                  dev["kind"] == "igpu")
+                                  any(re.search(p, row["device"], re.IGNORECASE) for p in IGPU))
     if backend == "cuda_hbm_hopper" and row["date"] and row["date"] < HOPPER_CURRENT_SINCE:
         backend = "cuda_hbm"
     bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)
@@ -188,6 +189,7 @@ def _resolved():
 
 
 HBM = tuple(_resolved()["hbm_gpu_match"])
+IGPU = tuple(_resolved()["igpu_match"])
 C = speed.Constants.from_rules(_resolved())  # the matrix-path rates (rules, not fitted)
 
 

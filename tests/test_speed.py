@@ -346,6 +346,11 @@ def test_integrated_nvidia_gpus_have_their_own_prefill_entry() -> None:
     cuda_igpu), lower than a discrete card's; decode falls back to the CUDA entry."""
     c = constants()
     assert speed.speed_backend("cuda", "nvidia", "NVIDIA GB10", (), "12.1", integrated=True) == "cuda_igpu"
+    # a probe that saw no unified memory still knows them by name (rules/speed.toml igpu_match)
+    discrete = gpu_machine()
+    assert not discrete.unified
+    assert speed.integrated_gpu(discrete, "NVIDIA GB10") and speed.integrated_gpu(discrete, "Orin (nvgpu)")
+    assert not speed.integrated_gpu(discrete, "NVIDIA GeForce RTX 4090")
     assert c.prefill_eff("cuda_igpu", "k") < c.prefill_eff("cuda", "k")
     assert c.decode_eff("cuda_igpu", "k") == c.decode_eff("cuda", "k")
 

@@ -445,6 +445,12 @@ def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list
     return backend
 
 
+def integrated_gpu(m: Machine, gpu_name: str) -> bool:
+    """Whether a GPU shares a power-limited SoC's memory: the probe saw unified memory, or its name is one of
+    rules/speed.toml igpu_match (a probe that cannot tell)."""
+    return m.unified or any(re.search(p, gpu_name or "", re.IGNORECASE) for p in m.rules["igpu_match"])
+
+
 def cpu_isa(features: list[str] | tuple[str, ...]) -> str:
     f = set(features)
     if "avx512f" in f:
@@ -486,7 +492,7 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
         if d.device in gpus:
             g = gpus[d.device]
             arch, name = device_arch(g), g.gpu.name if g.gpu else ""
-            key = speed_backend(m.backend, m.vendor, name, hbm, arch, m.unified)
+            key = speed_backend(m.backend, m.vendor, name, hbm, arch, integrated_gpu(m, name))
             tf = g.tflops or 0.0
             if not llama_cpp:
                 out.append(Part(key, g.bandwidth_gbs or 0.0, tf, d.weights_bytes, d.weights_bytes / total,
@@ -559,7 +565,8 @@ def quick_decode(size_bytes: int, active_fraction: float, m: Machine) -> float:
     seconds = (size_bytes - on_gpu) * active_fraction / (m.cpu.bandwidth_gbs * 1e9 * best("cpu"))
     if on_gpu and bw_gpu:
         # the GPUs' own keys (an HBM or Hopper entry can exceed the backend's) and the backend's
-        keys = {speed_backend(m.backend, m.vendor, g.gpu.name if g.gpu else "", m.rules["hbm_gpu_match"],
-                              device_arch(g), m.unified) for g in m.gpus} | {speed_backend(m.backend, m.vendor)}
+        names = [g.gpu.name if g.gpu else "" for g in m.gpus]
+        keys = {speed_backend(m.backend, m.vendor, n, m.rules["hbm_gpu_match"], device_arch(g), integrated_gpu(m, n))
+                for g, n in zip(m.gpus, names)} | {speed_backend(m.backend, m.vendor)}
         seconds += on_gpu * active_fraction / (bw_gpu * 1e9 * max(best(k) for k in keys))
     return 1.0 / seconds if seconds > 0 else float("inf")
