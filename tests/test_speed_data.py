@@ -89,3 +89,29 @@ def test_the_modern_set_is_sourced_and_described() -> None:
     for r in modern:
         assert r["split"] == "modern" and r["source_url"].startswith("https://") and r["date"] >= "2025", r
         assert r["device"] in hw and r["model"] in models and float(r["tps"]) > 0 and float(r["size_gib"]) > 0, r
+
+
+def test_the_rules_are_what_the_fit_gives() -> None:
+    """rules/speed.toml's fitted tables are the output of `benchmarks/speed_accuracy.py --fit` on this dataset: a
+    change to the data or the model that is not refitted shows here."""
+    import tomllib
+
+    from advisor.rules import Subject, load_rules
+    from benchmarks import speed_accuracy as bench
+
+    out = bench.fit(bench.load(), bench.constants())
+    rules = load_rules().resolve(Subject())
+    sections = {}
+    for block in out.split("\n\n"):
+        head, _, body = block.partition("\n")
+        name = head.strip("[]").split("]")[0].removeprefix("rule.set.")
+        sections[name] = tomllib.loads(body)
+    hopper = sections.pop("prefill_matrix_rate")["hopper"]
+    assert hopper == pytest.approx(rules["prefill_matrix_rate"]["hopper"], abs=0.005)
+    for name, table in sections.items():
+        for key, value in table.items():
+            want = rules[name][key]
+            if isinstance(value, dict) and any(isinstance(v, list) for v in value.values()):  # prediction ranges
+                assert {k: pytest.approx(v, abs=0.005) for k, v in value.items()} == want, (name, key)
+            else:
+                assert value == pytest.approx(want, abs=0.005), (name, key)
