@@ -79,17 +79,13 @@ def main(argv: list[str]) -> int:
             rows.append((facts.architecture, model_id, facts.n_layer, facts.n_expert_used, nodes))
             path.unlink()
     if "--toml" in argv:
-        seen = {}
-        for arch, _m, n_layer, _u, nodes in rows:
-            seen.setdefault(arch, round(nodes / n_layer, 1))
+        first: dict[str, tuple] = {}  # per architecture, the model its count (and n_used) comes from
+        for row in rows:
+            first.setdefault(row[0], row)
         print("[rule.set.graph_kernels_per_layer]")
-        print("\n".join(f"{a} = {v}" for a, v in seen.items()))
-        used: dict[str, int] = {}
-        for arch, _m, _l, u, _n in rows:
-            if u:
-                used.setdefault(arch, u)  # the n_used of the model the architecture's count came from
+        print("\n".join(f"{a} = {round(nodes / n_layer, 1)}" for a, (_a, _m, n_layer, _u, nodes) in first.items()))
         print("[rule.set.graph_kernels_n_used]")
-        print("\n".join(f"{a} = {u}" for a, u in used.items()))
+        print("\n".join(f"{a} = {u}" for a, (_a, _m, _l, u, _n) in first.items() if u))
         return 0
     print(f"{'architecture':16} {'model':34} {'layers':>6} {'n_used':>6} {'kernels':>8} {'per layer':>9}")
     for arch, model_id, n_layer, used, nodes in rows:

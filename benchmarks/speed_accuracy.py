@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -103,7 +102,7 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
                           expert_params=experts, expert_use=use, arch=mdl["arch"],
                           n_expert_used=int(mdl["n_expert_used"] or 0))
     backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"],
-                                  any(re.search(p, row["device"], re.IGNORECASE) for p in IGPU))
+                                  speed.name_matches(row["device"], IGPU))
     if backend == "cuda_hbm_hopper" and row["date"] and row["date"] < HOPPER_CURRENT_SINCE:
         backend = "cuda_hbm"
     bw, tf = float(dev["bandwidth_gbs"]), float(dev["fp16_tflops"] or 0)

@@ -241,7 +241,11 @@ def compare(row: dict[str, Any], model_dir: Path, gpu: bool = True) -> list[tupl
         gguf_from_catalog.write_any_quant(path, model_id, quant)
     facts = read_gguf_facts(path)
     flags = setting.split() if setting.startswith("-") else flags_of(model_id, setting, facts.n_layer)
-    est = estimate(facts, settings_of(flags, gpu))
+    return _compared(estimate(facts, settings_of(flags, gpu)), row)
+
+
+def _compared(est: Any, row: dict[str, Any]) -> list[tuple[str, str, int, int, bool]]:
+    """[(device, buffer, ours, llama.cpp's, within target)] of an estimate against a recorded row."""
     mine, theirs = ours(est), measured(row)
     out = []
     for dev, buf in sorted(set(mine) | set(theirs)):
@@ -256,9 +260,4 @@ def compare_spec(row: dict[str, Any], model_dir: Path, gpu: bool = True) -> list
     path = model_dir / f"{name}.gguf"
     if not path.exists():
         ggufgen.write(path, SPECS[name], sparse=True)
-    est = estimate(read_gguf_facts(path), settings_of(flags.replace("_", " ").split(), gpu))
-    mine, theirs = ours(est), measured(row)
-    return [(dev, buf, mine.get((dev, buf), 0), theirs.get((dev, buf), 0),
-             within(mine.get((dev, buf), 0), theirs.get((dev, buf), 0), target(dev, buf),
-                    "compute" if buf == "compute" else "kv_cache"))
-            for dev, buf in sorted(set(mine) | set(theirs))]
+    return _compared(estimate(read_gguf_facts(path), settings_of(flags.replace("_", " ").split(), gpu)), row)

@@ -462,7 +462,7 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
             ff = 3 * facts.n_ff_exp * facts.n_expert_used + 2 * facts.n_expert + rest
             if facts.n_expert_shared:
                 ff = max(ff, 3 * max(facts.n_ff) + rest)
-        elif _non_gated_ffn(facts):
+        elif _ffn_kind(facts) == "gelu":
             # a non-gated FFN (ffn_up, GELU, ffn_down: starcoder2): two F-wide tensors and the mask; measured on
             # this CPU with starcoder2-7b shapes at F 18432 (2F + mask to 7 floats, 4096 and 32768 cells)
             ff = 2 * max(facts.n_ff) + mask
@@ -496,10 +496,6 @@ def _ffn_kind(facts: ModelFacts) -> str:
     if len(up.shape) == 2 and facts.n_ff and up.shape[1] == 2 * max(facts.n_ff):
         return "fused_up"
     return "gated" if facts.n_expert else "gelu"
-
-
-def _non_gated_ffn(facts: ModelFacts) -> bool:
-    return _ffn_kind(facts) == "gelu"
 
 
 def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
@@ -893,13 +889,15 @@ def mla_q_floats(facts: ModelFacts) -> int:
     return H * (facts.key_length_mla + facts.kv_lora_rank + facts.head_dim_k)
 
 
-def _fa_sequence(facts: ModelFacts, E: float, Hq: float, Hk: float) -> float:
+def _fa_sequence(facts: ModelFacts) -> float:
     """The largest live set of a llama-style attention block with flash attention, in the order ggml builds it
     (src/models/llama.cpp, llama-graph.cpp build_attn): the residual and the normed input stay live while Q is
     multiplied and roped (2E + 2Hq), then V and K are multiplied (2E + Hq + Hk + Hv), the normed input is freed and
     K roped (E + Hq + Hv + 2Hk), K and V are written to the cache and the FA output taken (E + Hq + Hout)."""
-    hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
+    E = facts.n_embd
     H = max(facts.n_head) if facts.n_head else 0
+    hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
+    Hq, Hk = H * facts.head_dim_k, hkv * facts.head_dim_k
     Hv, Hout = hkv * facts.head_dim_v, H * facts.head_dim_v
     return max(2 * E + 2 * Hq, 2 * E + Hq + Hk + Hv, E + Hq + Hv + 2 * Hk, E + Hq + Hout)
 
@@ -925,15 +923,12 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
     """
     E = facts.n_embd
     H = max(facts.n_head) if facts.n_head else 0
-    hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
-    Hq = H * facts.head_dim_k
-    Hk = hkv * facts.head_dim_k
     mask = copies * mask_cells * (0.5 if flash_attn else 1.0)
     phases = [0.0]
     if layers:
         if attention:
             mla = mla_q_floats(facts)
-            fa_attn = mask + (4 * E + mla if mla else _fa_sequence(facts, E, Hq, Hk))
+            fa_attn = mask + (4 * E + mla if mla else _fa_sequence(facts))
             # absorbed MLA without flash attention: the KQ scores on top of the query chain, as on the CPU
             # (H200, DeepSeek-V3.1: 1401.02 and 1216.51 MiB, within 0.6 %)
             phases.append(fa_attn if flash_attn else kv_cells * H + mask + 4 * E + mla + v_cont)
@@ -943,7 +938,7 @@ def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_c
             if facts.n_expert_shared:
                 ff = max(ff, 3 * max(facts.n_ff))
             phases.append(ff + mask + 4 * E)
-        elif _non_gated_ffn(facts):
+        elif _ffn_kind(facts) == "gelu":
             # up and its GELU and the mask, as on the CPU (compute_bytes): starcoder2-7b on the H200, 114.00 MiB
             # = V + 2E at 4096 to 32768 cells (2F + mask + 4E would be 140 MiB at 32768)
             phases.append(2 * max(facts.n_ff) + mask)

@@ -38,6 +38,7 @@ a measurement by ``advisor bench --memory``). Pure: no I/O.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -230,7 +231,7 @@ class Constants:
         if not ms.arch or ref <= 0:
             return 1.0
         k = self.graph_kernels.get(ms.arch, ref)
-        counted_used = self.graph_kernels_n_used.get(ms.arch, 0) if ms.arch in self.graph_kernels else 0
+        counted_used = self.graph_kernels_n_used.get(ms.arch, 0)
         if ms.n_expert_used:
             k += (ms.n_expert_used - counted_used if counted_used
                   else self.graph_kernels_moe_extra + ms.n_expert_used - 1)
@@ -350,15 +351,14 @@ def expert_slowdown(ms: ModelSpeed, c: Constants, backend: str) -> float:
     return (1.0 + k / t) / (1.0 + k / UBATCH)
 
 
+@functools.lru_cache(maxsize=256)  # the planner asks for the same few models' (n, p) at every -ngl it tries
 def tile_waste(n: int, p: float, tile: int) -> float:
     """Work per useful token of a kernel that multiplies each expert's tokens in whole tiles of ``tile`` tokens
     (Metal's kernel_mul_mm_id: 32, as its dense kernel_mul_mm), relative to a dense product of the ``n`` tokens:
     E[ceil(X / tile)] x tile / E[X] with X ~ Binomial(n, p), the tokens routed to one expert when each token picks
     an expert with probability p = n_used / n_expert (a uniform router), over the dense product's own
     ceil(n / tile) x tile / n. The pmf is taken in log space: (1 - p)^n underflows for large n x p."""
-    if p >= 1.0:
-        return 1.0
-    if p <= 0.0:
+    if not 0.0 < p < 1.0:
         return 1.0
     lp, lq, ln = math.log(p), math.log1p(-p), math.lgamma(n + 1)
     tiles = sum(math.exp(ln - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq)
@@ -438,17 +438,29 @@ def speed_backend(backend: str, vendor: str, gpu_name: str = "", hbm_match: list
         return "vulkan_nvidia"
     if backend == "vulkan" and vendor == "amd" and (arch or "").lower().startswith(("gfx11", "gfx12")):
         return "vulkan_coopmat"
-    if gpu_name and any(re.search(p, gpu_name, re.IGNORECASE) for p in hbm_match):
+    if name_matches(gpu_name, hbm_match):
         # Hopper's decode was measured with a current build (rules/speed.toml decode-bandwidth-efficiency); the
         # other HBM GPUs keep the constants of the builds they were measured with
         return f"{backend}_hbm_hopper" if gpu_class(backend, arch) == "hopper" else f"{backend}_hbm"
     return backend
 
 
+def name_matches(name: str, patterns: list[str] | tuple[str, ...]) -> bool:
+    """Whether a GPU name matches one of a rule's patterns (hbm_gpu_match, igpu_match, ...), ignoring case."""
+    return bool(name) and any(re.search(p, name, re.IGNORECASE) for p in patterns)
+
+
+def gpu_speed_key(m: Machine, g: Any) -> str:
+    """The speed-table key of one of the machine's GPUs (speed_backend with its name, architecture and whether it
+    is integrated)."""
+    name = g.gpu.name if g.gpu else ""
+    return speed_backend(m.backend, m.vendor, name, m.rules["hbm_gpu_match"], device_arch(g), integrated_gpu(m, name))
+
+
 def integrated_gpu(m: Machine, gpu_name: str) -> bool:
     """Whether a GPU shares a power-limited SoC's memory: the probe saw unified memory, or its name is one of
     rules/speed.toml igpu_match (a probe that cannot tell)."""
-    return m.unified or any(re.search(p, gpu_name or "", re.IGNORECASE) for p in m.rules["igpu_match"])
+    return m.unified or name_matches(gpu_name, m.rules["igpu_match"])
 
 
 def cpu_isa(features: list[str] | tuple[str, ...]) -> str:
@@ -483,7 +495,6 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
     c = c or Constants.from_rules(m.rules)
     gpus = {d.name: d for d in m.gpus}
     total = sum(d.weights_bytes for d in memory) or 1
-    hbm = m.rules["hbm_gpu_match"]
     acc32 = m.rules["fp32_accumulate_figure_match"]  # gpus.toml figures at half the rate llama.cpp's FP16 GEMM gets
     rf = read_fraction or {}
     out = []
@@ -492,14 +503,14 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
         if d.device in gpus:
             g = gpus[d.device]
             arch, name = device_arch(g), g.gpu.name if g.gpu else ""
-            key = speed_backend(m.backend, m.vendor, name, hbm, arch, integrated_gpu(m, name))
+            key = gpu_speed_key(m, g)
             tf = g.tflops or 0.0
             if not llama_cpp:
                 out.append(Part(key, g.bandwidth_gbs or 0.0, tf, d.weights_bytes, d.weights_bytes / total,
                                 read_fraction=rf.get(d.device), fp16_math=True))
                 continue
             f16x, qx, dequant = matrix_path(m.backend, arch, c)
-            tf *= 2.0 if any(re.search(p, name, re.IGNORECASE) for p in acc32) else 1.0
+            tf *= 2.0 if name_matches(name, acc32) else 1.0
             out.append(Part(key, g.bandwidth_gbs or 0.0, tf * f16x, d.weights_bytes, d.weights_bytes / total,
                             read_fraction=rf.get(d.device), quant_tflops=tf * qx, dequant=dequant))
         elif d.device == "cpu":
@@ -565,8 +576,6 @@ def quick_decode(size_bytes: int, active_fraction: float, m: Machine) -> float:
     seconds = (size_bytes - on_gpu) * active_fraction / (m.cpu.bandwidth_gbs * 1e9 * best("cpu"))
     if on_gpu and bw_gpu:
         # the GPUs' own keys (an HBM or Hopper entry can exceed the backend's) and the backend's
-        names = [g.gpu.name if g.gpu else "" for g in m.gpus]
-        keys = {speed_backend(m.backend, m.vendor, n, m.rules["hbm_gpu_match"], device_arch(g), integrated_gpu(m, n))
-                for g, n in zip(m.gpus, names)} | {speed_backend(m.backend, m.vendor)}
+        keys = {gpu_speed_key(m, g) for g in m.gpus} | {speed_backend(m.backend, m.vendor)}
         seconds += on_gpu * active_fraction / (bw_gpu * 1e9 * max(best(k) for k in keys))
     return 1.0 / seconds if seconds > 0 else float("inf")
