@@ -188,6 +188,7 @@ PARAMETERS: dict[str, type | tuple[type, ...]] = {
     "prefill_matrix_rate": dict, "fp32_accumulate_figure_match": list, "op_offload_h2d_gbs": float,
     "moe_half_rate_tokens": dict, "graph_kernels_per_layer": dict, "graph_kernels_n_used": dict,
     "graph_kernels_reference": float, "graph_kernels_moe_extra": float, "moe_token_tile": dict, "igpu_match": list,
+    "prefill_attention_rate": dict,
     "cpu_prefill_gflops_per_core": dict, "prediction_range": dict, "hbm_gpu_match": list, "cpu_bandwidth_gbs": float,
     "cpu_bandwidth_per_core_gbs": float,
     "cpu_gflops_per_core": float, "min_decode_tokens_per_s": float,

@@ -85,6 +85,15 @@ def pre_mmq_int8(row: dict[str, str], dev: dict[str, str]) -> bool:
             and speed.gpu_class("cuda", dev["arch"]) in ("turing_plus", "hopper", "volta"))
 
 
+def attention_of(mdl: dict[str, str]) -> tuple[tuple[int, int, float, float], ...]:
+    """ModelSpeed.attention from models.csv: K and V widths (n_kv_embd each, f16) and the query heads' width
+    (n_q_embd) on every layer; ``swa`` "window/layers" puts that many layers on the window."""
+    n, kv, q = int(mdl["n_layer"]), int(mdl["n_kv_embd"]), int(mdl["n_q_embd"])
+    per = (2.0 * 2 * kv, 2.0 * 2 * q)  # K + V at 2 bytes per cell; QK + PV at 2 FLOPs per multiply-add
+    window, swa = (int(x) for x in mdl["swa"].split("/")) if mdl["swa"] else (0, 0)
+    return tuple(g for g in ((n - swa, 0, *per), (swa, window, *per)) if g[0])
+
+
 def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str, dict[str, str]]) -> Case:
     mdl, dev = models[row["model"]], hw[row["device"]]
     params, active = float(mdl["params_b"]) * 1e9, float(mdl["active_b"]) * 1e9
@@ -100,7 +109,7 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
                           n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]), kv_bytes_per_token=kv,
                           read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params),
                           expert_params=experts, expert_use=use, arch=mdl["arch"],
-                          n_expert_used=int(mdl["n_expert_used"] or 0))
+                          n_expert_used=int(mdl["n_expert_used"] or 0), attention=attention_of(mdl))
     backend = speed.speed_backend(BACKENDS[row["backend"]], dev["vendor"], row["device"], HBM, dev["arch"],
                                   speed.name_matches(row["device"], IGPU))
     if backend == "cuda_hbm_hopper" and row["date"] and row["date"] < HOPPER_CURRENT_SINCE:
@@ -360,15 +369,42 @@ def fit_moe(cases: list[Case], c: speed.Constants, backend: str) -> float | None
 def fit_hopper(cases: list[Case], c: speed.Constants) -> dict[str, float]:
     """Hopper's matrix-path rates (prefill_matrix_rate.hopper) from this repository's H200 rows, the only Hopper
     measured with a current build (the public H100 rows are 2024 builds and held out): each rate divided by the
-    median predicted/measured of its dense prefill rows (F16: cuBLAS; quantized: MMQ)."""
+    median predicted/measured of its dense prefill rows near the start of the context (F16: cuBLAS; quantized:
+    MMQ)."""
     hw = {h["device"]: h for h in _csv("hardware.csv")}
     rows = [k for k in cases if k.row["split"] == "measured" and k.test == "pp" and not k.ms.expert_params
-            and not k.row.get("n_cpu_moe") and speed.gpu_class("cuda", hw[k.row["device"]]["arch"]) == "hopper"]
+            and not k.row.get("n_cpu_moe") and speed.gpu_class("cuda", hw[k.row["device"]]["arch"]) == "hopper"
+            and k.depth < ATTENTION_FIT_DEPTH]  # the deep rows set the attention rate (fit_attention)
     out = dict(c.matrix_rate.get("hopper", {}))
     for key, sel in (("f16", [k for k in rows if k.ms.family == "f16"]),
                      ("quant", [k for k in rows if k.ms.family != "f16"])):
         if sel:
             out[key] = round(out.get(key, 1.0) / statistics.median(predicted(k, c) / k.measured for k in sel), 2)
+    return out
+
+
+#: Rows this deep in context (average over the batch) set the attention rate: at llama-bench's usual depths the
+#: attention is a few percent of a prompt batch's FLOPs and cannot tell a rate.
+ATTENTION_FIT_DEPTH = 4096
+
+
+def fit_attention(cases: list[Case], c: speed.Constants) -> dict[str, float]:
+    """The flash-attention share of the F16 path's rate (prefill_attention_rate) per backend family, from this
+    repository's rows deep in context (the H200's, a current build; no public CUDA row that deep is in the fitted
+    sets): for each row the share that reproduces it (bisection: a higher share, a faster prediction), the median."""
+    out: dict[str, float] = {}
+    rows = [k for k in cases if k.row["split"] == "measured" and k.test == "pp" and k.depth >= ATTENTION_FIT_DEPTH
+            and not k.row.get("n_cpu_moe")]
+    for family in sorted({k.backend.split("_")[0] for k in rows}):
+        shares = []
+        for k in (r for r in rows if r.backend.split("_")[0] == family):
+            lo, hi = 0.05, 4.0
+            for _ in range(40):
+                mid = (lo + hi) / 2
+                trial = dataclasses.replace(c, attention_rate={**c.attention_rate, family: mid})
+                lo, hi = (mid, hi) if predicted(k, trial) < k.measured else (lo, mid)
+            shares.append((lo + hi) / 2)
+        out[family] = round(statistics.median(shares), 2)
     return out
 
 
@@ -403,6 +439,8 @@ def fit(cases: list[Case], c: speed.Constants) -> str:
     lines += ["", "[rule.set.prefill_compute_efficiency]"]
     lines += [f"{b} = {{ " + ", ".join(f"{f} = {v:.3f}" for f, v in pre[b].items()) + " }" for b in pre]
     lines += ["", "[rule.set.moe_half_rate_tokens]"] + [f"{b} = {v:.1f}" for b, v in moe.items()]
+    att = fit_attention(cases, fitted)
+    lines += ["", "[rule.set.prefill_attention_rate]"] + [f"{b} = {v}" for b, v in att.items()]
     hop = fit_hopper(cases, fitted)
     lines += ["", "[rule.set.prefill_matrix_rate] (hopper only)",
               "hopper = { " + ", ".join(f"{k} = {v}" for k, v in hop.items()) + " }"]

@@ -364,3 +364,52 @@ def test_attention_runs_at_the_f16_rate_whatever_the_weights() -> None:
         m = ms(quant)
         return speed.prefill_seconds(gpu, 7e9, m, c, depth=16384) - speed.prefill_seconds(gpu, 7e9, m, c, depth=256)
     assert extra("Q4_K_M") == pytest.approx(extra("F16"))
+
+
+def _facts_of(tmp_path, spec):
+    from advisor.gguf.facts import read_gguf_facts
+    from tests import ggufgen
+    return read_gguf_facts(ggufgen.write(tmp_path / f"{spec.arch}.gguf", spec, sparse=True))
+
+
+def test_sliding_window_layers_read_and_multiply_their_window_only(tmp_path) -> None:
+    """Gemma 3 attends over a window of 1024 on five layers of six (llama.cpp llama_model::load_hparams:
+    LLM_ARCH_GEMMA3 set_swa_pattern(6), the sixth layer full), and its iSWA cache holds window + ubatch cells
+    (llama-kv-cache-iswa.cpp): deep in the context a token reads, and a prompt token multiplies, the whole context on
+    2 layers of 12 and the window on the other 10. The expectation is worked out here from those rules."""
+    from tests.ggufgen import Spec
+
+    spec = Spec("gemma3", n_layer=12, n_embd=256, n_head=4, n_head_kv=2, head_dim=64, n_ff=512, n_vocab=600,
+                sliding_window=1024, tied=True)
+    model = speed.model_speed(_facts_of(tmp_path, spec))
+    cell = 2 * (64 + 64) * 2  # 2 KV heads x (K + V head size) x 2 bytes (f16)
+    flops = 2 * 4 * (64 + 64)  # QK and PV of 4 query heads, 2 FLOPs per multiply-add
+    depth = 32768
+    assert model.kv_read_bytes(depth) == (2 * depth + 10 * 1024) * cell
+    assert model.attention_flops(depth) == (2 * depth + 10 * 1024) * flops
+    # within the window every layer attends to the whole context
+    assert model.kv_read_bytes(512) == 12 * 512 * cell
+
+
+def test_attention_multiplies_at_the_query_heads_width(tmp_path) -> None:
+    """Qwen3's query heads are wider than its embedding (Qwen3-32B: 64 heads x 128 = 8192 against 5120): QK and PV
+    cost 2 x n_head x (key + value head size) per cell, not 4 x n_embd."""
+    from tests.ggufgen import Spec
+
+    spec = Spec("qwen3", n_layer=3, n_embd=128, n_head=4, n_head_kv=2, head_dim=64, n_ff=256, n_vocab=600)
+    model = speed.model_speed(_facts_of(tmp_path, spec))
+    assert model.attention_flops(1000) == 3 * 2 * 4 * (64 + 64) * 1000
+    assert model.attention_flops(1000) == 2 * speed.ModelSpeed(n_layer=3, n_embd=128).attention_flops(1000)
+
+
+def test_prefill_deep_in_context_slows_as_measured_on_the_h200() -> None:
+    """This repository's H200 (tests/data/llama-bench/measured.csv, Llama 3.1 8B Q4_K_M, a 2026 build): pp512 at
+    9434.8 t/s from an empty context and 6906.1 t/s 16384 tokens deep, a slowdown of 1.37. The predicted slowdown,
+    with flash attention at rules/speed.toml's share of the F16 path, is within 10 % of it."""
+    c = constants()
+    h200 = [speed.Part("cuda_hbm_hopper", 4800.0, 989.0 * c.matrix_rate["hopper"]["f16"], 4.3 * GIB, 1.0,
+                       quant_tflops=989.0 * c.matrix_rate["hopper"]["quant"])]
+    model = speed.ModelSpeed(quant="Q4_K_M", n_layer=32, n_embd=4096, attention=((32, 0, 4096.0, 16384.0),))
+    near = speed.prefill_seconds(h200, 7.0e9, model, c, depth=256)
+    deep = speed.prefill_seconds(h200, 7.0e9, model, c, depth=16384 + 256)
+    assert deep / near == pytest.approx(9434.8 / 6906.1, rel=0.10)

@@ -7,7 +7,8 @@ at once, so their time is the largest one's):
     bytes_d = layer weights on d x read fraction (MoE: shared tensors and n_used of n_expert experts)
               + one row of the token-embedding table (llama.cpp's get_rows, src/llama-graph.cpp build_inp_embd; the
                 table lives in host memory, llama-model.cpp puts LLM_TENSOR_LAYER_INPUT on the CPU)
-              + the KV cache of the tokens already in context (attention reads all of it)
+              + the KV cache of the tokens already in context (attention reads all of it; a sliding-window
+                layer its window)
     t_decode = sum_d bytes_d / (bandwidth_d x efficiency[backend_d][quant family])
                + n_layer x per-layer overhead x kernels per layer / a llama layer's
 
@@ -15,7 +16,8 @@ The overhead is what a layer's kernels cost beyond their traffic; it was fitted 
 and scales with the architecture's count in llama.cpp's graph (``Constants.kernel_ratio``: 38 for a Qwen3-MoE layer,
 68 for Gemma 3n; benchmarks/graph_kernels.py counts them).
 
-Prefill is compute-bound: 2 FLOPs per active parameter per token plus attention (4 x n_layer x n_embd x depth),
+Prefill is compute-bound: 2 FLOPs per active parameter per token plus attention (2 x n_head x (key + value head
+size) x depth per layer, the window on sliding-window layers; flash attention at a share of the F16 path's rate),
 on the matrix throughput of the path llama.cpp takes (or the CPU's cores) times an efficiency per backend and quant
 family. The path depends on the GPU's architecture (``matrix_path``): F16 weights go to cuBLAS/hipBLAS in FP16
 (ggml-cuda.cu batched_mul_mat_traits<GGML_TYPE_F16>: CUBLAS_COMPUTE_16F); quantized weights go to MMQ
@@ -92,10 +94,28 @@ class ModelSpeed:
     expert_use: float = 0.0  # MoE: n_expert_used / n_expert, the share of a batch's tokens each expert sees
     arch: str = ""  # llama.cpp architecture ("" unknown): how many kernels a layer launches (Constants.kernel_ratio)
     n_expert_used: int = 0
+    #: the attention layers, grouped: (layers, sliding window or 0, KV bytes per cell of one layer (f16), FLOPs
+    #: per query token per cell of one layer); () = unknown, every layer taken as a llama one (KV_BYTES_PER_TOKEN
+    #: x depth read, 4 x n_embd x depth FLOPs)
+    attention: tuple[tuple[int, int, float, float], ...] = ()
 
     @property
     def family(self) -> str:
         return quant_family(self.quant)
+
+    def kv_read_bytes(self, depth: float) -> float:
+        """KV bytes a decoded token reads at ``depth`` tokens of context: a sliding-window layer attends to its
+        window only (llama.cpp's iSWA cache keeps window + ubatch cells, llama-kv-cache-iswa.cpp)."""
+        if not self.attention:
+            return self.kv_bytes_per_token * depth
+        return sum(n * kvb * (min(depth, w) if w else depth) for n, w, kvb, _ in self.attention)
+
+    def attention_flops(self, depth: float) -> float:
+        """FLOPs per prompt token of attention over ``depth`` cells: QK and PV, 2 x n_head x (key + value head
+        size) per cell and layer, over the window on sliding-window layers."""
+        if not self.attention:
+            return 4.0 * self.n_layer * self.n_embd * depth
+        return sum(n * fl * (min(depth, w) if w else depth) for n, w, _, fl in self.attention)
 
 
 def dominant_type(facts: Any) -> str | None:
@@ -133,10 +153,8 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
         return ModelSpeed(quant=quant, read_fraction=active_fraction)
     quant = quant or dominant_type(facts)
     embd = sum(t.nbytes for t in facts.tensors if t.name in LOOKUP_TABLES)
-    kv_heads = facts.n_head_kv[0] if facts.n_head_kv else 0
-    # MLA files cache one latent per token in K and keep no V (estimate.kv_layer_bytes)
-    v_dim = 0 if facts.is_mla else facts.head_dim_v
-    kv = facts.n_layer * kv_heads * (facts.head_dim_k + v_dim) * 2
+    attention = attention_layers(facts)
+    kv = sum(n * kvb for n, _, kvb, _ in attention)
     out = next((float(math.prod(t.shape)) for t in facts.tensors if t.name == "output.weight"), 0.0)
     use = facts.n_expert_used / facts.n_expert if facts.n_expert else 0.0
     # compact facts ("blk.N.ffn_exps.all") carry bytes, not shapes: their expert parameters come from the
@@ -146,7 +164,30 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     return ModelSpeed(quant=quant, embd_bytes=embd, n_vocab=facts.n_vocab, n_layer=facts.n_layer,
                       n_embd=facts.n_embd, kv_bytes_per_token=float(kv), read_fraction=active_fraction,
                       output_params=out, expert_params=experts, expert_use=use, arch=facts.architecture,
-                      n_expert_used=facts.n_expert_used)
+                      n_expert_used=facts.n_expert_used, attention=attention)
+
+
+def attention_layers(facts: Any) -> tuple[tuple[int, int, float, float], ...]:
+    """ModelSpeed.attention from a GGUF's facts: per layer its head sizes (key_length_swa on sliding-window
+    layers), KV heads and window; recurrent layers (no KV, n_head_kv 0) are left out, and layers that reuse an
+    earlier layer's cache (Gemma 3n/4) still read it. MLA files attend in the latent space (llama.cpp's absorbed
+    path, src/models/deepseek2.cpp): one cached K latent of kv_lora_rank + rope per cell, V its first kv_lora_rank
+    values, every head multiplying both."""
+    groups: dict[tuple[int, float, float], int] = {}
+    for il in range(facts.n_layer):
+        kv_heads = facts.n_head_kv[il] if il < len(facts.n_head_kv) else 0
+        if kv_heads <= 0 or (facts.recurrent_layers and facts.recurrent_layers[il]):
+            continue
+        dk, dv = facts.head_dims(il)
+        heads = facts.n_head[il] if il < len(facts.n_head) else 0
+        if facts.is_mla:
+            kvb, fl = 2.0 * dk, 2.0 * heads * (dk + facts.kv_lora_rank)
+        else:
+            kvb, fl = 2.0 * kv_heads * (dk + dv), 2.0 * heads * (dk + dv)
+        swa = il < len(facts.swa_layers) and facts.swa_layers[il]
+        key = (facts.sliding_window if swa else 0, kvb, fl)
+        groups[key] = groups.get(key, 0) + 1
+    return tuple((n, w, kvb, fl) for (w, kvb, fl), n in groups.items())
 
 
 def expert_params_of(arch: Any) -> float:
@@ -197,6 +238,9 @@ class Constants:
     #: per backend family, the token tile its MoE kernel multiplies each expert's tokens in (no entry: the
     #: half-rate form of moe_half_rate_tokens)
     moe_token_tile: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: per backend family, the share of its F16 matrix path's rate that prefill's flash attention reaches
+    #: (no entry: 1)
+    attention_rate: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_rules(cls, r: Any) -> Constants:
@@ -204,7 +248,13 @@ class Constants:
                    r["cpu_prefill_gflops_per_core"], r["prediction_range"], r["prefill_matrix_rate"],
                    float(r["op_offload_h2d_gbs"]), r["moe_half_rate_tokens"], r["graph_kernels_per_layer"],
                    r["graph_kernels_n_used"], float(r["graph_kernels_reference"]),
-                   float(r["graph_kernels_moe_extra"]), {k: int(v) for k, v in r["moe_token_tile"].items()})
+                   float(r["graph_kernels_moe_extra"]), {k: int(v) for k, v in r["moe_token_tile"].items()},
+                   {k: float(v) for k, v in r["prefill_attention_rate"].items()})
+
+    def attn_rate(self, backend: str) -> float:
+        """The flash-attention share of a backend's F16 path rate: its own entry, else its family's
+        (cuda_hbm_hopper -> cuda), else 1."""
+        return float(self.attention_rate.get(backend) or self.attention_rate.get(backend.split("_")[0]) or 1.0)
 
     def _pick(self, table: dict[str, Any], backend: str) -> Any:
         """A backend's entry; a backend without one (vulkan_nvidia -> vulkan, anything else -> vulkan) falls back."""
@@ -255,7 +305,7 @@ def decode_seconds(parts: list[Part], ms: ModelSpeed, c: Constants, depth: int =
         embd_here = min(ms.embd_bytes, w) if p.backend == "cpu" else 0.0
         frac = ms.read_fraction if p.read_fraction is None else p.read_fraction
         read = (w - embd_here) * frac + (row if embd_here else 0.0)
-        read += ms.kv_bytes_per_token * depth * p.layer_share
+        read += ms.kv_read_bytes(depth) * p.layer_share
         if read <= 0:
             continue
         bw = p.bandwidth_gbs * 1e9 * c.decode_eff(p.backend, fam)
@@ -299,16 +349,18 @@ def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: 
     """Seconds per prompt token (a 512-token batch averages 256 tokens of context: ``depth``). The output
     projection runs for the tokens that return logits only, the last of the batch (src/models/llama.cpp: the last
     layer keeps the rows of inp_out_ids; llama-batch.cpp: without a logits array only the last token is an output).
-    The weights' products run on the quant family's path; attention (4 x n_layer x n_embd x depth: QK and PV over
-    the context) multiplies F16 K and V in the flash-attention kernels, at the F16 path's rate."""
+    The weights' products run on the quant family's path; attention (``ModelSpeed.attention_flops``: QK and PV
+    over the context, the window on sliding-window layers) multiplies F16 K and V in the flash-attention kernels,
+    at the F16 path's rate times the backend's attention share (rules/speed.toml prefill-attention-rate)."""
     fam = ms.family
     out = min(ms.output_params, active_params)
     gpu = [p for p in parts if p.backend != "cpu" and p.layer_share > 0]
     weights = 2.0 * (active_params - out + out / UBATCH)
     weights += 2.0 * ms.expert_params * (expert_slowdown(ms, c, gpu[0].backend if gpu else "cpu") - 1.0)
-    attn = 4.0 * ms.n_layer * ms.n_embd * depth
+    attn = ms.attention_flops(depth)
     if tensor_parallel and gpu:
-        rate, rate16 = sum(_gpu_rate(p, fam, c) for p in gpu), sum(_gpu_rate(p, "f16", c) for p in gpu)
+        rate = sum(_gpu_rate(p, fam, c) for p in gpu)
+        rate16 = sum(_gpu_rate(p, "f16", c) * c.attn_rate(p.backend) for p in gpu)
         conv = max(_dequant_seconds(p, active_params, fam) for p in gpu)
         return weights / rate + attn / rate16 + conv if rate > 0 and rate16 > 0 else float("inf")
     total = 0.0
@@ -321,12 +373,14 @@ def prefill_seconds(parts: list[Part], active_params: float, ms: ModelSpeed, c: 
             # copied over once per ubatch (ggml-backend.cpp ggml_backend_sched_backend_id_from_cur with
             # ggml_backend_dev_offload_op; ggml-cuda: batch >= 32), so the copy, not the CPU, sets the pace
             copy = max(0.0, p.weights_bytes - ms.embd_bytes) / (c.op_offload_h2d_gbs * 1e9) / UBATCH
-            rate, rate16 = _gpu_rate(offload_to, fam, c), _gpu_rate(offload_to, "f16", c)
+            rate = _gpu_rate(offload_to, fam, c)
+            rate16 = _gpu_rate(offload_to, "f16", c) * c.attn_rate(offload_to.backend)
         elif p.backend == "cpu":
             copy, rate = 0.0, _cpu_flops(p, c) * c.prefill_eff("cpu", fam)
             rate16 = rate
         else:
-            copy, rate, rate16 = _dequant_seconds(p, active_params, fam), _gpu_rate(p, fam, c), _gpu_rate(p, "f16", c)
+            copy, rate = _dequant_seconds(p, active_params, fam), _gpu_rate(p, fam, c)
+            rate16 = _gpu_rate(p, "f16", c) * c.attn_rate(p.backend)
         if rate <= 0 or rate16 <= 0:
             return float("inf")
         total += copy + weights * p.layer_share / rate + attn * p.layer_share / rate16
