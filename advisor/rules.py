@@ -227,6 +227,15 @@ class GpuSpec:
     derived: bool = False
     #: the row applies only to GPUs with at least this many cores (Apple Max chips come in two configurations)
     cores_at_least: int | None = None
+    #: the GPU cores fp16_tflops is given for (Apple): a chip with another core count, as the probe reads it, gets
+    #: the figure scaled by its cores (one generation's cores run at one clock)
+    gpu_cores: int | None = None
+
+    def tflops_for(self, cores: int | None) -> float:
+        """fp16_tflops for a GPU of ``cores`` cores (the row's own figure where either count is unknown)."""
+        if self.gpu_cores and cores:
+            return self.fp16_tflops * cores / self.gpu_cores
+        return self.fp16_tflops
 
 
 @dataclass(frozen=True)

@@ -413,3 +413,18 @@ def test_prefill_deep_in_context_slows_as_measured_on_the_h200() -> None:
     near = speed.prefill_seconds(h200, 7.0e9, model, c, depth=256)
     deep = speed.prefill_seconds(h200, 7.0e9, model, c, depth=16384 + 256)
     assert deep / near == pytest.approx(9434.8 / 6906.1, rel=0.10)
+
+
+def test_an_apple_gpu_with_fewer_cores_computes_less() -> None:
+    """An M1 Max comes with 24 or 32 GPU cores at one clock (Apple: 10.4 TFLOPS for 32): the probe's count scales
+    the row's figure; without a count the row's own figure stands."""
+    def machine(cores):
+        profile = HardwareProfile(
+            cpu=Cpu(model="Apple M1 Max", physical_cores=10, logical_cores=10, usable_cores=10, features=["neon"]),
+            memory=Memory(total_bytes=64 * GIB, available_bytes=60 * GIB, usable_bytes=60 * GIB),
+            gpus=[Gpu(index=0, vendor="apple", name="Apple M1 Max", backend="metal", memory_total_bytes=48 * GIB,
+                      memory_free_bytes=48 * GIB, cores=cores, unified_memory=True)])
+        return build_machine(profile, load_rules())
+    assert machine(24).gpus[0].tflops == pytest.approx(10.4 * 24 / 32)
+    assert machine(32).gpus[0].tflops == pytest.approx(10.4)
+    assert machine(None).gpus[0].tflops == pytest.approx(10.4)

@@ -115,3 +115,78 @@ def test_the_rules_are_what_the_fit_gives() -> None:
                 assert {k: pytest.approx(v, abs=0.005) for k, v in value.items()} == want, (name, key)
             else:
                 assert value == pytest.approx(want, abs=0.005), (name, key)
+
+
+#: How the probe names the benchmark's NVIDIA devices (nvidia-smi's name; the rest are GeForce cards, and AMD
+#: devices are "AMD " + their name).
+PROBE_NAMES = {
+    "A100 PCIe 80GB": "NVIDIA A100 80GB PCIe", "A100 SXM 80GB": "NVIDIA A100-SXM4-80GB", "A40": "NVIDIA A40",
+    "H100 PCIe": "NVIDIA H100 PCIe", "H200": "NVIDIA H200", "L40S": "NVIDIA L40S", "RTX A6000": "NVIDIA RTX A6000",
+    "RTX 4000 Ada": "NVIDIA RTX 4000 Ada Generation", "RTX 5000 Ada": "NVIDIA RTX 5000 Ada Generation",
+    "RTX 6000 Ada": "NVIDIA RTX 6000 Ada Generation", "DGX Spark GB10": "NVIDIA GB10",
+    "RTX PRO 6000 Blackwell": "NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+    "Jetson AGX Orin 64GB": "NVIDIA Jetson AGX Orin",  # the device-tree model; nvidia-smi says "Orin (nvgpu)"
+}
+
+
+def test_the_planner_and_the_benchmark_give_a_gpu_the_same_matrix_rate() -> None:
+    """The speed constants are fitted on hardware.csv's FP16 figures and applied to rules/gpus.toml's: for every
+    benchmark GPU the planner knows, its figure (doubled where rules/speed.toml fp16-accumulate-full-rate says the
+    table holds the half-rate FP32-accumulate one) is the benchmark's within 3 %."""
+    from advisor.planner.speed import name_matches
+    from advisor.rules import Subject, load_rules
+
+    rules = load_rules()
+    acc32 = rules.resolve(Subject())["fp32_accumulate_figure_match"]
+    checked = 0
+    for h in rows("hardware.csv"):
+        if h["vendor"] not in ("nvidia", "amd") or not h["fp16_tflops"]:
+            continue
+        default = f"NVIDIA GeForce {h['device']}" if h["vendor"] == "nvidia" else f"AMD {h['device']}"
+        name = PROBE_NAMES.get(h["device"], default)
+        spec = rules.gpu_spec(name, h["vendor"])
+        assert spec is not None, name
+        figure = spec.fp16_tflops * (2.0 if name_matches(name, acc32) else 1.0)
+        assert figure == pytest.approx(float(h["fp16_tflops"]), rel=0.03), (h["device"], spec.match)
+        checked += 1
+    assert checked >= 25
+
+
+def test_the_planner_and_the_benchmark_give_a_gpu_the_same_bandwidth() -> None:
+    """Decode constants are fitted on hardware.csv's bandwidths and applied to rules/gpus.toml's: every benchmark GPU
+    the planner knows by its probe name has the same figure, within 1 %."""
+    from advisor.rules import load_rules
+
+    rules = load_rules()
+    checked = 0
+    for h in rows("hardware.csv"):
+        if h["kind"] not in ("gpu", "igpu") or h["vendor"] not in ("nvidia", "amd"):
+            continue
+        default = f"NVIDIA GeForce {h['device']}" if h["vendor"] == "nvidia" else f"AMD {h['device']}"
+        spec = rules.gpu_spec(PROBE_NAMES.get(h["device"], default), h["vendor"])
+        assert spec is not None and not spec.derived, h["device"]
+        assert spec.bandwidth_gbs == pytest.approx(float(h["bandwidth_gbs"]), rel=0.01), (h["device"], spec.match)
+        checked += 1
+    assert checked >= 25
+
+
+def test_the_planner_and_the_benchmark_give_an_apple_gpu_the_same_figures() -> None:
+    """Apple GPUs come in several core counts per chip: the planner scales its row's TFLOPs by the probe's GPU
+    cores (rules/gpus.toml gpu_cores); the benchmark's devices name theirs. Both tables agree within 3 %."""
+    import re
+
+    from advisor.rules import load_rules
+
+    rules = load_rules()
+    checked = 0
+    for h in rows("hardware.csv"):
+        m = re.fullmatch(r"Apple (M\d(?: \w+)?) \((\d+)-core GPU\)", h["device"])
+        if not m:
+            continue
+        cores = int(m.group(2))
+        spec = rules.gpu_spec(f"Apple {m.group(1)}", "apple", cores)
+        assert spec is not None and spec.gpu_cores, h["device"]
+        assert spec.tflops_for(cores) == pytest.approx(float(h["fp16_tflops"]), rel=0.03), h["device"]
+        assert spec.bandwidth_gbs == pytest.approx(float(h["bandwidth_gbs"]), rel=0.01), h["device"]
+        checked += 1
+    assert checked >= 9

@@ -167,7 +167,7 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1, 
             name=f"gpu{i}", capacity_bytes=capacity, headroom_bytes=headroom, total_bytes=total,
             overhead_bytes=overhead,
             free_bytes=g.memory_free_bytes, gpu=g, bandwidth_gbs=bw,
-            tflops=spec.fp16_tflops if spec else 0.0, compute_capability=cc, spec_source=bw_source,
+            tflops=spec.tflops_for(g.cores) if spec else 0.0, compute_capability=cc, spec_source=bw_source,
         ))
     if assume_idle and gpus:
         notes.append("--assume-idle: planned for each GPU's total memory, not what is free now")
