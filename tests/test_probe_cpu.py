@@ -118,6 +118,29 @@ def test_usable_cores_follow_affinity_and_quota(machine):
     assert cpu.detect(machine.system()).usable_cores == 64
 
 
+def test_intel_hybrid_parts_count_their_performance_cores(machine):
+    """The recorded Core Ultra 9 285 (24 cores, no hyper-threads: 8 P-cores and 16 E-cores, Intel ARK) with the
+    kernel's per-core-type PMU lists in the format of tools/perf/Documentation/intel-hybrid.txt: 8 performance
+    cores, and llama.cpp gets 8 threads with the reason why."""
+    machine.copy("/proc/cpuinfo", CPU / "linux-ubuntu24.04-alderlake")
+    machine.file("/sys/devices/system/cpu/online", "0-23\n")
+    assert cpu.detect(machine.system()).performance_cores is None  # no PMU lists: not known to be hybrid
+    machine.file("/sys/devices/cpu_core/cpus", "0-7\n")
+    machine.file("/sys/devices/cpu_atom/cpus", "8-23\n")
+    result = cpu.detect(machine.system())
+    assert (result.physical_cores, result.performance_cores, result.efficiency_cores) == (24, 8, 16)
+
+    from advisor.planner.llamacpp import threads_for
+    from advisor.planner.machine import build_machine
+    from advisor.probe.profile import HardwareProfile, Memory
+    from advisor.rules import load_rules
+    gib = 1 << 30
+    m = build_machine(HardwareProfile(cpu=result, memory=Memory(total_bytes=64 * gib, available_bytes=60 * gib,
+                                                                usable_bytes=60 * gib)), load_rules())
+    threads, why = threads_for(m, None)
+    assert threads == 8 and "16 efficiency cores" in why
+
+
 def test_v1_cfs_quota(machine):
     machine.copy("/proc/cpuinfo", CPU / "own-sandbox-linux-kvm-epyc-zen2")
     machine.file("/proc/self/cgroup", "4:cpu,cpuacct:/docker/abc\n")

@@ -209,14 +209,17 @@ def _facts(run: _Run, model: Model, v: Variant, q: Quality) -> ModelFacts:
     key = (model.id, v.quant, v.imatrix, run.exact)
     if key in run.facts:  # one layout per (model, quant): the ngl search reuses it
         return run.facts[key]
-    if run.exact or not q.bpw:
+    # the file's own average bits per weight where the catalog knows its size: a quant ranked with another's
+    # quality (MXFP4_MOE with Q8_0's) is not that quant's size
+    bpw = v.size_bytes * 8 / (model.params_total_b * 1e9) if v.size_bytes and model.params_total_b else q.bpw
+    if run.exact or not bpw:
         if model.id not in run.inventories:  # one tensor inventory per model, shared by its quants
             run.inventories[model.id] = quant_layout.tensor_inventory(model.arch)
         run.facts[key] = compact_catalog_facts(model, v, run.inventories[model.id])
     else:
         if model.id not in run.sums:  # sums need no load order
             run.sums[model.id] = inventory_sums(model.arch.n_layer, quant_layout.tensor_inventory(model.arch, False))
-        run.facts[key] = approx_catalog_facts(model, v, q.bpw * APPROX_SCALE, run.sums[model.id])
+        run.facts[key] = approx_catalog_facts(model, v, bpw * APPROX_SCALE, run.sums[model.id])
     return run.facts[key]
 
 

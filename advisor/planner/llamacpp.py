@@ -405,5 +405,10 @@ def _lowered(choice: LlamaChoice, c: int, cx: Contexts) -> LlamaChoice:
 
 def threads_for(m: Machine, choice: LlamaChoice) -> tuple[int, str]:
     t = physical_threads(m.profile)
+    cpu = m.profile.cpu
+    if cpu.performance_cores and cpu.efficiency_cores:
+        return t, (f"{t} threads: the performance cores this process may use, not the {cpu.efficiency_cores} "
+                   "efficiency cores (llama.cpp's threads work in lockstep, so the slowest core sets the pace; its "
+                   "own default leaves Intel's E-cores out too, common.cpp cpu_count_math_cpus)")
     return t, (f"{t} threads: the physical cores this process may use (llama.cpp's own default counts physical cores, "
                "common.cpp cpu_get_num_math; hyper-threads share the FMA units)")

@@ -174,8 +174,7 @@ def build_machine(profile: HardwareProfile, rules: Rules, concurrency: int = 1, 
     mem = profile.memory
     ram = mem.usable_bytes or mem.available_bytes or mem.total_bytes or 0
     reserve = max(res["ram_reserve_mib"] * MIB, int(res["ram_reserve_fraction"] * (mem.total_bytes or ram)))
-    cores = cpu.usable_cores or cpu.physical_cores or cpu.logical_cores or 1
-    threads = min(cores, cpu.physical_cores or cores)
+    threads = physical_threads(profile)  # the threads llama.cpp is given
     # a few cores cannot draw the whole platform's bandwidth (rules/speed.toml cpu-bandwidth-per-core)
     bandwidth = min(res["cpu_bandwidth_gbs"], threads * res["cpu_bandwidth_per_core_gbs"])
     cpu_dev = Device(

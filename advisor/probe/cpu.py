@@ -249,6 +249,16 @@ def _physical_from_sysfs(system: System) -> int | None:
     return len(pairs) or None
 
 
+def _efficiency_cpus(system: System) -> int | None:
+    """E-cores of an Intel hybrid part (Alder Lake and later): Linux publishes one perf PMU per core type,
+    /sys/devices/cpu_core/cpus and /sys/devices/cpu_atom/cpus (tools/perf/Documentation/intel-hybrid.txt: "0-15"
+    and "16-23"). E-cores have no hyper-threads, so each listed CPU is a physical core. None on other parts."""
+    atom = system.read_first_line("/sys/devices/cpu_atom/cpus")
+    if not atom or not system.read_first_line("/sys/devices/cpu_core/cpus"):
+        return None
+    return len(parse_cpu_list(atom)) or None
+
+
 def cgroup_cpu_limit(system: System) -> float | None:
     """CPUs allowed by the cgroup CPU quota, or None when unlimited (v2 cpu.max, v1 cpu.cfs_quota_us/period)."""
 
@@ -273,6 +283,8 @@ def detect_linux(system: System) -> Cpu:
     physical = cpu.physical_cores or _physical_from_sysfs(system)
     if physical and logical:
         physical = min(physical, logical)
+    efficiency = _efficiency_cpus(system)
+    performance = physical - efficiency if physical and efficiency and physical > efficiency else None
     limits = [n for n in (logical, _affinity(system)) if n]
     quota = cgroup_cpu_limit(system)
     if quota:
@@ -285,6 +297,8 @@ def detect_linux(system: System) -> Cpu:
         usable_cores=min(limits) if limits else None,
         features=cpu.features,
         isa_level=cpu.isa_level,
+        performance_cores=performance,
+        efficiency_cores=efficiency if performance else None,
     )
 
 
