@@ -28,7 +28,19 @@ MIB = 2**20
 def main(argv: list[str]) -> int:
     for data, gpu in ((cm.DATA, True), (cm.DATA_CPU, False), (cm.DATA_CASES, True)):
         report(data, gpu, "--rows" in argv)
+    report_gemma4()
     return 0
+
+
+def report_gemma4() -> None:
+    """Gemma 4 E4B (outside the catalog) on this project's CPU: every buffer of its nine cases."""
+    print("Gemma 4 E4B on this project's CPU (tests/data/llamacpp-cpu/gemma4-cpu.jsonl; misses and their reasons:"
+          " tests/test_cuda_memprobe.py GEMMA4_MISSES)")
+    with tempfile.TemporaryDirectory(prefix="advisor-memprobe-") as tmp:
+        for row in cm.rows(cm.DATA_GEMMA4_CPU):
+            for dev, buf, o, t, ok in cm.compare_gemma4(row, Path(tmp)):
+                print(f"  {' '.join(cm.flag_words(row['label'].split('|')[1])):44} {dev:4} {buf:8} ours {o / MIB:9.2f} "
+                      f"llama.cpp {t / MIB:9.2f} MiB {(o - t) / t if t else 0.0:+7.1%}  {'ok' if ok else 'MISS'}")
 
 
 def report(data: Path, gpu: bool, every_row: bool) -> None:

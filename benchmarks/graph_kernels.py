@@ -4,9 +4,10 @@ In token generation every op of the graph is a kernel launch with a fixed cost b
 per-layer overhead of the speed model scales with how many ops a layer has: a llama layer has 19, a Qwen3-MoE layer
 38 (router, top-k, weight normalisation, three expert products and n_used - 1 aggregation adds), a Gemma 3n layer
 68. This script counts them on the installed llama-cpp-python: one catalog model per architecture
-(benchmarks/device/measure.py MEM_MODELS) is rebuilt header-only with its real tensor inventory, loaded on the CPU
-with GGML_SCHED_DEBUG=2 (ggml-backend.cpp ggml_backend_sched_print_assignments prints one line per non-view node
-of each graph it splits), and the nodes of the first graph are divided by the layer count.
+(benchmarks/device/measure.py MEM_MODELS) and Gemma 4 E4B (tests/gemma4_header.py) are rebuilt header-only with
+their real tensor inventories, loaded on the CPU with GGML_SCHED_DEBUG=2 (ggml-backend.cpp
+ggml_backend_sched_print_assignments prints one line per non-view node of each graph it splits), and the nodes of
+the first graph are divided by the layer count.
 
     python benchmarks/graph_kernels.py          # the table
     python benchmarks/graph_kernels.py --toml   # the rules/speed.toml entries
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from advisor.gguf.facts import read_gguf_facts  # noqa: E402
 from benchmarks.device.measure import MEM_MODELS  # noqa: E402
-from tests import gguf_from_catalog  # noqa: E402
+from tests import gemma4_header, gguf_from_catalog  # noqa: E402
 
 #: Loaded through the low-level API so that no CPU repack buffer is allocated (use_extra_bufts off: a repacked copy
 #: of a sparse 400 GB file would not fit), every log line printed.
@@ -78,6 +79,10 @@ def main(argv: list[str]) -> int:
                 continue
             rows.append((facts.architecture, model_id, facts.n_layer, facts.n_expert_used, nodes))
             path.unlink()
+        # an architecture outside the catalog, from its own header writer
+        path = gemma4_header.write(Path(tmp) / "gemma-4-e4b.gguf")
+        facts = read_gguf_facts(path)
+        rows.append((facts.architecture, "gemma-4-e4b (tests/gemma4_header.py)", facts.n_layer, 0, graph_nodes(path)))
     if "--toml" in argv:
         first: dict[str, tuple] = {}  # per architecture, the model its count (and n_used) comes from
         for row in rows:

@@ -16,7 +16,7 @@ from typing import Any
 
 from advisor.gguf.estimate import Settings, estimate
 from advisor.gguf.facts import read_gguf_facts
-from tests import ggufgen, gguf_from_catalog
+from tests import gemma4_header, ggufgen, gguf_from_catalog
 from tests.ggufgen import Spec, T
 from tests.gguf_from_log import within
 
@@ -32,6 +32,8 @@ DATA_CASES = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-
 #: spec|flags (spaces in the flags as _).
 DATA_SPECS = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-specs.jsonl"
 DATA_SPECS_CPU = Path(__file__).resolve().parent / "data" / "llamacpp-cpu" / "specs-cpu.jsonl"
+#: Gemma 4 E4B (tests/gemma4_header.py), outside the catalog, on this project's CPU. Labels are gemma4-e4b|flags.
+DATA_GEMMA4_CPU = Path(__file__).resolve().parent / "data" / "llamacpp-cpu" / "gemma4-cpu.jsonl"
 #: name -> spec: small vocabularies and FFNs, so that at 16384-65536 cells the attention phase with flash attention
 #: (the f16 mask, Q, K, V and the output) is the peak; one with as many KV heads as query heads, one with GQA.
 SPECS = {
@@ -156,8 +158,8 @@ def settings_of(flags: list[str], gpu: bool = True) -> Settings:
     it = iter(flags)
     ints = {"-c": "n_ctx", "-np": "n_parallel", "-b": "n_batch", "-ub": "n_ubatch", "--n-cpu-moe": "n_cpu_moe"}
     for f in it:
-        if f in ("-kvu", "-nkvo"):
-            kw["kv_unified" if f == "-kvu" else "offload_kqv"] = f == "-kvu"
+        if f in ("-kvu", "-nkvo", "--swa-full"):
+            kw[{"-kvu": "kv_unified", "-nkvo": "offload_kqv", "--swa-full": "swa_full"}[f]] = f != "-nkvo"
             continue
         v = next(it)
         if f in ints:
@@ -226,11 +228,14 @@ def parse_label(label: str) -> tuple[str, str, str, str]:
     """(model, quant, setting, environment): a MEM_SETTINGS name, or for the extra cases the flags themselves."""
     parts = label.split("|")
     if len(parts) == 4:
-        # "-c_4096_-ctk_q8_0_-kvu": each flag starts with "-", its value (which may hold "_") follows the first "_"
-        words = [w for i, piece in enumerate(parts[3].split("_-"))
-                 for w in ("-" * (i > 0) + piece).split("_", 1)]
-        return parts[0], parts[1], " ".join(words), parts[2]
+        return parts[0], parts[1], " ".join(flag_words(parts[3])), parts[2]
     return parts[0], parts[1], parts[2], ""
+
+
+def flag_words(text: str) -> list[str]:
+    """"-c_4096_-ctk_q8_0_-kvu" -> the flags: each starts with "-", its value (which may hold "_") follows the
+    first "_"."""
+    return [w for i, piece in enumerate(text.split("_-")) for w in ("-" * (i > 0) + piece).split("_", 1)]
 
 
 def compare(row: dict[str, Any], model_dir: Path, gpu: bool = True) -> list[tuple[str, str, int, int, bool]]:
@@ -252,6 +257,15 @@ def _compared(est: Any, row: dict[str, Any]) -> list[tuple[str, str, int, int, b
         o, t = mine.get((dev, buf), 0), theirs.get((dev, buf), 0)
         out.append((dev, buf, o, t, within(o, t, target(dev, buf), "compute" if buf == "compute" else "kv_cache")))
     return out
+
+
+def compare_gemma4(row: dict[str, Any], model_dir: Path) -> list[tuple[str, str, int, int, bool]]:
+    """compare() for a DATA_GEMMA4_CPU case (CPU only)."""
+    path = model_dir / "gemma4-e4b.gguf"
+    if not path.exists():
+        gemma4_header.write(path)
+    flags = flag_words(row["label"].split("|")[1])
+    return _compared(estimate(read_gguf_facts(path), settings_of(flags, False)), row)
 
 
 def compare_spec(row: dict[str, Any], model_dir: Path, gpu: bool = True) -> list[tuple[str, str, int, int, bool]]:

@@ -828,11 +828,13 @@ def _host_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, 
 
 
 # Architectures whose loader creates the tied output (TENSOR_DUPLICATED) before token_embd itself, so without mmap
-# the output is a second copy even when both stay on the CPU (src/models/gemma3n.cpp load_arch_tensors; gemma3 and
-# the others create token_embd first and the duplicate then shares it). Measured on this CPU with gemma-3n-e4b:
-# +420.41 MiB, its Q6_K token_embd, without mmap (tests/data/llamacpp-cpu/memprobe-cpu.jsonl); with mmap both map
-# the same file bytes (llama-cpp-python: 4614.22 MiB either way).
-OUTPUT_COPY_FIRST = frozenset({"gemma3n"})
+# the output is a second copy even when both stay on the CPU (src/models/gemma3n.cpp and gemma4.cpp
+# load_arch_tensors; gemma3 and the others create token_embd first and the duplicate then shares it). Measured on
+# this CPU without mmap: gemma-3n-e4b +420.41 MiB, its Q6_K token_embd (tests/data/llamacpp-cpu/memprobe-cpu.jsonl);
+# a Gemma 4 E4B header (tests/gemma4_header.py) +525.0 MiB, its Q6_K token_embd (gemma4-cpu.jsonl). With mmap both
+# map the same file bytes (llama-cpp-python: gemma-3n 4614.22 MiB either way; Gemma 4's CPU_Mapped 4199.86 MiB, the
+# file's tensor data, beside CPU_REPACK's 2160.70).
+OUTPUT_COPY_FIRST = frozenset({"gemma3n", "gemma4"})
 
 # Layer-less rope tensors (rope_freqs, rope_factors_long/short) are created inside the layer loop of load_tensors with
 # layer 0's buffer type, TENSOR_DUPLICATED for the others (src/llama-model.cpp create_tensor(tn(LLM_TENSOR_ROPE_FREQS,
