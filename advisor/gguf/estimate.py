@@ -309,8 +309,12 @@ def _type(name: str) -> int:
 
 
 def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: int, tv: int,
-                   v_less: bool = True) -> int:
-    """One layer's K and V tensors: ggml_new_tensor_3d(type, n_embd_{k,v}_gqa(il), cells, n_stream)."""
+                   v_less: bool = True, v_trans: bool = False) -> int:
+    """One layer's K and V tensors: ggml_new_tensor_3d(type, n_embd_{k,v}_gqa(il), cells, n_stream). A transposed V
+    (the cache made without flash attention) has rows of the widest layer's V (llama_kv_cache constructor:
+    "!v_trans ? n_embd_v_gqa(il) : n_embd_v_gqa_max()"): with per-layer head sizes (Gemma 4's 256 on its
+    sliding-window layers, 512 on the others) the narrow layers' V grows to the wide one's; measured on this CPU with
+    a Gemma 4 E4B header, its SWA cache 1.5x without flash attention (tests/data/llamacpp-cpu/gemma4-cpu.jsonl)."""
     hkv = facts.n_head_kv[il]
     if hkv == 0:
         return 0  # no attention in this layer (e.g. recurrent layers of hybrids)
@@ -324,8 +328,13 @@ def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: in
     k = ggml.row_size(tk, hkv * dk)
     # MLA GGUFs (attention.key_length_mla set: llama_hparams::is_mla) store one latent per token in K and, since
     # llama.cpp PR #19067 (2026-01-24), no V tensor (llama_kv_cache constructor: has_v = !is_mla)
-    v = 0 if v_less and facts.is_mla else ggml.row_size(tv, hkv * dv)
+    v = 0 if v_less and facts.is_mla else ggml.row_size(tv, n_embd_v_gqa_max(facts) if v_trans else hkv * dv)
     return (k + v) * cells * n_stream
+
+
+def n_embd_v_gqa_max(facts: ModelFacts) -> int:
+    """llama_hparams::n_embd_v_gqa_max: the widest layer's KV heads x V head size."""
+    return max((facts.n_head_kv[il] * facts.head_dims(il)[1] for il in range(facts.n_layer)), default=0)
 
 
 # falcon-h1 runs attention and SSM in parallel in every layer: llama.cpp's create_memory passes filters that keep all
@@ -517,7 +526,8 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
     weights, cpu_experts = _place_weights(facts, s, rule, names, gpus, layer_dev, out_dev, cpu_moe)
     iswa = s.since(ISWA_SINCE)
     kv, rs, n_layers = _place_caches(facts, s, names, layer_dev, swa_any=swa_any, swa_cells=swa_cells,
-                                     kv_cells=kv_cells, iswa=iswa, n_stream=n_stream, n_seq=n_seq, tk=tk, tv=tv)
+                                     kv_cells=kv_cells, iswa=iswa, n_stream=n_stream, n_seq=n_seq, tk=tk, tv=tv,
+                                     v_trans=not (fa or v_untransposed))
 
     # output_reserve: n_vocab floats for each of max(n_outputs, n_seq_max) outputs (n_outputs_max_per_seq = 1),
     # in the host buffer type of the output device (CUDA_Host in gpu-logs l02/l24, CPU when the output layer
@@ -716,8 +726,9 @@ def _place_weights(facts: ModelFacts, s: Settings, rule: BackendRule, names: lis
 
 def _place_caches(facts: ModelFacts, s: Settings, names: list[str], layer_dev: list[str], *, swa_any: bool,
                   swa_cells: int, kv_cells: int, iswa: bool, n_stream: int, n_seq: int, tk: int,
-                  tv: int) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """(KV cache bytes, recurrent state bytes, repeating layers) per device."""
+                  tv: int, v_trans: bool = False) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """(KV cache bytes, recurrent state bytes, repeating layers) per device; ``v_trans``: the cache was made
+    without flash attention."""
     kv = dict.fromkeys(names, 0)
     rs = dict.fromkeys(names, 0)
     n_layers = dict.fromkeys(names, 0)
@@ -725,7 +736,7 @@ def _place_caches(facts: ModelFacts, s: Settings, names: list[str], layer_dev: l
     for il in range(facts.n_layer):
         cells = swa_cells if facts.swa_layers[il] and swa_any and iswa else (kv_cells or swa_cells)
         dev = layer_dev[il] if s.offload_kqv else "cpu"
-        kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv, v_less)
+        kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv, v_less, v_trans)
         # the recurrent state is placed like the KV cache: on its layer's device when offload_kqv, else the CPU
         # (llama_memory_recurrent: "dev = ..." per layer, offload ? model.dev_layer(i) : cpu)
         rs[dev] += recurrent_layer_bytes(facts, il, n_seq)
