@@ -428,3 +428,12 @@ def test_an_apple_gpu_with_fewer_cores_computes_less() -> None:
     assert machine(24).gpus[0].tflops == pytest.approx(10.4 * 24 / 32)
     assert machine(32).gpus[0].tflops == pytest.approx(10.4)
     assert machine(None).gpus[0].tflops == pytest.approx(10.4)
+
+
+def test_a_purely_recurrent_model_has_no_attention(tmp_path) -> None:
+    """Mamba layers keep a fixed-size state, not a KV cache (llama.cpp llama_memory_recurrent): deeper context adds
+    neither reads nor attention FLOPs."""
+    from tests.test_llamacpp_accuracy import RECURRENT_SPECS
+
+    model = speed.model_speed(_facts_of(tmp_path, RECURRENT_SPECS["mamba"]))
+    assert model.kv_read_bytes(32768) == 0 and model.attention_flops(32768) == 0

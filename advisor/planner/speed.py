@@ -153,7 +153,8 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
         return ModelSpeed(quant=quant, read_fraction=active_fraction)
     quant = quant or dominant_type(facts)
     embd = sum(t.nbytes for t in facts.tensors if t.name in LOOKUP_TABLES)
-    attention = attention_layers(facts)
+    # a model without attention layers (Mamba, RWKV) reads no KV and multiplies no scores: an empty group, not ()
+    attention = attention_layers(facts) or ((0, 0, 0.0, 0.0),)
     kv = sum(n * kvb for n, _, kvb, _ in attention)
     out = next((float(math.prod(t.shape)) for t in facts.tensors if t.name == "output.weight"), 0.0)
     use = facts.n_expert_used / facts.n_expert if facts.n_expert else 0.0
