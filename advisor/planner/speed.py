@@ -95,7 +95,7 @@ class ModelSpeed:
     arch: str = ""  # llama.cpp architecture ("" unknown): how many kernels a layer launches (Constants.kernel_ratio)
     n_expert_used: int = 0
     #: the attention layers, grouped: (layers, sliding window or 0, KV bytes per cell of one layer (f16), FLOPs
-    #: per query token per cell of one layer); () = unknown, every layer taken as a llama one (KV_BYTES_PER_TOKEN
+    #: per query token per cell of one layer); () = unknown, every layer taken as a llama one (kv_bytes_per_token
     #: x depth read, 4 x n_embd x depth FLOPs)
     attention: tuple[tuple[int, int, float, float], ...] = ()
 
