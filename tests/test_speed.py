@@ -437,3 +437,14 @@ def test_a_purely_recurrent_model_has_no_attention(tmp_path) -> None:
 
     model = speed.model_speed(_facts_of(tmp_path, RECURRENT_SPECS["mamba"]))
     assert model.kv_read_bytes(32768) == 0 and model.attention_flops(32768) == 0
+
+
+def test_only_tensor_core_geforce_figures_are_doubled() -> None:
+    """GeForce RTX figures in rules/gpus.toml are the half-rate FP32-accumulate tensor ones (NVIDIA Ampere GA102
+    whitepaper: RTX 3090 71 TFLOPS, 142 with FP16 accumulate); a GTX 1660 has no tensor cores and its figure (10
+    TFLOPS of packed FP16 shaders) is what it computes at."""
+    acc32 = load_rules().resolve(Subject())["fp32_accumulate_figure_match"]
+    assert speed.name_matches("NVIDIA GeForce RTX 3090", acc32)
+    assert speed.name_matches("NVIDIA GeForce RTX 4090 Laptop GPU", acc32)
+    assert not speed.name_matches("NVIDIA GeForce GTX 1660 SUPER", acc32)
+    assert not speed.name_matches("NVIDIA GeForce GTX 1080 Ti", acc32)
