@@ -102,11 +102,10 @@ def case_of(row: dict[str, str], models: dict[str, dict[str, str]], hw: dict[str
     embd = size / params * embd_params
     tied = mdl["tied_embeddings"] == "true"
     read_fraction = 1.0 if active >= params else (active - embd_params) / (params - embd_params)
-    kv = 2 * int(mdl["n_layer"]) * int(mdl["n_kv_embd"]) * 2.0
     use, all_experts = _experts(mdl)
     experts = all_experts * 1e9 * use
     ms = speed.ModelSpeed(quant=row["quant"], embd_bytes=int(embd), n_vocab=int(mdl["n_vocab"]),
-                          n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]), kv_bytes_per_token=kv,
+                          n_layer=int(mdl["n_layer"]), n_embd=int(mdl["n_embd"]),
                           read_fraction=read_fraction, output_params=0.0 if tied else float(embd_params),
                           expert_params=experts, expert_use=use, arch=mdl["arch"],
                           n_expert_used=int(mdl["n_expert_used"] or 0), attention=attention_of(mdl))
@@ -366,6 +365,11 @@ def fit_moe(cases: list[Case], c: speed.Constants, backend: str) -> float | None
     return best[1]
 
 
+#: Rows this deep in context (average over the batch) set the attention rate: at llama-bench's usual depths the
+#: attention is a few percent of a prompt batch's FLOPs and cannot tell a rate.
+ATTENTION_FIT_DEPTH = 4096
+
+
 def fit_hopper(cases: list[Case], c: speed.Constants) -> dict[str, float]:
     """Hopper's matrix-path rates (prefill_matrix_rate.hopper) from this repository's H200 rows, the only Hopper
     measured with a current build (the public H100 rows are 2024 builds and held out): each rate divided by the
@@ -381,11 +385,6 @@ def fit_hopper(cases: list[Case], c: speed.Constants) -> dict[str, float]:
         if sel:
             out[key] = round(out.get(key, 1.0) / statistics.median(predicted(k, c) / k.measured for k in sel), 2)
     return out
-
-
-#: Rows this deep in context (average over the batch) set the attention rate: at llama-bench's usual depths the
-#: attention is a few percent of a prompt batch's FLOPs and cannot tell a rate.
-ATTENTION_FIT_DEPTH = 4096
 
 
 def fit_attention(cases: list[Case], c: speed.Constants) -> dict[str, float]:

@@ -30,7 +30,8 @@ def swa(il: int) -> bool:
 
 
 def tensors() -> list[tuple[str, tuple[int, ...], T]]:
-    out = [("token_embd.weight", (E, VOCAB), T.Q6_K), ("per_layer_token_embd.weight", (PER_LAYER * LAYERS, VOCAB), T.Q4_K),
+    out = [("token_embd.weight", (E, VOCAB), T.Q6_K),
+           ("per_layer_token_embd.weight", (PER_LAYER * LAYERS, VOCAB), T.Q4_K),
            ("per_layer_model_proj.weight", (E, PER_LAYER * LAYERS), T.Q4_K),
            ("per_layer_proj_norm.weight", (PER_LAYER,), T.F32), ("output_norm.weight", (E,), T.F32),
            ("rope_freqs.weight", (HEAD_FULL // 2,), T.F32)]
@@ -51,22 +52,37 @@ def tensors() -> list[tuple[str, tuple[int, ...], T]]:
 def write(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     w = gguf.GGUFWriter(path, ARCH)
-    w.add_name("gemma-4-e4b-header"), w.add_file_type(15)  # MOSTLY_Q4_K_M
-    w.add_block_count(LAYERS), w.add_context_length(131072), w.add_embedding_length(E)
-    w.add_feed_forward_length(FF), w.add_head_count(HEADS), w.add_head_count_kv(KV_HEADS)
-    w.add_key_length(HEAD_FULL), w.add_value_length(HEAD_FULL)
+    w.add_name("gemma-4-e4b-header")
+    w.add_file_type(15)  # MOSTLY_Q4_K_M
+    w.add_block_count(LAYERS)
+    w.add_context_length(131072)
+    w.add_embedding_length(E)
+    w.add_feed_forward_length(FF)
+    w.add_head_count(HEADS)
+    w.add_head_count_kv(KV_HEADS)
+    w.add_key_length(HEAD_FULL)
+    w.add_value_length(HEAD_FULL)
     w.add_uint32(f"{ARCH}.attention.key_length_swa", HEAD_SWA)
     w.add_uint32(f"{ARCH}.attention.value_length_swa", HEAD_SWA)
-    w.add_layer_norm_rms_eps(1e-6), w.add_rope_freq_base(1e6), w.add_float32(f"{ARCH}.rope.freq_base_swa", 1e4)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(1e6)
+    w.add_float32(f"{ARCH}.rope.freq_base_swa", 1e4)
     w.add_uint32(f"{ARCH}.rope.dimension_count", HEAD_FULL)
     w.add_uint32(f"{ARCH}.rope.dimension_count_swa", HEAD_SWA)
-    w.add_sliding_window(WINDOW), w.add_array(f"{ARCH}.attention.sliding_window_pattern", [swa(i) for i in range(LAYERS)])
+    w.add_sliding_window(WINDOW)
+    w.add_array(f"{ARCH}.attention.sliding_window_pattern", [swa(i) for i in range(LAYERS)])
     w.add_uint32(f"{ARCH}.attention.shared_kv_layers", SHARED_KV)
     w.add_uint32(f"{ARCH}.embedding_length_per_layer_input", PER_LAYER)
-    w.add_float32(f"{ARCH}.final_logit_softcapping", 30.0), w.add_uint32(f"{ARCH}.vocab_size", VOCAB)
+    w.add_float32(f"{ARCH}.final_logit_softcapping", 30.0)
+    w.add_uint32(f"{ARCH}.vocab_size", VOCAB)
     tokens, types, merges = vocab(VOCAB)
-    w.add_tokenizer_model("gpt2"), w.add_tokenizer_pre("default"), w.add_token_list(tokens)
-    w.add_token_types(types), w.add_token_merges(merges), w.add_bos_token_id(257), w.add_eos_token_id(258)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(257)
+    w.add_eos_token_id(258)
     total = 0
     for name, shape, qtype in tensors():
         size = nbytes(shape, qtype)

@@ -129,11 +129,18 @@ PROBE_NAMES = {
 }
 
 
+def planner_spec(h: dict[str, str], rules):
+    """(the probe's name for a benchmark GPU, the rules/gpus.toml row the planner takes for it)."""
+    default = f"NVIDIA GeForce {h['device']}" if h["vendor"] == "nvidia" else f"AMD {h['device']}"
+    name = PROBE_NAMES.get(h["device"], default)
+    return name, rules.gpu_spec(name, h["vendor"])
+
+
 def test_the_planner_and_the_benchmark_give_a_gpu_the_same_matrix_rate() -> None:
     """The speed constants are fitted on hardware.csv's FP16 figures and applied to rules/gpus.toml's: for every
     benchmark GPU the planner knows, its figure (doubled where rules/speed.toml fp16-accumulate-full-rate says the
     table holds the half-rate FP32-accumulate one) is the benchmark's within 3 %."""
-    from advisor.planner.speed import name_matches
+    from advisor.planner.speed import fp16_accumulate_tflops
     from advisor.rules import Subject, load_rules
 
     rules = load_rules()
@@ -142,11 +149,9 @@ def test_the_planner_and_the_benchmark_give_a_gpu_the_same_matrix_rate() -> None
     for h in rows("hardware.csv"):
         if h["vendor"] not in ("nvidia", "amd") or not h["fp16_tflops"]:
             continue
-        default = f"NVIDIA GeForce {h['device']}" if h["vendor"] == "nvidia" else f"AMD {h['device']}"
-        name = PROBE_NAMES.get(h["device"], default)
-        spec = rules.gpu_spec(name, h["vendor"])
+        name, spec = planner_spec(h, rules)
         assert spec is not None, name
-        figure = spec.fp16_tflops * (2.0 if name_matches(name, acc32) else 1.0)
+        figure = fp16_accumulate_tflops(spec.fp16_tflops, name, acc32)
         assert figure == pytest.approx(float(h["fp16_tflops"]), rel=0.03), (h["device"], spec.match)
         checked += 1
     assert checked >= 25
@@ -162,8 +167,7 @@ def test_the_planner_and_the_benchmark_give_a_gpu_the_same_bandwidth() -> None:
     for h in rows("hardware.csv"):
         if h["kind"] not in ("gpu", "igpu") or h["vendor"] not in ("nvidia", "amd"):
             continue
-        default = f"NVIDIA GeForce {h['device']}" if h["vendor"] == "nvidia" else f"AMD {h['device']}"
-        spec = rules.gpu_spec(PROBE_NAMES.get(h["device"], default), h["vendor"])
+        _name, spec = planner_spec(h, rules)
         assert spec is not None and not spec.derived, h["device"]
         assert spec.bandwidth_gbs == pytest.approx(float(h["bandwidth_gbs"]), rel=0.01), (h["device"], spec.match)
         checked += 1

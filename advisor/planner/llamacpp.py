@@ -409,6 +409,7 @@ def threads_for(m: Machine, choice: LlamaChoice) -> tuple[int, str]:
     if cpu.performance_cores and cpu.efficiency_cores:
         return t, (f"{t} threads: the performance cores this process may use, not the {cpu.efficiency_cores} "
                    "efficiency cores (llama.cpp's threads work in lockstep, so the slowest core sets the pace; its "
-                   "own default leaves Intel's E-cores out too, common.cpp cpu_count_math_cpus)")
+                   "own default counts performance cores too: common.cpp hw.perflevel0 on Apple, "
+                   "cpu_count_math_cpus on Intel hybrids under Linux)")
     return t, (f"{t} threads: the physical cores this process may use (llama.cpp's own default counts physical cores, "
                "common.cpp cpu_get_num_math; hyper-threads share the FMA units)")

@@ -155,7 +155,6 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     embd = sum(t.nbytes for t in facts.tensors if t.name in LOOKUP_TABLES)
     # a model without attention layers (Mamba, RWKV) reads no KV and multiplies no scores: an empty group, not ()
     attention = attention_layers(facts) or ((0, 0, 0.0, 0.0),)
-    kv = sum(n * kvb for n, _, kvb, _ in attention)
     out = next((float(math.prod(t.shape)) for t in facts.tensors if t.name == "output.weight"), 0.0)
     use = facts.n_expert_used / facts.n_expert if facts.n_expert else 0.0
     # compact facts ("blk.N.ffn_exps.all") carry bytes, not shapes: their expert parameters come from the
@@ -163,7 +162,7 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     experts = sum(float(math.prod(t.shape)) for t in facts.tensors
                   if "_exps." in t.name and not t.name.endswith(".all")) * use
     return ModelSpeed(quant=quant, embd_bytes=embd, n_vocab=facts.n_vocab, n_layer=facts.n_layer,
-                      n_embd=facts.n_embd, kv_bytes_per_token=float(kv), read_fraction=active_fraction,
+                      n_embd=facts.n_embd, read_fraction=active_fraction,
                       output_params=out, expert_params=experts, expert_use=use, arch=facts.architecture,
                       n_expert_used=facts.n_expert_used, attention=attention)
 
@@ -505,6 +504,12 @@ def name_matches(name: str, patterns: list[str] | tuple[str, ...]) -> bool:
     return bool(name) and any(re.search(p, name, re.IGNORECASE) for p in patterns)
 
 
+def fp16_accumulate_tflops(tflops: float, gpu_name: str, fp32_accumulate_match: list[str] | tuple[str, ...]) -> float:
+    """A rules/gpus.toml figure at the rate of llama.cpp's FP16-accumulate GEMM: the GPUs rules/speed.toml
+    fp16-accumulate-full-rate names have the half-rate FP32-accumulate figure in the table, so it doubles."""
+    return tflops * (2.0 if name_matches(gpu_name, fp32_accumulate_match) else 1.0)
+
+
 def gpu_speed_key(m: Machine, g: Any) -> str:
     """The speed-table key of one of the machine's GPUs (speed_backend with its name, architecture and whether it
     is integrated)."""
@@ -550,7 +555,6 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
     c = c or Constants.from_rules(m.rules)
     gpus = {d.name: d for d in m.gpus}
     total = sum(d.weights_bytes for d in memory) or 1
-    acc32 = m.rules["fp32_accumulate_figure_match"]  # gpus.toml figures at half the rate llama.cpp's FP16 GEMM gets
     rf = read_fraction or {}
     out = []
     cpu = m.profile.cpu
@@ -565,7 +569,7 @@ def parts_of(memory: list[DeviceMemory], m: Machine, threads: int | None = None,
                                 read_fraction=rf.get(d.device), fp16_math=True))
                 continue
             f16x, qx, dequant = matrix_path(m.backend, arch, c)
-            tf *= 2.0 if name_matches(name, acc32) else 1.0
+            tf = fp16_accumulate_tflops(tf, name, m.rules["fp32_accumulate_figure_match"])
             out.append(Part(key, g.bandwidth_gbs or 0.0, tf * f16x, d.weights_bytes, d.weights_bytes / total,
                             read_fraction=rf.get(d.device), quant_tflops=tf * qx, dequant=dequant))
         elif d.device == "cpu":
