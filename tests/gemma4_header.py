@@ -17,7 +17,7 @@ import numpy as np
 
 import gguf
 from gguf import GGMLQuantizationType as T
-from tests.ggufgen import finish_sparse, nbytes, vocab
+from tests.ggufgen import add_vocab, finish_sparse, nbytes
 
 E, LAYERS, HEADS, KV_HEADS, HEAD_SWA, HEAD_FULL = 2560, 42, 8, 2, 256, 512
 FF, VOCAB, PER_LAYER, SHARED_KV, WINDOW = 10240, 262144, 256, 18, 512
@@ -75,14 +75,7 @@ def write(path: str | os.PathLike[str]) -> Path:
     w.add_uint32(f"{ARCH}.embedding_length_per_layer_input", PER_LAYER)
     w.add_float32(f"{ARCH}.final_logit_softcapping", 30.0)
     w.add_uint32(f"{ARCH}.vocab_size", VOCAB)
-    tokens, types, merges = vocab(VOCAB)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(257)
-    w.add_eos_token_id(258)
+    add_vocab(w, VOCAB)
     total = 0
     for name, shape, qtype in tensors():
         size = nbytes(shape, qtype)

@@ -324,7 +324,13 @@ def _add_kv(w: gguf.GGUFWriter, spec: Spec) -> None:
             w.add_array(key, value)
         else:
             w.add_string(key, str(value))
-    tokens, types, merges = vocab(spec.n_vocab)
+    add_vocab(w, spec.n_vocab)
+    w.add_chat_template(CHAT_TEMPLATE)
+
+
+def add_vocab(w: gguf.GGUFWriter, n_vocab: int) -> None:
+    """The GPT-2-style tokenizer of ``vocab`` with its BOS and EOS ids."""
+    tokens, types, merges = vocab(n_vocab)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
@@ -332,7 +338,6 @@ def _add_kv(w: gguf.GGUFWriter, spec: Spec) -> None:
     w.add_token_merges(merges)
     w.add_bos_token_id(257)
     w.add_eos_token_id(258)
-    w.add_chat_template(CHAT_TEMPLATE)
 
 
 def finish_sparse(w: gguf.GGUFWriter, path: str | os.PathLike[str], data_bytes: int) -> None:

@@ -381,3 +381,14 @@ def test_a_transposed_v_cache_costs_no_v_copy(llama8b):
     gpu = next(d for d in est.devices if d.device == "gpu0")
     assert gpu.compute_bytes == gpu_compute_bytes(llama8b, n_ubatch=512, kv_cells=4096, mask_cells=4096,
                                                   flash_attn=False, layers=True, output=True)
+
+
+def test_two_gpus_get_the_pipeline_copies_of_the_inputs(llama8b):
+    """llama.cpp turns pipeline parallelism on from two devices up (llama-context.cpp: model.n_devices() > 1, every
+    layer and the KV on them) and the scheduler then keeps GGML_SCHED_MAX_COPIES = 4 copies of the graph inputs
+    (ggml-backend.cpp; gpu-logs l20 logs "n_copies=4" on 8 GPUs): with two GPUs the host buffer holds three more f16
+    KQ masks (ubatch x cells x 2 bytes each) than with one."""
+    def host(n_gpus):
+        est = estimate(llama8b, Settings(n_ctx=4096, n_parallel=1, flash_attn="on", n_gpus=n_gpus, backend="cuda"))
+        return {d.device: d for d in est.devices}["host"].compute_bytes
+    assert host(2) - host(1) == 3 * 512 * 4096 * 2

@@ -309,13 +309,13 @@ def _type(name: str) -> int:
 
 
 def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: int, tv: int,
-                   v_less: bool = True, v_width: int = 0) -> int:
-    """One layer's K and V tensors: ggml_new_tensor_3d(type, n_embd_{k,v}_gqa(il), cells, n_stream). ``v_width``:
-    the V row of a transposed V (the cache made without flash attention), which is the widest layer's
-    (llama_kv_cache constructor: "!v_trans ? n_embd_v_gqa(il) : n_embd_v_gqa_max()", n_embd_v_gqa_max here): with
-    per-layer head sizes (Gemma 4's 256 on its sliding-window layers, 512 on the others) the narrow layers' V grows
-    to the wide one's; measured on this CPU with a Gemma 4 E4B header, its SWA cache 1.5x without flash attention
-    (tests/data/llamacpp-cpu/gemma4-cpu.jsonl). 0: the layer's own."""
+                   v_less: bool = True, v_trans: bool = False) -> int:
+    """One layer's K and V tensors: ggml_new_tensor_3d(type, n_embd_{k,v}_gqa(il), cells, n_stream). A transposed V
+    (``v_trans``: the cache made without flash attention) has rows of the widest layer's V (llama_kv_cache
+    constructor: "!v_trans ? n_embd_v_gqa(il) : n_embd_v_gqa_max()", v_width_max here): with per-layer head sizes
+    (Gemma 4's 256 on its sliding-window layers, 512 on the others) the narrow layers' V grows to the wide one's;
+    measured on this CPU with a Gemma 4 E4B header, its SWA cache 1.5x without flash attention
+    (tests/data/llamacpp-cpu/gemma4-cpu.jsonl)."""
     hkv = facts.n_head_kv[il]
     if hkv == 0:
         return 0  # no attention in this layer (e.g. recurrent layers of hybrids)
@@ -329,13 +329,8 @@ def kv_layer_bytes(facts: ModelFacts, il: int, cells: int, n_stream: int, tk: in
     k = ggml.row_size(tk, hkv * dk)
     # MLA GGUFs (attention.key_length_mla set: llama_hparams::is_mla) store one latent per token in K and, since
     # llama.cpp PR #19067 (2026-01-24), no V tensor (llama_kv_cache constructor: has_v = !is_mla)
-    v = 0 if v_less and facts.is_mla else ggml.row_size(tv, v_width or hkv * dv)
+    v = 0 if v_less and facts.is_mla else ggml.row_size(tv, v_width_max(facts) if v_trans else hkv * dv)
     return (k + v) * cells * n_stream
-
-
-def n_embd_v_gqa_max(facts: ModelFacts) -> int:
-    """llama_hparams::n_embd_v_gqa_max: the widest layer's KV heads x V head size."""
-    return max((facts.n_head_kv[il] * facts.head_dims(il)[1] for il in range(facts.n_layer)), default=0)
 
 
 # falcon-h1 runs attention and SSM in parallel in every layer: llama.cpp's create_memory passes filters that keep all
@@ -734,11 +729,10 @@ def _place_caches(facts: ModelFacts, s: Settings, names: list[str], layer_dev: l
     rs = dict.fromkeys(names, 0)
     n_layers = dict.fromkeys(names, 0)
     v_less = s.since(MLA_V_LESS_SINCE)
-    v_width = n_embd_v_gqa_max(facts) if v_trans else 0
     for il in range(facts.n_layer):
         cells = swa_cells if facts.swa_layers[il] and swa_any and iswa else (kv_cells or swa_cells)
         dev = layer_dev[il] if s.offload_kqv else "cpu"
-        kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv, v_less, v_width)
+        kv[dev] += kv_layer_bytes(facts, il, cells, n_stream, tk, tv, v_less, v_trans)
         # the recurrent state is placed like the KV cache: on its layer's device when offload_kqv, else the CPU
         # (llama_memory_recurrent: "dev = ..." per layer, offload ? model.dev_layer(i) : cpu)
         rs[dev] += recurrent_layer_bytes(facts, il, n_seq)
