@@ -116,6 +116,43 @@ def test_gpu_table_rows_by_datasheet():
     assert rules.gpu_spec("Navi 22 [Radeon RX 6700/6700 XT / 6800M]", "amd").bandwidth_gbs == 384.0
 
 
+@pytest.mark.parametrize("name, vendor, bandwidth, tflops", [
+    # names that an earlier, more generic row used to take (vendors' datasheets, as rules/gpus.toml cites them)
+    ("NVIDIA RTX A1000", "nvidia", None, None),  # no A100 row: its name contains "A100"
+    ("NVIDIA H800 PCIe", "nvidia", 2000.0, 756.0),  # the PCIe H100 board, not the SXM module
+    ("NVIDIA H800", "nvidia", 3350.0, 989.0),
+    ("NVIDIA H200 NVL", "nvidia", 4800.0, 835.0),  # 600 W: 1,671 sparse TFLOPS against the SXM's 1,979
+    ("NVIDIA GeForce RTX 5080 Laptop GPU", "nvidia", 896.0, None),  # 256-bit 28 Gbps, not the desktop's 960
+    ("NVIDIA GeForce RTX 5070 Laptop GPU", "nvidia", 384.0, None),  # 128-bit 24 Gbps, not the desktop's 672
+    ("Tesla V100-PCIE-32GB", "nvidia", 900.0, 113.0),  # 1.38 GHz boost against the SXM2 module's 1.53
+    ("Orin (nvgpu)", "nvidia", 102.4, 15.0),  # the GPU's 8 SMs, not the module's TOPS with its DLAs
+    ("AMD Instinct MI300A", "amd", 5300.0, 980.6),  # 228 CUs against the MI300X's 304
+    ("AMD Radeon RX 9070 XT", "amd", 640.0, 195.0),  # RDNA4: 1024 dense FP16 WMMA FLOPs per CU-clock
+    ("AMD Radeon RX 6800", "amd", 512.0, 32.3),  # 60 CUs, not the 6800 XT's 72
+    ("AMD Radeon RX 6600", "amd", 224.0, 17.9),  # 28 CUs at 14 Gbps, not the 6600 XT
+    ("Radeon RX Vega 56", "amd", 409.6, 21.1),
+])
+def test_gpu_rows_a_generic_row_used_to_take(name, vendor, bandwidth, tflops):
+    spec = load_rules(RULES).gpu_spec(name, vendor)
+    if bandwidth is None and tflops is None:
+        assert spec is None or spec.derived or "A100" not in spec.match, (name, spec and spec.match)
+        return
+    assert spec is not None and not spec.derived, name
+    assert bandwidth is None or spec.bandwidth_gbs == bandwidth, (name, spec.match)
+    assert tflops is None or spec.fp16_tflops == tflops, (name, spec.match)
+
+
+def test_titan_rtx_figure_is_not_doubled():
+    """TITAN RTX (full TU102) runs FP16 with FP32 accumulate at the full rate: its 130 TFLOPS is not a GeForce
+    half-rate figure (NVIDIA Turing whitepaper: 130.5 either way)."""
+    from advisor.planner.speed import fp16_accumulate_tflops
+
+    rules = load_rules(RULES)
+    spec = rules.gpu_spec("NVIDIA TITAN RTX", "nvidia")
+    match = rules.resolve(Subject())["fp32_accumulate_figure_match"]
+    assert fp16_accumulate_tflops(spec.fp16_tflops, "NVIDIA TITAN RTX", match) == 130.0
+
+
 def test_every_gpu_row_is_reachable_and_sourced():
     """No row hides behind an earlier, more generic one: each row's own first name example (its match with the
     regex syntax stripped) resolves to a row with the same bandwidth."""
