@@ -187,8 +187,10 @@ def load() -> list[Case]:
     models = {m["model"]: m for m in _csv("models.csv")}
     hw = {h["device"]: h for h in _csv("hardware.csv")}
     # results.csv: public results; measured.csv: this repository's own (benchmarks/device), split "measured";
-    # modern.csv: public results of 2025-2026 builds collected after the fit, split "modern" (never fitted)
-    return [case_of(r, models, hw) for r in _csv("results.csv") + _csv("measured.csv") + _csv("modern.csv")]
+    # modern.csv: public results of 2025-2026 builds collected after the fit, split "modern" (never fitted);
+    # fresh.csv: public results from sources none of the others used, collected last, split "fresh" (never fitted)
+    return [case_of(r, models, hw) for r in
+            _csv("results.csv") + _csv("measured.csv") + _csv("modern.csv") + _csv("fresh.csv")]
 
 
 def _resolved():
@@ -209,7 +211,7 @@ def summary(cases: list[Case], c: speed.Constants,
             ) -> list[tuple[str, str, str, int, float, float, float]]:
     predicted_ = model or predicted
     out = []
-    for split in ("calibration", "evaluation", "measured", "modern"):
+    for split in ("calibration", "evaluation", "measured", "modern", "fresh"):
         for backend in (*FITTED, "all"):
             for test in ("pp", "tg"):
                 sel = [k for k in cases if k.row["split"] == split and k.test == test

@@ -70,7 +70,7 @@ def test_the_dataset_covers_what_the_planner_meets() -> None:
     assert len(moe) >= 4
 
 
-@pytest.mark.parametrize("split", ["calibration", "evaluation"])
+@pytest.mark.parametrize("split", ["calibration", "evaluation", "measured", "modern", "fresh"])
 def test_the_benchmark_reports_both_sets(split: str) -> None:
     from benchmarks import speed_accuracy as bench
 
@@ -88,6 +88,19 @@ def test_the_modern_set_is_sourced_and_described() -> None:
     assert len(modern) >= 10
     for r in modern:
         assert r["split"] == "modern" and r["source_url"].startswith("https://") and r["date"] >= "2025", r
+        assert r["device"] in hw and r["model"] in models and float(r["tps"]) > 0 and float(r["size_gib"]) > 0, r
+
+
+def test_the_fresh_set_is_sourced_described_and_never_fitted() -> None:
+    """fresh.csv: public results from sources no other file uses, every row on a described device and model; the
+    fit reads the calibration rows only, so it cannot have seen them."""
+    hw = {h["device"] for h in rows("hardware.csv")}
+    models = {m["model"] for m in rows("models.csv")}
+    fresh = rows("fresh.csv")
+    used = {r["source_url"] for name in ("results.csv", "modern.csv") for r in rows(name)}
+    assert len(fresh) >= 40
+    for r in fresh:
+        assert r["split"] == "fresh" and r["source_url"].startswith("https://") and r["source_url"] not in used, r
         assert r["device"] in hw and r["model"] in models and float(r["tps"]) > 0 and float(r["size_gib"]) > 0, r
 
 
