@@ -115,13 +115,6 @@ MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
     ("llama-4-scout-17b-16e-instruct", "*", "gpu0", "compute"): (
         0.15, "experts on the CPU side (half the layers or --n-cpu-moe): 13-15 % over; the op-offload term "
               "(one CPU expert tensor plus one layer's MoE activations) overcounts this shared-expert layout"),
-    ("starcoder2-7b", "*", "gpu0", "compute"): (
-        0.41, "any layer on the CPU (-ngl 1 to 32, h200-cases.jsonl): 191.03 MiB against 114.00 at full "
-              "offload. The scheduler offloads the CPU layers' matrix products and copies their weights into "
-              "this buffer (op offload): the Q6_K ffn_down (66.4 MiB) plus an FFN working set of about "
-              "3F + E + mask is 191.4 MiB. Other dense models have the same term, but their logits phase is "
-              "larger (V 128k-256k against starcoder2's 49k), so it never sets the size. Not modelled for "
-              "dense layers: the planner's compact facts carry one tensor per layer, not the largest one"),
 }
 
 

@@ -392,3 +392,24 @@ def test_two_gpus_get_the_pipeline_copies_of_the_inputs(llama8b):
         est = estimate(llama8b, Settings(n_ctx=4096, n_parallel=1, flash_attn="on", n_gpus=n_gpus, backend="cuda"))
         return {d.device: d for d in est.devices}["host"].compute_bytes
     assert host(2) - host(1) == 3 * 512 * 4096 * 2
+
+
+def test_a_dense_cpu_layer_puts_its_weights_in_the_first_gpus_buffer(tmp_path):
+    """With op offload the scheduler runs a CPU layer's big-batch products on the first GPU, and every weight of that
+    GPU split is an input copied in at the split's start (ggml-backend.cpp ggml_backend_sched_split_graph: "so that
+    it is allocated at the start of the split"): one layer's weights sit in the GPU's compute buffer together, beside
+    the residual, the normed input and the gate and up outputs of its FFN. A small vocabulary keeps the logits phase
+    below that, so the copies set the buffer's size."""
+    spec = Spec("llama", n_layer=4, n_embd=2048, n_head=16, n_head_kv=16, n_ff=8192, n_vocab=1000, wtype=T.F16)
+    path = ggufgen.write(tmp_path / "m.gguf", spec, sparse=True)
+    facts = read_gguf_facts(path)
+    layer0 = sum(t.nbytes for t in facts.tensors if t.name.startswith("blk.0."))
+    assert layer0 == 2 * (4 * 2048 * 2048 + 3 * 2048 * 8192) + 2 * 4 * 2048  # F16 matrices, f32 norms
+
+    def gpu0(n_gpu_layers):
+        est = estimate(facts, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, backend="cuda", flash_attn="on",
+                                       n_gpu_layers=n_gpu_layers))
+        return next(d for d in est.devices if d.device == "gpu0").compute_bytes
+
+    assert gpu0(4) == layer0 + 4 * 512 * (2 * 2048 + 2 * 8192)  # layer 0 on the CPU, the output on the GPU
+    assert gpu0(99) < layer0  # every layer on the GPU: no weight is copied

@@ -554,9 +554,10 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
         # the scheduler offloads ops of CPU-resident weights to the first GPU (ggml_backend_sched backends in
         # device order), also when -ngl 0 leaves it no layer (H200 memprobe, -ngl 0: output weight + logits)
         first_gpu = next((d for d in gpus if n_layers[d]), gpus[0] if rule.offload_without_layers else None)
+        cpu_layer = _host_layer_bytes(facts, layer_dev)
         for d in gpus:
             compute[d] = _gpu_compute(facts, s, rule, g, d, first=d == first_gpu, n_layers=n_layers[d],
-                                      out_dev=out_dev, cpu_experts=cpu_experts)
+                                      out_dev=out_dev, cpu_experts=cpu_experts, cpu_layer=cpu_layer)
         compute[host] = _host_compute(facts, s, rule, g, n_layers_cpu=n_layers["cpu"], out_dev=out_dev)
 
     devices = []
@@ -757,7 +758,7 @@ class _Graph:
 
 
 def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d: str, *, first: bool,
-                 n_layers: int, out_dev: str, cpu_experts: list[int]) -> int:
+                 n_layers: int, out_dev: str, cpu_experts: list[int], cpu_layer: int = 0) -> int:
     """Compute buffer of GPU ``d`` holding ``n_layers`` repeating layers (and the output layer if it is
     ``out_dev``); ``first``: the first GPU with layers, where the scheduler offloads ops of CPU-resident weights."""
     moe_batched = s.since(MOE_BATCHED_SINCE)
@@ -777,11 +778,36 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
             extra.append(max(cpu_experts) + gpu_compute_bytes(
                 facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells, mask_cells=g.mask_cells, flash_attn=g.flash_attn,
                 layers=True, output=False, moe_batched=moe_batched, copies=g.copies, attention=False))
+        if cpu_layer:
+            # a dense CPU layer: every weight its offloaded ops read is an input of the GPU split, copied in, and
+            # allocated, at the split's start (ggml-backend.cpp ggml_backend_sched_split_graph: "allocated at the
+            # start of the split"), so one layer's weights are in the buffer together (H200, starcoder2-7b with
+            # 1 to 32 CPU layers: 191.03 MiB = its largest layer, 138.10, + F + 2E)
+            extra.append(cpu_layer + _offload_activation_bytes(facts, g.n_ubatch))
     base = gpu_compute_bytes(facts, n_ubatch=g.n_ubatch, kv_cells=g.kv_cells or g.swa_cells,
                              mask_cells=g.mask_cells, flash_attn=g.flash_attn, layers=n_layers > 0,
                              output=out_dev == d, moe_batched=moe_batched, copies=g.copies,
                              swiglu_fused=fused, v_cont=g.v_cont, kept_hidden=_kept_hidden(facts, s))
     return max([base] + extra) if (n_layers or out_dev == d) else max(extra, default=0)
+
+
+def _host_layer_bytes(facts: ModelFacts, layer_dev: list[str]) -> int:
+    """The weight bytes of the largest dense layer left in host memory, 0 for MoE models (their expert products
+    copy only the experts a batch uses: the cpu_experts term)."""
+    if facts.n_expert:
+        return 0
+    per_layer: dict[int, int] = {}
+    for t in facts.tensors:
+        if t.layer is not None and t.layer < facts.n_layer and layer_dev[t.layer] == "cpu":
+            per_layer[t.layer] = per_layer.get(t.layer, 0) + t.nbytes
+    return max(per_layer.values(), default=0)
+
+
+def _offload_activation_bytes(facts: ModelFacts, n_ubatch: int) -> int:
+    """What sits beside a CPU layer's weight copies in the GPU's buffer at its FFN's first product: the residual and
+    the normed input (E each) and the up (and gate) output, F each."""
+    ffn_outputs = 1 if _ffn_kind(facts) == "gelu" else 2
+    return 4 * n_ubatch * (2 * facts.n_embd + ffn_outputs * max(facts.n_ff or [0]))
 
 
 def v_width_max(facts: ModelFacts) -> int:
