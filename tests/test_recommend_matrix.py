@@ -171,7 +171,7 @@ def _ctx(plan):
 
 
 def test_chat_and_code_picks_reach_an_interactive_speed(picks):
-    """rules/interactive.toml: chat everywhere, code wherever there is a GPU (a CPU's 40-150 GB/s cannot feed a
+    """rules/interactive.toml: chat everywhere, code wherever there is a GPU (a CPU's 50-200 GB/s peak cannot feed a
     model worth using at 20 tokens/s)."""
     for (name, req), (plan, m) in picks.items():
         if plan is None or req.concurrency > 1 or req.context or (req.task == "code" and not m.gpus):
