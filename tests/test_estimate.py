@@ -413,3 +413,20 @@ def test_a_dense_cpu_layer_puts_its_weights_in_the_first_gpus_buffer(tmp_path):
 
     assert gpu0(4) == layer0 + 4 * 512 * (2 * 2048 + 2 * 8192)  # layer 0 on the CPU, the output on the GPU
     assert gpu0(99) < layer0  # every layer on the GPU: no weight is copied
+
+
+def test_a_small_batch_copies_no_weight_to_the_gpu(tmp_path):
+    """Below 32 tokens a batch's ops of CPU-resident weights stay on the CPU (ggml-cuda.cu
+    ggml_backend_cuda_device_offload_op: op_offload_min_batch_size = 32): at -ub 16 the CPU layers put none of their
+    weights in the GPU's buffer, at -ub 32 they do."""
+    spec = Spec("llama", n_layer=4, n_embd=2048, n_head=16, n_head_kv=16, n_ff=8192, n_vocab=1000, wtype=T.F16)
+    facts = read_gguf_facts(ggufgen.write(tmp_path / "m.gguf", spec, sparse=True))
+    layer0 = sum(t.nbytes for t in facts.tensors if t.name.startswith("blk.0."))
+
+    def gpu0(n_ubatch):
+        est = estimate(facts, Settings(n_ctx=4096, n_parallel=1, n_gpus=1, backend="cuda", flash_attn="on",
+                                       n_gpu_layers=2, n_ubatch=n_ubatch))
+        return next(d for d in est.devices if d.device == "gpu0").compute_bytes
+
+    assert gpu0(32) >= layer0
+    assert gpu0(16) < layer0 / 4

@@ -757,6 +757,12 @@ class _Graph:
     v_cont: float = 0.0  # f32 values per token of the contiguous V^T copy FA-off attention makes of an untransposed V
 
 
+#: The smallest batch whose ops of CPU-resident weights the GPU backend takes over (ggml-cuda.cu
+#: ggml_backend_cuda_device_offload_op: op_offload_min_batch_size, 32 unless GGML_OP_OFFLOAD_MIN_BATCH says otherwise);
+#: below it they run on the CPU and no weight is copied.
+OP_OFFLOAD_MIN_BATCH = 32
+
+
 def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d: str, *, first: bool,
                  n_layers: int, out_dev: str, cpu_experts: list[int], cpu_layer: int = 0) -> int:
     """Compute buffer of GPU ``d`` holding ``n_layers`` repeating layers (and the output layer if it is
@@ -764,7 +770,7 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
     moe_batched = s.since(MOE_BATCHED_SINCE)
     fused = s.since(SWIGLU_FUSED_SINCE)
     extra: list[int] = []
-    if rule.op_offload and first:
+    if rule.op_offload and first and g.n_ubatch >= OP_OFFLOAD_MIN_BATCH:
         # ggml_backend_sched runs big-batch ops of CPU-resident weights on the first GPU that accepts them
         # (offload_op: batch >= 32); the weight is copied into this GPU's compute buffer for the op.
         if out_dev == "cpu":
