@@ -32,6 +32,10 @@ DATA_CASES = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-
 #: spec|flags (spaces in the flags as _).
 DATA_SPECS = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "h200-specs.jsonl"
 DATA_SPECS_CPU = Path(__file__).resolve().parent / "data" / "llamacpp-cpu" / "specs-cpu.jsonl"
+#: The attention block's live set with flash attention, each of its graph-order terms leading alone in one generated
+#: shape (FA_ORDER_SPECS), from llama.cpp's plan with the host-side inputs left out of the buffer (README.md there).
+#: Labels are spec|flags.
+DATA_FA_ORDER = Path(__file__).resolve().parent / "data" / "llamacpp-cuda" / "fa-order-oracle.jsonl"
 #: Gemma 4 E4B (tests/gemma4_header.py), outside the catalog, on this project's CPU. Labels are gemma4-e4b|flags.
 DATA_GEMMA4_CPU = Path(__file__).resolve().parent / "data" / "llamacpp-cpu" / "gemma4-cpu.jsonl"
 #: name -> spec: small vocabularies and FFNs, so that at 16384-65536 cells the attention phase with flash attention
@@ -41,6 +45,18 @@ SPECS = {
                         wtype=T.F16),
     "gqa-h16-kv4-d64": Spec("llama", n_layer=2, n_embd=1024, n_head=16, n_head_kv=4, n_ff=512, n_vocab=1000,
                             wtype=T.F16),
+}
+#: name -> spec for DATA_FA_ORDER: a 512-token vocabulary and a 128-wide FFN keep the logits and FFN phases below
+#: the attention block, and the widths make one term of its live set lead (E = n_embd, Hq/Hk/Hv = heads x 128):
+#: GQA with 16 query heads over 1024 (Q multiplied and roped, 2E + 2Hq), MHA with 24 heads over 4096 (V and K
+#: multiplied, 2E + Hq + Hk + Hv), MHA with 8 heads over 512 (K roped, wider than E: 2E + Hq + Hv + 2Hk).
+FA_ORDER_SPECS = {
+    "fa-q-roped": Spec("llama", n_layer=2, n_embd=1024, n_head=16, n_head_kv=2, head_dim=128, n_ff=128, n_vocab=512,
+                       wtype=T.F16),
+    "fa-kv-made": Spec("llama", n_layer=2, n_embd=4096, n_head=24, n_head_kv=24, head_dim=128, n_ff=128,
+                       n_vocab=512, wtype=T.F16),
+    "fa-k-roped": Spec("llama", n_layer=2, n_embd=512, n_head=8, n_head_kv=8, head_dim=128, n_ff=128, n_vocab=512,
+                       wtype=T.F16),
 }
 #: The switch that turns off the CUDA fusions (ggml-cuda.cu: GGML_CUDA_DISABLE_FUSION).
 NO_FUSION = "GGML_CUDA_DISABLE_FUSION=1"

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from advisor.gguf.estimate import estimate
+from advisor.gguf.facts import read_gguf_facts
 from tests import cuda_memprobe as cm
+from tests import ggufgen
 
 ROWS = [r for r in cm.rows() if "buffers" in r]
 MODELS = sorted({r["label"].split("|")[0] for r in ROWS})
@@ -265,3 +268,21 @@ def test_gemma4_outside_the_catalog_on_this_cpu(header_dir: Path) -> None:
                 assert ok, (flags, dev, buf, ours, theirs)
             else:
                 assert abs(ours - theirs) <= bound * theirs, (flags, dev, buf, ours, theirs)
+
+
+def test_each_flash_attention_term_leads_alone(header_dir: Path) -> None:
+    """The attention block's live set with flash attention is the largest of its graph-order terms (estimate.py
+    _fa_sequence). In each FA_ORDER_SPECS shape one term leads alone, by 8 % or more of the buffer, and llama.cpp's
+    plan for the GPU's compute buffer (the oracle of tests/data/llamacpp-cuda/README.md) is within 2 %: the 6 floats
+    per token of small inputs, and a 128-float hole the test models' 128-wide FFN leaves below the residual."""
+    rows = cm.rows(cm.DATA_FA_ORDER)
+    assert {r["label"].split("|")[0] for r in rows} == set(cm.FA_ORDER_SPECS) and len(rows) == 6
+    for row in rows:
+        name, flags = row["label"].split("|")
+        path = header_dir / f"{name}.gguf"
+        if not path.exists():
+            ggufgen.write(path, cm.FA_ORDER_SPECS[name], sparse=True)
+        est = estimate(read_gguf_facts(path), cm.settings_of(flags.replace("_", " ").split(), True))
+        ours = next(d for d in est.devices if d.device == "gpu0").compute_bytes
+        (theirs,) = [b["compute"] for b in row["buffers"]]
+        assert abs(ours - theirs) <= 0.02 * theirs, (row["label"], ours, theirs)

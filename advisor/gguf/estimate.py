@@ -934,13 +934,19 @@ def _fa_sequence(facts: ModelFacts) -> float:
     """The largest live set of a llama-style attention block with flash attention, in the order ggml builds it
     (src/models/llama.cpp, llama-graph.cpp build_attn): the residual and the normed input stay live while Q is
     multiplied and roped (2E + 2Hq), then V and K are multiplied (2E + Hq + Hk + Hv), the normed input is freed and
-    K roped (E + Hq + Hv + 2Hk), K and V are written to the cache and the FA output taken (E + Hq + Hout)."""
+    K roped (E + Hq + Hv + 2Hk), K and V are written to the cache and the FA output taken (E + Hq + Hout). The roped
+    K reuses the normed input's freed block only when it fits there (ggml-alloc's best fit): a K wider than E goes
+    on top, with that block a hole below it."""
     E = facts.n_embd
     H = max(facts.n_head) if facts.n_head else 0
     hkv = max(facts.n_head_kv) if facts.n_head_kv else 0
     Hq, Hk = H * facts.head_dim_k, hkv * facts.head_dim_k
     Hv, Hout = hkv * facts.head_dim_v, H * facts.head_dim_v
-    return max(2 * E + 2 * Hq, 2 * E + Hq + Hk + Hv, E + Hq + Hv + 2 * Hk, E + Hq + Hout)
+    q_roped = 2 * E + 2 * Hq
+    kv_made = 2 * E + Hq + Hk + Hv
+    k_roped = (E if Hk <= E else 2 * E) + Hq + Hv + 2 * Hk
+    fa_out = E + Hq + Hout
+    return max(q_roped, kv_made, k_roped, fa_out)
 
 
 def gpu_compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, mask_cells: int, flash_attn: bool,
