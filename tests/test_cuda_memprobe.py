@@ -4,6 +4,7 @@ Replayed without a GPU or an engine."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,20 @@ def test_each_flash_attention_term_leads_alone(header_dir: Path) -> None:
         ours = next(d for d in est.devices if d.device == "gpu0").compute_bytes
         (theirs,) = [b["compute"] for b in row["buffers"]]
         assert abs(ours - theirs) <= 0.02 * theirs, (row["label"], ours, theirs)
+
+
+def test_a_plain_llama_gets_llamacpps_own_allocation(header_dir: Path) -> None:
+    """estimate() replays ggml-alloc on a plain llama's graph (advisor/gguf/galloc.py): the held-out random shapes
+    (tests/data/llamacpp-cpu/shapes2-specs.json, drawn after the replay was written) get llama.cpp's compute buffer to
+    the byte, on the CPU and as CUDA0 at full offload (the oracle of tests/data/llamacpp-cuda/README.md)."""
+    data = cm.DATA_CPU.parent
+    specs = json.loads((data / "shapes2-specs.json").read_text())
+    for kind, path in (("cpu", data / "shapes2-cpu.jsonl"), ("gpu0", cm.DATA.parent / "shapes2-oracle.jsonl")):
+        for row in cm.rows(path):
+            name, cells, ub, fa = row["label"].split("|")
+            model = header_dir / f"shapes2-{name}.gguf"
+            if not model.exists():
+                ggufgen.write(model, ggufgen.Spec("llama", wtype=ggufgen.T.F16, **specs[name]), sparse=True)
+            s = cm.settings_of(["-c", cells[1:], "-fa", fa[2:], "-ub", ub[2:], "-b", ub[2:]], kind == "gpu0")
+            got = next(d for d in estimate(read_gguf_facts(model), s).devices if d.device == kind).compute_bytes
+            assert got == sum(b["compute"] for b in row["buffers"]), (kind, row["label"])

@@ -41,7 +41,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from advisor.gguf import ggml
+from advisor.gguf import galloc, ggml
 from advisor.errors import BadInputError
 from advisor.gguf.facts import ModelFacts
 
@@ -547,9 +547,10 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                v_cont=_v_cont_floats(facts, s, kv_cells or swa_cells, n_ubatch) if v_untransposed else 0.0)
     compute = dict.fromkeys(names, 0)
     if not gpus:
-        compute["cpu"] = compute_bytes(facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells,
-                                       flash_attn=fa, n_layers_here=n_layers["cpu"], has_output=True,
-                                       n_stream=n_stream, n_seq=n_seq, kept_hidden=_kept_hidden(facts, s))
+        compute["cpu"] = _replayed(facts, s, g, host_inputs=True) or compute_bytes(
+            facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells, flash_attn=fa,
+            n_layers_here=n_layers["cpu"], has_output=True, n_stream=n_stream, n_seq=n_seq,
+            kept_hidden=_kept_hidden(facts, s))
     else:
         # the scheduler offloads ops of CPU-resident weights to the first GPU (ggml_backend_sched backends in
         # device order), also when -ngl 0 leaves it no layer (H200 memprobe, -ngl 0: output weight + logits)
@@ -559,6 +560,10 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
             compute[d] = _gpu_compute(facts, s, rule, g, d, first=d == first_gpu, n_layers=n_layers[d],
                                       out_dev=out_dev, cpu_experts=cpu_experts, cpu_layer=cpu_layer)
         compute[host] = _host_compute(facts, s, rule, g, n_layers_cpu=n_layers["cpu"], out_dev=out_dev)
+        if gpus == ["gpu0"] and n_layers["gpu0"] == facts.n_layer and out_dev == "gpu0":
+            # one GPU holding every layer and the output: the graph inputs but the token ids and embeddings are
+            # copied into its buffer (they stay in the host buffer type)
+            compute["gpu0"] = _replayed(facts, s, g, host_inputs=False) or compute["gpu0"]
 
     devices = []
     for d in names:
@@ -795,6 +800,30 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
                              output=out_dev == d, moe_batched=moe_batched, copies=g.copies,
                              swiglu_fused=fused, v_cont=g.v_cont, kept_hidden=_kept_hidden(facts, s))
     return max([base] + extra) if (n_layers or out_dev == d) else max(extra, default=0)
+
+
+#: Builds since which the graph galloc.llama_compute_bytes replays is llama.cpp's: the embeddings input beside the
+#: token ids, the f16 mask with flash attention, set_rows cache writes, the fused SwiGLU.
+REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSED_SINCE)
+
+
+def _replayed(facts: ModelFacts, s: Settings, g: _Graph, host_inputs: bool) -> int:
+    """The compute buffer from llama.cpp's own allocator replayed on its graph (advisor.gguf.galloc) where that
+    graph is modelled node by node: a plain llama model (no biases, experts, sliding window, MLA or recurrent layers,
+    one head size, a gated FFN) on one device, one KV stream, an f16 cache, a current build; else 0, and the phases
+    of compute_bytes / gpu_compute_bytes apply."""
+    plain = (facts.architecture == "llama" and not facts.n_expert and not facts.sliding_window
+             and not facts.is_recurrent and not facts.kv_lora_rank and _ffn_kind(facts) == "gated"
+             and facts.tensor("blk.0.attn_q.bias") is None and facts.tensor("blk.0.attn_qkv.weight") is None
+             and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
+             and facts.head_dim_k == facts.head_dim_v and facts.n_ff and len(set(facts.n_ff)) == 1)
+    simple = (g.n_stream == 1 and g.copies == 1 and not g.fa_on_cpu and not g.v_cont and not g.swa_cells
+              and s.cache_type_k in ("f16", "bf16") and s.cache_type_v in ("f16", "bf16") and s.since(REPLAY_SINCE))
+    if not (plain and simple):
+        return 0
+    return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
+                                      facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
+                                      g.flash_attn, host_inputs)
 
 
 def _host_layer_bytes(facts: ModelFacts, layer_dev: list[str]) -> int:

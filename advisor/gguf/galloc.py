@@ -1,0 +1,182 @@
+"""llama.cpp's compute buffer by replaying its graph allocator on the graph it builds.
+
+The size of a compute buffer is the high-water mark of ggml-alloc placing every tensor of the graph in node order:
+where a tensor lands depends on the holes earlier ones left, so a sum of live sizes is only a bound. This module
+ports the allocator (ggml/src/ggml-alloc.c) and builds, node by node, the graph llama.cpp reserves for a plain
+llama-style model (src/models/llama.cpp, src/llama-graph.cpp build_inp_embd, build_attn, build_ffn), so the buffer
+comes out to the byte: 96 of 96 random dense shapes on this project's CPU and on a GPU-buffer oracle, and every
+full-offload Llama 3.1 8B case recorded on an H200 (tests/test_galloc.py). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+#: ggml_op_can_inplace: the ops whose result may take the place of a source (ggml-alloc.c).
+INPLACE_OPS = frozenset({"ADD", "MUL", "DIV", "SUB", "SCALE", "UNARY", "ROPE", "RMS_NORM", "CLAMP", "SOFT_MAX"})
+#: ggml_impl_is_view: ops whose result is a view of another tensor's data, never allocated.
+VIEW_OPS = frozenset({"RESHAPE", "VIEW", "PERMUTE", "TRANSPOSE", "SET_ROWS"})
+#: The CPU and CUDA buffers' alignment (ggml-backend TENSOR_ALIGNMENT, ggml_backend_cuda_buffer_type_get_alignment
+#: is 128): every size here is a multiple of 4 x n_ubatch bytes, so only tiny tensors are rounded.
+ALIGNMENT = 64
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    op: str
+    nbytes: int
+    srcs: tuple[str, ...]
+
+
+class _Dyn:
+    """ggml_dyn_tallocr: free blocks by offset; best fit among all but the last block, else the last one (the
+    end of the buffer, which grows); a freed block merges with its neighbours."""
+
+    def __init__(self) -> None:
+        self.free: list[list[int]] = [[0, 1 << 62]]
+        self.high = 0
+
+    def alloc(self, size: int) -> int:
+        size = -(-size // ALIGNMENT) * ALIGNMENT
+        fits = [i for i, (_o, s) in enumerate(self.free[:-1]) if s >= size]
+        # ties go to the later block, as the C loop's "<=" does
+        best = min(fits, key=lambda i: (self.free[i][1], -i)) if fits else len(self.free) - 1
+        offset = self.free[best][0]
+        self.free[best][0] += size
+        self.free[best][1] -= size
+        if self.free[best][1] == 0:
+            del self.free[best]
+        self.high = max(self.high, offset + size)
+        return offset
+
+    def release(self, offset: int, size: int) -> None:
+        size = -(-size // ALIGNMENT) * ALIGNMENT
+        blocks = self.free
+        for i, (o, s) in enumerate(blocks):
+            if o + s == offset:  # ends where the freed bytes start
+                blocks[i][1] += size
+                if i + 1 < len(blocks) and o + blocks[i][1] == blocks[i + 1][0]:
+                    blocks[i][1] += blocks.pop(i + 1)[1]
+                return
+            if offset + size == o:  # starts where they end
+                blocks[i][0], blocks[i][1] = offset, s + size
+                if i > 0 and blocks[i - 1][0] + blocks[i - 1][1] == offset:
+                    blocks[i - 1][1] += blocks.pop(i)[1]
+                return
+        at = next((i for i, (o, _s) in enumerate(blocks) if o > offset), len(blocks))
+        blocks.insert(at, [offset, size])
+
+
+def high_water(nodes: list[Node], inputs: list[tuple[str, int]], outputs: frozenset[str] = frozenset()) -> int:
+    """ggml_gallocr_alloc_graph_impl: graph inputs first, then each node in order, reusing a source in place when
+    the op allows it and the source is an own, non-view tensor of the same size with no other consumer and no view;
+    a tensor is freed once its last consumer and view are done (a view counts against its root: ggml_new_tensor_impl
+    points a view of a view at the root). Sources no node or input defines (weights, caches) are external."""
+    size = {n.name: n.nbytes for n in nodes} | dict(inputs)
+    root: dict[str, str] = {}
+    for n in nodes:
+        if n.op in VIEW_OPS:
+            root[n.name] = root.get(n.srcs[0], n.srcs[0])
+    children: dict[str, int] = {}
+    views: dict[str, int] = {}
+    for n in nodes:
+        if n.name in root:
+            views[root[n.name]] = views.get(root[n.name], 0) + 1
+        for src in n.srcs:
+            children[src] = children.get(src, 0) + 1
+    dyn, addr, own = _Dyn(), {}, set()
+    for name, nbytes in inputs:
+        addr[name] = dyn.alloc(nbytes)
+        own.add(name)
+    for n in nodes:
+        if n.name not in root:
+            _place(n, dyn, addr, own, size, children, views, root, outputs)
+        for src in n.srcs:
+            children[src] -= 1
+            if children[src] or views.get(src, 0):
+                continue
+            owner = root.get(src, src)
+            if owner != src:
+                views[owner] -= 1
+            if owner in own and owner not in outputs and not children.get(owner) and not views.get(owner):
+                dyn.release(addr[owner], size[owner])
+                own.discard(owner)
+    return dyn.high
+
+
+def _place(n: Node, dyn: _Dyn, addr: dict[str, int], own: set[str], size: dict[str, int],
+           children: dict[str, int], views: dict[str, int], root: dict[str, str], outputs: frozenset[str]) -> None:
+    """ggml_gallocr_allocate_node for one node."""
+    if n.op in INPLACE_OPS:
+        for src in n.srcs:
+            if (src in own and src not in root and src not in outputs and size[src] == n.nbytes
+                    and children.get(src) == 1 and not views.get(src)):
+                addr[n.name] = addr[src]
+                own.discard(src)  # the result owns the block now
+                own.add(n.name)
+                return
+    addr[n.name] = dyn.alloc(n.nbytes)
+    own.add(n.name)
+
+
+@functools.lru_cache(maxsize=4096)
+def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int, n_vocab: int,
+                        n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool) -> int:
+    """The compute buffer llama.cpp reserves for a plain llama model (every layer and the output on one device,
+    current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
+    set_rows, a fused SwiGLU). ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU); on
+    a GPU they are in its host buffer and the rest of the inputs are copied in."""
+    f = 4 * n_ubatch  # bytes of one f32 value per token
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+    inputs = [("inp_tokens", 4 * n_ubatch), ("inp_embd", n_embd * f)] if host_inputs else []
+    # llm_graph_input_attn_kv: positions, int64 K (and V) row indices (per value for a transposed V), the mask
+    # (f16 with flash attention, over the cells), the output ids
+    inputs += [("inp_pos", 4 * n_ubatch), ("k_idxs", 8 * n_ubatch), ("v_idxs", 8 * n_ubatch * (1 if flash_attn else kv)),
+               ("mask", kv_cells * n_ubatch * (2 if flash_attn else 4)), ("out_ids", 4 * n_ubatch)]
+    nodes = [Node("embd", "GET_ROWS", n_embd * f, ("w", "inp_tokens") if host_inputs else ("w",))]
+    prev = "embd"
+    for il in range(n_layer):
+        nodes += _layer(f"{il}.", prev, il == n_layer - 1, n_embd * f, q * f, kv * f, n_ff * f,
+                        kv_cells * n_head * f, flash_attn)
+        prev = f"{il}.l_out"
+    nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)), Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
+              Node("result_output", "MUL_MAT", n_vocab * f, ("w", "result_norm"))]
+    return high_water(nodes, inputs, frozenset({"result_output"}))
+
+
+def _layer(p: str, prev: str, last: bool, e: int, q: int, kv: int, ff: int, kq: int, flash_attn: bool) -> list[Node]:
+    """One layer of src/models/llama.cpp in node order (sizes in bytes); the last one keeps only the output rows
+    (get_rows with out_ids, all of them in the reserve graph)."""
+    nodes = [Node(p + "norm", "RMS_NORM", e, (prev,)), Node(p + "attn_norm", "MUL", e, (p + "norm", "w")),
+             Node(p + "q", "MUL_MAT", q, ("w", p + "attn_norm")), Node(p + "q3", "RESHAPE", 0, (p + "q",)),
+             Node(p + "q_rope", "ROPE", q, (p + "q3", "inp_pos")),
+             Node(p + "v", "MUL_MAT", kv, ("w", p + "attn_norm")), Node(p + "v3", "RESHAPE", 0, (p + "v",)),
+             Node(p + "k", "MUL_MAT", kv, ("w", p + "attn_norm")), Node(p + "k3", "RESHAPE", 0, (p + "k",)),
+             Node(p + "k_rope", "ROPE", kv, (p + "k3", "inp_pos")), Node(p + "k_view", "VIEW", 0, (p + "k_rope",)),
+             Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs")),
+             Node(p + "v_view", "VIEW" if flash_attn else "RESHAPE", 0, (p + "v3",)),
+             Node(p + "v_set", "SET_ROWS", 0, ("cache_v", p + "v_view", "v_idxs")),
+             Node(p + "q_view", "VIEW", 0, (p + "q_rope",)), Node(p + "q_perm", "PERMUTE", 0, (p + "q_view",))]
+    if flash_attn:
+        nodes += [Node(p + "fa", "FLASH_ATTN_EXT", q, (p + "q_perm", "cache_k", "cache_v", "mask")),
+                  Node(p + "kqv_out", "RESHAPE", 0, (p + "fa",))]
+    else:  # build_attn_mha: KQ, soft_max in place, KQV, permuted back and made contiguous
+        nodes += [Node(p + "kq", "MUL_MAT", kq, ("cache_k", p + "q_perm")),
+                  Node(p + "kq_soft_max", "SOFT_MAX", kq, (p + "kq", "mask")),
+                  Node(p + "kqv", "MUL_MAT", q, ("cache_v", p + "kq_soft_max")),
+                  Node(p + "kqv_perm", "PERMUTE", 0, (p + "kqv",)), Node(p + "kqv_out", "CONT", q, (p + "kqv_perm",))]
+    nodes.append(Node(p + "attn_out", "MUL_MAT", e, ("w", p + "kqv_out")))
+    if last:
+        nodes += [Node(p + "attn_rows", "GET_ROWS", e, (p + "attn_out", "out_ids")),
+                  Node(p + "prev_rows", "GET_ROWS", e, (prev, "out_ids")),
+                  Node(p + "ffn_inp", "ADD", e, (p + "attn_rows", p + "prev_rows"))]
+    else:
+        nodes.append(Node(p + "ffn_inp", "ADD", e, (p + "attn_out", prev)))
+    return nodes + [Node(p + "ffn_norm0", "RMS_NORM", e, (p + "ffn_inp",)),
+                    Node(p + "ffn_norm", "MUL", e, (p + "ffn_norm0", "w")),
+                    Node(p + "gate", "MUL_MAT", ff, ("w", p + "ffn_norm")), Node(p + "up", "MUL_MAT", ff, ("w", p + "ffn_norm")),
+                    Node(p + "swiglu", "SWIGLU", ff, (p + "gate", p + "up")),
+                    Node(p + "ffn_out", "MUL_MAT", e, ("w", p + "swiglu")),
+                    Node(p + "l_out", "ADD", e, (p + "ffn_out", p + "ffn_inp"))]
