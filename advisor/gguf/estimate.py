@@ -805,16 +805,19 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
 #: Builds since which the graph galloc.llama_compute_bytes replays is llama.cpp's: the embeddings input beside the
 #: token ids, the f16 mask with flash attention, set_rows cache writes, the fused SwiGLU.
 REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSED_SINCE)
+#: Architectures whose graph galloc builds -> whether they norm Q and K per head (src/models/llama.cpp, qwen2.cpp,
+#: qwen3.cpp; Qwen2's Q/K/V biases are added in place and move nothing).
+REPLAYED = {"llama": False, "qwen2": False, "qwen3": True}
 
 
 def _replayed(facts: ModelFacts, s: Settings, g: _Graph, host_inputs: bool) -> int:
     """The compute buffer from llama.cpp's own allocator replayed on its graph (advisor.gguf.galloc) where that
-    graph is modelled node by node: a plain llama model (no biases, experts, sliding window, MLA or recurrent layers,
-    one head size, a gated FFN) on one device, one KV stream, an f16 cache, a current build; else 0, and the phases
-    of compute_bytes / gpu_compute_bytes apply."""
-    plain = (facts.architecture == "llama" and not facts.n_expert and not facts.sliding_window
+    graph is modelled node by node: a plain llama, Qwen2 or Qwen3 model (no experts, sliding window, MLA, recurrent
+    layers or fused QKV; one head size, a gated FFN) on one device, one KV stream, an f16 cache, a current build;
+    else 0, and the phases of compute_bytes / gpu_compute_bytes apply."""
+    plain = (facts.architecture in REPLAYED and not facts.n_expert and not facts.sliding_window
              and not facts.is_recurrent and not facts.kv_lora_rank and _ffn_kind(facts) == "gated"
-             and facts.tensor("blk.0.attn_q.bias") is None and facts.tensor("blk.0.attn_qkv.weight") is None
+             and facts.tensor("blk.0.attn_qkv.weight") is None
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
              and facts.head_dim_k == facts.head_dim_v and facts.n_ff and len(set(facts.n_ff)) == 1)
     simple = (g.n_stream == 1 and g.copies == 1 and not g.fa_on_cpu and not g.v_cont and not g.swa_cells
@@ -823,7 +826,7 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, host_inputs: bool) -> i
         return 0
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
-                                      g.flash_attn, host_inputs)
+                                      g.flash_attn, host_inputs, qk_norm=REPLAYED[facts.architecture])
 
 
 def _host_layer_bytes(facts: ModelFacts, layer_dev: list[str]) -> int:

@@ -3,9 +3,10 @@
 The size of a compute buffer is the high-water mark of ggml-alloc placing every tensor of the graph in node order:
 where a tensor lands depends on the holes earlier ones left, so a sum of live sizes is only a bound. This module
 ports the allocator (ggml/src/ggml-alloc.c) and builds, node by node, the graph llama.cpp reserves for a plain
-llama-style model (src/models/llama.cpp, src/llama-graph.cpp build_inp_embd, build_attn, build_ffn), so the buffer
-comes out to the byte: 96 of 96 random dense shapes on this project's CPU and on a GPU-buffer oracle, and every
-full-offload Llama 3.1 8B case recorded on an H200 (tests/test_galloc.py). Pure: no I/O.
+llama-style model (src/models/llama.cpp, qwen2.cpp, qwen3.cpp; src/llama-graph.cpp build_inp_embd, build_attn,
+build_ffn), so the buffer comes out to the byte: every random dense shape recorded on this project's CPU and on a
+GPU-buffer oracle, and Llama 3.1 8B, Qwen2 7B and Qwen3 8B at full offload on an H200 (tests/test_galloc.py).
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -123,11 +124,14 @@ def _place(n: Node, dyn: _Dyn, addr: dict[str, int], own: set[str], size: dict[s
 
 @functools.lru_cache(maxsize=4096)
 def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int, n_vocab: int,
-                        n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool) -> int:
+                        n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool,
+                        qk_norm: bool = False) -> int:
     """The compute buffer llama.cpp reserves for a plain llama model (every layer and the output on one device,
     current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
     set_rows, a fused SwiGLU). ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU); on
-    a GPU they are in its host buffer and the rest of the inputs are copied in."""
+    a GPU they are in its host buffer and the rest of the inputs are copied in. ``qk_norm``: Q and K RMS-normed per
+    head before RoPE (src/models/qwen3.cpp). Q, K and V biases (src/models/qwen2.cpp, and llama's when a file has
+    them) are added in place on the products, so they move nothing."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
     q, kv = n_head * head_dim, n_head_kv * head_dim
     inputs = [("inp_tokens", 4 * n_ubatch), ("inp_embd", n_embd * f)] if host_inputs else []
@@ -139,26 +143,33 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     prev = "embd"
     for il in range(n_layer):
         nodes += _layer(f"{il}.", prev, il == n_layer - 1, n_embd * f, q * f, kv * f, n_ff * f,
-                        kv_cells * n_head * f, flash_attn)
+                        kv_cells * n_head * f, flash_attn, qk_norm)
         prev = f"{il}.l_out"
     nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)), Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
               Node("result_output", "MUL_MAT", n_vocab * f, ("w", "result_norm"))]
     return high_water(nodes, inputs, frozenset({"result_output"}))
 
 
-def _layer(p: str, prev: str, last: bool, e: int, q: int, kv: int, ff: int, kq: int, flash_attn: bool) -> list[Node]:
+def _layer(p: str, prev: str, last: bool, e: int, q: int, kv: int, ff: int, kq: int, flash_attn: bool,
+           qk_norm: bool) -> list[Node]:
     """One layer of src/models/llama.cpp in node order (sizes in bytes); the last one keeps only the output rows
     (get_rows with out_ids, all of them in the reserve graph)."""
-    nodes = [Node(p + "norm", "RMS_NORM", e, (prev,)), Node(p + "attn_norm", "MUL", e, (p + "norm", "w")),
-             Node(p + "q", "MUL_MAT", q, ("w", p + "attn_norm")), Node(p + "q3", "RESHAPE", 0, (p + "q",)),
-             Node(p + "q_rope", "ROPE", q, (p + "q3", "inp_pos")),
-             Node(p + "v", "MUL_MAT", kv, ("w", p + "attn_norm")), Node(p + "v3", "RESHAPE", 0, (p + "v",)),
-             Node(p + "k", "MUL_MAT", kv, ("w", p + "attn_norm")), Node(p + "k3", "RESHAPE", 0, (p + "k",)),
-             Node(p + "k_rope", "ROPE", kv, (p + "k3", "inp_pos")), Node(p + "k_view", "VIEW", 0, (p + "k_rope",)),
-             Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs")),
-             Node(p + "v_view", "VIEW" if flash_attn else "RESHAPE", 0, (p + "v3",)),
-             Node(p + "v_set", "SET_ROWS", 0, ("cache_v", p + "v_view", "v_idxs")),
-             Node(p + "q_view", "VIEW", 0, (p + "q_rope",)), Node(p + "q_perm", "PERMUTE", 0, (p + "q_view",))]
+    nodes = [Node(p + "norm", "RMS_NORM", e, (prev,)), Node(p + "attn_norm", "MUL", e, (p + "norm", "w"))]
+    for t, size in (("q", q), ("v", kv), ("k", kv)):  # the order build_attn's callers make them in
+        nodes += [Node(p + t, "MUL_MAT", size, ("w", p + "attn_norm")), Node(p + t + "3", "RESHAPE", 0, (p + t,))]
+        if t == "v":
+            continue
+        src = p + t + "3"
+        if qk_norm:  # the norm of a view cannot take its block; the scale and the RoPE then work in place
+            nodes += [Node(p + t + "_norm0", "RMS_NORM", size, (src,)),
+                      Node(p + t + "_normed", "MUL", size, (p + t + "_norm0", "w"))]
+            src = p + t + "_normed"
+        nodes.append(Node(p + t + "_rope", "ROPE", size, (src, "inp_pos")))
+    nodes += [Node(p + "k_view", "VIEW", 0, (p + "k_rope",)),
+              Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs")),
+              Node(p + "v_view", "VIEW" if flash_attn else "RESHAPE", 0, (p + "v3",)),
+              Node(p + "v_set", "SET_ROWS", 0, ("cache_v", p + "v_view", "v_idxs")),
+              Node(p + "q_view", "VIEW", 0, (p + "q_rope",)), Node(p + "q_perm", "PERMUTE", 0, (p + "q_view",))]
     if flash_attn:
         nodes += [Node(p + "fa", "FLASH_ATTN_EXT", q, (p + "q_perm", "cache_k", "cache_v", "mask")),
                   Node(p + "kqv_out", "RESHAPE", 0, (p + "fa",))]
