@@ -79,6 +79,12 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      'facts.tensor("token_embd.weight").nbytes if facts.tensor("token_embd.weight") else 0)', "0 -> 1"):
         "only reached by a model with neither output.weight nor token_embd, which llama.cpp does not load "
         "(token_embd is required): 0 or 1 byte of a weight that cannot exist",
+    ("advisor/gguf/estimate.py", "_fa_sequence", "fa_out = E + Hq + Hout", "+ -> -"):
+        "a minus only lowers a term that never leads: fa_out <= q_roped whenever Hout <= E + Hq, i.e. for every "
+        "non-MLA head layout llama.cpp has (K and V heads of one size, or DeepSeek-V2's unsplit 192 / 128)",
+    ("advisor/gguf/estimate.py", "gpu_compute_bytes", "phases = [0.0]", "0.0 -> 1.0"):
+        "every call has layers or the output on the device (_gpu_compute uses the base only then, and the expert "
+        "offload term passes layers), so a phase of at least E floats per token is there and max ignores the 1",
     ("advisor/planner/machine.py", "build_machine",
      "gpu_memory_per_device_gib=min((g.memory_total_bytes or 0 for g in gpus), default=0) / GIB,", "0 -> 1"):
         "0 or 1 byte (1e-9 GiB) where there is no GPU, and GPUs of unknown memory are left out before: no rule "

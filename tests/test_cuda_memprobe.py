@@ -344,3 +344,43 @@ def test_the_phases_stay_in_target_where_the_replay_serves(header_dir: Path) -> 
                              n_stream=est.n_stream)
         theirs = sum(b["compute"] for b in row["buffers"])
         assert abs(ours - theirs) <= max(0.05 * theirs, 2 << 20), row["label"]
+
+
+def test_the_phases_without_flash_attention_hold_on_random_shapes(header_dir: Path) -> None:
+    """The closed-form phases without flash attention (KQ over the cells, or the FFN with the mask and 5E) on the
+    first random sweep (tests/data/llamacpp-cpu/shapes-specs.json, llama.cpp's plans on this CPU): within 10 %, where
+    in some shapes the FFN phase leads and in others the KQ scores."""
+    data = cm.DATA_CPU.parent
+    specs = json.loads((data / "shapes-specs.json").read_text())
+    rows = [r for r in cm.rows(data / "shapes-cpu.jsonl") if r["label"].endswith("faoff")]
+    assert len(rows) == 48
+    for row in rows:
+        name, cells, _fa = row["label"].split("|")
+        model = header_dir / f"shapes-{name}.gguf"
+        if not model.exists():
+            ggufgen.write(model, ggufgen.Spec("llama", wtype=ggufgen.T.F16, **specs[name]), sparse=True)
+        facts = read_gguf_facts(model)
+        ours = compute_bytes(facts, n_ubatch=512, kv_cells=int(cells[1:]), swa_cells=0, flash_attn=False,
+                             n_layers_here=facts.n_layer, has_output=True, n_stream=1)
+        theirs = sum(b["compute"] for b in row["buffers"])
+        assert abs(ours - theirs) <= 0.10 * theirs, (row["label"], ours, theirs)
+
+
+def test_qwen3_moe_with_and_without_the_cuda_fusions(header_dir: Path) -> None:
+    """Qwen3-30B-A3B at full offload with one sequence on the H200, with ggml-cuda's fusions (their allocation
+    dependencies, advisor/gguf/galloc.py _moe) and with GGML_CUDA_DISABLE_FUSION=1: CUDA0's compute buffer within
+    64 KiB (the fused plans come out 4-16 KiB under the replay: a few tiny tensors placed apart), and this CPU's to
+    the byte."""
+    cases = [(r, True) for r in ROWS + cm.rows(cm.DATA_CASES) if "buffers" in r] + [(r, False) for r in CPU_ROWS]
+    checked = 0
+    for row, gpu in cases:
+        model_id, _q, setting, _env = cm.parse_label(row["label"])
+        if model_id != "qwen3-30b-a3b" or any(k in setting for k in ("half", "ngl", "np4", "np_4", "cpu-moe")):
+            continue
+        if not gpu and "q8" in setting:
+            continue  # a quantized cache on the CPU is rotated first (attn_rot): not replayed
+        got = {(d, b): (o, t) for d, b, o, t, _ok in cm.compare(row, header_dir, gpu)}
+        ours, theirs = got[("gpu0" if gpu else "cpu", "compute")]
+        assert abs(ours - theirs) <= (64 << 10 if gpu else 0), (row["label"], ours, theirs)
+        checked += 1
+    assert checked >= 10

@@ -134,6 +134,7 @@ class Settings:
     n_cpu_moe: int = 0  # --n-cpu-moe K: experts of the first K layers stay on the CPU; -1 = all (--cpu-moe)
     llama_build: int | None = None  # llama.cpp build number whose placement rules apply; None = current
     tensor_overrides: bool = False  # -ot/--override-tensor given (beyond --n-cpu-moe): no pipeline parallelism
+    cuda_fusion: bool = True  # GGML_CUDA_DISABLE_FUSION=1 unset: ggml-cuda fuses ops and adds their allocation deps
 
     def since(self, build: int) -> bool:
         """Whether the llama.cpp build modelled has the behaviour that first shipped in ``build`` (a build era)."""
@@ -547,7 +548,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                v_cont=_v_cont_floats(facts, s, kv_cells or swa_cells, n_ubatch) if v_untransposed else 0.0)
     compute = dict.fromkeys(names, 0)
     if not gpus:
-        compute["cpu"] = _replayed(facts, s, g, host_inputs=True) or compute_bytes(
+        compute["cpu"] = _replayed(facts, s, g, n_seq, host_inputs=True) or compute_bytes(
             facts, n_ubatch=n_ubatch, kv_cells=kv_cells, swa_cells=swa_cells, flash_attn=fa,
             n_layers_here=n_layers["cpu"], has_output=True, n_stream=n_stream, n_seq=n_seq,
             kept_hidden=_kept_hidden(facts, s))
@@ -560,10 +561,11 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
             compute[d] = _gpu_compute(facts, s, rule, g, d, first=d == first_gpu, n_layers=n_layers[d],
                                       out_dev=out_dev, cpu_experts=cpu_experts, cpu_layer=cpu_layer)
         compute[host] = _host_compute(facts, s, rule, g, n_layers_cpu=n_layers["cpu"], out_dev=out_dev)
-        if gpus == ["gpu0"] and n_layers["gpu0"] == facts.n_layer and out_dev == "gpu0":
+        if gpus == ["gpu0"] and n_layers["gpu0"] == facts.n_layer and out_dev == "gpu0" and not cpu_experts \
+                and not s.tensor_overrides:
             # one GPU holding every layer and the output: the graph inputs but the token ids and embeddings are
             # copied into its buffer (they stay in the host buffer type)
-            compute["gpu0"] = _replayed(facts, s, g, host_inputs=False) or compute["gpu0"]
+            compute["gpu0"] = _replayed(facts, s, g, n_seq, host_inputs=False) or compute["gpu0"]
 
     devices = []
     for d in names:
@@ -806,27 +808,49 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
 #: token ids, the f16 mask with flash attention, set_rows cache writes, the fused SwiGLU.
 REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSED_SINCE)
 #: Architectures whose graph galloc builds -> whether they norm Q and K per head (src/models/llama.cpp, qwen2.cpp,
-#: qwen3.cpp; Qwen2's Q/K/V biases are added in place and move nothing).
-REPLAYED = {"llama": False, "qwen2": False, "qwen3": True}
+#: qwen3.cpp, qwen3moe.cpp; Qwen2's Q/K/V biases are added in place and move nothing). Only qwen3moe has experts.
+REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True}
+#: Backends built from ggml-cuda, whose graph_optimize adds allocation dependencies for its MoE fusions.
+FUSION_DEPS_BACKENDS = ("cuda", "rocm")
 
 
-def _replayed(facts: ModelFacts, s: Settings, g: _Graph, host_inputs: bool) -> int:
+def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs: bool) -> int:
     """The compute buffer from llama.cpp's own allocator replayed on its graph (advisor.gguf.galloc) where that
-    graph is modelled node by node: a plain llama, Qwen2 or Qwen3 model (no experts, sliding window, MLA, recurrent
-    layers or fused QKV; one head size, a gated FFN) on one device, one KV stream, an f16 cache, a current build;
-    else 0, and the phases of compute_bytes / gpu_compute_bytes apply."""
-    plain = (facts.architecture in REPLAYED and not facts.n_expert and not facts.sliding_window
+    graph is modelled node by node: a plain llama, Qwen2, Qwen3 or Qwen3-MoE model (no shared experts, sliding
+    window, MLA, recurrent layers or fused QKV; one head size, a gated FFN) on one device, one KV stream, a current
+    build, and on the CPU an f16 cache (a quantized one is rotated there first, attn_rot, not built here); else 0,
+    and the phases of compute_bytes / gpu_compute_bytes apply."""
+    moe = (facts.n_expert, facts.n_expert_used, facts.n_ff_exp) if facts.n_expert else (0, 0, 0)
+    deps = _fusion_deps(facts, s) if not host_inputs else (False, False)
+    if facts.n_expert and not host_inputs and n_seq > 1 and any(deps):
+        # H200, Qwen3-30B-A3B with 4 sequences: the plan is the one without the fusions' dependencies, for reasons
+        # not traced; the phases take it
+        return 0
+    plain = (facts.architecture in REPLAYED and not facts.n_expert_shared and not facts.sliding_window
              and not facts.is_recurrent and not facts.kv_lora_rank and _ffn_kind(facts) == "gated"
              and facts.tensor("blk.0.attn_qkv.weight") is None
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
              and facts.head_dim_k == facts.head_dim_v and facts.n_ff and len(set(facts.n_ff)) == 1)
     simple = (g.n_stream == 1 and g.copies == 1 and not g.fa_on_cpu and not g.v_cont and not g.swa_cells
-              and s.cache_type_k in ("f16", "bf16") and s.cache_type_v in ("f16", "bf16") and s.since(REPLAY_SINCE))
+              and (not host_inputs or {s.cache_type_k, s.cache_type_v} <= {"f16", "bf16"}) and s.since(REPLAY_SINCE))
     if not (plain and simple):
         return 0
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
-                                      g.flash_attn, host_inputs, qk_norm=REPLAYED[facts.architecture])
+                                      g.flash_attn, host_inputs, qk_norm=REPLAYED[facts.architecture], moe=moe,
+                                      alloc_deps=deps)
+
+
+def _fusion_deps(facts: ModelFacts, s: Settings) -> tuple[bool, bool]:
+    """Whether ggml-cuda fuses an MoE layer's top-k routing and its weighted expert sum, and so adds their
+    allocation dependencies: the top-k kernel exists for a power of two up to 512 experts, or 288 or 576
+    (topk-moe.cu ggml_cuda_should_use_topk_moe); the sum for 2 to 15 experts used (ggml-cuda.cu
+    MOE_WEIGHTED_REDUCTION_MAX_EXPERTS)."""
+    if s.backend not in FUSION_DEPS_BACKENDS or not s.cuda_fusion or not facts.n_expert:
+        return False, False
+    n = facts.n_expert
+    topk = (n & (n - 1) == 0 and n <= 512) or n in (288, 576)
+    return topk, 2 <= facts.n_expert_used <= 15
 
 
 def _host_layer_bytes(facts: ModelFacts, layer_dev: list[str]) -> int:

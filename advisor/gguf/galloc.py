@@ -74,7 +74,9 @@ def high_water(nodes: list[Node], inputs: list[tuple[str, int]], outputs: frozen
     """ggml_gallocr_alloc_graph_impl: graph inputs first, then each node in order, reusing a source in place when
     the op allows it and the source is an own, non-view tensor of the same size with no other consumer and no view;
     a tensor is freed once its last consumer and view are done (a view counts against its root: ggml_new_tensor_impl
-    points a view of a view at the root). Sources no node or input defines (weights, caches) are external."""
+    points a view of a view at the root). Sources no node or input defines (weights, caches) are external. A NONE
+    node is a dependency a backend's graph_optimize adds (ggml-backend.cpp add_alloc_dep): it keeps its sources alive
+    to its place in the order and is itself never allocated."""
     size = {n.name: n.nbytes for n in nodes} | dict(inputs)
     root: dict[str, str] = {}
     for n in nodes:
@@ -92,7 +94,7 @@ def high_water(nodes: list[Node], inputs: list[tuple[str, int]], outputs: frozen
         addr[name] = dyn.alloc(nbytes)
         own.add(name)
     for n in nodes:
-        if n.name not in root:
+        if n.name not in root and n.op != "NONE":  # NONE: an allocation dependency, never allocated
             _place(n, dyn, addr, own, size, children, views, root, outputs)
         for src in n.srcs:
             children[src] -= 1
@@ -125,13 +127,17 @@ def _place(n: Node, dyn: _Dyn, addr: dict[str, int], own: set[str], size: dict[s
 @functools.lru_cache(maxsize=4096)
 def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int, n_vocab: int,
                         n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool,
-                        qk_norm: bool = False) -> int:
+                        qk_norm: bool = False, moe: tuple[int, int, int] = (0, 0, 0),
+                        alloc_deps: tuple[bool, bool] = (False, False)) -> int:
     """The compute buffer llama.cpp reserves for a plain llama model (every layer and the output on one device,
     current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
     set_rows, a fused SwiGLU). ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU); on
     a GPU they are in its host buffer and the rest of the inputs are copied in. ``qk_norm``: Q and K RMS-normed per
     head before RoPE (src/models/qwen3.cpp). Q, K and V biases (src/models/qwen2.cpp, and llama's when a file has
-    them) are added in place on the products, so they move nothing."""
+    them) are added in place on the products, so they move nothing. ``moe``: (experts, experts used, expert FFN
+    width) for Qwen3-MoE's softmax-routed, weight-normalised experts (src/models/qwen3moe.cpp, llama-graph.cpp
+    build_moe_ffn); ``alloc_deps``: the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and
+    its fused weighted expert sum (see _moe)."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
     q, kv = n_head * head_dim, n_head_kv * head_dim
     inputs = [("inp_tokens", 4 * n_ubatch), ("inp_embd", n_embd * f)] if host_inputs else []
@@ -144,6 +150,8 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     for il in range(n_layer):
         nodes += _layer(f"{il}.", prev, il == n_layer - 1, n_embd * f, q * f, kv * f, n_ff * f,
                         kv_cells * n_head * f, flash_attn, qk_norm)
+        if moe[0]:  # the dense FFN's nodes give way to the experts'
+            nodes = nodes[:-7] + _moe(f"{il}.", n_embd * f, f, moe, alloc_deps)
         prev = f"{il}.l_out"
     nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)), Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
               Node("result_output", "MUL_MAT", n_vocab * f, ("w", "result_norm"))]
@@ -191,3 +199,39 @@ def _layer(p: str, prev: str, last: bool, e: int, q: int, kv: int, ff: int, kq: 
                     Node(p + "swiglu", "SWIGLU", ff, (p + "gate", p + "up")),
                     Node(p + "ffn_out", "MUL_MAT", e, ("w", p + "swiglu")),
                     Node(p + "l_out", "ADD", e, (p + "ffn_out", p + "ffn_inp"))]
+
+
+def _moe(p: str, e: int, f: int, moe: tuple[int, int, int], alloc_deps: tuple[bool, bool]) -> list[Node]:
+    """The FFN of a Qwen3-MoE layer in node order (build_moe_ffn: softmax gating, top-k by argsort, the weights
+    normalised by their sum, the experts' gate, up and down products, each output weighted and summed by views).
+    With ``alloc_deps`` ggml-cuda's graph_optimize (ggml-cuda.cu ggml_backend_cuda_graph_optimize) keeps the routing
+    tensors alive until the top-k fusion's end, and the experts' down output until the weighted sum's end, so the
+    weighting cannot work in place and the sum lands higher."""
+    n_expert, n_used, f_exp = moe
+    topk_deps, sum_deps = alloc_deps
+    nodes = [Node(p + "ffn_norm0", "RMS_NORM", e, (p + "ffn_inp",)), Node(p + "ffn_norm", "MUL", e, (p + "ffn_norm0", "w")),
+             Node(p + "logits", "MUL_MAT", n_expert * f, ("w", p + "ffn_norm")),
+             Node(p + "probs", "SOFT_MAX", n_expert * f, (p + "logits",)), Node(p + "probs_r", "RESHAPE", 0, (p + "probs",)),
+             Node(p + "argsort", "ARGSORT", n_expert * f, (p + "probs",)), Node(p + "topk", "VIEW", 0, (p + "argsort",)),
+             Node(p + "weights", "GET_ROWS", n_used * f, (p + "probs_r", p + "topk")),
+             Node(p + "weights_r", "RESHAPE", 0, (p + "weights",)), Node(p + "wsum", "SUM_ROWS", f, (p + "weights_r",)),
+             Node(p + "wsum_c", "CLAMP", f, (p + "wsum",)),
+             Node(p + "wnorm", "DIV", n_used * f, (p + "weights_r", p + "wsum_c")),
+             Node(p + "wnorm_r", "RESHAPE", 0, (p + "wnorm",)), Node(p + "ffn_norm_r", "RESHAPE", 0, (p + "ffn_norm",))]
+    if topk_deps:
+        routing = ("probs", "logits", "probs_r", "argsort", "topk", "weights", "weights_r", "wsum", "wsum_c", "wnorm")
+        nodes += [Node(p + "dep_topk", "NONE", 0, tuple(p + t for t in routing)),
+                  Node(p + "dep_wnorm", "NONE", 0, (p + "wnorm_r",))]
+    nodes += [Node(p + "gate", "MUL_MAT_ID", f_exp * n_used * f, ("w", p + "ffn_norm_r", p + "topk")),
+              Node(p + "up", "MUL_MAT_ID", f_exp * n_used * f, ("w", p + "ffn_norm_r", p + "topk")),
+              Node(p + "swiglu", "SWIGLU", f_exp * n_used * f, (p + "gate", p + "up")),
+              Node(p + "down", "MUL_MAT_ID", e * n_used, ("w", p + "swiglu", p + "topk")),
+              Node(p + "weighted", "MUL", e * n_used, (p + "down", p + "wnorm_r"))]
+    nodes += [Node(p + f"wv{i}", "VIEW", 0, (p + "weighted",)) for i in range(n_used)]
+    acc = p + "wv0"
+    for i in range(1, n_used):
+        nodes.append(Node(p + f"acc{i}", "ADD", e, (acc, p + f"wv{i}")))
+        acc = p + f"acc{i}"
+    if sum_deps:
+        nodes.append(Node(p + "dep_down", "NONE", 0, (p + "down", p + "wnorm_r")))
+    return nodes + [Node(p + "l_out", "ADD", e, (acc, p + "ffn_inp"))]
