@@ -37,7 +37,9 @@ TARGET = {"cpu": 0.05, "gpu": 0.10}
 
 
 def data_of(kind: str, stem: str) -> Path:
-    return DATA / "llamacpp-cpu" / f"{stem}-cpu.jsonl" if kind == "cpu" else DATA / "llamacpp-cuda" / f"{stem}-oracle.jsonl"
+    if kind == "cpu":
+        return DATA / "llamacpp-cpu" / f"{stem}-cpu.jsonl"
+    return DATA / "llamacpp-cuda" / f"{stem}-oracle.jsonl"
 
 
 def compare(kind: str, row: dict, path: Path) -> tuple[int, int]:

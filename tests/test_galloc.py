@@ -25,7 +25,8 @@ def test_random_shapes_to_the_byte(stem: str, host_inputs: bool) -> None:
     """Every case of both sweeps, on the CPU (inputs in the buffer) and on the oracle (without the token ids and
     embeddings input, as CUDA0): llama.cpp's compute buffer exactly."""
     specs = json.loads((DATA / "llamacpp-cpu" / f"{stem}-specs.json").read_text())
-    path = DATA / "llamacpp-cpu" / f"{stem}-cpu.jsonl" if host_inputs else DATA / "llamacpp-cuda" / f"{stem}-oracle.jsonl"
+    cpu, gpu = DATA / "llamacpp-cpu" / f"{stem}-cpu.jsonl", DATA / "llamacpp-cuda" / f"{stem}-oracle.jsonl"
+    path = cpu if host_inputs else gpu
     rows = _rows(path)
     assert len(rows) >= 48
     for row in rows:

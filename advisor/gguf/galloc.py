@@ -143,25 +143,26 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     inputs = [("inp_tokens", 4 * n_ubatch), ("inp_embd", n_embd * f)] if host_inputs else []
     # llm_graph_input_attn_kv: positions, int64 K (and V) row indices (per value for a transposed V), the mask
     # (f16 with flash attention, over the cells), the output ids
-    inputs += [("inp_pos", 4 * n_ubatch), ("k_idxs", 8 * n_ubatch), ("v_idxs", 8 * n_ubatch * (1 if flash_attn else kv)),
+    inputs += [("inp_pos", 4 * n_ubatch), ("k_idxs", 8 * n_ubatch),
+               ("v_idxs", 8 * n_ubatch * (1 if flash_attn else kv)),
                ("mask", kv_cells * n_ubatch * (2 if flash_attn else 4)), ("out_ids", 4 * n_ubatch)]
     nodes = [Node("embd", "GET_ROWS", n_embd * f, ("w", "inp_tokens") if host_inputs else ("w",))]
     prev = "embd"
     for il in range(n_layer):
-        nodes += _layer(f"{il}.", prev, il == n_layer - 1, n_embd * f, q * f, kv * f, n_ff * f,
-                        kv_cells * n_head * f, flash_attn, qk_norm)
-        if moe[0]:  # the dense FFN's nodes give way to the experts'
-            nodes = nodes[:-7] + _moe(f"{il}.", n_embd * f, f, moe, alloc_deps)
+        nodes += _attention(f"{il}.", prev, il == n_layer - 1, n_embd * f, q * f, kv * f, kv_cells * n_head * f,
+                            flash_attn, qk_norm)
+        nodes += _moe(f"{il}.", n_embd * f, f, moe, alloc_deps) if moe[0] else _ffn(f"{il}.", n_embd * f, n_ff * f)
         prev = f"{il}.l_out"
-    nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)), Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
+    nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)),
+              Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
               Node("result_output", "MUL_MAT", n_vocab * f, ("w", "result_norm"))]
     return high_water(nodes, inputs, frozenset({"result_output"}))
 
 
-def _layer(p: str, prev: str, last: bool, e: int, q: int, kv: int, ff: int, kq: int, flash_attn: bool,
-           qk_norm: bool) -> list[Node]:
-    """One layer of src/models/llama.cpp in node order (sizes in bytes); the last one keeps only the output rows
-    (get_rows with out_ids, all of them in the reserve graph)."""
+def _attention(p: str, prev: str, last: bool, e: int, q: int, kv: int, kq: int, flash_attn: bool,
+               qk_norm: bool) -> list[Node]:
+    """A layer's attention block of src/models/llama.cpp in node order, up to the FFN's input (sizes in bytes); the
+    last layer keeps only the output rows (get_rows with out_ids, all of them in the reserve graph)."""
     nodes = [Node(p + "norm", "RMS_NORM", e, (prev,)), Node(p + "attn_norm", "MUL", e, (p + "norm", "w"))]
     for t, size in (("q", q), ("v", kv), ("k", kv)):  # the order build_attn's callers make them in
         nodes += [Node(p + t, "MUL_MAT", size, ("w", p + "attn_norm")), Node(p + t + "3", "RESHAPE", 0, (p + t,))]
@@ -193,12 +194,18 @@ def _layer(p: str, prev: str, last: bool, e: int, q: int, kv: int, ff: int, kq: 
                   Node(p + "ffn_inp", "ADD", e, (p + "attn_rows", p + "prev_rows"))]
     else:
         nodes.append(Node(p + "ffn_inp", "ADD", e, (p + "attn_out", prev)))
-    return nodes + [Node(p + "ffn_norm0", "RMS_NORM", e, (p + "ffn_inp",)),
-                    Node(p + "ffn_norm", "MUL", e, (p + "ffn_norm0", "w")),
-                    Node(p + "gate", "MUL_MAT", ff, ("w", p + "ffn_norm")), Node(p + "up", "MUL_MAT", ff, ("w", p + "ffn_norm")),
-                    Node(p + "swiglu", "SWIGLU", ff, (p + "gate", p + "up")),
-                    Node(p + "ffn_out", "MUL_MAT", e, ("w", p + "swiglu")),
-                    Node(p + "l_out", "ADD", e, (p + "ffn_out", p + "ffn_inp"))]
+    return nodes
+
+
+def _ffn(p: str, e: int, ff: int) -> list[Node]:
+    """A dense SwiGLU FFN and the residual (llama-graph.cpp build_ffn, fused gate and up activation)."""
+    return [Node(p + "ffn_norm0", "RMS_NORM", e, (p + "ffn_inp",)),
+            Node(p + "ffn_norm", "MUL", e, (p + "ffn_norm0", "w")),
+            Node(p + "gate", "MUL_MAT", ff, ("w", p + "ffn_norm")),
+            Node(p + "up", "MUL_MAT", ff, ("w", p + "ffn_norm")),
+            Node(p + "swiglu", "SWIGLU", ff, (p + "gate", p + "up")),
+            Node(p + "ffn_out", "MUL_MAT", e, ("w", p + "swiglu")),
+            Node(p + "l_out", "ADD", e, (p + "ffn_out", p + "ffn_inp"))]
 
 
 def _moe(p: str, e: int, f: int, moe: tuple[int, int, int], alloc_deps: tuple[bool, bool]) -> list[Node]:
@@ -209,10 +216,13 @@ def _moe(p: str, e: int, f: int, moe: tuple[int, int, int], alloc_deps: tuple[bo
     weighting cannot work in place and the sum lands higher."""
     n_expert, n_used, f_exp = moe
     topk_deps, sum_deps = alloc_deps
-    nodes = [Node(p + "ffn_norm0", "RMS_NORM", e, (p + "ffn_inp",)), Node(p + "ffn_norm", "MUL", e, (p + "ffn_norm0", "w")),
+    nodes = [Node(p + "ffn_norm0", "RMS_NORM", e, (p + "ffn_inp",)),
+             Node(p + "ffn_norm", "MUL", e, (p + "ffn_norm0", "w")),
              Node(p + "logits", "MUL_MAT", n_expert * f, ("w", p + "ffn_norm")),
-             Node(p + "probs", "SOFT_MAX", n_expert * f, (p + "logits",)), Node(p + "probs_r", "RESHAPE", 0, (p + "probs",)),
-             Node(p + "argsort", "ARGSORT", n_expert * f, (p + "probs",)), Node(p + "topk", "VIEW", 0, (p + "argsort",)),
+             Node(p + "probs", "SOFT_MAX", n_expert * f, (p + "logits",)),
+             Node(p + "probs_r", "RESHAPE", 0, (p + "probs",)),
+             Node(p + "argsort", "ARGSORT", n_expert * f, (p + "probs",)),
+             Node(p + "topk", "VIEW", 0, (p + "argsort",)),
              Node(p + "weights", "GET_ROWS", n_used * f, (p + "probs_r", p + "topk")),
              Node(p + "weights_r", "RESHAPE", 0, (p + "weights",)), Node(p + "wsum", "SUM_ROWS", f, (p + "weights_r",)),
              Node(p + "wsum_c", "CLAMP", f, (p + "wsum",)),
