@@ -12,8 +12,10 @@ What is modelled:
 - weights per device for n_gpu_layers: token_embd on the CPU, the output layer offloaded first, then the last
   repeating layers (llama_model::load_tensors); a tied output duplicates token_embd on the GPU.
 - output buffer: n_vocab * 4 bytes per sequence (llama_context::output_reserve).
-- compute buffer: the peak of three phases of one layer's graph (attention, FFN, logits), in floats per ubatch
-  token; coefficients measured on the CPU backend (see ``compute_bytes``).
+- compute buffer: for plain llama, Qwen2, Qwen3 and Qwen3-MoE models on one device, llama.cpp's allocator replayed
+  on the graph it builds (advisor/gguf/galloc.py, ``_replayed``: to the byte on the recorded plans); otherwise the
+  peak of three phases of one layer's graph (attention, FFN, logits), in floats per ubatch token, coefficients
+  measured on the CPU backend (see ``compute_bytes``), which bound where ggml-alloc's holes fall.
 
 GPU backends (checked against the real start-up logs in tests/data/gpu-logs by tests/test_gpu_logs.py and
 benchmarks/gpu_logs.py): each buffer is reported on the device llama.cpp allocates it on: ``gpu0``..``gpuN`` (CUDA0,
