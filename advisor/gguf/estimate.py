@@ -564,7 +564,7 @@ def estimate(facts: ModelFacts, s: Settings = Settings()) -> Estimate:
                                       out_dev=out_dev, cpu_experts=cpu_experts, cpu_layer=cpu_layer)
         compute[host] = _host_compute(facts, s, rule, g, n_layers_cpu=n_layers["cpu"], out_dev=out_dev)
         if gpus == ["gpu0"] and n_layers["gpu0"] == facts.n_layer and out_dev == "gpu0" and not cpu_experts \
-                and not s.tensor_overrides:
+                and not s.tensor_overrides and s.offload_kqv:
             # one GPU holding every layer and the output: the graph inputs but the token ids and embeddings are
             # copied into its buffer (they stay in the host buffer type)
             compute["gpu0"] = _replayed(facts, s, g, n_seq, host_inputs=False) or compute["gpu0"]
