@@ -4,8 +4,9 @@ The size of a compute buffer is the high-water mark of ggml-alloc placing every 
 where a tensor lands depends on the holes earlier ones left, so a sum of live sizes is only a bound. This module
 ports the allocator (ggml/src/ggml-alloc.c) and builds, node by node, the graph llama.cpp reserves for a plain
 llama-style model (src/models/llama.cpp, qwen2.cpp, qwen3.cpp; src/llama-graph.cpp build_inp_embd, build_attn,
-build_ffn), so the buffer comes out to the byte: every random dense shape recorded on this project's CPU and on a
-GPU-buffer oracle, and Llama 3.1 8B, Qwen2 7B and Qwen3 8B at full offload on an H200 (tests/test_galloc.py).
+build_ffn, build_moe_ffn for Qwen3-MoE), so the buffer comes out to the byte: every random dense shape recorded on
+this project's CPU and on a GPU-buffer oracle, and Llama 3.1 8B, Qwen2 7B and Qwen3 8B at full offload on an H200;
+Qwen3-30B-A3B there within 16 KiB with ggml-cuda's fusions (tests/test_galloc.py, tests/test_cuda_memprobe.py).
 Pure: no I/O.
 """
 
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 INPLACE_OPS = frozenset({"ADD", "MUL", "DIV", "SUB", "SCALE", "UNARY", "ROPE", "RMS_NORM", "CLAMP", "SOFT_MAX"})
 #: ggml_impl_is_view: ops whose result is a view of another tensor's data, never allocated.
 VIEW_OPS = frozenset({"RESHAPE", "VIEW", "PERMUTE", "TRANSPOSE", "SET_ROWS"})
-#: The CPU and CUDA buffers' alignment (ggml-backend TENSOR_ALIGNMENT, ggml_backend_cuda_buffer_type_get_alignment
-#: is 128): every size here is a multiple of 4 x n_ubatch bytes, so only tiny tensors are rounded.
+#: Block alignment, between the CPU buffer's (ggml-impl.h TENSOR_ALIGNMENT, 32) and CUDA's
+#: (ggml_backend_cuda_buffer_type_get_alignment, 128): every tensor here is a multiple of 4 x n_ubatch bytes, so from
+#: ubatch 32 up any of them rounds alike; the fused H200 plans come out 4-16 KiB under the replay, the one difference
+#: seen (tests/test_cuda_memprobe.py).
 ALIGNMENT = 64
 
 
