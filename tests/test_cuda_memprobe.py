@@ -5,6 +5,7 @@ Replayed without a GPU or an engine."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -366,21 +367,43 @@ def test_the_phases_without_flash_attention_hold_on_random_shapes(header_dir: Pa
         assert abs(ours - theirs) <= 0.10 * theirs, (row["label"], ours, theirs)
 
 
-def test_qwen3_moe_with_and_without_the_cuda_fusions(header_dir: Path) -> None:
-    """Qwen3-30B-A3B at full offload with one sequence on the H200, with ggml-cuda's fusions (their allocation
-    dependencies, advisor/gguf/galloc.py _moe) and with GGML_CUDA_DISABLE_FUSION=1: CUDA0's compute buffer within
-    64 KiB (the fused plans come out 4-16 KiB under the replay: a few tiny tensors placed apart), and this CPU's to
-    the byte."""
+@pytest.mark.parametrize("model_id", ["qwen3-30b-a3b", "glm-4.5-air"])
+def test_moe_with_and_without_the_cuda_fusions(model_id: str, header_dir: Path) -> None:
+    """Qwen3-30B-A3B (softmax routing) and GLM-4.5-Air (sigmoid routing with a selection bias, a dense first layer,
+    a shared expert run after the routed sum: glm4-moe.cpp) with every layer on the H200, one sequence or a stream
+    per sequence, with ggml-cuda's fusions (their allocation dependencies, advisor/gguf/galloc.py _moe): CUDA0's
+    compute buffer within 64 KiB (the fused plans come out 4-16 KiB under the replay: a few tiny tensors placed
+    apart), and this CPU's to the byte. With GGML_CUDA_DISABLE_FUSION=1 Qwen3's is exact too; GLM's is 2-4 MiB
+    under the replay there (the mask's block sits below the logits in the replay only, 1.3 %), so in target."""
     cases = [(r, True) for r in ROWS + cm.rows(cm.DATA_CASES) if "buffers" in r] + [(r, False) for r in CPU_ROWS]
     checked = 0
     for row, gpu in cases:
-        model_id, _q, setting, _env = cm.parse_label(row["label"])
-        if model_id != "qwen3-30b-a3b" or any(k in setting for k in ("half", "ngl", "np4", "np_4", "cpu-moe")):
+        row_model, _q, setting, env = cm.parse_label(row["label"])
+        partial = any(k in setting for k in ("half", "ngl0", "cpu-moe")) or any(
+            int(n) < 999 for n in re.findall(r"-ngl (\d+)", setting))
+        # Qwen3's 4 sequences in one unified cache: the phases (estimate._replayed), exact with FA, 1.4 % without
+        if row_model != model_id or partial or (model_id == "qwen3-30b-a3b" and "kvu" in setting):
             continue
         if not gpu and "q8" in setting:
             continue  # a quantized cache on the CPU is rotated first (attn_rot): not replayed
         got = {(d, b): (o, t) for d, b, o, t, _ok in cm.compare(row, header_dir, gpu)}
         ours, theirs = got[("gpu0" if gpu else "cpu", "compute")]
-        assert abs(ours - theirs) <= (64 << 10 if gpu else 0), (row["label"], ours, theirs)
+        bound = 0 if not gpu else (0.02 * theirs if env == cm.NO_FUSION and model_id == "glm-4.5-air" else 64 << 10)
+        assert abs(ours - theirs) <= bound, (row["label"], ours, theirs)
         checked += 1
-    assert checked >= 10
+    assert checked >= 12
+
+
+def test_moe_streams_replay_like_one_sequence(header_dir: Path) -> None:
+    """A stream per sequence (-np 4 without -kvu) splits the batch and the mask per stream and builds the same
+    tensors (llama-graph.cpp build_attn_mha), so 16384 cells in 4 streams reserve what 4096 cells in one do: on
+    the H200 (within the fused plans' 64 KiB) and this CPU (to the byte), for Qwen3-30B-A3B and GLM-4.5-Air (fused)
+    and Llama 3.1 8B."""
+    for model_id in ("qwen3-30b-a3b", "glm-4.5-air", "llama-3.1-8b-instruct"):
+        for rows, gpu in ((ROWS, True), (CPU_ROWS, False)):
+            by = {r["label"].split("|")[2]: r for r in rows if r["label"].startswith(model_id + "|")}
+            streams = {(d, b): (o, t) for d, b, o, t, _ in cm.compare(by["c16384-np4"], header_dir, gpu)}
+            one = {(d, b): t for d, b, _o, t, _ in cm.compare(by["c4096"], header_dir, gpu)}
+            key = ("gpu0" if gpu else "cpu", "compute")
+            ours, theirs = streams[key]
+            assert theirs == one[key] and abs(ours - theirs) <= (64 << 10 if gpu else 0), (model_id, gpu, ours, theirs)

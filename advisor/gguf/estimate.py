@@ -809,38 +809,68 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
 #: Builds since which the graph galloc.llama_compute_bytes replays is llama.cpp's: the embeddings input beside the
 #: token ids, the f16 mask with flash attention, set_rows cache writes, the fused SwiGLU.
 REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSED_SINCE)
-#: Architectures whose graph galloc builds -> whether they norm Q and K per head (src/models/llama.cpp, qwen2.cpp,
-#: qwen3.cpp, qwen3moe.cpp; Qwen2's Q/K/V biases are added in place and move nothing). Only qwen3moe has experts.
-REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True}
+#: Architectures whose graph galloc builds -> whether they norm Q and K per head, None where the file decides (the
+#: norms are optional tensors): src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp, glm4-moe.cpp (Q/K/V biases
+#: are added in place and move nothing).
+REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None}
 #: Backends built from ggml-cuda, whose graph_optimize adds allocation dependencies for its MoE fusions.
 FUSION_DEPS_BACKENDS = ("cuda", "rocm")
 
 
 def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs: bool) -> int:
     """The compute buffer from llama.cpp's own allocator replayed on its graph (advisor.gguf.galloc) where that
-    graph is modelled node by node: a plain llama, Qwen2, Qwen3 or Qwen3-MoE model (no shared experts, sliding
-    window, MLA, recurrent layers or fused QKV; one head size, a gated FFN) on one device, one KV stream, a current
-    build, and on the CPU an f16 cache (a quantized one is rotated there first, attn_rot, not built here); else 0,
-    and the phases of compute_bytes / gpu_compute_bytes apply."""
-    moe = (facts.n_expert, facts.n_expert_used, facts.n_ff_exp) if facts.n_expert else (0, 0, 0)
+    graph is modelled node by node: a plain llama, Qwen2, Qwen3, Qwen3-MoE or GLM-4.5 model (no sliding window,
+    MLA, recurrent layers or fused QKV; one head size, a gated FFN) on one device, any KV streams, a current build,
+    and on the CPU an f16 cache (a quantized one is rotated there first, attn_rot, not built here); else 0, and the
+    phases of compute_bytes / gpu_compute_bytes apply."""
+    moe = _moe_shape(facts)
     deps = _fusion_deps(facts, s) if not host_inputs else (False, False)
-    if facts.n_expert and not host_inputs and n_seq > 1 and any(deps):
-        # H200, Qwen3-30B-A3B with 4 sequences: the plan is the one without the fusions' dependencies, for reasons
-        # not traced; the phases take it
+    if moe and not moe.sigmoid and not host_inputs and n_seq > 1 and g.n_stream == 1 and any(deps):
+        # H200, Qwen3-30B-A3B with 4 sequences in one unified cache: the plan is the one without the top-k
+        # fusion's dependencies (300.75 MiB), for a reason not traced, while GLM-4.5-Air's sigmoid routing keeps
+        # them there (451.02) and both keep them with a stream per sequence; the phases take that case
         return 0
-    plain = (facts.architecture in REPLAYED and not facts.n_expert_shared and not facts.sliding_window
+    plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert) and not facts.sliding_window
              and not facts.is_recurrent and not facts.kv_lora_rank and _ffn_kind(facts) == "gated"
              and facts.tensor("blk.0.attn_qkv.weight") is None
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
              and facts.head_dim_k == facts.head_dim_v and facts.n_ff and len(set(facts.n_ff)) == 1)
-    simple = (g.n_stream == 1 and g.copies == 1 and not g.fa_on_cpu and not g.v_cont and not g.swa_cells
+    # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
+    # build_attn_mha views Q as [.., n_tokens/n_stream, n_stream], the mask is cells x n_tokens/n_stream per stream
+    simple = (g.copies == 1 and not g.fa_on_cpu and not g.v_cont and not g.swa_cells
               and (not host_inputs or {s.cache_type_k, s.cache_type_v} <= {"f16", "bf16"}) and s.since(REPLAY_SINCE))
     if not (plain and simple):
         return 0
+    qk_norm = REPLAYED[facts.architecture]
+    if qk_norm is None:
+        qk_norm = facts.tensor("blk.0.attn_q_norm.weight") is not None
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
-                                      g.flash_attn, host_inputs, qk_norm=REPLAYED[facts.architecture], moe=moe,
-                                      alloc_deps=deps)
+                                      g.flash_attn, host_inputs, qk_norm=qk_norm, moe=moe, alloc_deps=deps)
+
+
+def _moe_shape(facts: ModelFacts) -> galloc.Moe | None:
+    """The expert layers as galloc builds them, None for a dense model or one whose routing it does not build.
+    Qwen3-MoE passes softmax gating and normalised weights (qwen3moe.cpp); GLM-4.5 takes the gating, the weight
+    normalisation and scale and the leading dense layers from the file (glm4-moe.cpp load_arch_hparams: sigmoid
+    when unset, no normalisation when unset) and always has a selection bias and n_expert_shared shared experts
+    of the expert width."""
+    if not facts.n_expert:
+        return None
+    shape = galloc.Moe(facts.n_expert, facts.n_expert_used, facts.n_ff_exp)
+    if facts.architecture == "qwen3moe" and not facts.n_expert_shared:
+        return shape
+    if facts.architecture != "glm4moe":
+        return None
+    meta, arch = facts.metadata, facts.architecture
+    gating = int(meta.get(f"{arch}.expert_gating_func", 0) or 0)
+    if gating not in (0, 1, 2):  # llama-hparams.h: 0 unset, 1 softmax, 2 sigmoid
+        return None
+    scale = float(meta.get(f"{arch}.expert_weights_scale", 0.0) or 0.0)
+    return dataclasses.replace(
+        shape, sigmoid=gating != 1, prob_bias=True, norm_w=bool(meta.get(f"{arch}.expert_weights_norm", False)),
+        scale=scale not in (0.0, 1.0), n_ff_shexp=facts.n_ff_exp * facts.n_expert_shared,
+        dense_lead=int(meta.get(f"{arch}.leading_dense_block_count", 0) or 0))
 
 
 def _fusion_deps(facts: ModelFacts, s: Settings) -> tuple[bool, bool]:

@@ -127,20 +127,39 @@ def _place(n: Node, dyn: _Dyn, addr: dict[str, int], own: set[str], size: dict[s
     own.add(n.name)
 
 
+@dataclass(frozen=True)
+class Moe:
+    """The expert FFN of an MoE layer as llama-graph.cpp build_moe_ffn builds it: ``sigmoid`` gating (else
+    softmax), ``prob_bias`` (exp_probs_b added to the probabilities for the selection only), ``norm_w`` (the chosen
+    weights divided by their sum), ``scale`` (the weights scaled by expert_weights_scale when it is not 1);
+    ``n_ff_shexp``: the width of the shared expert that glm4-moe.cpp runs on the same input after the routed sum
+    (0: none); ``dense_lead``: leading layers with a dense FFN of the model's n_ff instead."""
+
+    n_expert: int
+    n_used: int
+    n_ff_exp: int
+    sigmoid: bool = False
+    prob_bias: bool = False
+    norm_w: bool = True
+    scale: bool = False
+    n_ff_shexp: int = 0
+    dense_lead: int = 0
+
+
 @functools.lru_cache(maxsize=4096)
 def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int, n_vocab: int,
                         n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool,
-                        qk_norm: bool = False, moe: tuple[int, int, int] = (0, 0, 0),
+                        qk_norm: bool = False, moe: Moe | None = None,
                         alloc_deps: tuple[bool, bool] = (False, False)) -> int:
     """The compute buffer llama.cpp reserves for a plain llama model (every layer and the output on one device,
     current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
     set_rows, a fused SwiGLU). ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU); on
     a GPU they are in its host buffer and the rest of the inputs are copied in. ``qk_norm``: Q and K RMS-normed per
-    head before RoPE (src/models/qwen3.cpp). Q, K and V biases (src/models/qwen2.cpp, and llama's when a file has
-    them) are added in place on the products, so they move nothing. ``moe``: (experts, experts used, expert FFN
-    width) for Qwen3-MoE's softmax-routed, weight-normalised experts (src/models/qwen3moe.cpp, llama-graph.cpp
-    build_moe_ffn); ``alloc_deps``: the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and
-    its fused weighted expert sum (see _moe)."""
+    head before RoPE (src/models/qwen3.cpp, glm4-moe.cpp where the file has the norms). Q, K and V biases
+    (src/models/qwen2.cpp, glm4-moe.cpp, and llama's when a file has them) are added in place on the products, so
+    they move nothing. ``moe``: the experts of Qwen3-MoE or GLM-4.5 layers (src/models/qwen3moe.cpp, glm4-moe.cpp);
+    ``alloc_deps``: the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and its fused
+    weighted expert sum (see _moe)."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
     q, kv = n_head * head_dim, n_head_kv * head_dim
     inputs = [("inp_tokens", 4 * n_ubatch), ("inp_embd", n_embd * f)] if host_inputs else []
@@ -152,21 +171,38 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     nodes = [Node("embd", "GET_ROWS", n_embd * f, ("w", "inp_tokens") if host_inputs else ("w",))]
     prev = "embd"
     for il in range(n_layer):
-        nodes += _attention(f"{il}.", prev, il == n_layer - 1, n_embd * f, q * f, kv * f, kv_cells * n_head * f,
+        p = f"{il}."
+        nodes += _attention(p, prev, il == n_layer - 1, n_embd * f, q * f, kv * f, kv_cells * n_head * f,
                             flash_attn, qk_norm)
-        nodes += _moe(f"{il}.", n_embd * f, f, moe, alloc_deps) if moe[0] else _ffn(f"{il}.", n_embd * f, n_ff * f)
-        prev = f"{il}.l_out"
+        nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp")
+        if moe is None or il < moe.dense_lead:
+            nodes += _ffn(p, p + "ffn_norm", n_embd * f, n_ff * f, p + "ffn_out")
+            out = p + "ffn_out"
+        else:
+            nodes += _moe(p, n_embd * f, f, moe, alloc_deps)
+            out = p + "moe_out"
+            if moe.n_ff_shexp:  # glm4-moe.cpp: the shared expert on the same normed input, then added
+                nodes += _ffn(p + "sh", p + "ffn_norm", n_embd * f, moe.n_ff_shexp * f, p + "shexp_out")
+                nodes.append(Node(p + "ffn_out", "ADD", n_embd * f, (out, p + "shexp_out")))
+                out = p + "ffn_out"
+        nodes.append(Node(p + "l_out", "ADD", n_embd * f, (out, p + "ffn_inp")))
+        prev = p + "l_out"
     nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)),
               Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
               Node("result_output", "MUL_MAT", n_vocab * f, ("w", "result_norm"))]
     return high_water(nodes, inputs, frozenset({"result_output"}))
 
 
+def _norm(name: str, size: int, src: str) -> list[Node]:
+    """build_norm with LLM_NORM_RMS and a weight: the norm, then the weight multiplied in place."""
+    return [Node(name + "0", "RMS_NORM", size, (src,)), Node(name, "MUL", size, (name + "0", "w"))]
+
+
 def _attention(p: str, prev: str, last: bool, e: int, q: int, kv: int, kq: int, flash_attn: bool,
                qk_norm: bool) -> list[Node]:
     """A layer's attention block of src/models/llama.cpp in node order, up to the FFN's input (sizes in bytes); the
     last layer keeps only the output rows (get_rows with out_ids, all of them in the reserve graph)."""
-    nodes = [Node(p + "norm", "RMS_NORM", e, (prev,)), Node(p + "attn_norm", "MUL", e, (p + "norm", "w"))]
+    nodes = _norm(p + "attn_norm", e, prev)
     for t, size in (("q", q), ("v", kv), ("k", kv)):  # the order build_attn's callers make them in
         nodes += [Node(p + t, "MUL_MAT", size, ("w", p + "attn_norm")), Node(p + t + "3", "RESHAPE", 0, (p + t,))]
         if t == "v":
@@ -200,51 +236,67 @@ def _attention(p: str, prev: str, last: bool, e: int, q: int, kv: int, kq: int, 
     return nodes
 
 
-def _ffn(p: str, e: int, ff: int) -> list[Node]:
-    """A dense SwiGLU FFN and the residual (llama-graph.cpp build_ffn, fused gate and up activation)."""
-    return [Node(p + "ffn_norm0", "RMS_NORM", e, (p + "ffn_inp",)),
-            Node(p + "ffn_norm", "MUL", e, (p + "ffn_norm0", "w")),
-            Node(p + "gate", "MUL_MAT", ff, ("w", p + "ffn_norm")),
-            Node(p + "up", "MUL_MAT", ff, ("w", p + "ffn_norm")),
+def _ffn(p: str, src: str, e: int, ff: int, out: str) -> list[Node]:
+    """A dense SwiGLU FFN on ``src`` (llama-graph.cpp build_ffn, fused gate and up activation) giving ``out``."""
+    return [Node(p + "gate", "MUL_MAT", ff, ("w", src)),
+            Node(p + "up", "MUL_MAT", ff, ("w", src)),
             Node(p + "swiglu", "SWIGLU", ff, (p + "gate", p + "up")),
-            Node(p + "ffn_out", "MUL_MAT", e, ("w", p + "swiglu")),
-            Node(p + "l_out", "ADD", e, (p + "ffn_out", p + "ffn_inp"))]
+            Node(out, "MUL_MAT", e, ("w", p + "swiglu"))]
 
 
-def _moe(p: str, e: int, f: int, moe: tuple[int, int, int], alloc_deps: tuple[bool, bool]) -> list[Node]:
-    """The FFN of a Qwen3-MoE layer in node order (build_moe_ffn: softmax gating, top-k by argsort, the weights
-    normalised by their sum, the experts' gate, up and down products, each output weighted and summed by views).
-    With ``alloc_deps`` ggml-cuda's graph_optimize (ggml-cuda.cu ggml_backend_cuda_graph_optimize) keeps the routing
-    tensors alive until the top-k fusion's end, and the experts' down output until the weighted sum's end, so the
-    weighting cannot work in place and the sum lands higher."""
-    n_expert, n_used, f_exp = moe
+def _moe(p: str, e: int, f: int, moe: Moe, alloc_deps: tuple[bool, bool]) -> list[Node]:
+    """The routed experts of an MoE layer in node order, from the normed input ``ffn_norm`` to ``moe_out``
+    (build_moe_ffn: the gating, the top-k by argsort on the probabilities plus any selection bias, the chosen
+    weights normalised and scaled, the experts' gate, up and down products, each output weighted and summed by
+    views). With ``alloc_deps`` ggml-cuda's graph_optimize (ggml-cuda.cu ggml_backend_cuda_graph_optimize) keeps
+    every node of the fused top-k (and their sources) alive until the node after it, and the experts' down output
+    and the weights until the weighted sum's end, so the weighting cannot work in place and the sum lands higher."""
     topk_deps, sum_deps = alloc_deps
-    nodes = [Node(p + "ffn_norm0", "RMS_NORM", e, (p + "ffn_inp",)),
-             Node(p + "ffn_norm", "MUL", e, (p + "ffn_norm0", "w")),
-             Node(p + "logits", "MUL_MAT", n_expert * f, ("w", p + "ffn_norm")),
-             Node(p + "probs", "SOFT_MAX", n_expert * f, (p + "logits",)),
-             Node(p + "probs_r", "RESHAPE", 0, (p + "probs",)),
-             Node(p + "argsort", "ARGSORT", n_expert * f, (p + "probs",)),
-             Node(p + "topk", "VIEW", 0, (p + "argsort",)),
-             Node(p + "weights", "GET_ROWS", n_used * f, (p + "probs_r", p + "topk")),
-             Node(p + "weights_r", "RESHAPE", 0, (p + "weights",)), Node(p + "wsum", "SUM_ROWS", f, (p + "weights_r",)),
-             Node(p + "wsum_c", "CLAMP", f, (p + "wsum",)),
-             Node(p + "wnorm", "DIV", n_used * f, (p + "weights_r", p + "wsum_c")),
-             Node(p + "wnorm_r", "RESHAPE", 0, (p + "wnorm",)), Node(p + "ffn_norm_r", "RESHAPE", 0, (p + "ffn_norm",))]
-    if topk_deps:
-        routing = ("probs", "logits", "probs_r", "argsort", "topk", "weights", "weights_r", "wsum", "wsum_c", "wnorm")
-        nodes += [Node(p + "dep_topk", "NONE", 0, tuple(p + t for t in routing)),
-                  Node(p + "dep_wnorm", "NONE", 0, (p + "wnorm_r",))]
-    nodes += [Node(p + "gate", "MUL_MAT_ID", f_exp * n_used * f, ("w", p + "ffn_norm_r", p + "topk")),
-              Node(p + "up", "MUL_MAT_ID", f_exp * n_used * f, ("w", p + "ffn_norm_r", p + "topk")),
-              Node(p + "swiglu", "SWIGLU", f_exp * n_used * f, (p + "gate", p + "up")),
+    n_used, g = moe.n_used, moe.n_expert * f
+    nodes = [Node(p + "logits", "MUL_MAT", g, ("w", p + "ffn_norm")),
+             Node(p + "probs", "UNARY" if moe.sigmoid else "SOFT_MAX", g, (p + "logits",)),
+             Node(p + "probs_r", "RESHAPE", 0, (p + "probs",))]
+    select = p + "probs"
+    if moe.prob_bias:  # the selection sees probs + exp_probs_b; the weights are taken from the unbiased probs
+        nodes.append(Node(p + "probs_b", "ADD", g, (p + "probs", "w")))
+        select = p + "probs_b"
+    nodes += [Node(p + "argsort", "ARGSORT", g, (select,)), Node(p + "topk", "VIEW", 0, (p + "argsort",)),
+              Node(p + "weights", "GET_ROWS", n_used * f, (p + "probs_r", p + "topk"))]
+    w = p + "weights"
+    if moe.norm_w:
+        nodes += [Node(p + "weights_r", "RESHAPE", 0, (w,)), Node(p + "wsum", "SUM_ROWS", f, (p + "weights_r",)),
+                  Node(p + "wsum_c", "CLAMP", f, (p + "wsum",)),
+                  Node(p + "wnorm", "DIV", n_used * f, (p + "weights_r", p + "wsum_c")),
+                  Node(p + "wnorm_r", "RESHAPE", 0, (p + "wnorm",))]
+        w = p + "wnorm_r"
+    if moe.scale:
+        nodes.append(Node(p + "wscaled", "SCALE", n_used * f, (w,)))
+        w = p + "wscaled"
+    fused = nodes[1:]  # from the gating on: the nodes the top-k fusion covers
+    nodes.append(Node(p + "ffn_norm_r", "RESHAPE", 0, (p + "ffn_norm",)))
+    if topk_deps:  # kept until the node after the fused ones (add_alloc_deps(i, i + ops.size()))
+        keep = dict.fromkeys(name for n in fused for name in (n.name, *n.srcs) if name != "w")
+        nodes.append(Node(p + "dep_topk", "NONE", 0, tuple(keep)))
+    width = moe.n_ff_exp * n_used * f
+    nodes += [Node(p + "gate", "MUL_MAT_ID", width, ("w", p + "ffn_norm_r", p + "topk")),
+              Node(p + "up", "MUL_MAT_ID", width, ("w", p + "ffn_norm_r", p + "topk")),
+              Node(p + "swiglu", "SWIGLU", width, (p + "gate", p + "up")),
               Node(p + "down", "MUL_MAT_ID", e * n_used, ("w", p + "swiglu", p + "topk")),
-              Node(p + "weighted", "MUL", e * n_used, (p + "down", p + "wnorm_r"))]
+              Node(p + "weighted", "MUL", e * n_used, (p + "down", w))]
     nodes += [Node(p + f"wv{i}", "VIEW", 0, (p + "weighted",)) for i in range(n_used)]
     acc = p + "wv0"
     for i in range(1, n_used):
         nodes.append(Node(p + f"acc{i}", "ADD", e, (acc, p + f"wv{i}")))
         acc = p + f"acc{i}"
+    if n_used == 1:  # one expert: made contiguous, not returned as a view
+        nodes.append(Node(p + "acc0", "CONT", e, (acc,)))
+        acc = p + "acc0"
     if sum_deps:
-        nodes.append(Node(p + "dep_down", "NONE", 0, (p + "down", p + "wnorm_r")))
-    return nodes + [Node(p + "l_out", "ADD", e, (acc, p + "ffn_inp"))]
+        nodes.append(Node(p + "dep_down", "NONE", 0, (p + "down", w)))
+    return _renamed(nodes, acc, p + "moe_out")
+
+
+def _renamed(nodes: list[Node], old: str, new: str) -> list[Node]:
+    """``nodes`` with the tensor ``old`` called ``new`` (as its consumers will name it)."""
+    return [Node(new if n.name == old else n.name, n.op, n.nbytes, tuple(new if x == old else x for x in n.srcs))
+            for n in nodes]
