@@ -85,10 +85,12 @@ MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
         0.13, "MoE on the GPU with ggml-cuda's fusions and half the layers on the CPU, where the allocator replay "
               "does not serve (two devices): the phases give V + E, 300.75 MiB, against 345.26 (the fused top-k "
               "and weighted-sum dependencies lift the logits, as the replay shows for the single-device cases)"),
-    ("deepseek-coder-v2-lite-instruct", "*", "gpu0", "compute"): (
-        0.27, "MLA (DeepSeek-V2-Lite) on the GPU: 21.7 % under at every context (260.39 MiB against 204.00), 15 % "
-              "over with every expert on the CPU; the absorbed-attention and MoE phases of this architecture are "
-              "not measured apart"),
+    ("deepseek-coder-v2-lite-instruct", "c8192-half-fa-off", "gpu0", "compute"): (
+        0.27, "DeepSeek-V2-Lite with half its layers on the CPU, without flash attention: 391.38 MiB against the "
+              "phases' 288.00 (two devices: the allocator replay, exact at full offload, does not serve)"),
+    ("deepseek-coder-v2-lite-instruct", "c8192-cpu-moe", "gpu0", "compute"): (
+        0.15, "every expert on the CPU: 15 % over (275.12 MiB against 239.51), the op-offload term (one CPU expert "
+              "tensor plus one layer's MoE activations) overcounting this shared-expert layout, as llama-4-scout"),
     ("deepseek-coder-v2-lite-instruct", "*", "host", "compute"): (
         0.51, "layers on the CPU side (half, -ngl 0): 6-12 MiB more than inputs + masks, as phi-4-mini and "
               "codegemma (the CPU layers' attention operands). With flash attention forced on, its K 192 / V 128 "
@@ -129,8 +131,9 @@ MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
 
 #: CPU-recording misses (compute buffer, this machine's CPU backend): (model, setting or "*") -> (bound, reason).
 CPU_MISSES: dict[tuple[str, str], tuple[float, str]] = {
-    ("deepseek-coder-v2-lite-instruct", "*"): (0.15, "MLA without q_lora (attn_kv_b unsplit): 13-15 % under on the "
-                                                     "CPU as on the GPU; not traced"),
+    ("deepseek-coder-v2-lite-instruct", "c16384-q8"): (0.14, "a q8_0 cache on the CPU is rotated before it is "
+                                                             "written (attn_rot), which the allocator replay does "
+                                                             "not build: the phases, 13.4 % under"),
     ("starcoder2-7b", "c16384-q8"): (0.08, "with a q8_0 KV cache llama.cpp's plan is V + 2E (114 MiB), not the "
                                           "V + 3E of its f16-cache cases that the estimator uses for starcoder2; "
                                           "the E-wide tensor that goes away is not identified"),

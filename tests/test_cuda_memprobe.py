@@ -367,14 +367,18 @@ def test_the_phases_without_flash_attention_hold_on_random_shapes(header_dir: Pa
         assert abs(ours - theirs) <= 0.10 * theirs, (row["label"], ours, theirs)
 
 
-@pytest.mark.parametrize("model_id", ["qwen3-30b-a3b", "glm-4.5-air"])
+@pytest.mark.parametrize("model_id", ["qwen3-30b-a3b", "glm-4.5-air", "deepseek-coder-v2-lite-instruct"])
 def test_moe_with_and_without_the_cuda_fusions(model_id: str, header_dir: Path) -> None:
-    """Qwen3-30B-A3B (softmax routing) and GLM-4.5-Air (sigmoid routing with a selection bias, a dense first layer,
-    a shared expert run after the routed sum: glm4-moe.cpp) with every layer on the H200, one sequence or a stream
+    """Qwen3-30B-A3B (softmax routing), GLM-4.5-Air (sigmoid routing with a selection bias, a dense first layer,
+    a shared expert run after the routed sum: glm4-moe.cpp) and DeepSeek-V2-Lite (attn_kv_b whole: the compressed
+    KV expanded per head, K 192 / V 128; deepseek2.cpp) with every layer on the H200, one sequence or a stream
     per sequence, with ggml-cuda's fusions (their allocation dependencies, advisor/gguf/galloc.py _moe): CUDA0's
     compute buffer within 64 KiB (the fused plans come out 4-16 KiB under the replay: a few tiny tensors placed
-    apart), and this CPU's to the byte. With GGML_CUDA_DISABLE_FUSION=1 Qwen3's is exact too; GLM's is 2-4 MiB
-    under the replay there (the mask's block sits below the logits in the replay only, 1.3 %), so in target."""
+    apart), and this CPU's to the byte. DeepSeek's flash attention has no CUDA kernel for its heads, so with
+    -fa on the op runs on the CPU and the GPU's buffer holds neither the mask nor the op, only its output copied
+    back; with -fa auto it turns off after the cache was made untransposed, and V is copied transposed. With
+    GGML_CUDA_DISABLE_FUSION=1 Qwen3's and DeepSeek's are exact too; GLM's is 2-4 MiB under the replay there (the
+    mask's block sits below the logits in the replay only, 1.3 %), so in target."""
     cases = [(r, True) for r in ROWS + cm.rows(cm.DATA_CASES) if "buffers" in r] + [(r, False) for r in CPU_ROWS]
     checked = 0
     for row, gpu in cases:

@@ -812,7 +812,7 @@ REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSE
 #: Architectures whose graph galloc builds -> whether they norm Q and K per head, None where the file decides (the
 #: norms are optional tensors): src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp, glm4-moe.cpp (Q/K/V biases
 #: are added in place and move nothing).
-REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None}
+REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None, "deepseek2": False}
 #: Backends built from ggml-cuda, whose graph_optimize adds allocation dependencies for its MoE fusions.
 FUSION_DEPS_BACKENDS = ("cuda", "rocm")
 
@@ -825,19 +825,21 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     phases of compute_bytes / gpu_compute_bytes apply."""
     moe = _moe_shape(facts)
     deps = _fusion_deps(facts, s) if not host_inputs else (False, False)
-    if moe and not moe.sigmoid and not host_inputs and n_seq > 1 and g.n_stream == 1 and any(deps):
+    if moe and moe.norm_w and not host_inputs and n_seq > 1 and g.n_stream == 1 and any(deps):
         # H200, Qwen3-30B-A3B with 4 sequences in one unified cache: the plan is the one without the top-k
-        # fusion's dependencies (300.75 MiB), for a reason not traced, while GLM-4.5-Air's sigmoid routing keeps
-        # them there (451.02) and both keep them with a stream per sequence; the phases take that case
+        # fusion's dependencies (300.75 MiB), for a reason not traced, while GLM-4.5-Air and DeepSeek-V2-Lite,
+        # whose files leave the weights unnormalised, keep them there (451.02, 260.39), and all three keep them
+        # with a stream per sequence; the phases take that case
         return 0
+    mla = _mla_unsplit(facts)
     plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert) and not facts.sliding_window
-             and not facts.is_recurrent and not facts.kv_lora_rank and _ffn_kind(facts) == "gated"
+             and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0]) and _ffn_kind(facts) == "gated"
              and facts.tensor("blk.0.attn_qkv.weight") is None
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
-             and facts.head_dim_k == facts.head_dim_v and facts.n_ff and len(set(facts.n_ff)) == 1)
+             and (facts.head_dim_k == facts.head_dim_v or mla[0]) and facts.n_ff and len(set(facts.n_ff)) == 1)
     # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
     # build_attn_mha views Q as [.., n_tokens/n_stream, n_stream], the mask is cells x n_tokens/n_stream per stream
-    simple = (g.copies == 1 and not g.fa_on_cpu and not g.v_cont and not g.swa_cells
+    simple = (g.copies == 1 and (not g.fa_on_cpu or not host_inputs) and not g.swa_cells
               and (not host_inputs or {s.cache_type_k, s.cache_type_v} <= {"f16", "bf16"}) and s.since(REPLAY_SINCE))
     if not (plain and simple):
         return 0
@@ -846,31 +848,47 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
         qk_norm = facts.tensor("blk.0.attn_q_norm.weight") is not None
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
-                                      g.flash_attn, host_inputs, qk_norm=qk_norm, moe=moe, alloc_deps=deps)
+                                      g.flash_attn, host_inputs, qk_norm=qk_norm, moe=moe, alloc_deps=deps,
+                                      head_dim_v=facts.head_dim_v, mla_lora=mla, fa_elsewhere=g.fa_on_cpu,
+                                      v_cont=round(g.v_cont * 4 * g.n_ubatch))
+
+
+def _mla_unsplit(facts: ModelFacts) -> tuple[int, int]:
+    """(kv_lora_rank, RoPE dims) for a DeepSeek-V2 file that keeps attn_kv_b whole and has no Q LoRA (the lite
+    layout: attn_q, no attn_q_a), whose attention galloc builds; else (0, 0)."""
+    if (facts.architecture != "deepseek2" or not facts.kv_lora_rank or facts.is_mla
+            or facts.tensor("blk.0.attn_q.weight") is None or facts.tensor("blk.0.attn_kv_b.weight") is None):
+        return 0, 0
+    return facts.kv_lora_rank, int(facts.metadata.get(f"{facts.architecture}.rope.dimension_count", 0) or 0)
 
 
 def _moe_shape(facts: ModelFacts) -> galloc.Moe | None:
     """The expert layers as galloc builds them, None for a dense model or one whose routing it does not build.
-    Qwen3-MoE passes softmax gating and normalised weights (qwen3moe.cpp); GLM-4.5 takes the gating, the weight
-    normalisation and scale and the leading dense layers from the file (glm4-moe.cpp load_arch_hparams: sigmoid
-    when unset, no normalisation when unset) and always has a selection bias and n_expert_shared shared experts
-    of the expert width."""
+    Qwen3-MoE passes softmax gating and normalised weights (qwen3moe.cpp). GLM-4.5 and DeepSeek-V2/V3 take the
+    gating, the weight normalisation and scale and the leading dense layers from the file (load_arch_hparams in
+    glm4-moe.cpp and deepseek2.cpp: unset gating is sigmoid for GLM-4.5 and for DeepSeek-V2's GLM-4.7-Lite shape,
+    softmax otherwise; unset normalisation is none), a selection bias where the file has exp_probs_b, and
+    n_expert_shared shared experts of the expert width."""
     if not facts.n_expert:
         return None
     shape = galloc.Moe(facts.n_expert, facts.n_expert_used, facts.n_ff_exp)
-    if facts.architecture == "qwen3moe" and not facts.n_expert_shared:
+    arch, meta = facts.architecture, facts.metadata
+    if arch == "qwen3moe" and not facts.n_expert_shared:
         return shape
-    if facts.architecture != "glm4moe":
+    if arch not in ("glm4moe", "deepseek2"):
         return None
-    meta, arch = facts.metadata, facts.architecture
     gating = int(meta.get(f"{arch}.expert_gating_func", 0) or 0)
-    if gating not in (0, 1, 2):  # llama-hparams.h: 0 unset, 1 softmax, 2 sigmoid
+    if not gating:  # llama-hparams.h: 0 unset, 1 softmax, 2 sigmoid
+        glm_lite = arch == "deepseek2" and facts.n_layer in (47, 48) and facts.n_vocab == 154880
+        gating = 2 if arch == "glm4moe" or glm_lite else 1
+    if gating not in (1, 2):
         return None
+    lead = int(meta.get(f"{arch}.leading_dense_block_count", 0) or 0)
     scale = float(meta.get(f"{arch}.expert_weights_scale", 0.0) or 0.0)
     return dataclasses.replace(
-        shape, sigmoid=gating != 1, prob_bias=True, norm_w=bool(meta.get(f"{arch}.expert_weights_norm", False)),
-        scale=scale not in (0.0, 1.0), n_ff_shexp=facts.n_ff_exp * facts.n_expert_shared,
-        dense_lead=int(meta.get(f"{arch}.leading_dense_block_count", 0) or 0))
+        shape, sigmoid=gating == 2, prob_bias=facts.tensor(f"blk.{lead}.exp_probs_b.bias") is not None,
+        norm_w=bool(meta.get(f"{arch}.expert_weights_norm", False)), scale=scale not in (0.0, 1.0),
+        n_ff_shexp=facts.n_ff_exp * facts.n_expert_shared, dense_lead=lead)
 
 
 def _fusion_deps(facts: ModelFacts, s: Settings) -> tuple[bool, bool]:

@@ -150,7 +150,8 @@ class Moe:
 def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int, n_vocab: int,
                         n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool,
                         qk_norm: bool = False, moe: Moe | None = None,
-                        alloc_deps: tuple[bool, bool] = (False, False)) -> int:
+                        alloc_deps: tuple[bool, bool] = (False, False), head_dim_v: int = 0,
+                        mla_lora: tuple[int, int] = (0, 0), fa_elsewhere: bool = False, v_cont: int = 0) -> int:
     """The compute buffer llama.cpp reserves for a plain llama model (every layer and the output on one device,
     current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
     set_rows, a fused SwiGLU). ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU); on
@@ -159,21 +160,30 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     (src/models/qwen2.cpp, glm4-moe.cpp, and llama's when a file has them) are added in place on the products, so
     they move nothing. ``moe``: the experts of Qwen3-MoE or GLM-4.5 layers (src/models/qwen3moe.cpp, glm4-moe.cpp);
     ``alloc_deps``: the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and its fused
-    weighted expert sum (see _moe)."""
+    weighted expert sum (see _moe). ``head_dim_v``: the V head size where it differs from K's. ``mla_lora``:
+    (kv_lora_rank, RoPE dims) of a DeepSeek-V2 file with attn_kv_b whole (see _deepseek2_qkv). ``fa_elsewhere``:
+    a GPU's buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head sizes): the
+    mask is not its input, and the attention output is copied in where the op would have been. ``v_cont``: the
+    bytes of one layer's V copied transposed without flash attention, for a cache stored untransposed (-fa auto
+    decided after the cache was made; build_attn_mha)."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
-    q, kv = n_head * head_dim, n_head_kv * head_dim
+    head_dim_v = head_dim_v or head_dim
+    q, kv = n_head * head_dim, n_head_kv * head_dim_v
     inputs = [("inp_tokens", 4 * n_ubatch), ("inp_embd", n_embd * f)] if host_inputs else []
     # llm_graph_input_attn_kv: positions, int64 K (and V) row indices (per value for a transposed V), the mask
     # (f16 with flash attention, over the cells), the output ids
     inputs += [("inp_pos", 4 * n_ubatch), ("k_idxs", 8 * n_ubatch),
-               ("v_idxs", 8 * n_ubatch * (1 if flash_attn else kv)),
-               ("mask", kv_cells * n_ubatch * (2 if flash_attn else 4)), ("out_ids", 4 * n_ubatch)]
+               ("v_idxs", 8 * n_ubatch * (1 if flash_attn or v_cont else kv)),
+               ("mask", 0 if fa_elsewhere else kv_cells * n_ubatch * (2 if flash_attn else 4)),
+               ("out_ids", 4 * n_ubatch)]
     nodes = [Node("embd", "GET_ROWS", n_embd * f, ("w", "inp_tokens") if host_inputs else ("w",))]
     prev = "embd"
     for il in range(n_layer):
         p = f"{il}."
-        nodes += _attention(p, prev, il == n_layer - 1, n_embd * f, q * f, kv * f, kv_cells * n_head * f,
-                            flash_attn, qk_norm)
+        qkv = (_deepseek2_qkv(p, f, n_head, head_dim, head_dim_v, mla_lora) if mla_lora[0]
+               else _llama_qkv(p, q * f, kv * f, qk_norm))
+        nodes += _attention(p, prev, il == n_layer - 1, n_embd * f, qkv, n_head * head_dim_v * f,
+                            kv_cells * n_head * f, flash_attn, v_cont)
         nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp")
         if moe is None or il < moe.dense_lead:
             nodes += _ffn(p, p + "ffn_norm", n_embd * f, n_ff * f, p + "ffn_out")
@@ -198,12 +208,43 @@ def _norm(name: str, size: int, src: str) -> list[Node]:
     return [Node(name + "0", "RMS_NORM", size, (src,)), Node(name, "MUL", size, (name + "0", "w"))]
 
 
-def _attention(p: str, prev: str, last: bool, e: int, q: int, kv: int, kq: int, flash_attn: bool,
-               qk_norm: bool) -> list[Node]:
-    """A layer's attention block of src/models/llama.cpp in node order, up to the FFN's input (sizes in bytes); the
-    last layer keeps only the output rows (get_rows with out_ids, all of them in the reserve graph)."""
-    nodes = _norm(p + "attn_norm", e, prev)
-    for t, size in (("q", q), ("v", kv), ("k", kv)):  # the order build_attn's callers make them in
+def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int, kq: int,
+               flash_attn: bool, v_cont: int = 0) -> list[Node]:
+    """A layer's attention block of src/models/llama.cpp in node order, up to the FFN's input (sizes in bytes):
+    the norm, ``qkv`` (the products and their RoPE, ending in tensors named q_rope, v3 and k_rope), the cache
+    writes, the attention (``out`` bytes: heads x V head size per token) and its output projection; the last layer
+    keeps only the output rows (get_rows with out_ids, all of them in the reserve graph)."""
+    nodes = _norm(p + "attn_norm", e, prev) + qkv
+    nodes += [Node(p + "k_view", "VIEW", 0, (p + "k_rope",)),
+              Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs")),
+              Node(p + "v_view", "VIEW" if flash_attn or v_cont else "RESHAPE", 0, (p + "v3",)),
+              Node(p + "v_set", "SET_ROWS", 0, ("cache_v", p + "v_view", "v_idxs")),
+              Node(p + "q_view", "VIEW", 0, (p + "q_rope",)), Node(p + "q_perm", "PERMUTE", 0, (p + "q_view",))]
+    if flash_attn:
+        nodes += [Node(p + "fa", "FLASH_ATTN_EXT", out, (p + "q_perm", "cache_k", "cache_v", "mask")),
+                  Node(p + "kqv_out", "RESHAPE", 0, (p + "fa",))]
+    else:  # build_attn_mha: KQ, soft_max in place, KQV, permuted back and made contiguous; an untransposed V
+        # is copied transposed first (KQV's first source, so the graph reaches it before KQ)
+        v = p + "v_cont" if v_cont else "cache_v"
+        nodes += [Node(v, "CONT", v_cont, ("cache_v",))] if v_cont else []
+        nodes += [Node(p + "kq", "MUL_MAT", kq, ("cache_k", p + "q_perm")),
+                  Node(p + "kq_soft_max", "SOFT_MAX", kq, (p + "kq", "mask")),
+                  Node(p + "kqv", "MUL_MAT", out, (v, p + "kq_soft_max")),
+                  Node(p + "kqv_perm", "PERMUTE", 0, (p + "kqv",)), Node(p + "kqv_out", "CONT", out, (p + "kqv_perm",))]
+    nodes.append(Node(p + "attn_out", "MUL_MAT", e, ("w", p + "kqv_out")))
+    if last:
+        nodes += [Node(p + "attn_rows", "GET_ROWS", e, (p + "attn_out", "out_ids")),
+                  Node(p + "prev_rows", "GET_ROWS", e, (prev, "out_ids")),
+                  Node(p + "ffn_inp", "ADD", e, (p + "attn_rows", p + "prev_rows"))]
+    else:
+        nodes.append(Node(p + "ffn_inp", "ADD", e, (p + "attn_out", prev)))
+    return nodes
+
+
+def _llama_qkv(p: str, q: int, kv: int, qk_norm: bool) -> list[Node]:
+    """Q, K and V of a llama-style layer (build_qkv) in the order build_attn expands them: Q, V, K."""
+    nodes: list[Node] = []
+    for t, size in (("q", q), ("v", kv), ("k", kv)):
         nodes += [Node(p + t, "MUL_MAT", size, ("w", p + "attn_norm")), Node(p + t + "3", "RESHAPE", 0, (p + t,))]
         if t == "v":
             continue
@@ -213,27 +254,27 @@ def _attention(p: str, prev: str, last: bool, e: int, q: int, kv: int, kq: int, 
                       Node(p + t + "_normed", "MUL", size, (p + t + "_norm0", "w"))]
             src = p + t + "_normed"
         nodes.append(Node(p + t + "_rope", "ROPE", size, (src, "inp_pos")))
-    nodes += [Node(p + "k_view", "VIEW", 0, (p + "k_rope",)),
-              Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs")),
-              Node(p + "v_view", "VIEW" if flash_attn else "RESHAPE", 0, (p + "v3",)),
-              Node(p + "v_set", "SET_ROWS", 0, ("cache_v", p + "v_view", "v_idxs")),
-              Node(p + "q_view", "VIEW", 0, (p + "q_rope",)), Node(p + "q_perm", "PERMUTE", 0, (p + "q_view",))]
-    if flash_attn:
-        nodes += [Node(p + "fa", "FLASH_ATTN_EXT", q, (p + "q_perm", "cache_k", "cache_v", "mask")),
-                  Node(p + "kqv_out", "RESHAPE", 0, (p + "fa",))]
-    else:  # build_attn_mha: KQ, soft_max in place, KQV, permuted back and made contiguous
-        nodes += [Node(p + "kq", "MUL_MAT", kq, ("cache_k", p + "q_perm")),
-                  Node(p + "kq_soft_max", "SOFT_MAX", kq, (p + "kq", "mask")),
-                  Node(p + "kqv", "MUL_MAT", q, ("cache_v", p + "kq_soft_max")),
-                  Node(p + "kqv_perm", "PERMUTE", 0, (p + "kqv",)), Node(p + "kqv_out", "CONT", q, (p + "kqv_perm",))]
-    nodes.append(Node(p + "attn_out", "MUL_MAT", e, ("w", p + "kqv_out")))
-    if last:
-        nodes += [Node(p + "attn_rows", "GET_ROWS", e, (p + "attn_out", "out_ids")),
-                  Node(p + "prev_rows", "GET_ROWS", e, (prev, "out_ids")),
-                  Node(p + "ffn_inp", "ADD", e, (p + "attn_rows", p + "prev_rows"))]
-    else:
-        nodes.append(Node(p + "ffn_inp", "ADD", e, (p + "attn_out", prev)))
     return nodes
+
+
+def _deepseek2_qkv(p: str, f: int, n_head: int, head_k: int, head_v: int, lora: tuple[int, int]) -> list[Node]:
+    """Q, K and V of a DeepSeek-V2 layer whose file keeps attn_kv_b whole (src/models/deepseek2.cpp, the path
+    without MLA absorption), expanded Q, V, K: Q is one product roped on its trailing dims; the compressed KV and
+    its RoPE part come from one product, the compressed part normed and expanded by attn_kv_b into per-head K
+    (no-RoPE part) and V, V made contiguous; K is the no-RoPE view joined with the roped part repeated per head."""
+    rank, rope = lora
+    q, nope = n_head * head_k * f, head_k - rope
+    return [Node(p + "q", "MUL_MAT", q, ("w", p + "attn_norm")), Node(p + "q3", "RESHAPE", 0, (p + "q",)),
+            Node(p + "q_rope", "ROPE", q, (p + "q3", "inp_pos")),
+            Node(p + "kv_pe", "MUL_MAT", (rank + rope) * f, ("w", p + "attn_norm")),
+            Node(p + "kv_cmpr", "VIEW", 0, (p + "kv_pe",)),
+            *_norm(p + "kv_norm", rank * f, p + "kv_cmpr"),
+            Node(p + "kv", "MUL_MAT", n_head * (nope + head_v) * f, ("w", p + "kv_norm")),
+            Node(p + "v_view3", "VIEW", 0, (p + "kv",)), Node(p + "v3", "CONT", n_head * head_v * f, (p + "v_view3",)),
+            Node(p + "k_nope", "VIEW", 0, (p + "kv",)), Node(p + "k_pe", "VIEW", 0, (p + "kv_pe",)),
+            Node(p + "k_pe_rope", "ROPE", rope * f, (p + "k_pe", "inp_pos")),
+            Node(p + "k_pe_rep", "REPEAT", n_head * rope * f, (p + "k_pe_rope",)),
+            Node(p + "k_rope", "CONCAT", n_head * head_k * f, (p + "k_nope", p + "k_pe_rep"))]
 
 
 def _ffn(p: str, src: str, e: int, ff: int, out: str) -> list[Node]:
