@@ -23,7 +23,8 @@ def _rows(path: Path) -> list[dict]:
 @pytest.mark.parametrize("host_inputs", [True, False])
 def test_random_shapes_to_the_byte(stem: str, host_inputs: bool) -> None:
     """Every case of both sweeps, on the CPU (inputs in the buffer) and on the oracle (without the token ids and
-    embeddings input, as CUDA0): llama.cpp's compute buffer exactly."""
+    embeddings input, as CUDA0, but the embeddings taken in the buffer after the inputs, not copied in before
+    them): llama.cpp's compute buffer exactly."""
     specs = json.loads((DATA / "llamacpp-cpu" / f"{stem}-specs.json").read_text())
     cpu, gpu = DATA / "llamacpp-cpu" / f"{stem}-cpu.jsonl", DATA / "llamacpp-cuda" / f"{stem}-oracle.jsonl"
     path = cpu if host_inputs else gpu
@@ -34,7 +35,7 @@ def test_random_shapes_to_the_byte(stem: str, host_inputs: bool) -> None:
         s = specs[parts[0]]
         ours = galloc.llama_compute_bytes(s["n_embd"], s["n_head"], s["n_head_kv"], s["head_dim"], s["n_ff"],
                                           s["n_vocab"], s["n_layer"], row["n_ubatch"], int(parts[1][1:]),
-                                          parts[-1] == "faon", host_inputs)
+                                          parts[-1] == "faon", host_inputs, embd_copied=False)
         assert ours == sum(b["compute"] for b in row["buffers"]), row["label"]
 
 

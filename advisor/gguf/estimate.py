@@ -812,7 +812,11 @@ REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSE
 #: Architectures whose graph galloc builds -> whether they norm Q and K per head, None where the file decides (the
 #: norms are optional tensors): src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp, glm4-moe.cpp (Q/K/V biases
 #: are added in place and move nothing).
-REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None, "deepseek2": False}
+REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None, "deepseek2": False,
+            "gemma2": False, "gemma3": True}
+#: Of those, the Gemma layers (scaled embeddings and Q, norms after the attention and the FFN; sliding-window layers
+#: on an iSWA cache): src/models/gemma2.cpp, gemma3.cpp.
+GEMMA = ("gemma2", "gemma3")
 #: Backends built from ggml-cuda, whose graph_optimize adds allocation dependencies for its MoE fusions.
 FUSION_DEPS_BACKENDS = ("cuda", "rocm")
 
@@ -832,14 +836,16 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
         # with a stream per sequence; the phases take that case
         return 0
     mla = _mla_unsplit(facts)
-    plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert) and not facts.sliding_window
+    gemma = facts.architecture in GEMMA
+    plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert)
+             and (not facts.sliding_window or (gemma and s.since(ISWA_SINCE)))
              and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0]) and _ffn_kind(facts) == "gated"
              and facts.tensor("blk.0.attn_qkv.weight") is None
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
              and (facts.head_dim_k == facts.head_dim_v or mla[0]) and facts.n_ff and len(set(facts.n_ff)) == 1)
     # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
     # build_attn_mha views Q as [.., n_tokens/n_stream, n_stream], the mask is cells x n_tokens/n_stream per stream
-    simple = (g.copies == 1 and (not g.fa_on_cpu or not host_inputs) and not g.swa_cells
+    simple = (g.copies == 1 and (not g.fa_on_cpu or not host_inputs) and (not g.swa_cells or gemma)
               and (not host_inputs or {s.cache_type_k, s.cache_type_v} <= {"f16", "bf16"}) and s.since(REPLAY_SINCE))
     if not (plain and simple):
         return 0
@@ -850,7 +856,8 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
                                       g.flash_attn, host_inputs, qk_norm=qk_norm, moe=moe, alloc_deps=deps,
                                       head_dim_v=facts.head_dim_v, mla_lora=mla, fa_elsewhere=g.fa_on_cpu,
-                                      v_cont=round(g.v_cont * 4 * g.n_ubatch))
+                                      v_cont=round(g.v_cont * 4 * g.n_ubatch), gemma=gemma,
+                                      swa=(facts.swa_layers, g.swa_cells) if facts.sliding_window else ((), 0))
 
 
 def _mla_unsplit(facts: ModelFacts) -> tuple[int, int]:

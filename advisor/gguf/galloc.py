@@ -2,12 +2,13 @@
 
 The size of a compute buffer is the high-water mark of ggml-alloc placing every tensor of the graph in node order:
 where a tensor lands depends on the holes earlier ones left, so a sum of live sizes is only a bound. This module
-ports the allocator (ggml/src/ggml-alloc.c) and builds, node by node, the graph llama.cpp reserves for a plain
-llama-style model (src/models/llama.cpp, qwen2.cpp, qwen3.cpp; src/llama-graph.cpp build_inp_embd, build_attn,
-build_ffn, build_moe_ffn for Qwen3-MoE), so the buffer comes out to the byte: every random dense shape recorded on
-this project's CPU and on a GPU-buffer oracle, and Llama 3.1 8B, Qwen2 7B and Qwen3 8B at full offload on an H200;
-Qwen3-30B-A3B there within 16 KiB with ggml-cuda's fusions (tests/test_galloc.py, tests/test_cuda_memprobe.py).
-Pure: no I/O.
+ports the allocator (ggml/src/ggml-alloc.c) and builds, node by node, the graph llama.cpp reserves for llama-style
+models (src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp with attn_kv_b whole,
+gemma2.cpp, gemma3.cpp; src/llama-graph.cpp build_inp_embd, build_attn, build_ffn, build_moe_ffn), with ggml-cuda's
+MoE fusion dependencies and the GPU scheduler's input copies, so the buffer comes out to the byte: every random
+dense shape recorded on this project's CPU and on a GPU-buffer oracle, and every single-device case of those
+architectures recorded on an H200 and on this CPU (the fused MoE plans within 16 KiB) (tests/test_galloc.py,
+tests/test_cuda_memprobe.py). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -151,11 +152,17 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
                         n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool,
                         qk_norm: bool = False, moe: Moe | None = None,
                         alloc_deps: tuple[bool, bool] = (False, False), head_dim_v: int = 0,
-                        mla_lora: tuple[int, int] = (0, 0), fa_elsewhere: bool = False, v_cont: int = 0) -> int:
+                        mla_lora: tuple[int, int] = (0, 0), fa_elsewhere: bool = False, v_cont: int = 0,
+                        gemma: bool = False, swa: tuple[tuple[bool, ...], int] = ((), 0),
+                        embd_copied: bool = True) -> int:
     """The compute buffer llama.cpp reserves for a plain llama model (every layer and the output on one device,
     current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
     set_rows, a fused SwiGLU). ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU); on
-    a GPU they are in its host buffer and the rest of the inputs are copied in. ``qk_norm``: Q and K RMS-normed per
+    a GPU they are in its host buffer, the token embeddings are taken there, and they and the other graph inputs
+    are copied in at the start of the GPU's split, in the order the graph first reads them (ggml-backend.cpp
+    ggml_backend_sched_split_graph), so the embeddings come first; ``embd_copied`` False: the embeddings are
+    taken in this buffer after the inputs instead (a CPU build that leaves only the two host-side inputs out, the
+    oracle of tests/data/llamacpp-cuda). ``qk_norm``: Q and K RMS-normed per
     head before RoPE (src/models/qwen3.cpp, glm4-moe.cpp where the file has the norms). Q, K and V biases
     (src/models/qwen2.cpp, glm4-moe.cpp, and llama's when a file has them) are added in place on the products, so
     they move nothing. ``moe``: the experts of Qwen3-MoE or GLM-4.5 layers (src/models/qwen3moe.cpp, glm4-moe.cpp);
@@ -165,29 +172,46 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     a GPU's buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head sizes): the
     mask is not its input, and the attention output is copied in where the op would have been. ``v_cont``: the
     bytes of one layer's V copied transposed without flash attention, for a cache stored untransposed (-fa auto
-    decided after the cache was made; build_attn_mha)."""
+    decided after the cache was made; build_attn_mha). ``gemma``: Gemma 2/3's layer (src/models/gemma2.cpp,
+    gemma3.cpp: the embeddings and Q scaled in place, a norm after the attention and after the FFN). ``swa``: which
+    layers attend over the sliding-window cache, and its cells: an iSWA cache gives those layers their own row
+    indices and mask (build_attn_inp_kv_iswa)."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
     head_dim_v = head_dim_v or head_dim
     q, kv = n_head * head_dim, n_head_kv * head_dim_v
-    inputs = [("inp_tokens", 4 * n_ubatch), ("inp_embd", n_embd * f)] if host_inputs else []
-    # llm_graph_input_attn_kv: positions, int64 K (and V) row indices (per value for a transposed V), the mask
-    # (f16 with flash attention, over the cells), the output ids
-    inputs += [("inp_pos", 4 * n_ubatch), ("k_idxs", 8 * n_ubatch),
-               ("v_idxs", 8 * n_ubatch * (1 if flash_attn or v_cont else kv)),
-               ("mask", 0 if fa_elsewhere else kv_cells * n_ubatch * (2 if flash_attn else 4)),
-               ("out_ids", 4 * n_ubatch)]
-    nodes = [Node("embd", "GET_ROWS", n_embd * f, ("w", "inp_tokens") if host_inputs else ("w",))]
-    prev = "embd"
+    if host_inputs:
+        inputs = [("inp_tokens", 4 * n_ubatch), ("inp_embd", n_embd * f), ("inp_pos", 4 * n_ubatch)]
+        nodes = [Node("embd", "GET_ROWS", n_embd * f, ("w", "inp_tokens"))]
+    elif embd_copied:
+        inputs = [("embd", n_embd * f), ("inp_pos", 4 * n_ubatch)]
+        nodes = []
+    else:
+        inputs = [("inp_pos", 4 * n_ubatch)]
+        nodes = [Node("embd", "GET_ROWS", n_embd * f, ("w",))]
+    if gemma:
+        nodes.append(Node("embd_scaled", "SCALE", n_embd * f, ("embd",)))
+    prev = nodes[-1].name if nodes else "embd"
+    swa_layers, swa_cells = swa
     for il in range(n_layer):
         p = f"{il}."
+        cells, kind = (swa_cells, "_swa") if il < len(swa_layers) and swa_layers[il] else (kv_cells, "")
+        if not any(name == "mask" + kind for name, _ in inputs):
+            # llm_graph_input_attn_kv(_iswa), allocated where the graph first reads them: int64 K (and V) row
+            # indices (per value for a transposed V), the mask (f16 with flash attention, over the cells)
+            per_value = kv if not (flash_attn or v_cont) else 1
+            inputs += [("k_idxs" + kind, 8 * n_ubatch), ("v_idxs" + kind, 8 * n_ubatch * per_value),
+                       ("mask" + kind, 0 if fa_elsewhere else cells * n_ubatch * (2 if flash_attn else 4))]
         qkv = (_deepseek2_qkv(p, f, n_head, head_dim, head_dim_v, mla_lora) if mla_lora[0]
-               else _llama_qkv(p, q * f, kv * f, qk_norm))
+               else _llama_qkv(p, q * f, kv * f, qk_norm, gemma))
         nodes += _attention(p, prev, il == n_layer - 1, n_embd * f, qkv, n_head * head_dim_v * f,
-                            kv_cells * n_head * f, flash_attn, v_cont)
+                            cells * n_head * f, flash_attn, v_cont * cells // max(kv_cells, 1), kind, gemma)
         nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp")
         if moe is None or il < moe.dense_lead:
             nodes += _ffn(p, p + "ffn_norm", n_embd * f, n_ff * f, p + "ffn_out")
             out = p + "ffn_out"
+            if gemma:
+                nodes += _norm(p + "ffn_post", n_embd * f, out)
+                out = p + "ffn_post"
         else:
             nodes += _moe(p, n_embd * f, f, moe, alloc_deps)
             out = p + "moe_out"
@@ -197,6 +221,7 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
                 out = p + "ffn_out"
         nodes.append(Node(p + "l_out", "ADD", n_embd * f, (out, p + "ffn_inp")))
         prev = p + "l_out"
+    inputs.append(("out_ids", 4 * n_ubatch))
     nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)),
               Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
               Node("result_output", "MUL_MAT", n_vocab * f, ("w", "result_norm"))]
@@ -209,40 +234,46 @@ def _norm(name: str, size: int, src: str) -> list[Node]:
 
 
 def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int, kq: int,
-               flash_attn: bool, v_cont: int = 0) -> list[Node]:
+               flash_attn: bool, v_cont: int = 0, kind: str = "", post_norm: bool = False) -> list[Node]:
     """A layer's attention block of src/models/llama.cpp in node order, up to the FFN's input (sizes in bytes):
     the norm, ``qkv`` (the products and their RoPE, ending in tensors named q_rope, v3 and k_rope), the cache
     writes, the attention (``out`` bytes: heads x V head size per token) and its output projection; the last layer
-    keeps only the output rows (get_rows with out_ids, all of them in the reserve graph)."""
+    keeps only the output rows (get_rows with out_ids, all of them in the reserve graph). ``kind``: the suffix of
+    the cache's row indices and mask ("_swa" for a sliding-window layer of an iSWA cache); ``post_norm``: the
+    attention output normed before the residual (Gemma)."""
+    mask = "mask" + kind
     nodes = _norm(p + "attn_norm", e, prev) + qkv
     nodes += [Node(p + "k_view", "VIEW", 0, (p + "k_rope",)),
-              Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs")),
+              Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs" + kind)),
               Node(p + "v_view", "VIEW" if flash_attn or v_cont else "RESHAPE", 0, (p + "v3",)),
-              Node(p + "v_set", "SET_ROWS", 0, ("cache_v", p + "v_view", "v_idxs")),
+              Node(p + "v_set", "SET_ROWS", 0, ("cache_v", p + "v_view", "v_idxs" + kind)),
               Node(p + "q_view", "VIEW", 0, (p + "q_rope",)), Node(p + "q_perm", "PERMUTE", 0, (p + "q_view",))]
     if flash_attn:
-        nodes += [Node(p + "fa", "FLASH_ATTN_EXT", out, (p + "q_perm", "cache_k", "cache_v", "mask")),
+        nodes += [Node(p + "fa", "FLASH_ATTN_EXT", out, (p + "q_perm", "cache_k", "cache_v", mask)),
                   Node(p + "kqv_out", "RESHAPE", 0, (p + "fa",))]
     else:  # build_attn_mha: KQ, soft_max in place, KQV, permuted back and made contiguous; an untransposed V
         # is copied transposed first (KQV's first source, so the graph reaches it before KQ)
         v = p + "v_cont" if v_cont else "cache_v"
         nodes += [Node(v, "CONT", v_cont, ("cache_v",))] if v_cont else []
         nodes += [Node(p + "kq", "MUL_MAT", kq, ("cache_k", p + "q_perm")),
-                  Node(p + "kq_soft_max", "SOFT_MAX", kq, (p + "kq", "mask")),
+                  Node(p + "kq_soft_max", "SOFT_MAX", kq, (p + "kq", mask)),
                   Node(p + "kqv", "MUL_MAT", out, (v, p + "kq_soft_max")),
                   Node(p + "kqv_perm", "PERMUTE", 0, (p + "kqv",)), Node(p + "kqv_out", "CONT", out, (p + "kqv_perm",))]
     nodes.append(Node(p + "attn_out", "MUL_MAT", e, ("w", p + "kqv_out")))
+    cur = p + "attn_out"
     if last:
-        nodes += [Node(p + "attn_rows", "GET_ROWS", e, (p + "attn_out", "out_ids")),
-                  Node(p + "prev_rows", "GET_ROWS", e, (prev, "out_ids")),
-                  Node(p + "ffn_inp", "ADD", e, (p + "attn_rows", p + "prev_rows"))]
-    else:
-        nodes.append(Node(p + "ffn_inp", "ADD", e, (p + "attn_out", prev)))
-    return nodes
+        nodes += [Node(p + "attn_rows", "GET_ROWS", e, (cur, "out_ids")),
+                  Node(p + "prev_rows", "GET_ROWS", e, (prev, "out_ids"))]
+        cur, prev = p + "attn_rows", p + "prev_rows"
+    if post_norm:
+        nodes += _norm(p + "attn_post", e, cur)
+        cur = p + "attn_post"
+    return nodes + [Node(p + "ffn_inp", "ADD", e, (cur, prev))]
 
 
-def _llama_qkv(p: str, q: int, kv: int, qk_norm: bool) -> list[Node]:
-    """Q, K and V of a llama-style layer (build_qkv) in the order build_attn expands them: Q, V, K."""
+def _llama_qkv(p: str, q: int, kv: int, qk_norm: bool, q_scale: bool = False) -> list[Node]:
+    """Q, K and V of a llama-style layer (build_qkv) in the order build_attn expands them: Q, V, K; ``q_scale``:
+    the roped Q scaled (Gemma's f_attention_scale), in place."""
     nodes: list[Node] = []
     for t, size in (("q", q), ("v", kv), ("k", kv)):
         nodes += [Node(p + t, "MUL_MAT", size, ("w", p + "attn_norm")), Node(p + t + "3", "RESHAPE", 0, (p + t,))]
@@ -253,7 +284,11 @@ def _llama_qkv(p: str, q: int, kv: int, qk_norm: bool) -> list[Node]:
             nodes += [Node(p + t + "_norm0", "RMS_NORM", size, (src,)),
                       Node(p + t + "_normed", "MUL", size, (p + t + "_norm0", "w"))]
             src = p + t + "_normed"
-        nodes.append(Node(p + t + "_rope", "ROPE", size, (src, "inp_pos")))
+        if t == "q" and q_scale:
+            nodes += [Node(p + "q_roped", "ROPE", size, (src, "inp_pos")),
+                      Node(p + "q_rope", "SCALE", size, (p + "q_roped",))]
+        else:
+            nodes.append(Node(p + t + "_rope", "ROPE", size, (src, "inp_pos")))
     return nodes
 
 
