@@ -131,9 +131,6 @@ MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
 
 #: CPU-recording misses (compute buffer, this machine's CPU backend): (model, setting or "*") -> (bound, reason).
 CPU_MISSES: dict[tuple[str, str], tuple[float, str]] = {
-    ("deepseek-coder-v2-lite-instruct", "c16384-q8"): (0.14, "a q8_0 cache on the CPU is rotated before it is "
-                                                             "written (attn_rot), which the allocator replay does "
-                                                             "not build: the phases, 13.4 % under"),
     ("starcoder2-7b", "c16384-q8"): (0.08, "with a q8_0 KV cache llama.cpp's plan is V + 2E (114 MiB), not the "
                                           "V + 3E of its f16-cache cases that the estimator uses for starcoder2; "
                                           "the E-wide tensor that goes away is not identified"),

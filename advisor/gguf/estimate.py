@@ -99,6 +99,11 @@ SET_ROWS_SINCE = 6070
 # before it the cache also held a V tensor of value_length per cell (gpu-logs l18, b5331: K 1098 MiB + V 976 MiB).
 # Approximate first build (b9174 is 2026-05-16 at about 11 builds a day).
 MLA_V_LESS_SINCE = 7950
+# Hadamard rotation of K and V in a quantized cache (llama.cpp PR #21038, "llama : rotate activations for better
+# quantization", merged 2026-04-01): Q and K (and V, and back the attention output) are multiplied by an n x n
+# input before the cache write (llama-kv-cache.cpp attn_rot_k / attn_rot_v). Approximate first build (b9174 is
+# 2026-05-16 at about 11 builds a day).
+ATTN_ROT_SINCE = 8650
 
 #: Every build-era rule above, by the name ``era`` reports it under.
 ERA_RULES: dict[str, int] = {
@@ -813,7 +818,7 @@ REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSE
 #: norms are optional tensors): src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp, glm4-moe.cpp (Q/K/V biases
 #: are added in place and move nothing).
 REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None, "deepseek2": False,
-            "gemma2": False, "gemma3": True}
+            "gemma2": False, "gemma3": True, "phi3": False}
 #: Of those, the Gemma layers (scaled embeddings and Q, norms after the attention and the FFN; sliding-window layers
 #: on an iSWA cache): src/models/gemma2.cpp, gemma3.cpp.
 GEMMA = ("gemma2", "gemma3")
@@ -823,10 +828,9 @@ FUSION_DEPS_BACKENDS = ("cuda", "rocm")
 
 def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs: bool) -> int:
     """The compute buffer from llama.cpp's own allocator replayed on its graph (advisor.gguf.galloc) where that
-    graph is modelled node by node: a plain llama, Qwen2, Qwen3, Qwen3-MoE or GLM-4.5 model (no sliding window,
-    MLA, recurrent layers or fused QKV; one head size, a gated FFN) on one device, any KV streams, a current build,
-    and on the CPU an f16 cache (a quantized one is rotated there first, attn_rot, not built here); else 0, and the
-    phases of compute_bytes / gpu_compute_bytes apply."""
+    graph is modelled node by node (REPLAYED: no MLA absorption or recurrent layers, one head size, a gated FFN)
+    on one device, any KV streams and cache types, a current build; else 0, and the phases of compute_bytes /
+    gpu_compute_bytes apply."""
     moe = _moe_shape(facts)
     deps = _fusion_deps(facts, s) if not host_inputs else (False, False)
     if moe and moe.norm_w and not host_inputs and n_seq > 1 and g.n_stream == 1 and any(deps):
@@ -839,25 +843,45 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     gemma = facts.architecture in GEMMA
     plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert)
              and (not facts.sliding_window or (gemma and s.since(ISWA_SINCE)))
-             and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0]) and _ffn_kind(facts) == "gated"
-             and facts.tensor("blk.0.attn_qkv.weight") is None
+             and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0])
+             and (_ffn_kind(facts) == "gated" or (facts.architecture == "phi3" and not facts.n_expert))
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
              and (facts.head_dim_k == facts.head_dim_v or mla[0]) and facts.n_ff and len(set(facts.n_ff)) == 1)
     # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
     # build_attn_mha views Q as [.., n_tokens/n_stream, n_stream], the mask is cells x n_tokens/n_stream per stream
     simple = (g.copies == 1 and (not g.fa_on_cpu or not host_inputs) and (not g.swa_cells or gemma)
-              and (not host_inputs or {s.cache_type_k, s.cache_type_v} <= {"f16", "bf16"}) and s.since(REPLAY_SINCE))
+              and s.since(REPLAY_SINCE))
     if not (plain and simple):
         return 0
     qk_norm = REPLAYED[facts.architecture]
     if qk_norm is None:
         qk_norm = facts.tensor("blk.0.attn_q_norm.weight") is not None
+    phi3 = facts.architecture == "phi3"
+    style = galloc.Style(qk_norm=qk_norm, q_scale=gemma or phi3, gemma=gemma, residual_first=phi3,
+                         fused_qkv=facts.tensor("blk.0.attn_qkv.weight") is not None,
+                         fused_up=_ffn_kind(facts) == "fused_up")
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
-                                      g.flash_attn, host_inputs, qk_norm=qk_norm, moe=moe, alloc_deps=deps,
+                                      g.flash_attn, host_inputs, style=style, moe=moe, alloc_deps=deps,
                                       head_dim_v=facts.head_dim_v, mla_lora=mla, fa_elsewhere=g.fa_on_cpu,
-                                      v_cont=round(g.v_cont * 4 * g.n_ubatch), gemma=gemma,
-                                      swa=(facts.swa_layers, g.swa_cells) if facts.sliding_window else ((), 0))
+                                      v_cont=round(g.v_cont * 4 * g.n_ubatch),
+                                      swa=(facts.swa_layers, g.swa_cells) if facts.sliding_window else ((), 0),
+                                      rot=_attn_rot(facts, s))
+
+
+def _attn_rot(facts: ModelFacts, s: Settings) -> tuple[int, int]:
+    """The sizes of the Hadamard rotations a quantized cache applies to K and to V, 0 where none
+    (llama-kv-cache.cpp: K and V each when its cache type is quantized and its head size a multiple of 64;
+    build_input_k_rot takes the largest power of two from 64 that divides the K head, build_input_v_rot 64)."""
+    if not s.since(ATTN_ROT_SINCE):
+        return 0, 0
+    sizes = []
+    for kind, head in ((s.cache_type_k, facts.head_dim_k), (s.cache_type_v, facts.head_dim_v)):
+        sizes.append(64 if ggml.block_size(_type(kind))[0] > 1 and head and head % 64 == 0 else 0)
+    n = sizes[0]
+    while n and facts.head_dim_k % (2 * n) == 0:
+        n *= 2
+    return n, sizes[1]
 
 
 def _mla_unsplit(facts: ModelFacts) -> tuple[int, int]:

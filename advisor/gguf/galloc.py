@@ -129,6 +129,25 @@ def _place(n: Node, dyn: _Dyn, addr: dict[str, int], own: set[str], size: dict[s
 
 
 @dataclass(frozen=True)
+class Style:
+    """How a layer departs from src/models/llama.cpp's: ``qk_norm``, Q and K RMS-normed per head before RoPE
+    (qwen3.cpp, gemma3.cpp, glm4-moe.cpp where the file has the norms); ``q_scale``, the roped Q scaled in place
+    (gemma2.cpp, gemma3.cpp, phi3.cpp); ``gemma``, the embeddings scaled in place and a norm after the attention
+    and after the FFN (gemma2.cpp, gemma3.cpp); ``fused_qkv``, one attn_qkv product viewed as Q, K and V, so Q and
+    K are roped into new tensors and, without flash attention, V is copied contiguous for the transposed cache
+    (phi3.cpp, llama-kv-cache.cpp cpy_v); ``fused_up``, one ffn_up product of twice the FFN width split by the
+    SwiGLU (phi3.cpp, build_ffn LLM_FFN_SWIGLU); ``residual_first``, the layer output added as residual + FFN,
+    so it takes the residual's block (phi3.cpp)."""
+
+    qk_norm: bool = False
+    q_scale: bool = False
+    gemma: bool = False
+    fused_qkv: bool = False
+    fused_up: bool = False
+    residual_first: bool = False
+
+
+@dataclass(frozen=True)
 class Moe:
     """The expert FFN of an MoE layer as llama-graph.cpp build_moe_ffn builds it: ``sigmoid`` gating (else
     softmax), ``prob_bias`` (exp_probs_b added to the probabilities for the selection only), ``norm_w`` (the chosen
@@ -150,11 +169,11 @@ class Moe:
 @functools.lru_cache(maxsize=4096)
 def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int, n_vocab: int,
                         n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool,
-                        qk_norm: bool = False, moe: Moe | None = None,
+                        style: Style = Style(), moe: Moe | None = None,
                         alloc_deps: tuple[bool, bool] = (False, False), head_dim_v: int = 0,
                         mla_lora: tuple[int, int] = (0, 0), fa_elsewhere: bool = False, v_cont: int = 0,
-                        gemma: bool = False, swa: tuple[tuple[bool, ...], int] = ((), 0),
-                        embd_copied: bool = True) -> int:
+                        swa: tuple[tuple[bool, ...], int] = ((), 0),
+                        embd_copied: bool = True, rot: tuple[int, int] = (0, 0)) -> int:
     """The compute buffer llama.cpp reserves for a plain llama model (every layer and the output on one device,
     current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
     set_rows, a fused SwiGLU). ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU); on
@@ -162,20 +181,20 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     are copied in at the start of the GPU's split, in the order the graph first reads them (ggml-backend.cpp
     ggml_backend_sched_split_graph), so the embeddings come first; ``embd_copied`` False: the embeddings are
     taken in this buffer after the inputs instead (a CPU build that leaves only the two host-side inputs out, the
-    oracle of tests/data/llamacpp-cuda). ``qk_norm``: Q and K RMS-normed per
-    head before RoPE (src/models/qwen3.cpp, glm4-moe.cpp where the file has the norms). Q, K and V biases
-    (src/models/qwen2.cpp, glm4-moe.cpp, and llama's when a file has them) are added in place on the products, so
-    they move nothing. ``moe``: the experts of Qwen3-MoE or GLM-4.5 layers (src/models/qwen3moe.cpp, glm4-moe.cpp);
-    ``alloc_deps``: the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and its fused
+    oracle of tests/data/llamacpp-cuda). ``style``: the layer's departures from llama's (Style). Q, K and V
+    biases (qwen2.cpp, glm4-moe.cpp, phi3.cpp, and llama's when a file has them) are added in place on the
+    products, so they move nothing. ``moe``: the experts of Qwen3-MoE, GLM-4.5 or DeepSeek-V2 layers
+    (src/models/qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp); ``alloc_deps``: the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and its fused
     weighted expert sum (see _moe). ``head_dim_v``: the V head size where it differs from K's. ``mla_lora``:
     (kv_lora_rank, RoPE dims) of a DeepSeek-V2 file with attn_kv_b whole (see _deepseek2_qkv). ``fa_elsewhere``:
     a GPU's buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head sizes): the
     mask is not its input, and the attention output is copied in where the op would have been. ``v_cont``: the
     bytes of one layer's V copied transposed without flash attention, for a cache stored untransposed (-fa auto
-    decided after the cache was made; build_attn_mha). ``gemma``: Gemma 2/3's layer (src/models/gemma2.cpp,
-    gemma3.cpp: the embeddings and Q scaled in place, a norm after the attention and after the FFN). ``swa``: which
+    decided after the cache was made; build_attn_mha). ``swa``: which
     layers attend over the sliding-window cache, and its cells: an iSWA cache gives those layers their own row
-    indices and mask (build_attn_inp_kv_iswa)."""
+    indices and mask (build_attn_inp_kv_iswa). ``rot``: the sizes of the Hadamard rotations of K and V, 0 for
+    none: a quantized cache stores rotated K (with Q rotated alike) and V (the attention output rotated back), each a
+    product by an n x n input (llama-kv-cache.cpp attn_rot_k / attn_rot_v, llama-impl.h llama_mul_mat_hadamard)."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
     head_dim_v = head_dim_v or head_dim
     q, kv = n_head * head_dim, n_head_kv * head_dim_v
@@ -188,7 +207,7 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     else:
         inputs = [("inp_pos", 4 * n_ubatch)]
         nodes = [Node("embd", "GET_ROWS", n_embd * f, ("w",))]
-    if gemma:
+    if style.gemma:
         nodes.append(Node("embd_scaled", "SCALE", n_embd * f, ("embd",)))
     prev = nodes[-1].name if nodes else "embd"
     swa_layers, swa_cells = swa
@@ -199,17 +218,22 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
             # llm_graph_input_attn_kv(_iswa), allocated where the graph first reads them: int64 K (and V) row
             # indices (per value for a transposed V), the mask (f16 with flash attention, over the cells)
             per_value = kv if not (flash_attn or v_cont) else 1
+            inputs += [(f"{t}_rot{kind}", 4 * n * n) for t, n in zip("kv", rot) if n]
             inputs += [("k_idxs" + kind, 8 * n_ubatch), ("v_idxs" + kind, 8 * n_ubatch * per_value),
                        ("mask" + kind, 0 if fa_elsewhere else cells * n_ubatch * (2 if flash_attn else 4))]
         qkv = (_deepseek2_qkv(p, f, n_head, head_dim, head_dim_v, mla_lora) if mla_lora[0]
-               else _llama_qkv(p, q * f, kv * f, qk_norm, gemma))
+               else _llama_qkv(p, q * f, kv * f, style))
+        v_copy = kv * f if style.fused_qkv and not flash_attn else 0
+        qkv = _rotated(p, qkv, kind, rot, {"q": q * f, "v": kv * f, "k": n_head_kv * head_dim * f},
+                       strided_v=style.fused_qkv)
         nodes += _attention(p, prev, il == n_layer - 1, n_embd * f, qkv, n_head * head_dim_v * f,
-                            cells * n_head * f, flash_attn, v_cont * cells // max(kv_cells, 1), kind, gemma)
+                            cells * n_head * f, flash_attn, v_cont * cells // max(kv_cells, 1), kind, style.gemma,
+                            v_copy, rot_out=bool(rot[1]))
         nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp")
         if moe is None or il < moe.dense_lead:
-            nodes += _ffn(p, p + "ffn_norm", n_embd * f, n_ff * f, p + "ffn_out")
+            nodes += _ffn(p, p + "ffn_norm", n_embd * f, n_ff * f, p + "ffn_out", style.fused_up)
             out = p + "ffn_out"
-            if gemma:
+            if style.gemma:
                 nodes += _norm(p + "ffn_post", n_embd * f, out)
                 out = p + "ffn_post"
         else:
@@ -219,7 +243,8 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
                 nodes += _ffn(p + "sh", p + "ffn_norm", n_embd * f, moe.n_ff_shexp * f, p + "shexp_out")
                 nodes.append(Node(p + "ffn_out", "ADD", n_embd * f, (out, p + "shexp_out")))
                 out = p + "ffn_out"
-        nodes.append(Node(p + "l_out", "ADD", n_embd * f, (out, p + "ffn_inp")))
+        srcs = (p + "ffn_inp", out) if style.residual_first else (out, p + "ffn_inp")
+        nodes.append(Node(p + "l_out", "ADD", n_embd * f, srcs))
         prev = p + "l_out"
     inputs.append(("out_ids", 4 * n_ubatch))
     nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)),
@@ -234,18 +259,22 @@ def _norm(name: str, size: int, src: str) -> list[Node]:
 
 
 def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int, kq: int,
-               flash_attn: bool, v_cont: int = 0, kind: str = "", post_norm: bool = False) -> list[Node]:
+               flash_attn: bool, v_cont: int = 0, kind: str = "", post_norm: bool = False,
+               v_copy: int = 0, rot_out: bool = False) -> list[Node]:
     """A layer's attention block of src/models/llama.cpp in node order, up to the FFN's input (sizes in bytes):
     the norm, ``qkv`` (the products and their RoPE, ending in tensors named q_rope, v3 and k_rope), the cache
     writes, the attention (``out`` bytes: heads x V head size per token) and its output projection; the last layer
     keeps only the output rows (get_rows with out_ids, all of them in the reserve graph). ``kind``: the suffix of
     the cache's row indices and mask ("_swa" for a sliding-window layer of an iSWA cache); ``post_norm``: the
-    attention output normed before the residual (Gemma)."""
+    attention output normed before the residual (Gemma); ``v_copy``: the bytes of V copied contiguous before the
+    transposed cache write (a strided view of a fused QKV product); ``rot_out``: the attention output rotated back
+    (a rotated V cache)."""
     mask = "mask" + kind
     nodes = _norm(p + "attn_norm", e, prev) + qkv
     nodes += [Node(p + "k_view", "VIEW", 0, (p + "k_rope",)),
               Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs" + kind)),
-              Node(p + "v_view", "VIEW" if flash_attn or v_cont else "RESHAPE", 0, (p + "v3",)),
+              *([Node(p + "v3c", "CONT", v_copy, (p + "v3",))] if v_copy else []),
+              Node(p + "v_view", "VIEW" if flash_attn or v_cont else "RESHAPE", 0, (p + ("v3c" if v_copy else "v3"),)),
               Node(p + "v_set", "SET_ROWS", 0, ("cache_v", p + "v_view", "v_idxs" + kind)),
               Node(p + "q_view", "VIEW", 0, (p + "q_rope",)), Node(p + "q_perm", "PERMUTE", 0, (p + "q_view",))]
     if flash_attn:
@@ -259,7 +288,11 @@ def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int,
                   Node(p + "kq_soft_max", "SOFT_MAX", kq, (p + "kq", mask)),
                   Node(p + "kqv", "MUL_MAT", out, (v, p + "kq_soft_max")),
                   Node(p + "kqv_perm", "PERMUTE", 0, (p + "kqv",)), Node(p + "kqv_out", "CONT", out, (p + "kqv_perm",))]
-    nodes.append(Node(p + "attn_out", "MUL_MAT", e, ("w", p + "kqv_out")))
+    kqv = p + "kqv_out"
+    if rot_out:
+        nodes += _hadamard(kqv, out, True, "v_rot" + kind)
+        kqv += "_h4"
+    nodes.append(Node(p + "attn_out", "MUL_MAT", e, ("w", kqv)))
     cur = p + "attn_out"
     if last:
         nodes += [Node(p + "attn_rows", "GET_ROWS", e, (cur, "out_ids")),
@@ -271,20 +304,52 @@ def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int,
     return nodes + [Node(p + "ffn_inp", "ADD", e, (cur, prev))]
 
 
-def _llama_qkv(p: str, q: int, kv: int, qk_norm: bool, q_scale: bool = False) -> list[Node]:
-    """Q, K and V of a llama-style layer (build_qkv) in the order build_attn expands them: Q, V, K; ``q_scale``:
-    the roped Q scaled (Gemma's f_attention_scale), in place."""
-    nodes: list[Node] = []
+def _hadamard(x: str, size: int, contiguous: bool, rot: str) -> list[Node]:
+    """llama_mul_mat_hadamard: ``x`` viewed (or, strided, copied) as rows of the rotation's size, multiplied by it,
+    viewed back as ``x + "_h4"``."""
+    flat = Node(x + "_r2", "RESHAPE", 0, (x,)) if contiguous else Node(x + "_r2", "CONT", size, (x,))
+    return [flat, Node(x + "_h", "MUL_MAT", size, (rot, x + "_r2")), Node(x + "_h4", "RESHAPE", 0, (x + "_h",))]
+
+
+def _rotated(p: str, qkv: list[Node], kind: str, rot: tuple[int, int], sizes: dict[str, int],
+             strided_v: bool) -> list[Node]:
+    """``qkv`` (the Q, V and K chains in that order, ending in q_rope, v3 and k_rope) with build_attn's rotations for
+    a quantized cache: Q and K by the K rotation, V by the V rotation, each right after its chain, and the names
+    _attention reads pointed at the rotated tensors."""
+    if not any(rot):
+        return qkv
+    out: list[Node] = []
+    ends = {p + "q_rope": ("q", rot[0]), p + "v3": ("v", rot[1]), p + "k_rope": ("k", rot[0])}
+    renamed: dict[str, str] = {}
+    for n in qkv:
+        out.append(n)
+        if n.name in ends and ends[n.name][1]:
+            t = ends[n.name][0]
+            out += _hadamard(n.name, sizes[t], not (t == "v" and strided_v), f"{t if t != 'q' else 'k'}_rot{kind}")
+            renamed[n.name] = n.name + "_h4"
+    # the consumers in _attention read q_rope, v3 and k_rope: give those names to the rotated views
+    swap = {**{k: k + "_pre" for k in renamed}, **{v: k for k, v in renamed.items()}}
+    return [Node(swap.get(n.name, n.name), n.op, n.nbytes, tuple(swap.get(x, x) for x in n.srcs)) for n in out]
+
+
+def _llama_qkv(p: str, q: int, kv: int, style: Style) -> list[Node]:
+    """Q, K and V of a llama-style layer (build_qkv) in the order build_attn expands them: Q, V, K, each from its
+    own product or, with ``style.fused_qkv``, as views of one; the roped Q scaled in place with ``style.q_scale``."""
+    nodes: list[Node] = [Node(p + "qkv", "MUL_MAT", q + 2 * kv, ("w", p + "attn_norm"))] if style.fused_qkv else []
     for t, size in (("q", q), ("v", kv), ("k", kv)):
-        nodes += [Node(p + t, "MUL_MAT", size, ("w", p + "attn_norm")), Node(p + t + "3", "RESHAPE", 0, (p + t,))]
+        if style.fused_qkv:
+            nodes.append(Node(p + t + "3", "VIEW", 0, (p + "qkv",)))
+        else:
+            nodes += [Node(p + t, "MUL_MAT", size, ("w", p + "attn_norm")),
+                      Node(p + t + "3", "RESHAPE", 0, (p + t,))]
         if t == "v":
             continue
         src = p + t + "3"
-        if qk_norm:  # the norm of a view cannot take its block; the scale and the RoPE then work in place
+        if style.qk_norm:  # the norm of a view cannot take its block; the scale and the RoPE then work in place
             nodes += [Node(p + t + "_norm0", "RMS_NORM", size, (src,)),
                       Node(p + t + "_normed", "MUL", size, (p + t + "_norm0", "w"))]
             src = p + t + "_normed"
-        if t == "q" and q_scale:
+        if t == "q" and style.q_scale:
             nodes += [Node(p + "q_roped", "ROPE", size, (src, "inp_pos")),
                       Node(p + "q_rope", "SCALE", size, (p + "q_roped",))]
         else:
@@ -312,12 +377,15 @@ def _deepseek2_qkv(p: str, f: int, n_head: int, head_k: int, head_v: int, lora: 
             Node(p + "k_rope", "CONCAT", n_head * head_k * f, (p + "k_nope", p + "k_pe_rep"))]
 
 
-def _ffn(p: str, src: str, e: int, ff: int, out: str) -> list[Node]:
-    """A dense SwiGLU FFN on ``src`` (llama-graph.cpp build_ffn, fused gate and up activation) giving ``out``."""
-    return [Node(p + "gate", "MUL_MAT", ff, ("w", src)),
-            Node(p + "up", "MUL_MAT", ff, ("w", src)),
-            Node(p + "swiglu", "SWIGLU", ff, (p + "gate", p + "up")),
-            Node(out, "MUL_MAT", e, ("w", p + "swiglu"))]
+def _ffn(p: str, src: str, e: int, ff: int, out: str, fused_up: bool = False) -> list[Node]:
+    """A dense SwiGLU FFN on ``src`` (llama-graph.cpp build_ffn, fused gate and up activation, or with
+    ``fused_up`` one product of both halves that the SwiGLU splits) giving ``out``."""
+    if fused_up:
+        act = [Node(p + "up", "MUL_MAT", 2 * ff, ("w", src)), Node(p + "swiglu", "SWIGLU", ff, (p + "up",))]
+    else:
+        act = [Node(p + "gate", "MUL_MAT", ff, ("w", src)), Node(p + "up", "MUL_MAT", ff, ("w", src)),
+               Node(p + "swiglu", "SWIGLU", ff, (p + "gate", p + "up"))]
+    return act + [Node(out, "MUL_MAT", e, ("w", p + "swiglu"))]
 
 
 def _moe(p: str, e: int, f: int, moe: Moe, alloc_deps: tuple[bool, bool]) -> list[Node]:
