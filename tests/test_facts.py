@@ -189,6 +189,17 @@ def test_a_bad_nextn_layer_count_is_refused_in_one_line(tmp_path, value, message
         read_gguf_facts(path)
 
 
+def test_more_experts_used_than_the_model_has_is_refused_in_one_line(tmp_path):
+    """llama.cpp refuses expert_used_count above expert_count (src/llama-model.cpp load_hparams:
+    GGML_ASSERT(n_expert_used_max <= hparams.n_expert)); so does the reader, before any estimate builds a graph
+    of that many experts."""
+    spec = Spec("qwen3moe", n_layer=2, n_embd=128, n_head=4, n_head_kv=2, n_ff=256, n_vocab=700, n_expert=8,
+                n_expert_used=2, n_ff_exp=64, extra_kv=(("qwen3moe.expert_used_count", 2**31),))
+    path = ggufgen.write(tmp_path / "m.gguf", spec, sparse=True)
+    with pytest.raises(BadInputError, match="expert_used_count = 2147483648 exceeds expert_count = 8"):
+        read_gguf_facts(path)
+
+
 def test_nextn_layers_are_not_part_of_the_model(tmp_path):
     """GLM-4.5's MTP block counts in block_count; llama.cpp runs n_layer_all - n_layer_nextn layers."""
     spec = Spec(n_layer=4, n_embd=256, n_ff=512, extra_kv=(("llama.nextn_predict_layers", 1),))

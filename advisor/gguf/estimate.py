@@ -822,6 +822,11 @@ REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "gl
 #: Of those, the Gemma layers (scaled embeddings and Q, norms after the attention and the FFN; sliding-window layers
 #: on an iSWA cache): src/models/gemma2.cpp, gemma3.cpp.
 GEMMA = ("gemma2", "gemma3")
+#: The replay's size bound: about this many graph nodes per layer plus two per expert used (galloc builds each
+#: expert's output view and sum), and the most it builds (DeepSeek-V3's 61 layers x 8 experts need about 4k;
+#: the bound keeps a hostile header's estimate under a second).
+REPLAY_NODES_PER_LAYER = 64
+REPLAY_MAX_NODES = 50_000
 #: Backends built from ggml-cuda, whose graph_optimize adds allocation dependencies for its MoE fusions.
 FUSION_DEPS_BACKENDS = ("cuda", "rocm")
 
@@ -831,6 +836,8 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     graph is modelled node by node (REPLAYED: no MLA absorption or recurrent layers, one head size, a gated FFN)
     on one device, any KV streams and cache types, a current build; else 0, and the phases of compute_bytes /
     gpu_compute_bytes apply."""
+    if facts.n_layer * (facts.n_expert_used + REPLAY_NODES_PER_LAYER) > REPLAY_MAX_NODES:
+        return 0  # a header no released model has (hostile or corrupt): the closed form, in bounded time
     moe = _moe_shape(facts)
     deps = _fusion_deps(facts, s) if not host_inputs else (False, False)
     if moe and moe.norm_w and not host_inputs and n_seq > 1 and g.n_stream == 1 and any(deps):

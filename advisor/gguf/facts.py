@@ -538,6 +538,12 @@ def _check_values(path: str, kv: dict[str, Any], tensors: list[TensorFacts]) -> 
     n_expert = kv.get(prefix + "expert_count")
     if isinstance(n_expert, int) and n_expert > LLAMA_MAX_EXPERTS:
         raise BadInputError(f"{path}: {n_expert} experts; llama.cpp supports at most {LLAMA_MAX_EXPERTS}")
+    used = kv.get(prefix + "expert_used_count")
+    used_max = max((u for u in (used if isinstance(used, list) else [used]) if isinstance(u, int)), default=0)
+    if used_max > (n_expert if isinstance(n_expert, int) else 0):
+        # llama-model.cpp load_hparams: GGML_ASSERT(n_expert_used_max <= hparams.n_expert)
+        raise BadInputError(f"{path}: {prefix}expert_used_count = {used_max} exceeds expert_count = "
+                            f"{n_expert if isinstance(n_expert, int) else 0}; llama.cpp refuses such a model")
     for key, value in kv.items():
         if not key.startswith(prefix):
             continue

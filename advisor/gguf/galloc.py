@@ -17,7 +17,9 @@ import functools
 from dataclasses import dataclass
 
 #: ggml_op_can_inplace: the ops whose result may take the place of a source (ggml-alloc.c).
-INPLACE_OPS = frozenset({"ADD", "MUL", "DIV", "SUB", "SCALE", "UNARY", "ROPE", "RMS_NORM", "CLAMP", "SOFT_MAX"})
+INPLACE_OPS = frozenset({"FILL", "SCALE", "DIAG_MASK_ZERO", "DIAG_MASK_INF", "ADD", "ADD_ID", "ADD1", "SUB", "MUL",
+                         "DIV", "SQR", "SQRT", "LOG", "UNARY", "ROPE", "ROPE_BACK", "SILU_BACK", "RMS_NORM",
+                         "RMS_NORM_BACK", "CLAMP", "SOFT_MAX", "SOFT_MAX_BACK"})
 #: ggml_impl_is_view: ops whose result is a view of another tensor's data, never allocated.
 VIEW_OPS = frozenset({"RESHAPE", "VIEW", "PERMUTE", "TRANSPOSE", "SET_ROWS"})
 #: Block alignment, between the CPU buffer's (ggml-impl.h TENSOR_ALIGNMENT, 32) and CUDA's
@@ -184,8 +186,8 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     oracle of tests/data/llamacpp-cuda). ``style``: the layer's departures from llama's (Style). Q, K and V
     biases (qwen2.cpp, glm4-moe.cpp, phi3.cpp, and llama's when a file has them) are added in place on the
     products, so they move nothing. ``moe``: the experts of Qwen3-MoE, GLM-4.5 or DeepSeek-V2 layers
-    (src/models/qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp); ``alloc_deps``: the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and its fused
-    weighted expert sum (see _moe). ``head_dim_v``: the V head size where it differs from K's. ``mla_lora``:
+    (src/models/qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp); ``alloc_deps``: the dependencies ggml-cuda's
+    graph_optimize adds for its fused top-k routing and its fused weighted expert sum (see _moe). ``head_dim_v``: the V head size where it differs from K's. ``mla_lora``:
     (kv_lora_rank, RoPE dims) of a DeepSeek-V2 file with attn_kv_b whole (see _deepseek2_qkv). ``fa_elsewhere``:
     a GPU's buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head sizes): the
     mask is not its input, and the attention output is copied in where the op would have been. ``v_cont``: the
