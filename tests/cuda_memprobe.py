@@ -131,9 +131,6 @@ MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
 
 #: CPU-recording misses (compute buffer, this machine's CPU backend): (model, setting or "*") -> (bound, reason).
 CPU_MISSES: dict[tuple[str, str], tuple[float, str]] = {
-    ("starcoder2-7b", "c16384-q8"): (0.08, "with a q8_0 KV cache llama.cpp's plan is V + 2E (114 MiB), not the "
-                                          "V + 3E of its f16-cache cases that the estimator uses for starcoder2; "
-                                          "the E-wide tensor that goes away is not identified"),
     # The MoE misses below were traced with ggml-alloc's allocation log on this CPU: each peak is the logits
     # phase, placed above a hole the layer left (fragmentation), not a live tensor the phases leave out.
     ("gpt-oss-20b", "*"): (0.07, "6 % under at ub 2048 and with layers set for the GPU: the MoE sum of the last "

@@ -816,9 +816,11 @@ def _gpu_compute(facts: ModelFacts, s: Settings, rule: BackendRule, g: _Graph, d
 REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSED_SINCE)
 #: Architectures whose graph galloc builds -> whether they norm Q and K per head, None where the file decides (the
 #: norms are optional tensors): src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp, glm4-moe.cpp (Q/K/V biases
-#: are added in place and move nothing).
+#: are added in place and move nothing), deepseek2.cpp (DeepSeek-V2-Lite layouts: attn_kv_b whole, no Q LoRA),
+#: gemma2.cpp, gemma3.cpp, phi3.cpp (dense Phi-3: fused QKV and gate/up products), smollm3.cpp (every fourth layer
+#: without RoPE) and starcoder2.cpp (LayerNorm, a plain GELU FFN).
 REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None, "deepseek2": False,
-            "gemma2": False, "gemma3": True, "phi3": False}
+            "gemma2": False, "gemma3": True, "phi3": False, "smollm3": False, "starcoder2": False}
 #: Of those, the Gemma layers (scaled embeddings and Q, norms after the attention and the FFN; sliding-window layers
 #: on an iSWA cache): src/models/gemma2.cpp, gemma3.cpp.
 GEMMA = ("gemma2", "gemma3")
@@ -851,7 +853,8 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert)
              and (not facts.sliding_window or (gemma and s.since(ISWA_SINCE)))
              and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0])
-             and (_ffn_kind(facts) == "gated" or (facts.architecture == "phi3" and not facts.n_expert))
+             and (_ffn_kind(facts) == "gated" or (facts.architecture == "phi3" and not facts.n_expert)
+                  or (facts.architecture == "starcoder2" and _ffn_kind(facts) == "gelu"))
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
              and (facts.head_dim_k == facts.head_dim_v or mla[0]) and facts.n_ff and len(set(facts.n_ff)) == 1)
     # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
@@ -863,10 +866,11 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     qk_norm = REPLAYED[facts.architecture]
     if qk_norm is None:
         qk_norm = facts.tensor("blk.0.attn_q_norm.weight") is not None
-    phi3 = facts.architecture == "phi3"
+    phi3, starcoder2 = facts.architecture == "phi3", facts.architecture == "starcoder2"
     style = galloc.Style(qk_norm=qk_norm, q_scale=gemma or phi3, gemma=gemma, residual_first=phi3,
                          fused_qkv=facts.tensor("blk.0.attn_qkv.weight") is not None,
-                         fused_up=_ffn_kind(facts) == "fused_up")
+                         fused_up=_ffn_kind(facts) == "fused_up", layer_norm=starcoder2, plain_ffn=starcoder2,
+                         nope_every=4 if facts.architecture == "smollm3" else 0)
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
                                       g.flash_attn, host_inputs, style=style, moe=moe, alloc_deps=deps,

@@ -139,7 +139,10 @@ class Style:
     K are roped into new tensors and, without flash attention, V is copied contiguous for the transposed cache
     (phi3.cpp, llama-kv-cache.cpp cpy_v); ``fused_up``, one ffn_up product of twice the FFN width split by the
     SwiGLU (phi3.cpp, build_ffn LLM_FFN_SWIGLU); ``residual_first``, the layer output added as residual + FFN,
-    so it takes the residual's block (phi3.cpp)."""
+    so it takes the residual's block (phi3.cpp); ``layer_norm``, LayerNorm (GGML_OP_NORM, never in place, and a
+    bias added) where llama has RMSNorm, and ``plain_ffn``, an FFN of one up product, its activation in place, and
+    down (starcoder2.cpp); ``nope_every``, every n-th layer without RoPE, Q and K written and read as the
+    products' views (smollm3.cpp n_no_rope_layer_step)."""
 
     qk_norm: bool = False
     q_scale: bool = False
@@ -147,6 +150,9 @@ class Style:
     fused_qkv: bool = False
     fused_up: bool = False
     residual_first: bool = False
+    layer_norm: bool = False
+    plain_ffn: bool = False
+    nope_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -187,8 +193,8 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     biases (qwen2.cpp, glm4-moe.cpp, phi3.cpp, and llama's when a file has them) are added in place on the
     products, so they move nothing. ``moe``: the experts of Qwen3-MoE, GLM-4.5 or DeepSeek-V2 layers
     (src/models/qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp); ``alloc_deps``: the dependencies ggml-cuda's
-    graph_optimize adds for its fused top-k routing and its fused weighted expert sum (see _moe). ``head_dim_v``: the V head size where it differs from K's. ``mla_lora``:
-    (kv_lora_rank, RoPE dims) of a DeepSeek-V2 file with attn_kv_b whole (see _deepseek2_qkv). ``fa_elsewhere``:
+    graph_optimize adds for its fused top-k routing and its fused weighted expert sum (see _moe). ``head_dim_v``:
+    the V head size where it differs from K's. ``mla_lora``: (kv_lora_rank, RoPE dims) of a DeepSeek-V2 file with attn_kv_b whole (see _deepseek2_qkv). ``fa_elsewhere``:
     a GPU's buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head sizes): the
     mask is not its input, and the attention output is copied in where the op would have been. ``v_cont``: the
     bytes of one layer's V copied transposed without flash attention, for a cache stored untransposed (-fa auto
@@ -223,17 +229,19 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
             inputs += [(f"{t}_rot{kind}", 4 * n * n) for t, n in zip("kv", rot) if n]
             inputs += [("k_idxs" + kind, 8 * n_ubatch), ("v_idxs" + kind, 8 * n_ubatch * per_value),
                        ("mask" + kind, 0 if fa_elsewhere else cells * n_ubatch * (2 if flash_attn else 4))]
+        rope = not (style.nope_every and (il + 1) % style.nope_every == 0)
         qkv = (_deepseek2_qkv(p, f, n_head, head_dim, head_dim_v, mla_lora) if mla_lora[0]
-               else _llama_qkv(p, q * f, kv * f, style))
+               else _llama_qkv(p, q * f, kv * f, style, rope))
         v_copy = kv * f if style.fused_qkv and not flash_attn else 0
         qkv = _rotated(p, qkv, kind, rot, {"q": q * f, "v": kv * f, "k": n_head_kv * head_dim * f},
                        strided_v=style.fused_qkv)
         nodes += _attention(p, prev, il == n_layer - 1, n_embd * f, qkv, n_head * head_dim_v * f,
                             cells * n_head * f, flash_attn, v_cont * cells // max(kv_cells, 1), kind, style.gemma,
-                            v_copy, rot_out=bool(rot[1]))
-        nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp")
+                            v_copy, rot_out=bool(rot[1]), layer_norm=style.layer_norm)
+        nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp", style.layer_norm)
         if moe is None or il < moe.dense_lead:
-            nodes += _ffn(p, p + "ffn_norm", n_embd * f, n_ff * f, p + "ffn_out", style.fused_up)
+            kind = "fused_up" if style.fused_up else "plain" if style.plain_ffn else "gated"
+            nodes += _ffn(p, p + "ffn_norm", n_embd * f, n_ff * f, p + "ffn_out", kind)
             out = p + "ffn_out"
             if style.gemma:
                 nodes += _norm(p + "ffn_post", n_embd * f, out)
@@ -249,20 +257,22 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
         nodes.append(Node(p + "l_out", "ADD", n_embd * f, srcs))
         prev = p + "l_out"
     inputs.append(("out_ids", 4 * n_ubatch))
-    nodes += [Node("out_norm", "RMS_NORM", n_embd * f, (prev,)),
+    nodes += [Node("out_norm", "NORM" if style.layer_norm else "RMS_NORM", n_embd * f, (prev,)),
               Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
               Node("result_output", "MUL_MAT", n_vocab * f, ("w", "result_norm"))]
     return high_water(nodes, inputs, frozenset({"result_output"}))
 
 
-def _norm(name: str, size: int, src: str) -> list[Node]:
-    """build_norm with LLM_NORM_RMS and a weight: the norm, then the weight multiplied in place."""
-    return [Node(name + "0", "RMS_NORM", size, (src,)), Node(name, "MUL", size, (name + "0", "w"))]
+def _norm(name: str, size: int, src: str, layer_norm: bool = False) -> list[Node]:
+    """build_norm with LLM_NORM_RMS (or LLM_NORM, ``layer_norm``) and a weight: the norm, then the weight
+    multiplied in place (and a LayerNorm's bias added in place, which moves nothing)."""
+    return [Node(name + "0", "NORM" if layer_norm else "RMS_NORM", size, (src,)),
+            Node(name, "MUL", size, (name + "0", "w"))]
 
 
 def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int, kq: int,
                flash_attn: bool, v_cont: int = 0, kind: str = "", post_norm: bool = False,
-               v_copy: int = 0, rot_out: bool = False) -> list[Node]:
+               v_copy: int = 0, rot_out: bool = False, layer_norm: bool = False) -> list[Node]:
     """A layer's attention block of src/models/llama.cpp in node order, up to the FFN's input (sizes in bytes):
     the norm, ``qkv`` (the products and their RoPE, ending in tensors named q_rope, v3 and k_rope), the cache
     writes, the attention (``out`` bytes: heads x V head size per token) and its output projection; the last layer
@@ -272,7 +282,7 @@ def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int,
     transposed cache write (a strided view of a fused QKV product); ``rot_out``: the attention output rotated back
     (a rotated V cache)."""
     mask = "mask" + kind
-    nodes = _norm(p + "attn_norm", e, prev) + qkv
+    nodes = _norm(p + "attn_norm", e, prev, layer_norm) + qkv
     nodes += [Node(p + "k_view", "VIEW", 0, (p + "k_rope",)),
               Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view", "k_idxs" + kind)),
               *([Node(p + "v3c", "CONT", v_copy, (p + "v3",))] if v_copy else []),
@@ -334,9 +344,10 @@ def _rotated(p: str, qkv: list[Node], kind: str, rot: tuple[int, int], sizes: di
     return [Node(swap.get(n.name, n.name), n.op, n.nbytes, tuple(swap.get(x, x) for x in n.srcs)) for n in out]
 
 
-def _llama_qkv(p: str, q: int, kv: int, style: Style) -> list[Node]:
+def _llama_qkv(p: str, q: int, kv: int, style: Style, rope: bool = True) -> list[Node]:
     """Q, K and V of a llama-style layer (build_qkv) in the order build_attn expands them: Q, V, K, each from its
-    own product or, with ``style.fused_qkv``, as views of one; the roped Q scaled in place with ``style.q_scale``."""
+    own product or, with ``style.fused_qkv``, as views of one; the roped Q scaled in place with ``style.q_scale``;
+    without ``rope`` Q and K stay views of their products."""
     nodes: list[Node] = [Node(p + "qkv", "MUL_MAT", q + 2 * kv, ("w", p + "attn_norm"))] if style.fused_qkv else []
     for t, size in (("q", q), ("v", kv), ("k", kv)):
         if style.fused_qkv:
@@ -351,7 +362,9 @@ def _llama_qkv(p: str, q: int, kv: int, style: Style) -> list[Node]:
             nodes += [Node(p + t + "_norm0", "RMS_NORM", size, (src,)),
                       Node(p + t + "_normed", "MUL", size, (p + t + "_norm0", "w"))]
             src = p + t + "_normed"
-        if t == "q" and style.q_scale:
+        if not rope:
+            nodes.append(Node(p + t + "_rope", "VIEW", 0, (src,)))
+        elif t == "q" and style.q_scale:
             nodes += [Node(p + "q_roped", "ROPE", size, (src, "inp_pos")),
                       Node(p + "q_rope", "SCALE", size, (p + "q_roped",))]
         else:
@@ -379,11 +392,14 @@ def _deepseek2_qkv(p: str, f: int, n_head: int, head_k: int, head_v: int, lora: 
             Node(p + "k_rope", "CONCAT", n_head * head_k * f, (p + "k_nope", p + "k_pe_rep"))]
 
 
-def _ffn(p: str, src: str, e: int, ff: int, out: str, fused_up: bool = False) -> list[Node]:
-    """A dense SwiGLU FFN on ``src`` (llama-graph.cpp build_ffn, fused gate and up activation, or with
-    ``fused_up`` one product of both halves that the SwiGLU splits) giving ``out``."""
-    if fused_up:
+def _ffn(p: str, src: str, e: int, ff: int, out: str, kind: str = "gated") -> list[Node]:
+    """A dense FFN on ``src`` giving ``out`` (llama-graph.cpp build_ffn): "gated", gate and up products and their
+    fused activation; "fused_up", one product of both halves that the SwiGLU splits; "plain", one up product whose
+    bias and activation work in place."""
+    if kind == "fused_up":
         act = [Node(p + "up", "MUL_MAT", 2 * ff, ("w", src)), Node(p + "swiglu", "SWIGLU", ff, (p + "up",))]
+    elif kind == "plain":
+        act = [Node(p + "up", "MUL_MAT", ff, ("w", src)), Node(p + "swiglu", "UNARY", ff, (p + "up",))]
     else:
         act = [Node(p + "gate", "MUL_MAT", ff, ("w", src)), Node(p + "up", "MUL_MAT", ff, ("w", src)),
                Node(p + "swiglu", "SWIGLU", ff, (p + "gate", p + "up"))]
