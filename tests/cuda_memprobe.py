@@ -131,12 +131,8 @@ MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
 
 #: CPU-recording misses (compute buffer, this machine's CPU backend): (model, setting or "*") -> (bound, reason).
 CPU_MISSES: dict[tuple[str, str], tuple[float, str]] = {
-    # The MoE misses below were traced with ggml-alloc's allocation log on this CPU: each peak is the logits
-    # phase, placed above a hole the layer left (fragmentation), not a live tensor the phases leave out.
-    ("gpt-oss-20b", "*"): (0.07, "6 % under at ub 2048 and with layers set for the GPU: the MoE sum of the last "
-                                 "layer stacks on the n_used x E slot of its down projection, so the logits sit "
-                                 "11.5k floats per token higher (traced V + 3E + 11520 + 2379)"),
-    ("gpt-oss-120b", "*"): (0.07, "as gpt-oss-20b (same layer shapes)"),
+    # The MoE miss below was traced with ggml-alloc's allocation log on this CPU: the peak is the logits phase,
+    # placed above a hole the layer left (fragmentation), not a live tensor the phases leave out.
     ("llama-4-scout-17b-16e-instruct", "*"): (0.09, "7-8 % under at long context and ub 2048: V + 2E live above an "
                                                     "18.4k-float hole (masks and inputs, ffn_inp, the down "
                                                     "projection's slot)"),

@@ -818,12 +818,15 @@ REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSE
 #: norms are optional tensors): src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp, glm4-moe.cpp (Q/K/V biases
 #: are added in place and move nothing), deepseek2.cpp (DeepSeek-V2-Lite layouts: attn_kv_b whole, no Q LoRA),
 #: gemma2.cpp, gemma3.cpp, phi3.cpp (dense Phi-3: fused QKV and gate/up products), smollm3.cpp (every fourth layer
-#: without RoPE) and starcoder2.cpp (LayerNorm, a plain GELU FFN).
+#: without RoPE), starcoder2.cpp (LayerNorm, a plain GELU FFN) and openai-moe.cpp (gpt-oss: biased router and
+#: experts, the chosen logits softmaxed, the final hidden state kept).
 REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None, "deepseek2": False,
-            "gemma2": False, "gemma3": True, "phi3": False, "smollm3": False, "starcoder2": False}
-#: Of those, the Gemma layers (scaled embeddings and Q, norms after the attention and the FFN; sliding-window layers
-#: on an iSWA cache): src/models/gemma2.cpp, gemma3.cpp.
+            "gemma2": False, "gemma3": True, "phi3": False, "smollm3": False, "starcoder2": False, "gpt-oss": False}
+#: Of those, the Gemma layers (scaled embeddings and Q, norms after the attention and the FFN): src/models/gemma2.cpp,
+#: gemma3.cpp.
 GEMMA = ("gemma2", "gemma3")
+#: Of those, the ones with sliding-window layers on an iSWA cache.
+REPLAYED_ISWA = GEMMA + ("gpt-oss",)
 #: The replay's size bound: about this many graph nodes per layer plus two per expert used (galloc builds each
 #: expert's output view and sum), and the most it builds (DeepSeek-V3's 61 layers x 8 experts need about 4k;
 #: the bound keeps a hostile header's estimate under a second).
@@ -841,7 +844,7 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     if facts.n_layer * (facts.n_expert_used + REPLAY_NODES_PER_LAYER) > REPLAY_MAX_NODES:
         return 0  # a header no released model has (hostile or corrupt): the closed form, in bounded time
     moe = _moe_shape(facts)
-    deps = _fusion_deps(facts, s) if not host_inputs else (False, False)
+    deps = _fusion_deps(facts, s, moe) if not host_inputs else (False, False)
     if moe and moe.norm_w and not host_inputs and n_seq > 1 and g.n_stream == 1 and any(deps):
         # H200, Qwen3-30B-A3B with 4 sequences in one unified cache: the plan is the one without the top-k
         # fusion's dependencies (300.75 MiB), for a reason not traced, while GLM-4.5-Air and DeepSeek-V2-Lite,
@@ -851,7 +854,7 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     mla = _mla_unsplit(facts)
     gemma = facts.architecture in GEMMA
     plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert)
-             and (not facts.sliding_window or (gemma and s.since(ISWA_SINCE)))
+             and (not facts.sliding_window or (facts.architecture in REPLAYED_ISWA and s.since(ISWA_SINCE)))
              and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0])
              and (_ffn_kind(facts) == "gated" or (facts.architecture == "phi3" and not facts.n_expert)
                   or (facts.architecture == "starcoder2" and _ffn_kind(facts) == "gelu"))
@@ -859,7 +862,8 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
              and (facts.head_dim_k == facts.head_dim_v or mla[0]) and facts.n_ff and len(set(facts.n_ff)) == 1)
     # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
     # build_attn_mha views Q as [.., n_tokens/n_stream, n_stream], the mask is cells x n_tokens/n_stream per stream
-    simple = (g.copies == 1 and (not g.fa_on_cpu or not host_inputs) and (not g.swa_cells or gemma)
+    simple = (g.copies == 1 and (not g.fa_on_cpu or not host_inputs)
+              and (not g.swa_cells or facts.architecture in REPLAYED_ISWA)
               and s.since(REPLAY_SINCE))
     if not (plain and simple):
         return 0
@@ -870,7 +874,7 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     style = galloc.Style(qk_norm=qk_norm, q_scale=gemma or phi3, gemma=gemma, residual_first=phi3,
                          fused_qkv=facts.tensor("blk.0.attn_qkv.weight") is not None,
                          fused_up=_ffn_kind(facts) == "fused_up", layer_norm=starcoder2, plain_ffn=starcoder2,
-                         nope_every=4 if facts.architecture == "smollm3" else 0)
+                         nope_every=4 if facts.architecture == "smollm3" else 0, kept_hidden=_kept_hidden(facts, s))
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
                                       g.flash_attn, host_inputs, style=style, moe=moe, alloc_deps=deps,
@@ -917,6 +921,8 @@ def _moe_shape(facts: ModelFacts) -> galloc.Moe | None:
     arch, meta = facts.architecture, facts.metadata
     if arch == "qwen3moe" and not facts.n_expert_shared:
         return shape
+    if arch == "gpt-oss":  # openai-moe.cpp: SOFTMAX_WEIGHT gating, no normalisation, biased router and experts
+        return dataclasses.replace(shape, norm_w=False, weight_softmax=True, biases=True)
     if arch not in ("glm4moe", "deepseek2"):
         return None
     gating = int(meta.get(f"{arch}.expert_gating_func", 0) or 0)
@@ -933,15 +939,16 @@ def _moe_shape(facts: ModelFacts) -> galloc.Moe | None:
         n_ff_shexp=facts.n_ff_exp * facts.n_expert_shared, dense_lead=lead)
 
 
-def _fusion_deps(facts: ModelFacts, s: Settings) -> tuple[bool, bool]:
+def _fusion_deps(facts: ModelFacts, s: Settings, moe: galloc.Moe | None) -> tuple[bool, bool]:
     """Whether ggml-cuda fuses an MoE layer's top-k routing and its weighted expert sum, and so adds their
     allocation dependencies: the top-k kernel exists for a power of two up to 512 experts, or 288 or 576
-    (topk-moe.cu ggml_cuda_should_use_topk_moe); the sum for 2 to 15 experts used (ggml-cuda.cu
-    MOE_WEIGHTED_REDUCTION_MAX_EXPERTS)."""
+    (topk-moe.cu ggml_cuda_should_use_topk_moe), and graph_optimize adds its dependencies only where the gating
+    comes before the top-k (not for a softmax of the chosen logits, args.delayed_softmax); the sum for 2 to 15
+    experts used (ggml-cuda.cu MOE_WEIGHTED_REDUCTION_MAX_EXPERTS)."""
     if s.backend not in FUSION_DEPS_BACKENDS or not s.cuda_fusion or not facts.n_expert:
         return False, False
     n = facts.n_expert
-    topk = (n & (n - 1) == 0 and n <= 512) or n in (288, 576)
+    topk = ((n & (n - 1) == 0 and n <= 512) or n in (288, 576)) and not (moe and moe.weight_softmax)
     return topk, 2 <= facts.n_expert_used <= 15
 
 

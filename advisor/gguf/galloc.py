@@ -142,7 +142,8 @@ class Style:
     so it takes the residual's block (phi3.cpp); ``layer_norm``, LayerNorm (GGML_OP_NORM, never in place, and a
     bias added) where llama has RMSNorm, and ``plain_ffn``, an FFN of one up product, its activation in place, and
     down (starcoder2.cpp); ``nope_every``, every n-th layer without RoPE, Q and K written and read as the
-    products' views (smollm3.cpp n_no_rope_layer_step)."""
+    products' views (smollm3.cpp n_no_rope_layer_step); ``kept_hidden``, every token's final hidden state an
+    output (res->t_h_nextn), the output rows taken after the layers, not in the last one (openai-moe.cpp)."""
 
     qk_norm: bool = False
     q_scale: bool = False
@@ -153,6 +154,7 @@ class Style:
     layer_norm: bool = False
     plain_ffn: bool = False
     nope_every: int = 0
+    kept_hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,9 @@ class Moe:
     softmax), ``prob_bias`` (exp_probs_b added to the probabilities for the selection only), ``norm_w`` (the chosen
     weights divided by their sum), ``scale`` (the weights scaled by expert_weights_scale when it is not 1);
     ``n_ff_shexp``: the width of the shared expert that glm4-moe.cpp runs on the same input after the routed sum
-    (0: none); ``dense_lead``: leading layers with a dense FFN of the model's n_ff instead."""
+    (0: none); ``dense_lead``: leading layers with a dense FFN of the model's n_ff instead; ``weight_softmax``:
+    no gating on the logits, the chosen ones softmaxed (SOFTMAX_WEIGHT, openai-moe.cpp); ``biases``: the router
+    and the experts' products carry biases (gpt-oss)."""
 
     n_expert: int
     n_used: int
@@ -172,6 +176,8 @@ class Moe:
     scale: bool = False
     n_ff_shexp: int = 0
     dense_lead: int = 0
+    weight_softmax: bool = False
+    biases: bool = False
 
 
 @functools.lru_cache(maxsize=4096)
@@ -189,13 +195,13 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     are copied in at the start of the GPU's split, in the order the graph first reads them (ggml-backend.cpp
     ggml_backend_sched_split_graph), so the embeddings come first; ``embd_copied`` False: the embeddings are
     taken in this buffer after the inputs instead (a CPU build that leaves only the two host-side inputs out, the
-    oracle of tests/data/llamacpp-cuda). ``style``: the layer's departures from llama's (Style). Q, K and V
-    biases (qwen2.cpp, glm4-moe.cpp, phi3.cpp, and llama's when a file has them) are added in place on the
-    products, so they move nothing. ``moe``: the experts of Qwen3-MoE, GLM-4.5 or DeepSeek-V2 layers
-    (src/models/qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp); ``alloc_deps``: the dependencies ggml-cuda's
+    oracle of tests/data/llamacpp-cuda). ``style``: the layer's departures from llama's (Style). Q, K, V and
+    output biases (qwen2.cpp, glm4-moe.cpp, starcoder2.cpp, openai-moe.cpp, and llama's when a file has them) are
+    added in place on the products, so they move nothing. ``moe``: the experts of Qwen3-MoE, GLM-4.5, DeepSeek-V2
+    or gpt-oss layers (src/models/qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp, openai-moe.cpp); ``alloc_deps``: the dependencies ggml-cuda's
     graph_optimize adds for its fused top-k routing and its fused weighted expert sum (see _moe). ``head_dim_v``:
-    the V head size where it differs from K's. ``mla_lora``: (kv_lora_rank, RoPE dims) of a DeepSeek-V2 file with attn_kv_b whole (see _deepseek2_qkv). ``fa_elsewhere``:
-    a GPU's buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head sizes): the
+    the V head size where it differs from K's. ``mla_lora``: (kv_lora_rank, RoPE dims) of a DeepSeek-V2 file with
+    attn_kv_b whole (see _deepseek2_qkv). ``fa_elsewhere``: a GPU's buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head sizes): the
     mask is not its input, and the attention output is copied in where the op would have been. ``v_cont``: the
     bytes of one layer's V copied transposed without flash attention, for a cache stored untransposed (-fa auto
     decided after the cache was made; build_attn_mha). ``swa``: which
@@ -235,7 +241,8 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
         v_copy = kv * f if style.fused_qkv and not flash_attn else 0
         qkv = _rotated(p, qkv, kind, rot, {"q": q * f, "v": kv * f, "k": n_head_kv * head_dim * f},
                        strided_v=style.fused_qkv)
-        nodes += _attention(p, prev, il == n_layer - 1, n_embd * f, qkv, n_head * head_dim_v * f,
+        last = il == n_layer - 1 and not style.kept_hidden
+        nodes += _attention(p, prev, last, n_embd * f, qkv, n_head * head_dim_v * f,
                             cells * n_head * f, flash_attn, v_cont * cells // max(kv_cells, 1), kind, style.gemma,
                             v_copy, rot_out=bool(rot[1]), layer_norm=style.layer_norm)
         nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp", style.layer_norm)
@@ -257,10 +264,15 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
         nodes.append(Node(p + "l_out", "ADD", n_embd * f, srcs))
         prev = p + "l_out"
     inputs.append(("out_ids", 4 * n_ubatch))
+    outputs = {"result_output"}
+    if style.kept_hidden:
+        nodes.append(Node("out_rows", "GET_ROWS", n_embd * f, (prev, "out_ids")))
+        outputs.add(prev)
+        prev = "out_rows"
     nodes += [Node("out_norm", "NORM" if style.layer_norm else "RMS_NORM", n_embd * f, (prev,)),
               Node("result_norm", "MUL", n_embd * f, ("out_norm", "w")),
               Node("result_output", "MUL_MAT", n_vocab * f, ("w", "result_norm"))]
-    return high_water(nodes, inputs, frozenset({"result_output"}))
+    return high_water(nodes, inputs, frozenset(outputs))
 
 
 def _norm(name: str, size: int, src: str, layer_norm: bool = False) -> list[Node]:
@@ -408,43 +420,26 @@ def _ffn(p: str, src: str, e: int, ff: int, out: str, kind: str = "gated") -> li
 
 def _moe(p: str, e: int, f: int, moe: Moe, alloc_deps: tuple[bool, bool]) -> list[Node]:
     """The routed experts of an MoE layer in node order, from the normed input ``ffn_norm`` to ``moe_out``
-    (build_moe_ffn: the gating, the top-k by argsort on the probabilities plus any selection bias, the chosen
-    weights normalised and scaled, the experts' gate, up and down products, each output weighted and summed by
-    views). With ``alloc_deps`` ggml-cuda's graph_optimize (ggml-cuda.cu ggml_backend_cuda_graph_optimize) keeps
+    (build_moe_ffn: the routing, _routing; the experts' gate, up and down products, each output weighted and summed
+    by views). With ``alloc_deps`` ggml-cuda's graph_optimize (ggml-cuda.cu ggml_backend_cuda_graph_optimize) keeps
     every node of the fused top-k (and their sources) alive until the node after it, and the experts' down output
     and the weights until the weighted sum's end, so the weighting cannot work in place and the sum lands higher."""
     topk_deps, sum_deps = alloc_deps
-    n_used, g = moe.n_used, moe.n_expert * f
-    nodes = [Node(p + "logits", "MUL_MAT", g, ("w", p + "ffn_norm")),
-             Node(p + "probs", "UNARY" if moe.sigmoid else "SOFT_MAX", g, (p + "logits",)),
-             Node(p + "probs_r", "RESHAPE", 0, (p + "probs",))]
-    select = p + "probs"
-    if moe.prob_bias:  # the selection sees probs + exp_probs_b; the weights are taken from the unbiased probs
-        nodes.append(Node(p + "probs_b", "ADD", g, (p + "probs", "w")))
-        select = p + "probs_b"
-    nodes += [Node(p + "argsort", "ARGSORT", g, (select,)), Node(p + "topk", "VIEW", 0, (p + "argsort",)),
-              Node(p + "weights", "GET_ROWS", n_used * f, (p + "probs_r", p + "topk"))]
-    w = p + "weights"
-    if moe.norm_w:
-        nodes += [Node(p + "weights_r", "RESHAPE", 0, (w,)), Node(p + "wsum", "SUM_ROWS", f, (p + "weights_r",)),
-                  Node(p + "wsum_c", "CLAMP", f, (p + "wsum",)),
-                  Node(p + "wnorm", "DIV", n_used * f, (p + "weights_r", p + "wsum_c")),
-                  Node(p + "wnorm_r", "RESHAPE", 0, (p + "wnorm",))]
-        w = p + "wnorm_r"
-    if moe.scale:
-        nodes.append(Node(p + "wscaled", "SCALE", n_used * f, (w,)))
-        w = p + "wscaled"
-    fused = nodes[1:]  # from the gating on: the nodes the top-k fusion covers
+    n_used = moe.n_used
+    nodes, fused, w = _routing(p, f, moe)
     nodes.append(Node(p + "ffn_norm_r", "RESHAPE", 0, (p + "ffn_norm",)))
     if topk_deps:  # kept until the node after the fused ones (add_alloc_deps(i, i + ops.size()))
         keep = dict.fromkeys(name for n in fused for name in (n.name, *n.srcs) if name != "w")
         nodes.append(Node(p + "dep_topk", "NONE", 0, tuple(keep)))
     width = moe.n_ff_exp * n_used * f
-    nodes += [Node(p + "gate", "MUL_MAT_ID", width, ("w", p + "ffn_norm_r", p + "topk")),
-              Node(p + "up", "MUL_MAT_ID", width, ("w", p + "ffn_norm_r", p + "topk")),
-              Node(p + "swiglu", "SWIGLU", width, (p + "gate", p + "up")),
-              Node(p + "down", "MUL_MAT_ID", e * n_used, ("w", p + "swiglu", p + "topk")),
-              Node(p + "weighted", "MUL", e * n_used, (p + "down", w))]
+    for t in ("gate", "up"):  # the experts' biases (gpt-oss) are added in place by ADD_ID
+        nodes.append(Node(p + t, "MUL_MAT_ID", width, ("w", p + "ffn_norm_r", p + "topk")))
+        nodes += [Node(p + t + "_b", "ADD_ID", width, (p + t, "w", p + "topk"))] if moe.biases else []
+    gate, up, down = (p + "gate_b", p + "up_b", p + "down_b") if moe.biases else (p + "gate", p + "up", p + "down")
+    nodes += [Node(p + "swiglu", "SWIGLU", width, (gate, up)),
+              Node(p + "down", "MUL_MAT_ID", e * n_used, ("w", p + "swiglu", p + "topk"))]
+    nodes += [Node(down, "ADD_ID", e * n_used, (p + "down", "w", p + "topk"))] if moe.biases else []
+    nodes.append(Node(p + "weighted", "MUL", e * n_used, (down, w)))
     nodes += [Node(p + f"wv{i}", "VIEW", 0, (p + "weighted",)) for i in range(n_used)]
     acc = p + "wv0"
     for i in range(1, n_used):
@@ -454,8 +449,47 @@ def _moe(p: str, e: int, f: int, moe: Moe, alloc_deps: tuple[bool, bool]) -> lis
         nodes.append(Node(p + "acc0", "CONT", e, (acc,)))
         acc = p + "acc0"
     if sum_deps:
-        nodes.append(Node(p + "dep_down", "NONE", 0, (p + "down", w)))
+        nodes.append(Node(p + "dep_down", "NONE", 0, (down, w)))
     return _renamed(nodes, acc, p + "moe_out")
+
+
+def _routing(p: str, f: int, moe: Moe) -> tuple[list[Node], list[Node], str]:
+    """build_moe_ffn's routing: the router logits (plus their bias, gpt-oss), the gating (softmax, sigmoid, or
+    none where the chosen logits are softmaxed afterwards: SOFTMAX_WEIGHT), the top-k by argsort on the
+    probabilities plus any selection bias, the chosen weights taken, normalised and scaled. Returns the nodes, those
+    ggml-cuda's top-k fusion covers (from the gating on), and the name of the weights tensor."""
+    n_used, g = moe.n_used, moe.n_expert * f
+    nodes = [Node(p + "logits", "MUL_MAT", g, ("w", p + "ffn_norm"))]
+    probs = p + "logits"
+    if moe.biases:
+        nodes.append(Node(p + "logits_b", "ADD", g, (probs, "w")))
+        probs = p + "logits_b"
+    start = len(nodes)
+    if not moe.weight_softmax:
+        nodes.append(Node(p + "probs", "UNARY" if moe.sigmoid else "SOFT_MAX", g, (probs,)))
+        probs = p + "probs"
+    nodes.append(Node(p + "probs_r", "RESHAPE", 0, (probs,)))
+    select = probs
+    if moe.prob_bias:  # the selection sees probs + exp_probs_b; the weights are taken from the unbiased probs
+        nodes.append(Node(p + "probs_b", "ADD", g, (probs, "w")))
+        select = p + "probs_b"
+    nodes += [Node(p + "argsort", "ARGSORT", g, (select,)), Node(p + "topk", "VIEW", 0, (p + "argsort",)),
+              Node(p + "weights", "GET_ROWS", n_used * f, (p + "probs_r", p + "topk"))]
+    w = p + "weights"
+    if moe.weight_softmax:  # a softmax over the chosen logits; its source is a view, so it takes a new block
+        nodes += [Node(p + "w2", "RESHAPE", 0, (w,)), Node(p + "wsoft", "SOFT_MAX", n_used * f, (p + "w2",)),
+                  Node(p + "wsoft3", "RESHAPE", 0, (p + "wsoft",))]
+        w = p + "wsoft3"
+    if moe.norm_w:
+        nodes += [Node(p + "weights_r", "RESHAPE", 0, (w,)), Node(p + "wsum", "SUM_ROWS", f, (p + "weights_r",)),
+                  Node(p + "wsum_c", "CLAMP", f, (p + "wsum",)),
+                  Node(p + "wnorm", "DIV", n_used * f, (p + "weights_r", p + "wsum_c")),
+                  Node(p + "wnorm_r", "RESHAPE", 0, (p + "wnorm",))]
+        w = p + "wnorm_r"
+    if moe.scale:
+        nodes.append(Node(p + "wscaled", "SCALE", n_used * f, (w,)))
+        w = p + "wscaled"
+    return nodes, nodes[start:], w
 
 
 def _renamed(nodes: list[Node], old: str, new: str) -> list[Node]:
