@@ -188,27 +188,31 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
                         mla_lora: tuple[int, int] = (0, 0), fa_elsewhere: bool = False, v_cont: int = 0,
                         swa: tuple[tuple[bool, ...], int] = ((), 0),
                         embd_copied: bool = True, rot: tuple[int, int] = (0, 0)) -> int:
-    """The compute buffer llama.cpp reserves for a plain llama model (every layer and the output on one device,
-    current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
-    set_rows, a fused SwiGLU). ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU); on
-    a GPU they are in its host buffer, the token embeddings are taken there, and they and the other graph inputs
-    are copied in at the start of the GPU's split, in the order the graph first reads them (ggml-backend.cpp
-    ggml_backend_sched_split_graph), so the embeddings come first; ``embd_copied`` False: the embeddings are
-    taken in this buffer after the inputs instead (a CPU build that leaves only the two host-side inputs out, the
-    oracle of tests/data/llamacpp-cuda). ``style``: the layer's departures from llama's (Style). Q, K, V and
-    output biases (qwen2.cpp, glm4-moe.cpp, starcoder2.cpp, openai-moe.cpp, and llama's when a file has them) are
-    added in place on the products, so they move nothing. ``moe``: the experts of Qwen3-MoE, GLM-4.5, DeepSeek-V2
-    or gpt-oss layers (src/models/qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp, openai-moe.cpp); ``alloc_deps``: the dependencies ggml-cuda's
-    graph_optimize adds for its fused top-k routing and its fused weighted expert sum (see _moe). ``head_dim_v``:
-    the V head size where it differs from K's. ``mla_lora``: (kv_lora_rank, RoPE dims) of a DeepSeek-V2 file with
-    attn_kv_b whole (see _deepseek2_qkv). ``fa_elsewhere``: a GPU's buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head sizes): the
-    mask is not its input, and the attention output is copied in where the op would have been. ``v_cont``: the
-    bytes of one layer's V copied transposed without flash attention, for a cache stored untransposed (-fa auto
-    decided after the cache was made; build_attn_mha). ``swa``: which
-    layers attend over the sliding-window cache, and its cells: an iSWA cache gives those layers their own row
-    indices and mask (build_attn_inp_kv_iswa). ``rot``: the sizes of the Hadamard rotations of K and V, 0 for
-    none: a quantized cache stores rotated K (with Q rotated alike) and V (the attention output rotated back), each a
-    product by an n x n input (llama-kv-cache.cpp attn_rot_k / attn_rot_v, llama-impl.h llama_mul_mat_hadamard)."""
+    """The compute buffer llama.cpp reserves for a llama-style model with every layer and the output on one device
+    (current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
+    set_rows, a fused SwiGLU). Q, K, V and output biases (qwen2.cpp, glm4-moe.cpp, starcoder2.cpp, openai-moe.cpp)
+    are added in place on the products, so they move nothing.
+
+    - ``host_inputs``: the token ids and embeddings input are in this buffer (the CPU). On a GPU they are in its
+      host buffer, the token embeddings are taken there, and they and the other graph inputs are copied in at the
+      start of the GPU's split in the order the graph first reads them (ggml-backend.cpp
+      ggml_backend_sched_split_graph), the embeddings first; ``embd_copied`` False takes them in this buffer after
+      the inputs instead (a CPU build that leaves only the two host-side inputs out: the oracle of
+      tests/data/llamacpp-cuda).
+    - ``style``: the layer's departures from llama's (Style); ``moe``: the experts of Qwen3-MoE, GLM-4.5,
+      DeepSeek-V2 or gpt-oss layers (qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp, openai-moe.cpp); ``alloc_deps``:
+      the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and weighted expert sum (_moe).
+    - ``head_dim_v``: the V head size where it differs from K's; ``mla_lora``: (kv_lora_rank, RoPE dims) of a
+      DeepSeek-V2 file with attn_kv_b whole (_deepseek2_qkv).
+    - ``fa_elsewhere``: a GPU buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head
+      sizes): the mask is not its input, and the attention output is copied in where the op would have been.
+    - ``v_cont``: the bytes of one layer's V copied transposed without flash attention, for a cache stored
+      untransposed (-fa auto decided after the cache was made; build_attn_mha).
+    - ``swa``: which layers attend over the sliding-window cache, and its cells: an iSWA cache gives those layers
+      their own row indices and mask (build_attn_inp_kv_iswa).
+    - ``rot``: the sizes of the Hadamard rotations of K and V, 0 for none: a quantized cache stores rotated K (Q
+      rotated alike) and V (the attention output rotated back), each a product by an n x n input
+      (llama-kv-cache.cpp attn_rot_k / attn_rot_v, llama-impl.h llama_mul_mat_hadamard)."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
     head_dim_v = head_dim_v or head_dim
     q, kv = n_head * head_dim, n_head_kv * head_dim_v
