@@ -131,11 +131,6 @@ MISSES: dict[tuple[str, str, str, str], tuple[float, str]] = {
 
 #: CPU-recording misses (compute buffer, this machine's CPU backend): (model, setting or "*") -> (bound, reason).
 CPU_MISSES: dict[tuple[str, str], tuple[float, str]] = {
-    # The MoE miss below was traced with ggml-alloc's allocation log on this CPU: the peak is the logits phase,
-    # placed above a hole the layer left (fragmentation), not a live tensor the phases leave out.
-    ("llama-4-scout-17b-16e-instruct", "*"): (0.09, "7-8 % under at long context and ub 2048: V + 2E live above an "
-                                                    "18.4k-float hole (masks and inputs, ffn_inp, the down "
-                                                    "projection's slot)"),
     ("qwen3-next-80b-a3b-instruct", "*"): (0.10, "9.4 % under with 4 unified streams of 32768 cells: the mask "
                                                  "region (16384 floats per token) stays below the logits "
                                                  "(traced V + 3E + mask + 7)"),

@@ -819,14 +819,16 @@ REPLAY_SINCE = max(EMBD_INPUT_SINCE, MASK_F16_SINCE, SET_ROWS_SINCE, SWIGLU_FUSE
 #: are added in place and move nothing), deepseek2.cpp (DeepSeek-V2-Lite layouts: attn_kv_b whole, no Q LoRA),
 #: gemma2.cpp, gemma3.cpp, phi3.cpp (dense Phi-3: fused QKV and gate/up products), smollm3.cpp (every fourth layer
 #: without RoPE), starcoder2.cpp (LayerNorm, a plain GELU FFN) and openai-moe.cpp (gpt-oss: biased router and
-#: experts, the chosen logits softmaxed, the final hidden state kept).
+#: experts, the chosen logits softmaxed, the final hidden state kept) and llama4.cpp (chunked-attention layers on an
+#: iSWA cache, every fourth layer without RoPE, experts weighted on their input).
 REPLAYED = {"llama": False, "qwen2": False, "qwen3": True, "qwen3moe": True, "glm4moe": None, "deepseek2": False,
-            "gemma2": False, "gemma3": True, "phi3": False, "smollm3": False, "starcoder2": False, "gpt-oss": False}
+            "gemma2": False, "gemma3": True, "phi3": False, "smollm3": False, "starcoder2": False, "gpt-oss": False,
+            "llama4": False}
 #: Of those, the Gemma layers (scaled embeddings and Q, norms after the attention and the FFN): src/models/gemma2.cpp,
 #: gemma3.cpp.
 GEMMA = ("gemma2", "gemma3")
 #: Of those, the ones with sliding-window layers on an iSWA cache.
-REPLAYED_ISWA = GEMMA + ("gpt-oss",)
+REPLAYED_ISWA = GEMMA + ("gpt-oss", "llama4")
 #: The replay's size bound: about this many graph nodes per layer plus two per expert used (galloc builds each
 #: expert's output view and sum), and the most it builds (DeepSeek-V3's 61 layers x 8 experts need about 4k;
 #: the bound keeps a hostile header's estimate under a second).
@@ -874,7 +876,9 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     style = galloc.Style(qk_norm=qk_norm, q_scale=gemma or phi3, gemma=gemma, residual_first=phi3,
                          fused_qkv=facts.tensor("blk.0.attn_qkv.weight") is not None,
                          fused_up=_ffn_kind(facts) == "fused_up", layer_norm=starcoder2, plain_ffn=starcoder2,
-                         nope_every=4 if facts.architecture == "smollm3" else 0, kept_hidden=_kept_hidden(facts, s))
+                         nope_every=_nope_every(facts), kept_hidden=_kept_hidden(facts, s),
+                         nope_scale=facts.architecture == "llama4" and facts.sliding_window > 0,
+                         kq_l2=facts.architecture == "llama4" and facts.n_expert != 128)
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
                                       g.flash_attn, host_inputs, style=style, moe=moe, alloc_deps=deps,
@@ -908,6 +912,14 @@ def _mla_unsplit(facts: ModelFacts) -> tuple[int, int]:
     return facts.kv_lora_rank, int(facts.metadata.get(f"{facts.architecture}.rope.dimension_count", 0) or 0)
 
 
+def _nope_every(facts: ModelFacts) -> int:
+    """Every how many layers one runs without RoPE, 0 for none: smollm3.cpp sets 4; llama4.cpp keeps the default 4
+    (llama-hparams.h n_no_rope_layer_step) unless the file's sliding window is 0 (then every layer ropes)."""
+    if facts.architecture == "smollm3" or (facts.architecture == "llama4" and facts.sliding_window > 0):
+        return 4
+    return 0
+
+
 def _moe_shape(facts: ModelFacts) -> galloc.Moe | None:
     """The expert layers as galloc builds them, None for a dense model or one whose routing it does not build.
     Qwen3-MoE passes softmax gating and normalised weights (qwen3moe.cpp). GLM-4.5 and DeepSeek-V2/V3 take the
@@ -923,6 +935,10 @@ def _moe_shape(facts: ModelFacts) -> galloc.Moe | None:
         return shape
     if arch == "gpt-oss":  # openai-moe.cpp: SOFTMAX_WEIGHT gating, no normalisation, biased router and experts
         return dataclasses.replace(shape, norm_w=False, weight_softmax=True, biases=True)
+    if arch == "llama4":  # llama4.cpp: sigmoid gating chosen on the logits, the input weighted, a shared expert
+        layers = tuple(facts.tensor(f"blk.{il}.ffn_gate_inp.weight") is not None for il in range(facts.n_layer))
+        return dataclasses.replace(shape, sigmoid=True, norm_w=False, weight_before=True,
+                                   n_ff_shexp=facts.n_ff_exp * facts.n_expert_shared, moe_layers=layers)
     if arch not in ("glm4moe", "deepseek2"):
         return None
     gating = int(meta.get(f"{arch}.expert_gating_func", 0) or 0)
@@ -948,6 +964,8 @@ def _fusion_deps(facts: ModelFacts, s: Settings, moe: galloc.Moe | None) -> tupl
     if s.backend not in FUSION_DEPS_BACKENDS or not s.cuda_fusion or not facts.n_expert:
         return False, False
     n = facts.n_expert
+    if moe and moe.weight_before:  # the top-k reads the logits, not the gating, and no product follows the sum
+        return False, False
     topk = ((n & (n - 1) == 0 and n <= 512) or n in (288, 576)) and not (moe and moe.weight_softmax)
     return topk, 2 <= facts.n_expert_used <= 15
 

@@ -143,7 +143,9 @@ class Style:
     bias added) where llama has RMSNorm, and ``plain_ffn``, an FFN of one up product, its activation in place, and
     down (starcoder2.cpp); ``nope_every``, every n-th layer without RoPE, Q and K written and read as the
     products' views (smollm3.cpp n_no_rope_layer_step); ``kept_hidden``, every token's final hidden state an
-    output (res->t_h_nextn), the output rows taken after the layers, not in the last one (openai-moe.cpp)."""
+    output (res->t_h_nextn), the output rows taken after the layers, not in the last one (openai-moe.cpp);
+    ``nope_scale``, Q of a layer without RoPE multiplied by the attention-temperature input, and ``kq_l2``, the
+    roped Q and K RMS-normed without a weight (llama4.cpp)."""
 
     qk_norm: bool = False
     q_scale: bool = False
@@ -155,6 +157,8 @@ class Style:
     plain_ffn: bool = False
     nope_every: int = 0
     kept_hidden: bool = False
+    nope_scale: bool = False
+    kq_l2: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,10 @@ class Moe:
     ``n_ff_shexp``: the width of the shared expert that glm4-moe.cpp runs on the same input after the routed sum
     (0: none); ``dense_lead``: leading layers with a dense FFN of the model's n_ff instead; ``weight_softmax``:
     no gating on the logits, the chosen ones softmaxed (SOFTMAX_WEIGHT, openai-moe.cpp); ``biases``: the router
-    and the experts' products carry biases (gpt-oss)."""
+    and the experts' products carry biases (gpt-oss); ``weight_before``: the experts chosen on the raw logits and
+    their input, repeated per expert, weighted before the products, not their outputs after (llama4.cpp,
+    build_moe_ffn weight_before_ffn); ``moe_layers``: which layers have experts, where not the ones after
+    ``dense_lead``."""
 
     n_expert: int
     n_used: int
@@ -178,6 +185,8 @@ class Moe:
     dense_lead: int = 0
     weight_softmax: bool = False
     biases: bool = False
+    weight_before: bool = False
+    moe_layers: tuple[bool, ...] = ()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -231,6 +240,9 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     swa_layers, swa_cells = swa
     for il in range(n_layer):
         p = f"{il}."
+        rope = not (style.nope_every and (il + 1) % style.nope_every == 0)
+        if not rope and style.nope_scale and not any(name == "attn_scale" for name, _ in inputs):
+            inputs.append(("attn_scale", 4 * n_ubatch))  # build_inp_attn_scale, read first by this Q
         cells, kind = (swa_cells, "_swa") if il < len(swa_layers) and swa_layers[il] else (kv_cells, "")
         if not any(name == "mask" + kind for name, _ in inputs):
             # llm_graph_input_attn_kv(_iswa), allocated where the graph first reads them: int64 K (and V) row
@@ -239,7 +251,6 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
             inputs += [(f"{t}_rot{kind}", 4 * n * n) for t, n in zip("kv", rot) if n]
             inputs += [("k_idxs" + kind, 8 * n_ubatch), ("v_idxs" + kind, 8 * n_ubatch * per_value),
                        ("mask" + kind, 0 if fa_elsewhere else cells * n_ubatch * (2 if flash_attn else 4))]
-        rope = not (style.nope_every and (il + 1) % style.nope_every == 0)
         qkv = (_deepseek2_qkv(p, f, n_head, head_dim, head_dim_v, mla_lora) if mla_lora[0]
                else _llama_qkv(p, q * f, kv * f, style, rope))
         v_copy = kv * f if style.fused_qkv and not flash_attn else 0
@@ -250,7 +261,7 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
                             cells * n_head * f, flash_attn, v_cont * cells // max(kv_cells, 1), kind, style.gemma,
                             v_copy, rot_out=bool(rot[1]), layer_norm=style.layer_norm)
         nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp", style.layer_norm)
-        if moe is None or il < moe.dense_lead:
+        if moe is None or il < moe.dense_lead or (moe.moe_layers and not moe.moe_layers[il]):
             kind = "fused_up" if style.fused_up else "plain" if style.plain_ffn else "gated"
             nodes += _ffn(p, p + "ffn_norm", n_embd * f, n_ff * f, p + "ffn_out", kind)
             out = p + "ffn_out"
@@ -378,8 +389,13 @@ def _llama_qkv(p: str, q: int, kv: int, style: Style, rope: bool = True) -> list
             nodes += [Node(p + t + "_norm0", "RMS_NORM", size, (src,)),
                       Node(p + t + "_normed", "MUL", size, (p + t + "_norm0", "w"))]
             src = p + t + "_normed"
-        if not rope:
-            nodes.append(Node(p + t + "_rope", "VIEW", 0, (src,)))
+        if not rope:  # Q and K stay views, Q scaled by the temperature input into a new tensor (Llama 4)
+            scaled = t == "q" and style.nope_scale
+            nodes.append(Node(p + t + "_rope", "MUL", size, (src, "attn_scale")) if scaled
+                         else Node(p + t + "_rope", "VIEW", 0, (src,)))
+        elif style.kq_l2:
+            nodes += [Node(p + t + "_roped", "ROPE", size, (src, "inp_pos")),
+                      Node(p + t + "_rope", "RMS_NORM", size, (p + t + "_roped",))]
         elif t == "q" and style.q_scale:
             nodes += [Node(p + "q_roped", "ROPE", size, (src, "inp_pos")),
                       Node(p + "q_rope", "SCALE", size, (p + "q_roped",))]
@@ -436,15 +452,22 @@ def _moe(p: str, e: int, f: int, moe: Moe, alloc_deps: tuple[bool, bool]) -> lis
         keep = dict.fromkeys(name for n in fused for name in (n.name, *n.srcs) if name != "w")
         nodes.append(Node(p + "dep_topk", "NONE", 0, tuple(keep)))
     width = moe.n_ff_exp * n_used * f
+    x = p + "ffn_norm_r"
+    if moe.weight_before:  # the input repeated per chosen expert and weighted in place
+        nodes += [Node(p + "x_rep", "REPEAT", e * n_used, (x,)), Node(p + "x_w", "MUL", e * n_used, (p + "x_rep", w))]
+        x = p + "x_w"
     for t in ("gate", "up"):  # the experts' biases (gpt-oss) are added in place by ADD_ID
-        nodes.append(Node(p + t, "MUL_MAT_ID", width, ("w", p + "ffn_norm_r", p + "topk")))
+        nodes.append(Node(p + t, "MUL_MAT_ID", width, ("w", x, p + "topk")))
         nodes += [Node(p + t + "_b", "ADD_ID", width, (p + t, "w", p + "topk"))] if moe.biases else []
     gate, up, down = (p + "gate_b", p + "up_b", p + "down_b") if moe.biases else (p + "gate", p + "up", p + "down")
     nodes += [Node(p + "swiglu", "SWIGLU", width, (gate, up)),
               Node(p + "down", "MUL_MAT_ID", e * n_used, ("w", p + "swiglu", p + "topk"))]
     nodes += [Node(down, "ADD_ID", e * n_used, (p + "down", "w", p + "topk"))] if moe.biases else []
-    nodes.append(Node(p + "weighted", "MUL", e * n_used, (down, w)))
-    nodes += [Node(p + f"wv{i}", "VIEW", 0, (p + "weighted",)) for i in range(n_used)]
+    weighted = down
+    if not moe.weight_before:
+        nodes.append(Node(p + "weighted", "MUL", e * n_used, (down, w)))
+        weighted = p + "weighted"
+    nodes += [Node(p + f"wv{i}", "VIEW", 0, (weighted,)) for i in range(n_used)]
     acc = p + "wv0"
     for i in range(1, n_used):
         nodes.append(Node(p + f"acc{i}", "ADD", e, (acc, p + f"wv{i}")))
@@ -473,7 +496,7 @@ def _routing(p: str, f: int, moe: Moe) -> tuple[list[Node], list[Node], str]:
         nodes.append(Node(p + "probs", "UNARY" if moe.sigmoid else "SOFT_MAX", g, (probs,)))
         probs = p + "probs"
     nodes.append(Node(p + "probs_r", "RESHAPE", 0, (probs,)))
-    select = probs
+    select = p + "logits" if moe.weight_before else probs  # llama4 chooses on the raw logits
     if moe.prob_bias:  # the selection sees probs + exp_probs_b; the weights are taken from the unbiased probs
         nodes.append(Node(p + "probs_b", "ADD", g, (probs, "w")))
         select = p + "probs_b"
