@@ -314,7 +314,7 @@ def test_a_plain_llama_gets_llamacpps_own_allocation(header_dir: Path) -> None:
 #: its scope (partial offload, several KV streams, a quantized cache: the phases serve them).
 REPLAYED_MODELS = ("llama-3.1-8b-instruct", "deepseek-r1-distill-qwen-7b", "deepseek-r1-0528-qwen3-8b",
                    "gemma-2-9b-it", "gemma-3-12b-it", "phi-4-mini-instruct", "smollm3-3b", "starcoder2-7b",
-                   "gpt-oss-20b", "gpt-oss-120b", "llama-4-scout-17b-16e-instruct")
+                   "gpt-oss-20b", "gpt-oss-120b", "llama-4-scout-17b-16e-instruct", "deepseek-v3.1")
 OUT_OF_REPLAY = ("half", "ngl0")
 #: Replayed cases the H200 plans differently, not identified: with a q8_0 cache Phi-4-mini (head 96, so no
 #: rotation) holds 16.09 MiB (its FFN width per token) and SmolLM3 4 MiB (its embedding width) more than the replay,
@@ -332,11 +332,13 @@ def test_replayed_architectures_get_llamacpps_plan_to_the_byte(data: Path, gpu: 
     biased router and experts, the chosen logits softmaxed, every token's final hidden state kept as an output),
     whose every-expert-on-the-CPU cases are single-device on this CPU, and Llama 4 Scout (chunked attention on an
     iSWA cache, every fourth layer without RoPE and its Q scaled by the temperature input, the roped Q and K
-    L2-normed, one expert chosen on the raw logits and its input weighted, a shared expert)."""
+    L2-normed, one expert chosen on the raw logits and its input weighted, a shared expert), and DeepSeek-V3.1
+    (absorbed MLA: Q through its LoRA, absorbed by attn_k_b and joined with its roped part, a K-only latent cache
+    read as V, the output expanded by attn_v_b; 256 experts with a selection bias and a shared expert)."""
     rows = [r for r in cm.rows(data) if r["label"].split("|")[0] in REPLAYED_MODELS
             and not any(k in r["label"].split("|")[2] for k in OUT_OF_REPLAY)
             and not (gpu and "cpu-moe" in r["label"])]
-    assert len(rows) == 8 * 9 + 3 * (9 if gpu else 10)
+    assert len(rows) == 8 * 9 + 4 * (9 if gpu else 10)
     for row in rows:
         got = {(d, b): (o, t) for d, b, o, t, _ok in cm.compare(row, header_dir, gpu)}
         ours, theirs = got[("gpu0" if gpu else "cpu", "compute")]

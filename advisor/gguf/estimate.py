@@ -854,14 +854,16 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
         # with a stream per sequence; the phases take that case
         return 0
     mla = _mla_unsplit(facts)
+    absorbed = _mla_absorbed(facts)
     gemma = facts.architecture in GEMMA
     plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert)
              and (not facts.sliding_window or (facts.architecture in REPLAYED_ISWA and s.since(ISWA_SINCE)))
-             and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0])
+             and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0] or absorbed)
              and (_ffn_kind(facts) == "gated" or (facts.architecture == "phi3" and not facts.n_expert)
                   or (facts.architecture == "starcoder2" and _ffn_kind(facts) == "gelu"))
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
-             and (facts.head_dim_k == facts.head_dim_v or mla[0]) and facts.n_ff and len(set(facts.n_ff)) == 1)
+             and (facts.head_dim_k == facts.head_dim_v or mla[0] or absorbed) and facts.n_ff
+             and len(set(facts.n_ff)) == 1)
     # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
     # build_attn_mha views Q as [.., n_tokens/n_stream, n_stream], the mask is cells x n_tokens/n_stream per stream
     simple = (g.copies == 1 and (not g.fa_on_cpu or not host_inputs)
@@ -883,9 +885,30 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
                                       facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
                                       g.flash_attn, host_inputs, style=style, moe=moe, alloc_deps=deps,
                                       head_dim_v=facts.head_dim_v, mla_lora=mla, fa_elsewhere=g.fa_on_cpu,
-                                      v_cont=round(g.v_cont * 4 * g.n_ubatch),
+                                      v_cont=_latent_copy(facts, s, g.kv_cells) if absorbed
+                                      else round(g.v_cont * 4 * g.n_ubatch),
                                       swa=(facts.swa_layers, g.swa_cells) if facts.sliding_window else ((), 0),
-                                      rot=_attn_rot(facts, s))
+                                      rot=(0, 0) if absorbed else _attn_rot(facts, s), mla=absorbed)
+
+
+def _latent_copy(facts: ModelFacts, s: Settings, cells: int) -> int:
+    """Bytes of one layer's latent copied transposed for KQV without flash attention: the K cache's cells x
+    kv_lora_rank in its type (build_attn_mha: V, a view of the cached K, is not transposed)."""
+    return round(cells * facts.kv_lora_rank * ggml.bytes_per_element(_type(s.cache_type_k)))
+
+
+def _mla_absorbed(facts: ModelFacts) -> galloc.Mla | None:
+    """The absorbed latent attention of a DeepSeek file with attn_k_b / attn_v_b split (is_mla), as galloc builds it:
+    Q through its LoRA where the file has attn_q_a; None for other files, and for routing by expert groups
+    (expert_group_count > 1: build_moe_ffn's group selection, not built). Its K-only cache takes no Hadamard
+    rotation (llama-graph.cpp build_attn for llm_graph_input_attn_k)."""
+    meta, arch = facts.metadata, facts.architecture
+    if arch != "deepseek2" or not facts.is_mla or int(meta.get(f"{arch}.expert_group_count", 0) or 0) > 1:
+        return None
+    q_lora = int(meta.get(f"{arch}.attention.q_lora_rank", 0) or 0)
+    return galloc.Mla(facts.kv_lora_rank, int(meta.get(f"{arch}.rope.dimension_count", 0) or 0),
+                      facts.key_length_mla, facts.value_length_mla,
+                      q_lora if facts.tensor("blk.0.attn_q_a.weight") is not None else 0)
 
 
 def _attn_rot(facts: ModelFacts, s: Settings) -> tuple[int, int]:

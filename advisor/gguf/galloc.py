@@ -162,6 +162,20 @@ class Style:
 
 
 @dataclass(frozen=True)
+class Mla:
+    """DeepSeek-V2/V3's multi-head latent attention with attn_k_b / attn_v_b split (deepseek2.cpp, is_mla): the
+    cache holds ``rank`` + ``rope`` values per token, Q's no-RoPE part is absorbed into the latent space by
+    attn_k_b, and the attention output is expanded per head by attn_v_b (head size ``head_v``); ``head_k`` is the
+    per-head Q width before absorption, ``q_lora`` the rank of Q's LoRA (0: one attn_q product)."""
+
+    rank: int
+    rope: int
+    head_k: int
+    head_v: int
+    q_lora: int = 0
+
+
+@dataclass(frozen=True)
 class Moe:
     """The expert FFN of an MoE layer as llama-graph.cpp build_moe_ffn builds it: ``sigmoid`` gating (else
     softmax), ``prob_bias`` (exp_probs_b added to the probabilities for the selection only), ``norm_w`` (the chosen
@@ -196,7 +210,7 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
                         alloc_deps: tuple[bool, bool] = (False, False), head_dim_v: int = 0,
                         mla_lora: tuple[int, int] = (0, 0), fa_elsewhere: bool = False, v_cont: int = 0,
                         swa: tuple[tuple[bool, ...], int] = ((), 0),
-                        embd_copied: bool = True, rot: tuple[int, int] = (0, 0)) -> int:
+                        embd_copied: bool = True, rot: tuple[int, int] = (0, 0), mla: Mla | None = None) -> int:
     """The compute buffer llama.cpp reserves for a llama-style model with every layer and the output on one device
     (current builds: the embeddings input beside the token ids, an f16 mask with flash attention, K and V written by
     set_rows, a fused SwiGLU). Q, K, V and output biases (qwen2.cpp, glm4-moe.cpp, starcoder2.cpp, openai-moe.cpp)
@@ -221,7 +235,9 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
       their own row indices and mask (build_attn_inp_kv_iswa).
     - ``rot``: the sizes of the Hadamard rotations of K and V, 0 for none: a quantized cache stores rotated K (Q
       rotated alike) and V (the attention output rotated back), each a product by an n x n input
-      (llama-kv-cache.cpp attn_rot_k / attn_rot_v, llama-impl.h llama_mul_mat_hadamard)."""
+      (llama-kv-cache.cpp attn_rot_k / attn_rot_v, llama-impl.h llama_mul_mat_hadamard).
+    - ``mla``: the absorbed latent attention of a DeepSeek file with attn_k_b / attn_v_b (Mla, _mla_qkv); its cache
+      has no V of its own, so no V row indices, and ``v_cont`` is then the latent copied transposed."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
     head_dim_v = head_dim_v or head_dim
     q, kv = n_head * head_dim, n_head_kv * head_dim_v
@@ -249,17 +265,22 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
             # indices (per value for a transposed V), the mask (f16 with flash attention, over the cells)
             per_value = kv if not (flash_attn or v_cont) else 1
             inputs += [(f"{t}_rot{kind}", 4 * n * n) for t, n in zip("kv", rot) if n]
-            inputs += [("k_idxs" + kind, 8 * n_ubatch), ("v_idxs" + kind, 8 * n_ubatch * per_value),
-                       ("mask" + kind, 0 if fa_elsewhere else cells * n_ubatch * (2 if flash_attn else 4))]
-        qkv = (_deepseek2_qkv(p, f, n_head, head_dim, head_dim_v, mla_lora) if mla_lora[0]
-               else _llama_qkv(p, q * f, kv * f, style, rope))
-        v_copy = kv * f if style.fused_qkv and not flash_attn else 0
-        qkv = _rotated(p, qkv, kind, rot, {"q": q * f, "v": kv * f, "k": n_head_kv * head_dim * f},
-                       strided_v=style.fused_qkv)
-        last = il == n_layer - 1 and not style.kept_hidden
-        nodes += _attention(p, prev, last, n_embd * f, qkv, n_head * head_dim_v * f,
-                            cells * n_head * f, flash_attn, v_cont * cells // max(kv_cells, 1), kind, style.gemma,
-                            v_copy, rot_out=bool(rot[1]), layer_norm=style.layer_norm)
+            inputs += [("k_idxs" + kind, 8 * n_ubatch)]
+            inputs += [] if mla else [("v_idxs" + kind, 8 * n_ubatch * per_value)]
+            inputs += [("mask" + kind, 0 if fa_elsewhere else cells * n_ubatch * (2 if flash_attn else 4))]
+        if mla:
+            nodes += _mla_attention(p, prev, il == n_layer - 1, n_embd * f, f, n_head, mla, cells, flash_attn,
+                                    v_cont)
+        else:
+            qkv = (_deepseek2_qkv(p, f, n_head, head_dim, head_dim_v, mla_lora) if mla_lora[0]
+                   else _llama_qkv(p, q * f, kv * f, style, rope))
+            v_copy = kv * f if style.fused_qkv and not flash_attn else 0
+            qkv = _rotated(p, qkv, kind, rot, {"q": q * f, "v": kv * f, "k": n_head_kv * head_dim * f},
+                           strided_v=style.fused_qkv)
+            last = il == n_layer - 1 and not style.kept_hidden
+            nodes += _attention(p, prev, last, n_embd * f, qkv, n_head * head_dim_v * f,
+                                cells * n_head * f, flash_attn, v_cont * cells // max(kv_cells, 1), kind,
+                                style.gemma, v_copy, rot_out=bool(rot[1]), layer_norm=style.layer_norm)
         nodes += _norm(p + "ffn_norm", n_embd * f, p + "ffn_inp", style.layer_norm)
         if moe is None or il < moe.dense_lead or (moe.moe_layers and not moe.moe_layers[il]):
             kind = "fused_up" if style.fused_up else "plain" if style.plain_ffn else "gated"
@@ -340,6 +361,54 @@ def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int,
     if post_norm:
         nodes += _norm(p + "attn_post", e, cur)
         cur = p + "attn_post"
+    return nodes + [Node(p + "ffn_inp", "ADD", e, (cur, prev))]
+
+
+def _mla_attention(p: str, prev: str, last: bool, e: int, f: int, n_head: int, mla: Mla, cells: int,
+                   flash_attn: bool, v_cont: int) -> list[Node]:
+    """The attention block of a DeepSeek layer with absorbed MLA (deepseek2.cpp is_mla; llama-graph.cpp build_attn
+    for a K-only cache and build_attn_mha with v_mla), up to the FFN's input: Q (through its LoRA), absorbed and
+    joined with its roped part; the latent normed (V, a view) and joined with its roped part (K, the cache row);
+    the attention over the cache (V a view of K: with flash attention its output is latent-wide, without it the
+    latent is copied transposed first), expanded per head by attn_v_b, made contiguous, projected."""
+    rank, rope, lat = mla.rank, mla.rope, (mla.rank + mla.rope) * f
+    q = [Node(p + "q", "MUL_MAT", n_head * mla.head_k * f, ("w", p + "attn_norm"))]
+    if mla.q_lora:
+        q = [Node(p + "q_a", "MUL_MAT", mla.q_lora * f, ("w", p + "attn_norm")), *_norm(p + "q_an", mla.q_lora * f,
+             p + "q_a"), Node(p + "q", "MUL_MAT", n_head * mla.head_k * f, ("w", p + "q_an"))]
+    nodes = _norm(p + "attn_norm", e, prev) + q + [
+        Node(p + "q3", "RESHAPE", 0, (p + "q",)), Node(p + "q_nope", "VIEW", 0, (p + "q3",)),
+        Node(p + "q_nope_p", "PERMUTE", 0, (p + "q_nope",)),
+        Node(p + "q_abs", "MUL_MAT", n_head * rank * f, ("w", p + "q_nope_p")),
+        Node(p + "q_abs_p", "PERMUTE", 0, (p + "q_abs",)), Node(p + "q_pe", "VIEW", 0, (p + "q3",)),
+        Node(p + "q_pe_r", "ROPE", n_head * rope * f, (p + "q_pe", "inp_pos")),
+        Node(p + "q_rope", "CONCAT", n_head * lat, (p + "q_abs_p", p + "q_pe_r")),
+        Node(p + "kv_pe", "MUL_MAT", lat, ("w", p + "attn_norm")), Node(p + "kv_cmpr", "VIEW", 0, (p + "kv_pe",)),
+        *_norm(p + "kv_n", rank * f, p + "kv_cmpr"), Node(p + "v3", "RESHAPE", 0, (p + "kv_n",)),
+        Node(p + "k_pe", "VIEW", 0, (p + "kv_pe",)), Node(p + "k_pe_r", "ROPE", rope * f, (p + "k_pe", "inp_pos")),
+        Node(p + "k_rope", "CONCAT", lat, (p + "v3", p + "k_pe_r")),
+        Node(p + "k_view", "VIEW", 0, (p + "k_rope",)), Node(p + "k_set", "SET_ROWS", 0, ("cache_k", p + "k_view",
+                                                                                             "k_idxs")),
+        Node(p + "q_view", "VIEW", 0, (p + "q_rope",)), Node(p + "q_perm", "PERMUTE", 0, (p + "q_view",))]
+    heads_v = n_head * mla.head_v * f
+    if flash_attn:
+        nodes += [Node(p + "fa", "FLASH_ATTN_EXT", n_head * rank * f, (p + "q_perm", "cache_k", "mask")),
+                  Node(p + "fa_p", "PERMUTE", 0, (p + "fa",))]
+        lat_out = p + "fa_p"
+    else:
+        nodes += [Node(p + "v_cont", "CONT", v_cont, ("cache_k",)),
+                  Node(p + "kq", "MUL_MAT", cells * n_head * f, ("cache_k", p + "q_perm")),
+                  Node(p + "kq_soft_max", "SOFT_MAX", cells * n_head * f, (p + "kq", "mask")),
+                  Node(p + "kqv", "MUL_MAT", n_head * rank * f, (p + "v_cont", p + "kq_soft_max"))]
+        lat_out = p + "kqv"
+    nodes += [Node(p + "mla", "MUL_MAT", heads_v, ("w", lat_out)), Node(p + "mla_p", "PERMUTE", 0, (p + "mla",)),
+              Node(p + "kqv_out", "CONT", heads_v, (p + "mla_p",)),
+              Node(p + "attn_out", "MUL_MAT", e, ("w", p + "kqv_out"))]
+    cur = p + "attn_out"
+    if last:
+        nodes += [Node(p + "attn_rows", "GET_ROWS", e, (cur, "out_ids")),
+                  Node(p + "prev_rows", "GET_ROWS", e, (prev, "out_ids"))]
+        cur, prev = p + "attn_rows", p + "prev_rows"
     return nodes + [Node(p + "ffn_inp", "ADD", e, (cur, prev))]
 
 
