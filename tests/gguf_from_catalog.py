@@ -158,10 +158,13 @@ def write_any_quant(path: str | os.PathLike[str], model_id: str, quant: str) -> 
     return _write(Path(path), model, dataclasses.replace(variant, quant=quant, imatrix=False))
 
 
-def _write(path: Path, model: Model, variant: Variant) -> Path:
+def _write(path: Path, model: Model, variant: Variant,
+           extra_kv: tuple[tuple[str, object, gguf.GGUFValueType], ...] = ()) -> Path:
     lay = layout(model, variant)
     w = gguf.GGUFWriter(path, model.arch.name)
     _write_kv(w, model, variant, lay)
+    for key, value, vtype in extra_kv:  # keys a real file carries and the catalog does not say (routing options)
+        _set_kv(w, key, value, vtype)
     total = 0
     for p in lay.tensors:
         qtype = gguf.GGMLQuantizationType[p.type]

@@ -479,3 +479,18 @@ def test_a_quantized_cache_rotates_q_k_and_v(header_dir: Path, monkeypatch: pyte
     for row in rows:
         ours, theirs = cpu_compute(row)
         assert 0.02 * theirs < theirs - ours < 0.13 * theirs, row["label"]
+
+
+def test_moe_routing_options_real_files_carry(tmp_path: Path) -> None:
+    """DeepSeek-V3's expert groups, sigmoid gating, normalised and scaled weights, and GLM-4.5's normalised weights
+    (keys the published GGUFs carry and the catalog's rebuilt headers do not), on headers cut to a few layers:
+    this CPU's compute buffer as llama.cpp logged it (benchmarks/record_moe_routing.py), to its 0.01 MiB."""
+    from tests import moe_routing as routing
+
+    rows = cm.rows(cm.DATA_CPU.parent / "moe-routing-cpu.jsonl")
+    assert len(rows) == len(routing.VARIANTS) * len(routing.SETTINGS)
+    paths = {name: routing.write(tmp_path / f"{name}.gguf", name) for name in routing.VARIANTS}
+    for row in rows:
+        name, setting = row["label"].split("|")
+        ours = estimate(read_gguf_facts(paths[name]), routing.SETTINGS[setting]).compute_bytes / 2**20
+        assert abs(ours - row["compute_mib"]) <= 0.005, (row["label"], ours)

@@ -899,11 +899,10 @@ def _latent_copy(facts: ModelFacts, s: Settings, cells: int) -> int:
 
 def _mla_absorbed(facts: ModelFacts) -> galloc.Mla | None:
     """The absorbed latent attention of a DeepSeek file with attn_k_b / attn_v_b split (is_mla), as galloc builds it:
-    Q through its LoRA where the file has attn_q_a; None for other files, and for routing by expert groups
-    (expert_group_count > 1: build_moe_ffn's group selection, not built). Its K-only cache takes no Hadamard
+    Q through its LoRA where the file has attn_q_a; None for other files. Its K-only cache takes no Hadamard
     rotation (llama-graph.cpp build_attn for llm_graph_input_attn_k)."""
     meta, arch = facts.metadata, facts.architecture
-    if arch != "deepseek2" or not facts.is_mla or int(meta.get(f"{arch}.expert_group_count", 0) or 0) > 1:
+    if arch != "deepseek2" or not facts.is_mla:
         return None
     q_lora = int(meta.get(f"{arch}.attention.q_lora_rank", 0) or 0)
     return galloc.Mla(facts.kv_lora_rank, int(meta.get(f"{arch}.rope.dimension_count", 0) or 0),
@@ -948,12 +947,19 @@ def _moe_shape(facts: ModelFacts) -> galloc.Moe | None:
     Qwen3-MoE passes softmax gating and normalised weights (qwen3moe.cpp). GLM-4.5 and DeepSeek-V2/V3 take the
     gating, the weight normalisation and scale and the leading dense layers from the file (load_arch_hparams in
     glm4-moe.cpp and deepseek2.cpp: unset gating is sigmoid for GLM-4.5 and for DeepSeek-V2's GLM-4.7-Lite shape,
-    softmax otherwise; unset normalisation is none), a selection bias where the file has exp_probs_b, and
-    n_expert_shared shared experts of the expert width."""
+    softmax otherwise; unset normalisation is none), a selection bias where the file has exp_probs_b, expert groups
+    where it sets them, and n_expert_shared shared experts of the expert width. gpt-oss and Llama 4 route as their
+    graphs fix (openai-moe.cpp, llama4.cpp)."""
     if not facts.n_expert:
         return None
     shape = galloc.Moe(facts.n_expert, facts.n_expert_used, facts.n_ff_exp)
     arch, meta = facts.architecture, facts.metadata
+    # expert groups, read for every architecture (llama-model.cpp load_hparams); built for GLM-4.5 and DeepSeek
+    groups = (int(meta.get(f"{arch}.expert_group_count", 0) or 0),
+              int(meta.get(f"{arch}.expert_group_used_count", 0) or 0))
+    if groups[0] > 1 and (arch not in ("glm4moe", "deepseek2") or facts.n_expert % groups[0]
+                          or not 0 < groups[1] < groups[0]):
+        return None  # not built, or a file llama-model.cpp load_hparams refuses
     if arch == "qwen3moe" and not facts.n_expert_shared:
         return shape
     if arch == "gpt-oss":  # openai-moe.cpp: SOFTMAX_WEIGHT gating, no normalisation, biased router and experts
@@ -975,7 +981,8 @@ def _moe_shape(facts: ModelFacts) -> galloc.Moe | None:
     return dataclasses.replace(
         shape, sigmoid=gating == 2, prob_bias=facts.tensor(f"blk.{lead}.exp_probs_b.bias") is not None,
         norm_w=bool(meta.get(f"{arch}.expert_weights_norm", False)), scale=scale not in (0.0, 1.0),
-        n_ff_shexp=facts.n_ff_exp * facts.n_expert_shared, dense_lead=lead)
+        n_ff_shexp=facts.n_ff_exp * facts.n_expert_shared, dense_lead=lead,
+        groups=groups if groups[0] > 1 else (0, 0))
 
 
 def _fusion_deps(facts: ModelFacts, s: Settings, moe: galloc.Moe | None) -> tuple[bool, bool]:

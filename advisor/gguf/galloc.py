@@ -186,7 +186,8 @@ class Moe:
     and the experts' products carry biases (gpt-oss); ``weight_before``: the experts chosen on the raw logits and
     their input, repeated per expert, weighted before the products, not their outputs after (llama4.cpp,
     build_moe_ffn weight_before_ffn); ``moe_layers``: which layers have experts, where not the ones after
-    ``dense_lead``."""
+    ``dense_lead``; ``groups``: (expert groups, groups used) where the experts are chosen within the best groups
+    (DeepSeek-V3: 8, 4), see _group_selection."""
 
     n_expert: int
     n_used: int
@@ -201,6 +202,7 @@ class Moe:
     biases: bool = False
     weight_before: bool = False
     moe_layers: tuple[bool, ...] = ()
+    groups: tuple[int, int] = (0, 0)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -362,6 +364,27 @@ def _attention(p: str, prev: str, last: bool, e: int, qkv: list[Node], out: int,
         nodes += _norm(p + "attn_post", e, cur)
         cur = p + "attn_post"
     return nodes + [Node(p + "ffn_inp", "ADD", e, (cur, prev))]
+
+
+def _group_selection(p: str, f: int, moe: Moe, select: str) -> list[Node]:
+    """build_moe_ffn's choice of the best expert groups (n_expert_groups > 1, DeepSeek-V3) in the order the graph
+    reaches it from the top-k: each group scored by the sum of its two best selection probabilities (argsort,
+    get_rows, sum_rows), the best groups taken (argsort), their experts gathered and written over a copy of the
+    probabilities filled with -inf (fill, set_rows: a view of the fill), which the top-k then sorts."""
+    groups, used = moe.groups
+    g, per_group = moe.n_expert * f, moe.n_expert // groups
+    return [Node(p + "sel_groups", "RESHAPE", 0, (select,)), Node(p + "fill", "FILL", g, (p + "sel_groups",)),
+            Node(p + "sel4d", "RESHAPE", 0, (p + "sel_groups",)),
+            Node(p + "g_sort", "ARGSORT", g, (p + "sel_groups",)), Node(p + "g_top2", "VIEW", 0, (p + "g_sort",)),
+            Node(p + "g_best2", "GET_ROWS", 2 * groups * f, (p + "sel4d", p + "g_top2")),
+            Node(p + "g_best2_3d", "RESHAPE", 0, (p + "g_best2",)),
+            Node(p + "g_score", "SUM_ROWS", groups * f, (p + "g_best2_3d",)),
+            Node(p + "g_score_2d", "RESHAPE", 0, (p + "g_score",)),
+            Node(p + "gg_sort", "ARGSORT", groups * f, (p + "g_score_2d",)),
+            Node(p + "g_chosen", "VIEW", 0, (p + "gg_sort",)),
+            Node(p + "g_probs", "GET_ROWS", per_group * used * f, (p + "sel_groups", p + "g_chosen")),
+            Node(p + "g_masked", "SET_ROWS", 0, (p + "fill", p + "g_probs", p + "g_chosen")),
+            Node(p + "sel2d", "RESHAPE", 0, (p + "g_masked",))]
 
 
 def _mla_attention(p: str, prev: str, last: bool, e: int, f: int, n_head: int, mla: Mla, cells: int,
@@ -569,6 +592,9 @@ def _routing(p: str, f: int, moe: Moe) -> tuple[list[Node], list[Node], str]:
     if moe.prob_bias:  # the selection sees probs + exp_probs_b; the weights are taken from the unbiased probs
         nodes.append(Node(p + "probs_b", "ADD", g, (probs, "w")))
         select = p + "probs_b"
+    if moe.groups[0] > 1:
+        nodes += _group_selection(p, f, moe, select)
+        select = p + "sel2d"
     nodes += [Node(p + "argsort", "ARGSORT", g, (select,)), Node(p + "topk", "VIEW", 0, (p + "argsort",)),
               Node(p + "weights", "GET_ROWS", n_used * f, (p + "probs_r", p + "topk"))]
     w = p + "weights"
