@@ -68,8 +68,20 @@ def _skeleton(model: Model, variant: Variant, tensors: tuple[TensorFacts, ...] =
         n_expert=a.n_expert, n_expert_used=a.n_expert_used, n_ff_exp=a.n_ff_expert,
         n_expert_shared=a.n_expert_shared, kv_lora_rank=a.kv_lora_rank,
         tied_embeddings=a.tied_embeddings, tensors=tensors, data_offset=0, file_bytes=file_bytes,
-        n_layer_nextn=a.n_layer_nextn, **_recurrent(model),
+        n_layer_nextn=a.n_layer_nextn, metadata=_metadata(a), **_recurrent(model),
     )
+
+
+def _metadata(a) -> dict:  # noqa: ANN001 - catalog Architecture
+    """The GGUF key-values the estimator reads beyond ModelFacts' fields, as convert_hf_to_gguf writes them from the
+    config the catalog records (leading dense layers, DeepSeek's RoPE width and Q LoRA rank)."""
+    out: dict = {}
+    if a.n_layer_dense_lead:
+        out[f"{a.name}.leading_dense_block_count"] = a.n_layer_dense_lead
+    if a.kv_lora_rank:
+        out[f"{a.name}.rope.dimension_count"] = a.qk_rope_head_dim
+        out[f"{a.name}.attention.q_lora_rank"] = a.q_lora_rank
+    return out
 
 
 def facts_from_catalog(model: Model, variant: Variant) -> ModelFacts:
@@ -91,20 +103,24 @@ def _layer_of(name: str) -> int | None:
 
 
 def _with_layers(facts: ModelFacts, globals_: tuple[TensorFacts, ...], per_layer: list[int],
-                 experts: list[int] | None = None, shapes: dict[str, tuple[int, ...]] | None = None) -> ModelFacts:
-    """One tensor per layer, and one more for a MoE layer's expert tensors (``blk.N.ffn_exps.all``): --n-cpu-moe
-    places those apart from the rest of the layer (the estimator matches ``_exps`` as llama.cpp's -ot pattern).
-    ``shapes``: the layer-0 tensors of estimate.SHAPE_TENSORS the model has, kept as zero-byte markers so that the
-    compute phases see the same layer kinds (fused QKV, GELU or fused-up FFN) as with the full facts."""
+                 experts: dict[str, int] | None = None, shapes: dict[str, tuple[int, ...]] | None = None) -> ModelFacts:
+    """One tensor per layer, and a MoE layer's expert tensors one by one (``experts``: name -> bytes, a few per
+    layer; named ``<name>.all``, as every compact tensor, which holds bytes, not a shape): --n-cpu-moe places those
+    apart from the rest of the layer (the estimator matches ``_exps`` as llama.cpp's -ot pattern), and the
+    scheduler's op offload copies one of them at a time (estimate's cpu_experts term).
+    ``shapes``: the tensors estimate.is_marker names that the model has, kept as zero-byte markers so that the
+    compute phases and the allocator replay see the same layer kinds (fused QKV, GELU or fused-up FFN, Q/K norms,
+    routers, selection biases, DeepSeek's attention layout) as with the full facts."""
     layers = tuple(TensorFacts(f"blk.{il}.all", (b,), 24, b) for il, b in enumerate(per_layer))  # 24 = I8: 1 B/elt
-    exps = tuple(TensorFacts(f"blk.{il}.ffn_exps.all", (b,), 24, b) for il, b in enumerate(experts or []) if b)
-    marks = tuple(TensorFacts(n, shape, 24, 0) for n, shape in (shapes or {}).items())
+    exps = tuple(TensorFacts(name + ".all", (b,), 24, b) for name, b in (experts or {}).items() if b)
+    marks = tuple(TensorFacts(n, shape, 24, 0) for n, shape in (shapes or {}).items()
+                  if (_layer_of(n) or 0) < facts.n_layer)  # not a NextN block's: llama.cpp does not run it
     return dataclasses.replace(facts, tensors=globals_ + layers + exps + marks)
 
 
 def _shapes(tensors) -> dict[str, tuple[int, ...]]:  # noqa: ANN001 - TensorFacts or layout Tensors
-    from advisor.gguf.estimate import SHAPE_TENSORS
-    return {t.name: tuple(t.shape) for t in tensors if t.name in SHAPE_TENSORS}
+    from advisor.gguf.estimate import is_marker
+    return {t.name: tuple(t.shape) for t in tensors if is_marker(t.name)}
 
 
 @cache
@@ -118,15 +134,17 @@ def compact_catalog_facts(model: Model, variant: Variant, inventory: list | None
     from advisor.gguf import layout as quant_layout
     a = model.arch
     inv = inventory if inventory is not None else quant_layout.tensor_inventory(a)
-    per_layer, experts = [0] * a.n_layer, [0] * a.n_layer
+    per_layer, experts = [0] * a.n_layer, {}
     globals_ = []
     for t, ty in quant_layout.assign_types_to(a, inv, variant.quant, imatrix=variant.imatrix):
         nb = quant_layout.nbytes(ty, t.shape)
         il = _layer_of(t.name)
         if il is None:
             globals_.append(TensorFacts(t.name, t.shape, ggml.type_id(ty), nb))
+        elif il < a.n_layer and _is_expert(t.name):
+            experts[t.name] = nb
         elif il < a.n_layer:
-            (experts if _is_expert(t.name) else per_layer)[il] += nb
+            per_layer[il] += nb
     return _with_layers(_skeleton(model, variant), tuple(globals_), per_layer, experts, _shapes(inv))
 
 
@@ -137,19 +155,21 @@ class InventorySums:
 
     globals_: tuple[tuple[str, tuple[int, ...], int], ...]
     per_layer: tuple[int, ...]
-    experts: tuple[int, ...]
+    experts: tuple[tuple[str, int], ...]  # each expert tensor's name and elements
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 def inventory_sums(n_layer: int, inventory: list) -> InventorySums:
-    per_layer, experts = [0] * n_layer, [0] * n_layer
+    per_layer, experts = [0] * n_layer, []
     globals_ = []
     for t in inventory:
         il = _layer_of(t.name)
         if il is None:
             globals_.append((t.name, t.shape, t.n_elements))
+        elif il < n_layer and _is_expert(t.name):
+            experts.append((t.name, t.n_elements))
         elif il < n_layer:
-            (experts if _is_expert(t.name) else per_layer)[il] += t.n_elements
+            per_layer[il] += t.n_elements
     return InventorySums(tuple(globals_), tuple(per_layer), tuple(experts), tuple(_shapes(inventory).items()))
 
 
@@ -158,7 +178,7 @@ def approx_catalog_facts(model: Model, variant: Variant, bpw: float, sums: Inven
     Plans are re-sized with ``compact_catalog_facts`` before they are shown."""
     globals_ = tuple(TensorFacts(name, shape, 24, int(n * bpw / 8)) for name, shape, n in sums.globals_)
     return _with_layers(_skeleton(model, variant), globals_, [int(n * bpw / 8) for n in sums.per_layer],
-                        [int(n * bpw / 8) for n in sums.experts], dict(sums.shapes))
+                        {name: int(n * bpw / 8) for name, n in sums.experts}, dict(sums.shapes))
 
 
 def compact(facts: ModelFacts) -> ModelFacts:
@@ -167,14 +187,16 @@ def compact(facts: ModelFacts) -> ModelFacts:
     The estimator only sums bytes per layer and looks up ``token_embd``/``output*`` by name, so the estimate is
     identical; the planner calls it many times per candidate and this keeps each call cheap.
     """
-    per_layer, experts = [0] * facts.n_layer, [0] * facts.n_layer
+    per_layer, experts = [0] * facts.n_layer, {}
     globals_ = []
     for t in facts.tensors:
         il = _layer_of(t.name)
         if il is None:
             globals_.append(t)
+        elif il < facts.n_layer and _is_expert(t.name):
+            experts[t.name] = experts.get(t.name, 0) + t.nbytes
         elif il < facts.n_layer:
-            (experts if _is_expert(t.name) else per_layer)[il] += t.nbytes
+            per_layer[il] += t.nbytes
     return _with_layers(facts, tuple(globals_), per_layer, experts, _shapes(facts.tensors))
 
 

@@ -496,8 +496,18 @@ def compute_bytes(facts: ModelFacts, *, n_ubatch: int, kv_cells: int, swa_cells:
 
 
 #: Layer-0 tensors whose shapes (not bytes) the compute-buffer phases read: a fused QKV projection, the FFN's up and
-#: gate. Compact facts (advisor/catalog/facts.py) keep them as zero-byte markers.
-SHAPE_TENSORS = ("blk.0.attn_qkv.weight", "blk.0.ffn_up.weight", "blk.0.ffn_gate.weight")
+#: gate; and those whose presence the allocator replay reads: Q/K norms (GLM-4.5), DeepSeek's attention layout (one
+#: attn_q or a Q LoRA, attn_kv_b whole). Compact facts (advisor/catalog/facts.py) keep them as zero-byte markers.
+SHAPE_TENSORS = ("blk.0.attn_qkv.weight", "blk.0.ffn_up.weight", "blk.0.ffn_gate.weight", "blk.0.attn_q_norm.weight",
+                 "blk.0.attn_q.weight", "blk.0.attn_q_a.weight", "blk.0.attn_kv_b.weight")
+#: Per-layer tensors whose presence the replay reads in any layer: which layers have a router (Llama 4 interleaves
+#: dense layers), and the experts' selection bias (from the first MoE layer on). Kept as markers too.
+MARKER_SUFFIXES = (".ffn_gate_inp.weight", ".exp_probs_b.bias")
+
+
+def is_marker(name: str) -> bool:
+    """Whether compact facts keep the tensor ``name`` as a zero-byte marker (SHAPE_TENSORS, MARKER_SUFFIXES)."""
+    return name in SHAPE_TENSORS or (name.startswith("blk.") and name.endswith(MARKER_SUFFIXES))
 
 
 def _ffn_kind(facts: ModelFacts) -> str:
@@ -857,13 +867,14 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     absorbed = _mla_absorbed(facts)
     gemma = facts.architecture in GEMMA
     plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert)
-             and (not facts.sliding_window or (facts.architecture in REPLAYED_ISWA and s.since(ISWA_SINCE)))
+             and (not facts.sliding_window or facts.architecture in SWA_IGNORED
+                  or (facts.architecture in REPLAYED_ISWA and s.since(ISWA_SINCE)))
              and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0] or absorbed)
              and (_ffn_kind(facts) == "gated" or (facts.architecture == "phi3" and not facts.n_expert)
                   or (facts.architecture == "starcoder2" and _ffn_kind(facts) == "gelu"))
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
-             and (facts.head_dim_k == facts.head_dim_v or mla[0] or absorbed) and facts.n_ff
-             and len(set(facts.n_ff)) == 1)
+             and (facts.head_dim_k == facts.head_dim_v or mla[0] or absorbed)
+             and len({w for w in facts.n_ff if w}) == 1)  # one dense FFN width (MoE layers may say 0)
     # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
     # build_attn_mha views Q as [.., n_tokens/n_stream, n_stream], the mask is cells x n_tokens/n_stream per stream
     simple = (g.copies == 1 and (not g.fa_on_cpu or not host_inputs)
@@ -882,12 +893,12 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
                          nope_scale=facts.architecture == "llama4" and facts.sliding_window > 0,
                          kq_l2=facts.architecture == "llama4" and facts.n_expert != 128)
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
-                                      facts.n_ff[0], facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
+                                      max(facts.n_ff), facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
                                       g.flash_attn, host_inputs, style=style, moe=moe, alloc_deps=deps,
                                       head_dim_v=facts.head_dim_v, mla_lora=mla, fa_elsewhere=g.fa_on_cpu,
                                       v_cont=_latent_copy(facts, s, g.kv_cells) if absorbed
                                       else round(g.v_cont * 4 * g.n_ubatch),
-                                      swa=(facts.swa_layers, g.swa_cells) if facts.sliding_window else ((), 0),
+                                      swa=(facts.swa_layers, g.swa_cells) if g.swa_cells else ((), 0),
                                       rot=(0, 0) if absorbed else _attn_rot(facts, s), mla=absorbed)
 
 

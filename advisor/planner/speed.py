@@ -157,7 +157,7 @@ def model_speed(facts: Any, quant: str | None = None, active_fraction: float = 1
     attention = attention_layers(facts) or ((0, 0, 0.0, 0.0),)
     out = next((float(math.prod(t.shape)) for t in facts.tensors if t.name == "output.weight"), 0.0)
     use = facts.n_expert_used / facts.n_expert if facts.n_expert else 0.0
-    # compact facts ("blk.N.ffn_exps.all") carry bytes, not shapes: their expert parameters come from the
+    # compact facts ("blk.N.ffn_*_exps.*.all") carry bytes, not shapes: their expert parameters come from the
     # architecture (expert_params_of)
     experts = sum(float(math.prod(t.shape)) for t in facts.tensors
                   if "_exps." in t.name and not t.name.endswith(".all")) * use
