@@ -12,10 +12,13 @@ What is modelled:
 - weights per device for n_gpu_layers: token_embd on the CPU, the output layer offloaded first, then the last
   repeating layers (llama_model::load_tensors); a tied output duplicates token_embd on the GPU.
 - output buffer: n_vocab * 4 bytes per sequence (llama_context::output_reserve).
-- compute buffer: for plain llama, Qwen2, Qwen3 and Qwen3-MoE models on one device, llama.cpp's allocator replayed
-  on the graph it builds (advisor/gguf/galloc.py, ``_replayed``: to the byte on the recorded plans); otherwise the
-  peak of three phases of one layer's graph (attention, FFN, logits), in floats per ubatch token, coefficients
-  measured on the CPU backend (see ``compute_bytes``), which bound where ggml-alloc's holes fall.
+- compute buffer: on one device, for the architectures whose graph advisor/gguf/galloc.py builds (``REPLAYED``:
+  llama, Qwen2/3, Qwen3-MoE, GLM-4.5, DeepSeek-V2/V3 in both MLA layouts, Gemma 2/3, Phi-3, SmolLM3, StarCoder2,
+  gpt-oss, Llama 4), llama.cpp's allocator replayed on that graph, with ggml-cuda's MoE fusion dependencies and the
+  scheduler's input copies on a GPU (``_replayed``: to the byte on the recorded plans); otherwise (several devices,
+  hybrids and other architectures, old builds) the peak of three phases of one layer's graph (attention, FFN,
+  logits), in floats per ubatch token, coefficients measured on the CPU backend (see ``compute_bytes``), which bound
+  where ggml-alloc's holes fall.
 
 GPU backends (checked against the real start-up logs in tests/data/gpu-logs by tests/test_gpu_logs.py and
 benchmarks/gpu_logs.py): each buffer is reported on the device llama.cpp allocates it on: ``gpu0``..``gpuN`` (CUDA0,
