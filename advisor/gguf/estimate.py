@@ -105,15 +105,15 @@ MLA_V_LESS_SINCE = 7950
 # Hadamard rotation of K and V in a quantized cache (llama.cpp PR #21038, "llama : rotate activations for better
 # quantization", merged 2026-04-01): Q and K (and V, and back the attention output) are multiplied by an n x n
 # input before the cache write (llama-kv-cache.cpp attn_rot_k / attn_rot_v). Approximate first build (b9174 is
-# 2026-05-16 at about 11 builds a day).
-ATTN_ROT_SINCE = 8650
+# 2026-05-16 at about 11 builds a day: 45 days earlier).
+ATTN_ROT_SINCE = 8680
 
 #: Every build-era rule above, by the name ``era`` reports it under.
 ERA_RULES: dict[str, int] = {
     "moe_batched": MOE_BATCHED_SINCE, "iswa_cache": ISWA_SINCE, "swiglu_fused": SWIGLU_FUSED_SINCE,
     "kv_streams": KV_STREAMS_SINCE, "output_layer_first": OUTPUT_FIRST_SINCE, "kv_pad_256": KV_PAD_256_SINCE,
     "fa_mask_f16": MASK_F16_SINCE, "mla_v_less": MLA_V_LESS_SINCE, "embd_input": EMBD_INPUT_SINCE,
-    "set_rows_v_idxs": SET_ROWS_SINCE,
+    "set_rows_v_idxs": SET_ROWS_SINCE, "attn_rot": ATTN_ROT_SINCE,
 }
 
 
