@@ -12,7 +12,7 @@ import dataclasses
 from functools import cache
 
 from advisor.gguf import ggml
-from advisor.catalog.model import Model, Variant
+from advisor.catalog.model import Architecture, Model, Variant
 from advisor.gguf.facts import ModelFacts, TensorFacts
 
 
@@ -72,10 +72,10 @@ def _skeleton(model: Model, variant: Variant, tensors: tuple[TensorFacts, ...] =
     )
 
 
-def _metadata(a) -> dict:  # noqa: ANN001 - catalog Architecture
+def _metadata(a: Architecture) -> dict[str, int]:
     """The GGUF key-values the estimator reads beyond ModelFacts' fields, as convert_hf_to_gguf writes them from the
     config the catalog records (leading dense layers, DeepSeek's RoPE width and Q LoRA rank)."""
-    out: dict = {}
+    out: dict[str, int] = {}
     if a.n_layer_dense_lead:
         out[f"{a.name}.leading_dense_block_count"] = a.n_layer_dense_lead
     if a.kv_lora_rank:

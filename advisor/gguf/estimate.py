@@ -853,9 +853,9 @@ FUSION_DEPS_BACKENDS = ("cuda", "rocm")
 
 def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs: bool) -> int:
     """The compute buffer from llama.cpp's own allocator replayed on its graph (advisor.gguf.galloc) where that
-    graph is modelled node by node (REPLAYED: no MLA absorption or recurrent layers, one head size, a gated FFN)
-    on one device, any KV streams and cache types, a current build; else 0, and the phases of compute_bytes /
-    gpu_compute_bytes apply."""
+    graph is modelled node by node (REPLAYED, without recurrent layers, one head size per layer kind and one dense
+    FFN width) on one device, any KV streams and cache types, a current build; else 0, and the phases of
+    compute_bytes / gpu_compute_bytes apply."""
     if facts.n_layer * (facts.n_expert_used + REPLAY_NODES_PER_LAYER) > REPLAY_MAX_NODES:
         return 0  # a header no released model has (hostile or corrupt): the closed form, in bounded time
     moe = _moe_shape(facts)
@@ -866,17 +866,16 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
         # whose files leave the weights unnormalised, keep them there (451.02, 260.39), and all three keep them
         # with a stream per sequence; the phases take that case
         return 0
-    mla = _mla_unsplit(facts)
-    absorbed = _mla_absorbed(facts)
+    mla = _mla_shape(facts)
     gemma = facts.architecture in GEMMA
     plain = (facts.architecture in REPLAYED and (moe is not None or not facts.n_expert)
              and (not facts.sliding_window or facts.architecture in SWA_IGNORED
                   or (facts.architecture in REPLAYED_ISWA and s.since(ISWA_SINCE)))
-             and not facts.is_recurrent and (not facts.kv_lora_rank or mla[0] or absorbed)
+             and not facts.is_recurrent and (not facts.kv_lora_rank or mla)
              and (_ffn_kind(facts) == "gated" or (facts.architecture == "phi3" and not facts.n_expert)
                   or (facts.architecture == "starcoder2" and _ffn_kind(facts) == "gelu"))
              and len(set(facts.n_head)) == 1 and len(set(facts.n_head_kv)) == 1
-             and (facts.head_dim_k == facts.head_dim_v or mla[0] or absorbed)
+             and (facts.head_dim_k == facts.head_dim_v or mla)
              and len({w for w in facts.n_ff if w}) == 1)  # one dense FFN width (MoE layers may say 0)
     # several KV streams (one per sequence) split the batch and the mask per stream and build the same tensors:
     # build_attn_mha views Q as [.., n_tokens/n_stream, n_stream], the mask is cells x n_tokens/n_stream per stream
@@ -898,11 +897,11 @@ def _replayed(facts: ModelFacts, s: Settings, g: _Graph, n_seq: int, host_inputs
     return galloc.llama_compute_bytes(facts.n_embd, facts.n_head[0], facts.n_head_kv[0], facts.head_dim_k,
                                       max(facts.n_ff), facts.n_vocab, facts.n_layer, g.n_ubatch, g.kv_cells,
                                       g.flash_attn, host_inputs, style=style, moe=moe, alloc_deps=deps,
-                                      head_dim_v=facts.head_dim_v, mla_lora=mla, fa_elsewhere=g.fa_on_cpu,
-                                      v_cont=_latent_copy(facts, s, g.kv_cells) if absorbed
+                                      head_dim_v=facts.head_dim_v, fa_elsewhere=g.fa_on_cpu,
+                                      v_cont=_latent_copy(facts, s, g.kv_cells) if mla and mla.absorbed
                                       else round(g.v_cont * 4 * g.n_ubatch),
                                       swa=(facts.swa_layers, g.swa_cells) if g.swa_cells else ((), 0),
-                                      rot=(0, 0) if absorbed else _attn_rot(facts, s), mla=absorbed)
+                                      rot=_attn_rot(facts, s), mla=mla)
 
 
 def _latent_copy(facts: ModelFacts, s: Settings, cells: int) -> int:
@@ -911,24 +910,12 @@ def _latent_copy(facts: ModelFacts, s: Settings, cells: int) -> int:
     return round(cells * facts.kv_lora_rank * ggml.bytes_per_element(_type(s.cache_type_k)))
 
 
-def _mla_absorbed(facts: ModelFacts) -> galloc.Mla | None:
-    """The absorbed latent attention of a DeepSeek file with attn_k_b / attn_v_b split (is_mla), as galloc builds it:
-    Q through its LoRA where the file has attn_q_a; None for other files. Its K-only cache takes no Hadamard
-    rotation (llama-graph.cpp build_attn for llm_graph_input_attn_k)."""
-    meta, arch = facts.metadata, facts.architecture
-    if arch != "deepseek2" or not facts.is_mla:
-        return None
-    q_lora = int(meta.get(f"{arch}.attention.q_lora_rank", 0) or 0)
-    return galloc.Mla(facts.kv_lora_rank, int(meta.get(f"{arch}.rope.dimension_count", 0) or 0),
-                      facts.key_length_mla, facts.value_length_mla,
-                      q_lora if facts.tensor("blk.0.attn_q_a.weight") is not None else 0)
-
-
 def _attn_rot(facts: ModelFacts, s: Settings) -> tuple[int, int]:
     """The sizes of the Hadamard rotations a quantized cache applies to K and to V, 0 where none
     (llama-kv-cache.cpp: K and V each when its cache type is quantized and its head size a multiple of 64;
-    build_input_k_rot takes the largest power of two from 64 that divides the K head, build_input_v_rot 64)."""
-    if not s.since(ATTN_ROT_SINCE):
+    build_input_k_rot takes the largest power of two from 64 that divides the K head, build_input_v_rot 64). An
+    absorbed-MLA file's K-only cache is not rotated (llama-graph.cpp build_attn for llm_graph_input_attn_k)."""
+    if not s.since(ATTN_ROT_SINCE) or facts.is_mla:
         return 0, 0
     sizes = []
     for kind, head in ((s.cache_type_k, facts.head_dim_k), (s.cache_type_v, facts.head_dim_v)):
@@ -939,13 +926,21 @@ def _attn_rot(facts: ModelFacts, s: Settings) -> tuple[int, int]:
     return n, sizes[1]
 
 
-def _mla_unsplit(facts: ModelFacts) -> tuple[int, int]:
-    """(kv_lora_rank, RoPE dims) for a DeepSeek-V2 file that keeps attn_kv_b whole and has no Q LoRA (the lite
-    layout: attn_q, no attn_q_a), whose attention galloc builds; else (0, 0)."""
-    if (facts.architecture != "deepseek2" or not facts.kv_lora_rank or facts.is_mla
-            or facts.tensor("blk.0.attn_q.weight") is None or facts.tensor("blk.0.attn_kv_b.weight") is None):
-        return 0, 0
-    return facts.kv_lora_rank, int(facts.metadata.get(f"{facts.architecture}.rope.dimension_count", 0) or 0)
+def _mla_shape(facts: ModelFacts) -> galloc.Mla | None:
+    """DeepSeek's latent attention as galloc builds it (deepseek2.cpp), None for other files: absorbed where the
+    file splits attn_k_b / attn_v_b (is_mla; Q through its LoRA where it has attn_q_a), expanded where it keeps
+    attn_kv_b whole and has one attn_q (the V2-Lite layout)."""
+    meta, arch = facts.metadata, facts.architecture
+    if arch != "deepseek2" or not facts.kv_lora_rank:
+        return None
+    rope = int(meta.get(f"{arch}.rope.dimension_count", 0) or 0)
+    if facts.is_mla:
+        q_lora = int(meta.get(f"{arch}.attention.q_lora_rank", 0) or 0)
+        return galloc.Mla(facts.kv_lora_rank, rope, facts.key_length_mla, facts.value_length_mla,
+                          q_lora if facts.tensor("blk.0.attn_q_a.weight") is not None else 0)
+    if facts.tensor("blk.0.attn_q.weight") is None or facts.tensor("blk.0.attn_kv_b.weight") is None:
+        return None
+    return galloc.Mla(facts.kv_lora_rank, rope, facts.head_dim_k, facts.head_dim_v, absorbed=False)
 
 
 def _nope_every(facts: ModelFacts) -> int:

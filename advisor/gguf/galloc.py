@@ -163,16 +163,19 @@ class Style:
 
 @dataclass(frozen=True)
 class Mla:
-    """DeepSeek-V2/V3's multi-head latent attention with attn_k_b / attn_v_b split (deepseek2.cpp, is_mla): the
-    cache holds ``rank`` + ``rope`` values per token, Q's no-RoPE part is absorbed into the latent space by
-    attn_k_b, and the attention output is expanded per head by attn_v_b (head size ``head_v``); ``head_k`` is the
-    per-head Q width before absorption, ``q_lora`` the rank of Q's LoRA (0: one attn_q product)."""
+    """DeepSeek-V2/V3's multi-head latent attention (deepseek2.cpp): a latent of ``rank`` values plus ``rope`` RoPE
+    values per token, per-head K of ``head_k`` and V of ``head_v``, and ``q_lora`` the rank of Q's LoRA (0: one
+    attn_q product). ``absorbed`` (a file with attn_k_b / attn_v_b split, is_mla): the cache holds the latent, Q's
+    no-RoPE part is absorbed into it by attn_k_b and the attention output expanded per head by attn_v_b
+    (_mla_attention); else (attn_kv_b whole) the latent is expanded to per-head K and V, cached as usual
+    (_deepseek2_qkv)."""
 
     rank: int
     rope: int
     head_k: int
     head_v: int
     q_lora: int = 0
+    absorbed: bool = True
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
                         n_layer: int, n_ubatch: int, kv_cells: int, flash_attn: bool, host_inputs: bool,
                         style: Style = Style(), moe: Moe | None = None,
                         alloc_deps: tuple[bool, bool] = (False, False), head_dim_v: int = 0,
-                        mla_lora: tuple[int, int] = (0, 0), fa_elsewhere: bool = False, v_cont: int = 0,
+                        fa_elsewhere: bool = False, v_cont: int = 0,
                         swa: tuple[tuple[bool, ...], int] = ((), 0),
                         embd_copied: bool = True, rot: tuple[int, int] = (0, 0), mla: Mla | None = None) -> int:
     """The compute buffer llama.cpp reserves for a llama-style model with every layer and the output on one device
@@ -227,8 +230,7 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     - ``style``: the layer's departures from llama's (Style); ``moe``: the experts of Qwen3-MoE, GLM-4.5,
       DeepSeek-V2 or gpt-oss layers (qwen3moe.cpp, glm4-moe.cpp, deepseek2.cpp, openai-moe.cpp); ``alloc_deps``:
       the dependencies ggml-cuda's graph_optimize adds for its fused top-k routing and weighted expert sum (_moe).
-    - ``head_dim_v``: the V head size where it differs from K's; ``mla_lora``: (kv_lora_rank, RoPE dims) of a
-      DeepSeek-V2 file with attn_kv_b whole (_deepseek2_qkv).
+    - ``head_dim_v``: the V head size where it differs from K's.
     - ``fa_elsewhere``: a GPU buffer whose flash-attention ops run on the CPU (ggml-cuda has no kernel for the head
       sizes): the mask is not its input, and the attention output is copied in where the op would have been.
     - ``v_cont``: the bytes of one layer's V copied transposed without flash attention, for a cache stored
@@ -238,8 +240,8 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
     - ``rot``: the sizes of the Hadamard rotations of K and V, 0 for none: a quantized cache stores rotated K (Q
       rotated alike) and V (the attention output rotated back), each a product by an n x n input
       (llama-kv-cache.cpp attn_rot_k / attn_rot_v, llama-impl.h llama_mul_mat_hadamard).
-    - ``mla``: the absorbed latent attention of a DeepSeek file with attn_k_b / attn_v_b (Mla, _mla_qkv); its cache
-      has no V of its own, so no V row indices, and ``v_cont`` is then the latent copied transposed."""
+    - ``mla``: DeepSeek's latent attention (Mla); absorbed, its cache has no V of its own, so no V row indices,
+      and ``v_cont`` is then the latent copied transposed."""
     f = 4 * n_ubatch  # bytes of one f32 value per token
     head_dim_v = head_dim_v or head_dim
     q, kv = n_head * head_dim, n_head_kv * head_dim_v
@@ -268,14 +270,13 @@ def llama_compute_bytes(n_embd: int, n_head: int, n_head_kv: int, head_dim: int,
             per_value = kv if not (flash_attn or v_cont) else 1
             inputs += [(f"{t}_rot{kind}", 4 * n * n) for t, n in zip("kv", rot) if n]
             inputs += [("k_idxs" + kind, 8 * n_ubatch)]
-            inputs += [] if mla else [("v_idxs" + kind, 8 * n_ubatch * per_value)]
+            inputs += [] if mla and mla.absorbed else [("v_idxs" + kind, 8 * n_ubatch * per_value)]
             inputs += [("mask" + kind, 0 if fa_elsewhere else cells * n_ubatch * (2 if flash_attn else 4))]
-        if mla:
+        if mla and mla.absorbed:
             nodes += _mla_attention(p, prev, il == n_layer - 1, n_embd * f, f, n_head, mla, cells, flash_attn,
                                     v_cont)
         else:
-            qkv = (_deepseek2_qkv(p, f, n_head, head_dim, head_dim_v, mla_lora) if mla_lora[0]
-                   else _llama_qkv(p, q * f, kv * f, style, rope))
+            qkv = _deepseek2_qkv(p, f, n_head, mla) if mla else _llama_qkv(p, q * f, kv * f, style, rope)
             v_copy = kv * f if style.fused_qkv and not flash_attn else 0
             qkv = _rotated(p, qkv, kind, rot, {"q": q * f, "v": kv * f, "k": n_head_kv * head_dim * f},
                            strided_v=style.fused_qkv)
@@ -496,12 +497,12 @@ def _llama_qkv(p: str, q: int, kv: int, style: Style, rope: bool = True) -> list
     return nodes
 
 
-def _deepseek2_qkv(p: str, f: int, n_head: int, head_k: int, head_v: int, lora: tuple[int, int]) -> list[Node]:
+def _deepseek2_qkv(p: str, f: int, n_head: int, mla: Mla) -> list[Node]:
     """Q, K and V of a DeepSeek-V2 layer whose file keeps attn_kv_b whole (src/models/deepseek2.cpp, the path
     without MLA absorption), expanded Q, V, K: Q is one product roped on its trailing dims; the compressed KV and
     its RoPE part come from one product, the compressed part normed and expanded by attn_kv_b into per-head K
     (no-RoPE part) and V, V made contiguous; K is the no-RoPE view joined with the roped part repeated per head."""
-    rank, rope = lora
+    rank, rope, head_k, head_v = mla.rank, mla.rope, mla.head_k, mla.head_v
     q, nope = n_head * head_k * f, head_k - rope
     return [Node(p + "q", "MUL_MAT", q, ("w", p + "attn_norm")), Node(p + "q3", "RESHAPE", 0, (p + "q",)),
             Node(p + "q_rope", "ROPE", q, (p + "q3", "inp_pos")),
